@@ -1,0 +1,3 @@
+from pacverify.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""One place that checks every user-facing parameter (DESIGN.md §2, §4).
+
+Both the Python API and the command line call these functions, so a bad value gets the
+same message everywhere: the parameter's name, the allowed range and the bad value.
+Each function returns the value converted to its canonical type, or raises
+:class:`pacverify.errors.InputError`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from pacverify.errors import InputError
+
+NORMS = ("2", "inf")
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return out
+
+
+def check_delta(delta: Any, name: str = "delta (δ)") -> float:
+    """Robustness radius δ: a finite number > 0."""
+    out = _real(name, delta)
+    if out <= 0:
+        raise InputError(f"{name} must be > 0, got {delta!r}")
+    return out
+
+
+check_radius = check_delta
+
+
+def _in_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool, hi_open: bool,
+              why: str = "") -> float:
+    out = _real(name, value)
+    ok_lo = out > lo if lo_open else out >= lo
+    ok_hi = out < hi if hi_open else out <= hi
+    if not (ok_lo and ok_hi):
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise InputError(f"{name} must lie in {interval}{why}, got {value!r}")
+    return out
+
+
+_THM38 = " (the ε-net theorem, Thm 3.8 of 004, says nothing outside it)"
+
+
+def check_eps(eps: Any, name: str = "eps (ε)") -> float:
+    """Ball mass ε of the ε-net theorem (Thm 3.8 of 004): 0 < ε ≤ 1/2."""
+    return _in_range(name, eps, 0.0, 0.5, lo_open=True, hi_open=False, why=_THM38)
+
+
+def check_eta(eta: Any, name: str = "eta (η)") -> float:
+    """Failure probability η of the ε-net theorem (Thm 3.8 of 004): 0 < η ≤ 1/2."""
+    return _in_range(name, eta, 0.0, 0.5, lo_open=True, hi_open=False, why=_THM38)
+
+
+def check_kappa(kappa: Any, name: str = "kappa (κ)") -> float:
+    """Confidence threshold κ (Def 3.2 of 004): 0.5 ≤ κ < 1."""
+    return _in_range(name, kappa, 0.5, 1.0, lo_open=False, hi_open=True)
+
+
+def check_tv(tv: Any, name: str = "tv (Λ)") -> float:
+    """Total-variation distance Λ of Obs 4.5 of 004: 0 ≤ Λ < 1."""
+    return _in_range(name, tv, 0.0, 1.0, lo_open=False, hi_open=True)
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise InputError(f"{name} must be an integer, got {value!r}")
+
+
+def check_dim(dim: Any, name: str = "dim (m)") -> int:
+    """Input dimension m: a positive integer."""
+    out = _integer(name, dim)
+    if out < 1:
+        raise InputError(f"{name} must be a positive integer, got {dim!r}")
+    return out
+
+
+def check_samples(samples: Any, name: str = "samples (s)") -> int:
+    """A number of sample points: a positive integer."""
+    out = _integer(name, samples)
+    if out < 1:
+        raise InputError(f"{name} must be a positive integer, got {samples!r}")
+    return out
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """Random seed: an integer in [0, 2**63)."""
+    out = _integer(name, seed)
+    if not 0 <= out < 2**63:
+        raise InputError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return out
+
+
+def check_norm(norm: Any, name: str = "norm") -> str:
+    """Perturbation norm: '2' (Euclidean) or 'inf' (max-norm). Accepts 2, '2', 'l2', inf, 'inf', 'linf'."""
+    if isinstance(norm, numbers.Real) and not isinstance(norm, bool):
+        if norm == 2:
+            return "2"
+        if norm == math.inf:
+            return "inf"
+    if isinstance(norm, str):
+        key = norm.strip().lower()
+        if key in ("2", "l2"):
+            return "2"
+        if key in ("inf", "linf", "l_inf", "infinity"):
+            return "inf"
+    raise InputError(f"{name} must be one of 2 or inf, got {norm!r}")
+
+
+def check_positive(value: Any, name: str) -> float:
+    """Any strictly positive finite number (timeouts, caps, tolerances)."""
+    out = _real(name, value)
+    if out <= 0:
+        raise InputError(f"{name} must be > 0, got {value!r}")
+    return out
+
+
+def check_probability(value: Any, name: str) -> float:
+    """A number in [0, 1]."""
+    return _in_range(name, value, 0.0, 1.0, lo_open=False, hi_open=False)
