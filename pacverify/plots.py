@@ -1,0 +1,89 @@
+"""Figures for the certificate report, as PNG bytes. Rendering only: every number is computed elsewhere.
+
+Uses ``matplotlib.figure.Figure`` directly (no pyplot, no global backend state).
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+from pacverify import pac
+
+STATUS_COLOURS = {"verified": "#2a9d4a", "falsified": "#d62728", "unknown": "#ff9f1c", "not confident": "#9a9a9a",
+                  "disagree": "#7b2cbf"}
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def radius_histogram(radii: np.ndarray, three_delta: float) -> bytes:
+    """Histogram of the student's certified radii at the required points, with 3δ marked."""
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.add_subplot()
+    radii = np.asarray(radii, dtype=float)
+    radii = radii[np.isfinite(radii)]
+    if radii.size:
+        ax.hist(radii, bins=min(40, max(5, radii.size // 5)), color="#4c78a8")
+    ax.axvline(three_delta, color="#d62728", linestyle="--", label=f"3δ = {three_delta:g}")
+    ax.set_xlabel("certified radius r_i of the student")
+    ax.set_ylabel("points")
+    ax.legend()
+    return _png(fig)
+
+
+def rho_histogram(rho: np.ndarray) -> bytes:
+    """Distribution of ρ_i = ‖∇g_S‖ / ‖∇g_T‖ (log scale), with ρ = 1 marked."""
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.add_subplot()
+    rho = np.asarray(rho, dtype=float)
+    rho = rho[np.isfinite(rho) & (rho > 0)]
+    if rho.size:
+        bins = np.logspace(np.log10(rho.min()) - 0.05, np.log10(rho.max()) + 0.05, 30)
+        ax.hist(rho, bins=bins, color="#72b7b2")
+        ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linestyle="--", label="ρ = 1")
+    ax.set_xlabel("margin-gradient ratio ρ_i (student / teacher)")
+    ax.set_ylabel("points")
+    ax.legend()
+    return _png(fig)
+
+
+def sample_size_curve(dim: int, eta: float, eps: float, norm: str) -> bytes:
+    """s(m, ε, η) of Thm 3.8 against ε for this m and η, with the chosen ε marked."""
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.add_subplot()
+    grid = np.geomspace(min(eps, 0.01) / 2, 0.5, 80)
+    sizes = [pac.sample_size(dim, e, eta, norm=norm) for e in grid]
+    ax.loglog(grid, sizes, color="#4c78a8")
+    ax.scatter([eps], [pac.sample_size(dim, eps, eta, norm=norm)], color="#d62728", zorder=3,
+               label=f"ε = {eps:g}: s = {pac.sample_size(dim, eps, eta, norm=norm)}")
+    ax.set_xlabel("ε")
+    ax.set_ylabel(f"sample size s (m = {dim}, η = {eta:g})")
+    ax.legend()
+    return _png(fig)
+
+
+def decision_map(grid_x: np.ndarray, grid_y: np.ndarray, grid_label: np.ndarray, points: np.ndarray,
+                 status: np.ndarray) -> bytes:
+    """2-D inputs only: the teacher's decision regions with sample points coloured by verdict."""
+    fig = Figure(figsize=(5.5, 5.0))
+    ax = fig.add_subplot()
+    n_classes = int(grid_label.max()) + 1 if grid_label.size else 1
+    palette = ["#dbe9f6", "#fde2cf", "#e0f0d9", "#eadcf0", "#f6f1c8", "#d9f0ee"]
+    cmap = ListedColormap([palette[i % len(palette)] for i in range(max(n_classes, 2))])
+    ax.pcolormesh(grid_x, grid_y, grid_label, cmap=cmap, shading="auto", vmin=0, vmax=max(n_classes, 2) - 1)
+    for name, colour in STATUS_COLOURS.items():
+        mask = status == name
+        if mask.any():
+            ax.scatter(points[mask, 0], points[mask, 1], s=6, color=colour, label=f"{name} ({int(mask.sum())})")
+    ax.set_xlabel("x_0")
+    ax.set_ylabel("x_1")
+    ax.set_title("teacher decision regions and sample points")
+    ax.legend(loc="best", fontsize=8, markerscale=2)
+    return _png(fig)

@@ -1,0 +1,92 @@
+"""Certificate files, integrity digest, JUnit/GitHub gate output and report rendering."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from pacverify.certificate import body_digest, load_certificate, write_certificate
+from pacverify.errors import InputError
+from pacverify.gate import emit_github, junit_xml, requirements
+from pacverify.report import write_report
+
+
+def _body(verdict="CERTIFIED", disagree=0, verified=5, delta_t=0.02):
+    return {
+        "verdict": verdict, "reasons": ["because"],
+        "statements": {"pac": "With probability at least 0.9 ...", "assumptions": ["perfect student"]},
+        "pac": {"delta": 0.05, "eps": 0.5, "eta": 0.1, "kappa": 0.9, "norm": "2", "dim": 2, "samples": 300},
+        "verification": {"radius": 0.15, "required": 5, "verified": verified, "falsified": 0,
+                         "unknown": 5 - verified, "disagree": disagree},
+        "relaxation": {"delta_T": delta_t},
+        "teacher_check": {"counterexamples_delta": 0, "counterexamples_delta_T": 0},
+        "coverage": {"lower": 0.4, "confidence": 0.99},
+    }
+
+
+def _arrays(n=8):
+    rng = np.random.default_rng(0)
+    g = np.linspace(-1, 1, 5)
+    gx, gy = np.meshgrid(g, g)
+    return {"points": rng.normal(size=(n, 2)), "required": np.arange(n) < 5, "status": np.array([1] * 5 + [0] * 3),
+            "certified_radius": np.full(n, 0.2), "rho": np.full(n, 0.9), "grid_x": gx, "grid_y": gy,
+            "grid_label": (gx + gy > 0).astype(int)}
+
+
+def test_round_trip_and_digest(tmp_path):
+    cert = write_certificate(_body(), _arrays(), tmp_path / "out")
+    loaded = load_certificate(tmp_path / "out" / "certificate.json")
+    assert loaded.body == cert.body
+    assert loaded.body["integrity"]["body_sha256"] == body_digest(loaded.body)
+    np.testing.assert_array_equal(loaded.arrays["points"], _arrays()["points"])
+    assert loaded.verdict.exit_code == 0 and loaded.delta_T == 0.02
+
+
+def test_load_refuses_bad_files(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_certificate(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InputError, match="JSON"):
+        load_certificate(tmp_path / "bad.json")
+    write_certificate(_body(), _arrays(), tmp_path / "c")
+    body = json.loads((tmp_path / "c" / "certificate.json").read_text())
+    del body["relaxation"]
+    (tmp_path / "c" / "certificate.json").write_text(json.dumps(body))
+    with pytest.raises(InputError, match="relaxation.delta_T"):
+        load_certificate(tmp_path / "c")
+    write_certificate(_body(), _arrays(), tmp_path / "d")
+    (tmp_path / "d" / "points.npz").unlink()
+    with pytest.raises(InputError, match="side file"):
+        load_certificate(tmp_path / "d")
+
+
+def test_junit_one_case_per_requirement(tmp_path):
+    cert = write_certificate(_body(verified=4, disagree=1, verdict="NOT_CERTIFIED"), _arrays(), tmp_path)
+    reqs = requirements(cert, min_delta_t=0.05)
+    root = ET.fromstring(junit_xml(reqs))
+    cases = {c.get("name"): c.find("failure") is not None for c in root.iter("testcase")}
+    assert cases == {"distillation agreement": True, "verification": True, "teacher cross-check": False,
+                     "coverage": False, "minimum delta_T": True}
+    assert root.find("testsuite").get("failures") == "3"
+
+
+def test_github_output_only_under_actions(tmp_path):
+    cert = write_certificate(_body(), _arrays(), tmp_path)
+    reqs = requirements(cert)
+    assert emit_github(cert, reqs, environ={}) is None
+    summary = tmp_path / "summary.md"
+    text = emit_github(cert, reqs, environ={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)})
+    assert "::notice title=pacverify verification::" in text
+    assert "| verification | pass |" in summary.read_text()
+
+
+def test_reports_render(tmp_path):
+    cert = write_certificate(_body(), _arrays(), tmp_path)
+    html_path, md_path = write_report(cert, html_path=tmp_path / "r.html", markdown_path=tmp_path / "r.md")
+    page = html_path.read_text()
+    assert "CERTIFIED" in page and page.count("data:image/png;base64,") == 4
+    md = md_path.read_text()
+    assert md.startswith("# pacverify certificate: **CERTIFIED**")
+    assert (tmp_path / "r_figures" / "regions.png").stat().st_size > 1000
