@@ -113,6 +113,17 @@ class Network:
         return Network(tuple(layer.to(device, dtype) for layer in self.layers), self.input_shape,
                        self.input_name, self.output_name, dict(self.meta))
 
+    def relu_widths(self) -> list[int]:
+        """The width of each ReLU layer, in order: the shapes (B, width) of split constraints and of the
+        pre-activation bounds the bound routines report."""
+        widths, width = [], self.in_features
+        for layer in self.layers:
+            if isinstance(layer, Affine):
+                width = layer.out_features
+            else:
+                widths.append(width)
+        return widths
+
     def affine_layers(self) -> list[Affine]:
         return [layer for layer in self.layers if isinstance(layer, Affine)]
 

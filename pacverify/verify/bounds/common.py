@@ -1,0 +1,251 @@
+"""Plumbing shared by the bound routines: argument checks, split constraints, chunking, rounding margins.
+
+Split constraints (the branch-and-bound contract): ``splits`` is None or a list with one integer
+tensor per ReLU layer (the order of :meth:`Network.relu_widths`), shape (B, width), entries
+−1 (the neuron's pre-activation is ≤ 0 on this subdomain), 0 (free) or +1 (pre-activation ≥ 0).
+Bounds computed under splits hold for every input of the set whose pre-activations satisfy the
+constraints; those inputs are the only ones the subdomain contains, and a family of subdomains
+whose constraints cover every sign pattern covers the whole set.
+
+Rounding: every bound is widened outward by a first-order bound on the floating-point error of
+the computation that produced it (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1:
+a computed dot product of length n errs by at most γ_n = n·u/(1 − n·u) times the sum of the
+absolute values of its terms, u the unit round-off of the dtype). The sum of absolute terms of
+every bound is at most ``(L + 2)·M`` where M is the same expression evaluated with absolute
+weights on the absolute input (:func:`rounding_margins`, L the number of ReLU layers), so the
+margin ``(L + 2)·γ_N·M`` (N the total length of all accumulations) covers it. In float64 this is
+~1e-12 relative and invisible; in float32 it is ~1e-4 relative and visibly loosens bounds — use
+float64 (the default of :func:`pacverify.onnx_io.load_network`) for verification decisions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from pacverify.errors import InputError
+from pacverify.verify.bounds.types import Bounds, PropagationResult
+from pacverify.verify.network import Affine, Network
+from pacverify.verify.sets import Box, InputSet, L2Ball, batched_matvec
+from pacverify.verify.spec import check_spec
+
+Interval = tuple[torch.Tensor, torch.Tensor]
+
+# Default memory budget (bytes) for one chunk of points when max_batch is not given.
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One batch of bounding work, already on the network's device and dtype.
+
+    ``C`` is None, (K, n) shared, or (B, K, n); ``splits`` None or one (B, width) int8 tensor per ReLU
+    layer; ``intermediate`` None or one entry per ReLU layer, each None or an interval of (B, width).
+    """
+
+    input_set: InputSet
+    C: torch.Tensor | None
+    splits: list[torch.Tensor] | None
+    intermediate: list[Interval | None] | None
+
+    @property
+    def batch_size(self) -> int:
+        return self.input_set.batch_size
+
+    def select(self, index: slice) -> "Problem":
+        C = self.C[index] if self.C is not None and self.C.dim() == 3 else self.C
+        splits = None if self.splits is None else [s[index] for s in self.splits]
+        intermediate = None if self.intermediate is None else [
+            None if pair is None else (pair[0][index], pair[1][index]) for pair in self.intermediate]
+        return Problem(self.input_set.select(index), C, splits, intermediate)
+
+
+def prepare(net: Network, input_set: InputSet, C, splits, intermediate) -> Problem:
+    """Check every argument against the network and move it to the network's device and dtype."""
+    if not isinstance(net, Network):
+        raise InputError(f"net must be a pacverify Network, got {type(net).__name__}")
+    if not isinstance(input_set, (Box, L2Ball)):
+        raise InputError(f"input_set must be a Box or an L2Ball, got {type(input_set).__name__}")
+    if input_set.dim != net.in_features:
+        raise InputError(f"the input set has points of dimension {input_set.dim}, the network takes "
+                         f"{net.in_features} inputs")
+    input_set = input_set.to(device=net.device, dtype=net.dtype)
+    batch, widths = input_set.batch_size, net.relu_widths()
+    C = check_spec(C, batch, net.out_features, dtype=net.dtype, device=net.device)
+    return Problem(input_set, C, _check_splits(splits, batch, widths, net.device),
+                   _check_intermediate(intermediate, batch, widths, net))
+
+
+def _check_splits(splits, batch: int, widths: list[int], device) -> list[torch.Tensor] | None:
+    if splits is None:
+        return None
+    if not isinstance(splits, (list, tuple)) or len(splits) != len(widths):
+        raise InputError(f"splits must be a list with one tensor per ReLU layer ({len(widths)} layers)")
+    out = []
+    for k, (split, width) in enumerate(zip(splits, widths)):
+        split = torch.as_tensor(split, device=device)
+        if split.shape != (batch, width) or split.is_floating_point():
+            raise InputError(f"splits[{k}] must be an integer tensor of shape ({batch}, {width}), got "
+                             f"{tuple(split.shape)} {split.dtype}")
+        if ((split < -1) | (split > 1)).any():
+            raise InputError(f"splits[{k}] entries must be -1, 0 or +1")
+        out.append(split.to(torch.int8))
+    return out
+
+
+def _check_intermediate(intermediate, batch: int, widths: list[int], net: Network) -> list[Interval | None] | None:
+    if intermediate is None:
+        return None
+    if not isinstance(intermediate, (list, tuple)) or len(intermediate) != len(widths):
+        raise InputError(f"intermediate must be a list with one entry per ReLU layer ({len(widths)} layers)")
+    out: list[Interval | None] = []
+    for k, (pair, width) in enumerate(zip(intermediate, widths)):
+        if pair is None:
+            out.append(None)
+            continue
+        lower, upper = (torch.as_tensor(t).to(device=net.device, dtype=net.dtype) for t in pair)
+        if lower.shape != (batch, width) or upper.shape != (batch, width):
+            raise InputError(f"intermediate[{k}] must be a pair of tensors of shape ({batch}, {width})")
+        if torch.isnan(lower).any() or torch.isnan(upper).any():
+            raise InputError(f"intermediate[{k}] contains NaN")
+        out.append((lower, upper))
+    return out
+
+
+def apply_split(lower: torch.Tensor, upper: torch.Tensor, split: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clamp pre-activation bounds (B, w) to a split: active → lower ≥ 0, inactive → upper ≤ 0.
+
+    Returns (lower, upper, infeasible) with ``infeasible`` (B,) True where some neuron's interval
+    became empty (lower > upper); those rows are reset to [0, 0] so later arithmetic stays finite.
+    """
+    if split is not None:
+        lower = torch.where(split > 0, lower.clamp(min=0), lower)
+        upper = torch.where(split < 0, upper.clamp(max=0), upper)
+    empty = lower > upper
+    infeasible = empty.any(dim=1)
+    if infeasible.any():
+        lower = torch.where(infeasible[:, None], torch.zeros_like(lower), lower)
+        upper = torch.where(infeasible[:, None], torch.zeros_like(upper), upper)
+    return lower, upper, infeasible
+
+
+def intersect(a: Interval, b: Interval | None) -> Interval:
+    """The intersection of two intervals (either may be None for 'no information')."""
+    if b is None:
+        return a
+    return torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1])
+
+
+@dataclass(frozen=True)
+class Margins:
+    """Outward rounding margins: ``relu[k]`` (w_k,) for the k-th ReLU input, ``output`` (B or 1, K)."""
+
+    relu: list[torch.Tensor]
+    output: torch.Tensor
+
+
+def rounding_margins(net: Network, input_set: InputSet, C: torch.Tensor | None) -> Margins:
+    """First-order floating-point error bounds for every bound a propagation computes (module docstring).
+
+    ``M`` runs the network on the largest absolute input of the chunk with ``|W|``, ``|b|`` and the
+    identity for ReLU (slopes lie in [0, 1]); the margin of a quantity is ``(L + 2)·γ_N·M``.
+    """
+    lo, hi = input_set.interval()
+    magnitude = torch.maximum(lo.abs(), hi.abs()).amax(dim=0)
+    length = 16 + net.in_features
+    n_relu = len(net.relu_widths())
+    unit = torch.finfo(net.dtype).eps / 2
+
+    def margin(m: torch.Tensor) -> torch.Tensor:
+        gamma = length * unit / (1 - length * unit)
+        return (n_relu + 2) * gamma * m
+
+    relu = []
+    for layer in net.layers:
+        if isinstance(layer, Affine):
+            magnitude = layer.weight.abs() @ magnitude + layer.bias.abs()
+            length += layer.in_features + layer.out_features
+        else:
+            relu.append(margin(magnitude))
+            length += 2
+    if C is None:
+        output = magnitude.unsqueeze(0)
+    else:
+        length += C.shape[-1]
+        output = C.abs() @ magnitude
+        output = output.unsqueeze(0) if output.dim() == 1 else output
+    return Margins(relu, margin(output))
+
+
+def widen(interval: Interval, margin: torch.Tensor) -> Interval:
+    return interval[0] - margin, interval[1] + margin
+
+
+def finish(lower: torch.Tensor, upper: torch.Tensor, infeasible: torch.Tensor, margin: torch.Tensor) -> Bounds:
+    """Widen by the rounding margin and mark empty subdomains (lower = +inf, upper = -inf)."""
+    lower, upper = lower - margin, upper + margin
+    lower = torch.where(infeasible[:, None], torch.full_like(lower, torch.inf), lower)
+    upper = torch.where(infeasible[:, None], torch.full_like(upper, -torch.inf), upper)
+    return Bounds(lower.detach(), upper.detach(), infeasible)
+
+
+def default_max_batch(net: Network, problem: Problem, buffers_per_entry: int = 8) -> int:
+    """Points per chunk so that the largest backward coefficient tensors fit the default memory budget."""
+    widths = [net.in_features] + [layer.out_features for layer in net.affine_layers()]
+    rows = max(widths + ([problem.C.shape[-2]] if problem.C is not None else []))
+    per_point = rows * max(widths) * buffers_per_entry * torch.finfo(net.dtype).bits // 8
+    return max(1, DEFAULT_MEMORY_BUDGET // max(per_point, 1))
+
+
+def run_chunked(net: Network, problem: Problem, max_batch: int | None,
+                bound_chunk: Callable[[Network, Problem], PropagationResult]) -> PropagationResult:
+    """Apply ``bound_chunk`` to consecutive chunks of at most ``max_batch`` points and concatenate.
+
+    Peak memory is that of one chunk, whatever the number of points.
+    """
+    if max_batch is None:
+        max_batch = default_max_batch(net, problem)
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
+    batch = problem.batch_size
+    if batch <= max_batch:
+        return bound_chunk(net, problem)
+    parts = [bound_chunk(net, problem.select(slice(start, start + max_batch)))
+             for start in range(0, batch, max_batch)]
+    bounds = Bounds(*(torch.cat([getattr(p.bounds, name) for p in parts])
+                      for name in ("lower", "upper", "infeasible")))
+    layers = [(torch.cat([p.pre_activation[k][0] for p in parts]), torch.cat([p.pre_activation[k][1] for p in parts]))
+              for k in range(len(parts[0].pre_activation))]
+    return PropagationResult(bounds, layers)
+
+
+def output_layers(net: Network, C: torch.Tensor | None) -> tuple[list, torch.Tensor | None]:
+    """The layers with C folded into a final Affine layer when there is one: (layers, C left to apply).
+
+    Folding gives tighter interval bounds (the product C·W is bounded as one matrix) and lets the
+    backward pass start from C·W. A folded C (B, K, n) yields a batched final weight (B, K, m).
+    """
+    layers = list(net.layers)
+    if C is None or not isinstance(layers[-1], Affine):
+        return layers, C
+    last = layers.pop()
+    return layers + [_SpecAffine(C @ last.weight, C @ last.bias)], None
+
+
+@dataclass(frozen=True)
+class _SpecAffine:
+    """A final affine map with per-point weights: ``weight`` (K, m) or (B, K, m), ``bias`` (K,) or (B, K)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+
+
+def affine_interval(weight: torch.Tensor, bias: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> Interval:
+    """Interval image of ``[lower, upper]`` (B, m) under ``x -> W x + b``; W (K, m) or (B, K, m)."""
+    mid, rad = (upper + lower) / 2, (upper - lower) / 2
+    centre, spread = batched_matvec(weight, mid) + bias, batched_matvec(weight.abs(), rad)
+    return centre - spread, centre + spread
+
