@@ -1,0 +1,151 @@
+"""Falsification by projected gradient descent (PGD) on the property's violation.
+
+The attack looks for x in the input set with f(x) in the unsafe set of an
+:class:`~pacverify.verify.property.OutputProperty` by minimising its ``violation``
+``min_k max_{r∈k} (C_r·f(x) − d_r)`` (for robustness: the margin ``min_j z_y − z_j``), with random
+restarts, batched over problems and restarts, seeded.
+
+Input sets, per problem b: the box ``[lower_b, upper_b]``, intersected with the Euclidean ball
+``‖x − center_b‖₂ ≤ radius_b`` when a ``center`` is given (an L2 ball clipped to a domain box).
+Projection onto the box is clamping; onto ball ∩ box, a few Dykstra steps (which converge to the
+exact projection onto the intersection) followed by a radial shrink toward the centre and a
+final clamp, so the point is in the set up to the float64 check that follows.
+
+Guarantee: a problem is reported ``found`` only if its point passes a final check — inside the
+box exactly, inside the ball (float64 norm ≤ radius), and unsafe in a plain float64 forward pass
+of the network (``Network.forward``). Nothing is claimed about problems not found.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pacverify.verify.network import Network
+from pacverify.verify.property import OutputProperty
+
+_SHRINK = 1.0 - 1e-9   # radial safety factor for the L2 ball against rounding in the final check
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """Per problem b: ``found[b]`` (a confirmed counterexample), ``inputs[b]`` (B, m) float64 — the
+    best point seen (inside the set; a counterexample when found), ``outputs[b]`` (B, n) float64 its
+    network output, ``violation[b]`` its property violation (≤ 0, or < 0 for strict, when found)."""
+
+    found: torch.Tensor
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    violation: torch.Tensor
+
+
+def project_l2_box(x: torch.Tensor, center: torch.Tensor, radius: torch.Tensor, lower: torch.Tensor,
+                   upper: torch.Tensor, *, iters: int = 8) -> torch.Tensor:
+    """A point of ``{‖z − center‖₂ ≤ radius} ∩ [lower, upper]`` near ``x`` (all (B, m); radius (B,)).
+
+    Dykstra's alternating projections (``iters`` rounds), then shrink toward ``center`` by
+    ``radius/‖z − center‖·(1 − 1e-9)`` if outside the ball, then clamp to the box. Clamping cannot
+    move a point away from a centre inside the box (projections are non-expansive), so for a
+    centre in the box the result lies in both sets up to float rounding.
+    """
+    radius = radius.reshape(-1, 1)
+    p = torch.zeros_like(x)
+    q = torch.zeros_like(x)
+    y = x
+    for _ in range(iters):
+        z = torch.minimum(torch.maximum(y + p, lower), upper)
+        p = y + p - z
+        y = _project_ball(z + q, center, radius)
+        q = z + q - y
+    y = _project_ball(y, center, radius * _SHRINK)
+    return torch.minimum(torch.maximum(y, lower), upper)
+
+
+def _project_ball(x: torch.Tensor, center: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    diff = x - center
+    norm = diff.norm(dim=1, keepdim=True)
+    scale = torch.where(norm > radius, radius / norm.clamp_min(torch.finfo(x.dtype).tiny), torch.ones_like(norm))
+    return center + diff * scale
+
+
+def in_set(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, center: torch.Tensor | None = None,
+           radius: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) bool: ``x`` (B, m) lies in the box and, if ``center`` is given, in the L2 ball (float64 check)."""
+    x = x.double()
+    ok = ((x >= lower.double()) & (x <= upper.double())).all(dim=1)
+    if center is not None:
+        ok &= (x - center.double()).norm(dim=1) <= radius.double().reshape(-1)
+    return ok
+
+
+def pgd_attack(net: Network, prop: OutputProperty, lower: torch.Tensor, upper: torch.Tensor, *,
+               center: torch.Tensor | None = None, radius: torch.Tensor | None = None, steps: int = 50,
+               restarts: int = 5, seed: int = 0, target: float = 1e-5) -> AttackResult:
+    """PGD with ``restarts`` starts per problem (the first at the set's centre, the others uniform at
+    random in the box, projected), ``steps`` signed-gradient (box) or normalised-gradient (ball) steps
+    whose size halves at 50 % and 75 % of the run; stops early once every problem's violation is
+    below ``−target``.
+
+    Shapes: ``lower``/``upper`` (B, m); ``center`` (B, m) and ``radius`` (B,) for ball ∩ box; ``prop``
+    of batch B. Runs in the network's dtype and device; the final check is float64 (module doc).
+    """
+    batch, m = lower.shape
+    device, dtype = net.device, net.dtype
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    lo = lower.to(device, dtype).repeat_interleave(restarts, 0)
+    hi = upper.to(device, dtype).repeat_interleave(restarts, 0)
+    ctr = rad = None
+    if center is not None:
+        ctr = center.to(device, dtype).repeat_interleave(restarts, 0)
+        rad = radius.to(device, dtype).reshape(-1).repeat_interleave(restarts, 0)
+    rep = prop.select(torch.arange(batch).repeat_interleave(restarts)).to(device, dtype)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        if ctr is None:
+            return torch.minimum(torch.maximum(x, lo), hi)
+        return project_l2_box(x, ctr, rad, lo, hi)
+
+    x = lo + (hi - lo) * torch.rand(lo.shape, generator=gen, dtype=torch.float64).to(device, dtype)
+    first = torch.arange(batch, device=device) * restarts
+    x[first] = ctr[first] if ctr is not None else (lo[first] + hi[first]) / 2
+    x = project(x)
+    scale = (hi - lo) / 2 if ctr is None else rad[:, None]
+    best_x, best_v = x.clone(), torch.full((batch * restarts,), torch.inf, device=device, dtype=dtype)
+    for t in range(steps + 1):
+        x = x.detach().requires_grad_(True)
+        v = rep.violation(net(x))
+        better = v.detach() < best_v
+        best_v = torch.where(better, v.detach(), best_v)
+        best_x[better] = x.detach()[better]
+        if t == steps or bool((best_v.reshape(batch, restarts).amin(1) < -target).all()):
+            break
+        (grad,) = torch.autograd.grad(v.sum(), x)
+        size = 2.5 / steps * (0.5 ** ((t >= steps // 2) + (t >= 3 * steps // 4)))
+        with torch.no_grad():
+            if ctr is None:
+                step = grad.sign() * scale
+            else:
+                step = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-30) * scale
+            x = project(x - size * step)
+    pick = best_v.reshape(batch, restarts).argmin(1) + torch.arange(batch, device=device) * restarts
+    return confirm(net, prop, best_x[pick], lower, upper, center=center, radius=radius)
+
+
+def confirm(net: Network, prop: OutputProperty, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, *,
+            center: torch.Tensor | None = None, radius: torch.Tensor | None = None) -> AttackResult:
+    """Check candidate points ``x`` (B, m): clamp to the box (exact), shrink into the ball if needed,
+    then ``found = in_set & unsafe`` in a float64 forward pass. The returned ``inputs`` are the checked points."""
+    x = x.detach().to("cpu", torch.float64)
+    lower, upper = lower.to("cpu", torch.float64), upper.to("cpu", torch.float64)
+    x = torch.minimum(torch.maximum(x, lower), upper)
+    if center is not None:
+        center = center.to("cpu", torch.float64)
+        radius = radius.to("cpu", torch.float64).reshape(-1)
+        x = torch.minimum(torch.maximum(_project_ball(x, center, radius[:, None] * _SHRINK), lower), upper)
+    net64 = net.to("cpu", torch.float64)
+    prop64 = prop.to("cpu", torch.float64)
+    with torch.no_grad():
+        y = net64(x)
+        v = prop64.violation(y)
+        found = prop64.is_unsafe(y) & in_set(x, lower, upper, center, radius)
+    return AttackResult(found, x, y, v)

@@ -1,0 +1,108 @@
+"""Output properties as unsafe sets: a disjunction of conjunctions of linear constraints.
+
+Every question the verifier answers has one form. For an input set X and a network f, the
+*unsafe set* is
+
+    U = ⋃_k ⋂_{r ∈ clause k} { y : C_r · y ≤ d_r }        (``<`` instead of ``≤`` when ``strict``)
+
+and the question is whether some x ∈ X has f(x) ∈ U (a counterexample; VNN-LIB ``sat``) or
+none does (``unsat`` / VERIFIED).
+
+- Local robustness at a point with class y (DESIGN.md §2, Def 3.1 of 004): one single-row
+  clause per other class j, ``(e_y − e_j) · z < 0`` (strict: a tie is not a counterexample).
+- A VNN-LIB output assertion (VNN-COMP): the parser normalises every ``(<= a b)`` /
+  ``(>= a b)`` to ``c · y ≤ d`` and keeps the and/or structure as clauses.
+
+Proof rule implemented (:func:`proven`): a clause is empty over X if ONE of its rows is
+violated everywhere, i.e. a sound lower bound of ``C_r · f(x)`` over X exceeds ``d_r``; U is
+empty if every clause is. (Non-negative combinations of rows are not searched for.)
+
+Shapes: ``C`` (B, R, n), ``d`` (B, R) with one batch entry per point or region; ``clause``
+(R,) assigns each row to a clause 0..K-1 and is shared by the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pacverify.verify.spec import margin_spec
+
+
+@dataclass(frozen=True)
+class OutputProperty:
+    """The unsafe set ``⋃_k ⋂_{r∈k} {C_r y ≤ d_r}`` for a batch of B problems (see module doc).
+
+    ``C``: (B, R, n); ``d``: (B, R); ``clause``: (R,) int64 with every value in 0..K-1 used.
+    """
+
+    C: torch.Tensor
+    d: torch.Tensor
+    clause: torch.Tensor
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if self.C.dim() != 3 or self.d.shape != self.C.shape[:2] or self.clause.shape != self.C.shape[1:2]:
+            raise ValueError(f"OutputProperty needs C (B, R, n), d (B, R), clause (R,); got {tuple(self.C.shape)}, "
+                             f"{tuple(self.d.shape)}, {tuple(self.clause.shape)}")
+        if self.clause.numel() and set(self.clause.tolist()) != set(range(int(self.clause.max()) + 1)):
+            raise ValueError("clause indices must be 0..K-1 with none missing")
+
+    @property
+    def batch(self) -> int:
+        return self.C.shape[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.C.shape[2]
+
+    @property
+    def n_clauses(self) -> int:
+        return int(self.clause.max()) + 1 if self.clause.numel() else 0
+
+    def select(self, index: torch.Tensor) -> "OutputProperty":
+        """The problems ``index`` (a (B',) index tensor) of this batch."""
+        return OutputProperty(self.C[index], self.d[index], self.clause, self.strict)
+
+    def to(self, device=None, dtype=None) -> "OutputProperty":
+        return OutputProperty(self.C.to(device=device, dtype=dtype), self.d.to(device=device, dtype=dtype),
+                              self.clause.to(device=device), self.strict)
+
+    def clause_values(self, rows: torch.Tensor) -> torch.Tensor:
+        """``max_{r∈k} rows_r`` per clause k: (B, R) → (B, K)."""
+        out = rows.new_full((rows.shape[0], self.n_clauses), -torch.inf)
+        return out.scatter_reduce(1, self.clause.expand_as(rows), rows, reduce="amax")
+
+    def violation(self, y: torch.Tensor) -> torch.Tensor:
+        """``min_k max_{r∈k} (C_r·y − d_r)`` for outputs ``y`` (B, n) → (B,).
+
+        ``y`` lies in the unsafe set exactly when this is ≤ 0 (< 0 when ``strict``); it is the loss
+        the attacks minimise (for robustness it is the usual margin ``min_j z_y − z_j``).
+        """
+        rows = torch.einsum("brn,bn->br", self.C.to(y.dtype), y) - self.d.to(y.dtype)
+        return self.clause_values(rows).amin(dim=1)
+
+    def is_unsafe(self, y: torch.Tensor) -> torch.Tensor:
+        """Whether each output ``y`` (B, n) lies in the unsafe set: (B,) bool."""
+        v = self.violation(y)
+        return v < 0 if self.strict else v <= 0
+
+    def proof_margin(self, lower: torch.Tensor) -> torch.Tensor:
+        """``min_k max_{r∈k} (lower_r − d_r)``: (B, R) lower bounds of ``C_r·y`` → (B,); > 0 proves U empty."""
+        return self.clause_values(lower - self.d.to(lower.dtype)).amin(dim=1)
+
+    def proven(self, lower: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: sound lower bounds ``lower`` (B, R) of ``C·f(x)`` over the set prove that no x
+        reaches the unsafe set (every clause has a row whose lower bound exceeds its ``d``)."""
+        return self.proof_margin(lower) > 0
+
+
+def robustness_property(labels: torch.Tensor, n_classes: int, *, dtype: torch.dtype = torch.float64
+                        ) -> OutputProperty:
+    """Unsafe set of local robustness (Def 3.1 of 004) for classes ``labels`` (B,).
+
+    Rows ``C_j = e_y − e_j`` for the n − 1 classes j ≠ y (:func:`~pacverify.verify.spec.margin_spec`,
+    increasing j), ``d = 0``, one clause per row, strict: the class changes when some ``z_j > z_y``.
+    """
+    C = margin_spec(labels, n_classes, dtype=dtype)
+    return OutputProperty(C, torch.zeros(C.shape[:2], dtype=dtype), torch.arange(n_classes - 1), strict=True)

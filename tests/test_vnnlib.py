@@ -1,0 +1,95 @@
+"""VNN-LIB reader: boxes, and/or output structure, prop_6's input disjunction, clear errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pacverify.errors import InputError
+from pacverify.verify.vnnlib import parse_vnnlib, read_vnnlib
+
+from conftest import SHARED
+
+HEAD = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n" \
+       "(declare-const Y_2 Real)\n"
+BOX = "(assert (<= X_0 1.5)) (assert (>= X_0 -0.5)) (assert (<= X_1 2)) (assert (>= X_1 0))\n"
+
+
+def test_box_and_single_comparison():
+    spec = parse_vnnlib(HEAD + "; a comment (assert (<= X_0 9))\n" + BOX + "(assert (>= Y_0 3.25))")
+    assert (spec.n_inputs, spec.n_outputs, len(spec.regions)) == (2, 3, 1)
+    region = spec.regions[0]
+    np.testing.assert_array_equal(region.lower, [-0.5, 0.0])
+    np.testing.assert_array_equal(region.upper, [1.5, 2.0])
+    # Y_0 >= 3.25  <=>  -Y_0 <= -3.25
+    torch.testing.assert_close(region.prop.C, torch.tensor([[[-1.0, 0.0, 0.0]]], dtype=torch.float64))
+    torch.testing.assert_close(region.prop.d, torch.tensor([[-3.25]], dtype=torch.float64))
+    assert region.prop.n_clauses == 1
+
+
+def test_or_of_ands_keeps_clause_structure_and_unsafe_semantics():
+    text = HEAD + BOX + "(assert (or (and (<= Y_0 Y_1) (<= Y_0 Y_2)) (and (>= Y_2 (+ Y_0 1)))))"
+    prop = parse_vnnlib(text).regions[0].prop
+    assert prop.n_clauses == 2 and prop.clause.tolist() == [0, 0, 1]
+    # y = (0, 1, 2): clause 0 holds (y0 <= y1 and y0 <= y2) -> unsafe
+    # y = (5, 1, 2): clause 0 fails, clause 1 (y2 >= y0 + 1) fails -> safe
+    # y = (5, 9, 6.5): clause 1 holds -> unsafe
+    y = torch.tensor([[0.0, 1.0, 2.0], [5.0, 1.0, 2.0], [5.0, 9.0, 6.5]], dtype=torch.float64)
+    big = prop.select(torch.zeros(3, dtype=torch.long))
+    assert big.is_unsafe(y).tolist() == [True, False, True]
+
+
+def test_input_disjunction_gives_two_regions_and_empty_boxes_are_dropped():
+    text = HEAD + "(assert (or (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1))" \
+                  "            (and (>= X_0 2) (<= X_0 3) (>= X_1 0) (<= X_1 1))" \
+                  "            (and (>= X_0 5) (<= X_0 4) (>= X_1 0) (<= X_1 1))))\n(assert (<= Y_1 Y_0))"
+    spec = parse_vnnlib(text)
+    assert [r.lower[0] for r in spec.regions] == [0.0, 2.0]
+    assert all(r.prop.n_clauses == 1 for r in spec.regions)
+
+
+def test_linear_terms_and_equality():
+    text = HEAD + BOX + "(assert (= (* 2 Y_0) (- Y_1 (* 0.5 Y_2) 1)))"
+    prop = parse_vnnlib(text).regions[0].prop
+    # 2 y0 - y1 + 0.5 y2 + 1 = 0  as two rows  <= 0 and >= 0, one clause
+    torch.testing.assert_close(prop.C[0], torch.tensor([[2.0, -1.0, 0.5], [-2.0, 1.0, -0.5]], dtype=torch.float64))
+    torch.testing.assert_close(prop.d[0], torch.tensor([-1.0, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("body, message", [
+    (BOX + "(assert (<= X_0 Y_0))", "mixes inputs and outputs"),
+    (BOX + "(assert (<= (+ X_0 X_1) 1))", "several inputs"),
+    (BOX + "(assert (<= (* Y_0 Y_1) 1))", "non-linear"),
+    (BOX + "(assert (=> (<= Y_0 1) (<= Y_1 1)))", "unsupported operator '=>'"),
+    ("(assert (<= X_0 1)) (assert (>= X_0 0)) (assert (<= Y_0 1))", "X_1 has no finite"),
+    (BOX + "(assert (<= Y_0 1)", "unbalanced"),
+    (BOX + "(assert (<= Y_7 1))", "before it is declared"),
+    (BOX + "(check-sat)", "unsupported command"),
+    (BOX + "(assert (<= Y_0 one))", "expected a number"),
+])
+def test_unsupported_input_is_a_clear_input_error(body, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        parse_vnnlib(HEAD + body)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_vnnlib(tmp_path / "nope.vnnlib")
+
+
+VNN = SHARED / "vnncomp"
+
+
+@pytest.mark.skipif(not VNN.is_dir(), reason="../shared/vnncomp (VNN-COMP data) is not present")
+def test_vnncomp_files_parse():
+    mnist = read_vnnlib(VNN / "mnistfc" / "vnnlib" / "prop_0_0.03.vnnlib")
+    assert (mnist.n_inputs, mnist.n_outputs, len(mnist.regions)) == (784, 10, 1)
+    region = mnist.regions[0]
+    assert region.prop.n_clauses == 9 and np.all(region.lower >= 0) and np.all(region.upper <= 1)
+    assert np.all(region.upper - region.lower <= 0.06 + 1e-6)
+    # label 4: every clause is  Y_4 - Y_j <= 0
+    assert torch.all(region.prop.C[0, :, 4] == 1) and torch.all(region.prop.d == 0)
+    prop6 = read_vnnlib(VNN / "acasxu" / "vnnlib" / "prop_6.vnnlib")
+    assert len(prop6.regions) == 2 and prop6.regions[0].lower[1] > 0 > prop6.regions[1].upper[1]
+    prop7 = read_vnnlib(VNN / "acasxu" / "vnnlib" / "prop_7.vnnlib").regions[0].prop
+    assert prop7.n_clauses == 2 and prop7.C.shape == (1, 6, 5)
