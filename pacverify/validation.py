@@ -139,3 +139,20 @@ def check_positive(value: Any, name: str) -> float:
 def check_probability(value: Any, name: str) -> float:
     """A number in [0, 1]."""
     return _in_range(name, value, 0.0, 1.0, lo_open=False, hi_open=False)
+
+
+def check_nonnegative(value: Any, name: str) -> float:
+    """Any finite number ≥ 0 (loss weights λ, dropout rates, weight decay)."""
+    out = _real(name, value)
+    if out < 0:
+        raise InputError(f"{name} must be >= 0, got {value!r}")
+    return out
+
+
+def check_choice(value: Any, choices: tuple[str, ...], name: str) -> str:
+    """One of a fixed set of names (compared case-insensitively); returns the canonical spelling."""
+    if isinstance(value, str):
+        for choice in choices:
+            if value.strip().lower() == choice.lower():
+                return choice
+    raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
