@@ -127,9 +127,8 @@ def _load_model(source) -> onnx.ModelProto:
         raise InputError(f"not a readable ONNX model (truncated or corrupt file?): {type(exc).__name__}: {exc}") \
             from None
     try:
-        onnx.checker.check_model(model)
-        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except Exception as exc:  # onnx raises ValidationError / InferenceError / C++ errors
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:  # onnx raises InferenceError / ValidationError / C++ errors
         raise InputError(f"invalid ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
             from None
 
@@ -168,7 +167,16 @@ def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets:
     _require_current(pending, layers, f"node {node.name or node.op_type}")
     ctx = ops.Context(node, live_at[0], pending.shape, {i: consts[n] for i, n in enumerate(names) if n in consts},
                       max_entries, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute})
-    effect = rule(ctx)
+    try:
+        _apply_effect(rule(ctx), node, pending, live, consts, layers, max_entries, ctx)
+    except InputError:
+        raise
+    except (ValueError, IndexError, KeyError, TypeError, RuntimeError) as exc:  # malformed node attributes/operands
+        raise ctx.refuse(f"cannot lower this node: {type(exc).__name__}: {exc}") from None
+
+
+def _apply_effect(effect: ops.Effect, node: onnx.NodeProto, pending: _Pending, live: dict, consts: dict,
+                  layers: list, max_entries: int, ctx: ops.Context) -> None:
     if isinstance(effect, ops.Value):
         consts[node.output[0]] = effect.value
     elif isinstance(effect, ops.Restructure):

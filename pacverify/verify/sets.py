@@ -137,7 +137,8 @@ class Box:
         return Box(self.lower[index], self.upper[index])
 
     def to(self, device=None, dtype=None) -> "Box":
-        return Box(self.lower.to(device=device, dtype=dtype), self.upper.to(device=device, dtype=dtype))
+        """The box on ``device`` in ``dtype``, rounded outward so that it still contains the original box."""
+        return Box(round_outward(self.lower, dtype, -1).to(device), round_outward(self.upper, dtype, +1).to(device))
 
 
 @dataclass(frozen=True)
@@ -228,9 +229,15 @@ class L2Ball:
         return L2Ball(self.center[index], self.radius[index], self.domain_lower[index], self.domain_upper[index])
 
     def to(self, device=None, dtype=None) -> "L2Ball":
-        moved = [t if t is None else t.to(device=device, dtype=dtype)
-                 for t in (self.center, self.radius, self.domain_lower, self.domain_upper)]
-        return L2Ball(*moved)
+        """The set on ``device`` in ``dtype``, enlarged to contain the original set despite rounding: the radius
+        grows by the distance the centre moved (rounded up), the domain is rounded outward."""
+        center = self.center.to(dtype=dtype or self.center.dtype)
+        shift = torch.linalg.vector_norm(self.center - center.to(self.center.dtype), dim=1)
+        radius = round_outward(self.radius + shift * (1 + 4 * torch.finfo(self.center.dtype).eps), dtype, +1)
+        if not self.has_domain:
+            return L2Ball(center.to(device), radius.to(device))
+        return L2Ball(center.to(device), radius.to(device), round_outward(self.domain_lower, dtype, -1).to(device),
+                      round_outward(self.domain_upper, dtype, +1).to(device))
 
 
 InputSet = Union[Box, L2Ball]
@@ -241,6 +248,19 @@ def batched_matvec(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if A.dim() == 2:
         return x @ A.T
     return torch.bmm(A, x.unsqueeze(-1)).squeeze(-1)
+
+
+def round_outward(values: torch.Tensor, dtype: torch.dtype | None, direction: int) -> torch.Tensor:
+    """``values`` converted to ``dtype``, each entry moved one step further (down for direction −1, up for
+    +1) where rounding moved it inward: the result bounds the original from that side."""
+    if dtype is None or dtype == values.dtype:
+        return values
+    out = values.to(dtype)
+    back = out.to(values.dtype)
+    inward = back > values if direction < 0 else back < values
+    if inward.any():
+        out = torch.where(inward, torch.nextafter(out, torch.full_like(out, direction * torch.inf)), out)
+    return out
 
 
 def _row_norms(A: torch.Tensor) -> torch.Tensor:

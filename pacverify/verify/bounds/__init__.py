@@ -5,7 +5,9 @@ input set (that satisfies the split constraints, when given). See docs/verifier.
 """
 from __future__ import annotations
 
+from pacverify.verify.bounds.alpha import alpha_crown
+from pacverify.verify.bounds.crown import crown
 from pacverify.verify.bounds.ibp import ibp
 from pacverify.verify.bounds.types import Bounds, PropagationResult
 
-__all__ = ["Bounds", "PropagationResult", "ibp"]
+__all__ = ["Bounds", "PropagationResult", "alpha_crown", "crown", "ibp"]

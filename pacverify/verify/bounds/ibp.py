@@ -8,6 +8,8 @@ and the specification C is folded into the last affine layer (C W is bounded as 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from pacverify.verify.bounds.common import (
@@ -16,6 +18,7 @@ from pacverify.verify.bounds.common import (
     affine_interval,
     apply_split,
     finish,
+    intersect,
     output_layers,
     prepare,
     rounding_margins,
@@ -27,8 +30,8 @@ from pacverify.verify.network import Network, Relu
 from pacverify.verify.sets import InputSet
 
 
-def ibp(net: Network, input_set: InputSet, C=None, *, splits=None, max_batch: int | None = None,
-        return_intermediate: bool = False) -> Bounds | PropagationResult:
+def ibp(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None,
+        max_batch: int | None = None, return_intermediate: bool = False) -> Bounds | PropagationResult:
     """Interval bounds on ``C f(x)`` over each point's input set.
 
     Guarantee: for every point b and every x in ``input_set`` (point b) whose ReLU pre-activations
@@ -39,13 +42,15 @@ def ibp(net: Network, input_set: InputSet, C=None, *, splits=None, max_batch: in
         input_set: a :class:`Box` or :class:`L2Ball` of B points in R^n, n = ``net.in_features``.
         C: None (bounds on the logits, K = n_out), a (K, n_out) matrix for every point, or (B, K, n_out).
         splits: None or one (B, width) tensor of −1/0/+1 per ReLU layer.
+        intermediate: None or one entry per ReLU layer: None or a pair (lower, upper) of (B, width)
+            pre-activation bounds known to be sound; they are intersected with IBP's.
         max_batch: points per chunk (default: sized to a 512 MiB budget); memory is flat in B.
         return_intermediate: also return the pre-activation bounds of every ReLU layer.
 
     Returns:
         :class:`Bounds` (lower, upper (B, K); infeasible (B,)), or a :class:`PropagationResult`.
     """
-    problem = prepare(net, input_set, C, splits, None)
+    problem = prepare(net, input_set, C, splits, intermediate)
     result = run_chunked(net, problem, max_batch, _ibp_chunk)
     return result if return_intermediate else result.bounds
 
@@ -54,35 +59,56 @@ def _ibp_chunk(net: Network, problem: Problem) -> PropagationResult:
     layers, C_left = output_layers(net, problem.C)
     margins = rounding_margins(net, problem.input_set, problem.C)
     interval, pre_activation, infeasible = propagate_intervals(layers, problem, margins.relu)
-    if C_left is not None:
-        interval = affine_interval(C_left, torch.zeros(C_left.shape[-2], dtype=C_left.dtype,
-                                                       device=C_left.device), *interval)
+    interval = spec_interval(C_left, interval)
     return PropagationResult(finish(*interval, infeasible, margins.output), pre_activation)
 
 
-def propagate_intervals(layers: list, problem: Problem, relu_margins: list[torch.Tensor]
+def spec_interval(C: torch.Tensor | None, interval: Interval) -> Interval:
+    """The interval of ``C y`` for y in ``interval`` (B, n); C None leaves it unchanged."""
+    if C is None:
+        return interval
+    return affine_interval(C, torch.zeros(C.shape[-2], dtype=C.dtype, device=C.device), *interval)
+
+
+def propagate_intervals(layers: list, problem: Problem, relu_margins: list[torch.Tensor],
+                        refine: Callable[[int, list[Interval]], Interval] | None = None
                         ) -> tuple[Interval, list[Interval], torch.Tensor]:
     """Interval arithmetic through ``layers``: (output interval, pre-activation interval per ReLU, infeasible (B,)).
 
-    Each pre-activation interval is widened by its rounding margin and clamped to its split.
+    Each pre-activation interval is intersected with the caller's intermediate bounds if given,
+    else with ``refine(position, pre_activation_so_far)`` if given (CROWN's bound of the input of
+    ``layers[position]``), then widened by its rounding margin and clamped to its split.
     """
     interval: Interval | None = None
     pre_activation: list[Interval] = []
     infeasible = torch.zeros(problem.batch_size, dtype=torch.bool, device=problem.input_set.device)
+    start = 0
+    for position, layer in enumerate(layers):
+        if not isinstance(layer, Relu):
+            continue
+        k = len(pre_activation)
+        interval = forward_interval(layers[start:position], problem.input_set, interval)
+        given = None if problem.intermediate is None else problem.intermediate[k]
+        if given is None and refine is not None:
+            given = refine(position, pre_activation)
+        split = None if problem.splits is None else problem.splits[k]
+        lower, upper, empty = apply_split(*widen(intersect(interval, given), relu_margins[k]), split)
+        infeasible |= empty
+        pre_activation.append((lower, upper))
+        interval, start = (lower.clamp(min=0), upper.clamp(min=0)), position + 1
+    return forward_interval(layers[start:], problem.input_set, interval), pre_activation, infeasible
+
+
+def forward_interval(layers: list, input_set: InputSet, interval: Interval | None) -> Interval:
+    """Interval image of ``interval`` (or of the input set when None) under a run of affine layers.
+
+    The first affine layer applied to the input set itself is bounded over the set (exact for
+    boxes and L2 balls), not over its bounding box.
+    """
     for layer in layers:
-        if isinstance(layer, Relu):
-            k = len(pre_activation)
-            current = problem.input_set.interval() if interval is None else interval
-            split = None if problem.splits is None else problem.splits[k]
-            lower, upper, empty = apply_split(*widen(current, relu_margins[k]), split)
-            infeasible |= empty
-            pre_activation.append((lower, upper))
-            interval = (lower.clamp(min=0), upper.clamp(min=0))
-        elif interval is None:
-            interval = (problem.input_set.linear_min(layer.weight) + layer.bias,
-                        problem.input_set.linear_max(layer.weight) + layer.bias)
+        if interval is None:
+            w, b = layer.weight, layer.bias
+            interval = (input_set.linear_min(w) + b, input_set.linear_max(w) + b)
         else:
             interval = affine_interval(layer.weight, layer.bias, *interval)
-    if interval is None:
-        interval = problem.input_set.interval()
-    return interval, pre_activation, infeasible
+    return interval if interval is not None else input_set.interval()

@@ -1,0 +1,63 @@
+"""Linear relaxation of a ReLU between its pre-activation bounds (Zhang et al. 2018, CROWN, Thm 3.2).
+
+For a neuron with pre-activation z in [l, u]:
+
+* stably active (l >= 0): relu(z) = z; stably inactive (u <= 0): relu(z) = 0 — both exact;
+* unstable (l < 0 < u): the upper line ``s·(z − l)`` with ``s = u / (u − l)`` (the chord) and a lower
+  line ``α·z`` with any α in [0, 1]; CROWN's adaptive choice is α = 1 when u >= −l, else 0.
+
+``relu(z) >= α z`` and ``relu(z) <= s (z − l)`` hold for every z in [l, u], which is all the backward
+pass needs: a nonnegative coefficient takes the lower line, a negative one the upper line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ReluRelaxation:
+    """Relaxation of one ReLU layer for a batch, every field (B, width).
+
+    ``lower``/``upper``: the pre-activation bounds; ``up_slope``/``up_intercept``: the upper line
+    ``up_slope·z + up_intercept``; ``lo_slope``: CROWN's default lower slope; ``unstable``: l < 0 < u.
+    For stable neurons ``lo_slope == up_slope`` (1 or 0) and ``up_intercept == 0``.
+    """
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+    up_slope: torch.Tensor
+    up_intercept: torch.Tensor
+    lo_slope: torch.Tensor
+    unstable: torch.Tensor
+
+
+def relax_relu(lower: torch.Tensor, upper: torch.Tensor) -> ReluRelaxation:
+    """The CROWN relaxation of ReLUs with pre-activation bounds ``lower <= upper`` (B, width)."""
+    active = lower >= 0
+    unstable = (lower < 0) & (upper > 0)
+    width = torch.where(unstable, upper - lower, torch.ones_like(upper))
+    up_slope = torch.where(unstable, upper / width, active.to(upper.dtype))
+    up_intercept = torch.where(unstable, -up_slope * lower, torch.zeros_like(lower))
+    lo_slope = torch.where(unstable, (upper >= -lower).to(upper.dtype), active.to(upper.dtype))
+    return ReluRelaxation(lower, upper, up_slope, up_intercept, lo_slope, unstable)
+
+
+def relu_backward_lower(A: torch.Tensor, lo_slope: torch.Tensor, relax: ReluRelaxation
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pull a lower bound of ``A · relu(z)`` back to a lower bound ``A' · z + c`` valid on [l, u].
+
+    ``A`` is (K, w) shared or (B, K, w); ``lo_slope`` (B, w) or per-row (B, K, w). Returns
+    ``A'`` (B, K, w) and ``c`` (B, K): nonnegative coefficients take the lower line ``lo_slope·z``,
+    negative ones the upper line ``up_slope·(z) + up_intercept``.
+    """
+    lo = lo_slope if lo_slope.dim() == 3 else lo_slope.unsqueeze(1)
+    up = relax.up_slope.unsqueeze(1)
+    negative = A.clamp(max=0)
+    new_A = A * up + (A - negative) * (lo - up)
+    if negative.dim() == 2:
+        c = relax.up_intercept @ negative.T
+    else:
+        c = torch.bmm(negative, relax.up_intercept.unsqueeze(-1)).squeeze(-1)
+    return new_A, c

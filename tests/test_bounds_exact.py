@@ -1,0 +1,184 @@
+"""Exact values: closed-form dual-norm bounds of linear networks, a hand-computed 2-2-1 network,
+agreement with an unbatched reference CROWN, chunking invariance, split semantics, argument checks."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_nets import crown_reference, random_conv_net, random_mlp
+from pacverify.errors import InputError
+from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.network import Affine, Network, Relu
+from pacverify.verify.sets import l2_ball, linf_ball, perturbation_set
+from pacverify.verify.spec import margin_spec
+
+METHODS = [ibp, crown, alpha_crown]
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("norm", ["2", "inf"])
+def test_linear_network_bounds_are_the_dual_norm_values(method, norm):
+    gen = torch.Generator().manual_seed(3)
+    W, b = torch.randn(4, 6, generator=gen, dtype=F64), torch.randn(4, generator=gen, dtype=F64)
+    net = Network((Affine(W, b),), (6,))
+    x0 = torch.randn(5, 6, generator=gen, dtype=F64)
+    r = torch.rand(5, generator=gen, dtype=F64)
+    C = torch.randn(3, 4, generator=gen, dtype=F64)
+    bounds = method(net, perturbation_set(x0, r, norm), C)
+    c = C @ W  # rows c_k: C f(x) = c·x + C b
+    centre = x0 @ c.T + C @ b
+    dual = c.norm(dim=1) if norm == "2" else c.abs().sum(dim=1)  # ‖c‖₂ for L2 balls, ‖c‖₁ for L∞ balls
+    assert torch.allclose(bounds.lower, centre - r[:, None] * dual, atol=1e-10)
+    assert torch.allclose(bounds.upper, centre + r[:, None] * dual, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", [crown, alpha_crown])
+def test_crown_is_exact_on_deep_linear_and_stably_active_networks(method):
+    gen = torch.Generator().manual_seed(4)
+    W1, W2 = torch.randn(5, 3, generator=gen, dtype=F64), torch.randn(2, 5, generator=gen, dtype=F64)
+    b1 = torch.full((5,), 100.0, dtype=F64)  # every ReLU stays active on the ball: the network is linear there
+    net = Network((Affine(W1, b1), Relu(), Affine(W2, torch.zeros(2, dtype=F64))), (3,))
+    x0 = torch.randn(2, 3, generator=gen, dtype=F64)
+    bounds = method(net, l2_ball(x0, 0.5))
+    c = W2 @ W1
+    centre = x0 @ c.T + W2 @ b1
+    assert torch.allclose(bounds.lower, centre - 0.5 * c.norm(dim=1), atol=1e-9)
+    assert torch.allclose(bounds.upper, centre + 0.5 * c.norm(dim=1), atol=1e-9)
+
+
+def _two_two_one() -> Network:
+    """h = (x1 + x2, x1 − x2), y = relu(h1) + relu(h2)."""
+    W1 = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=F64)
+    W2 = torch.tensor([[1.0, 1.0]], dtype=F64)
+    return Network((Affine(W1, torch.zeros(2, dtype=F64)), Relu(), Affine(W2, torch.zeros(1, dtype=F64))), (2,))
+
+
+def test_hand_computed_two_two_one_network():
+    net = _two_two_one()
+    # L∞ ball of radius 1 at 0: h_i in [−2, 2]; IBP: y in [0, 4].
+    # CROWN upper: chord s = 1/2, intercept 1 → y <= (h1 + h2)/2 + 2 = x1 + 2 <= 3;
+    # CROWN lower: slopes α = 1 (u >= −l) → y >= h1 + h2 = 2 x1 >= −2, intersected with IBP's 0. True range [0, 2].
+    box = linf_ball(torch.zeros(1, 2, dtype=F64), 1.0)
+    assert ibp(net, box).lower.item() == pytest.approx(0.0) and ibp(net, box).upper.item() == pytest.approx(4.0)
+    assert crown(net, box).lower.item() == pytest.approx(0.0) and crown(net, box).upper.item() == pytest.approx(3.0)
+    # L2 ball of radius 1: h_i in [−√2, √2]; IBP upper 2√2; CROWN upper x1 + √2 <= 1 + √2.
+    ball = l2_ball(torch.zeros(1, 2, dtype=F64), 1.0)
+    assert ibp(net, ball).upper.item() == pytest.approx(2 * math.sqrt(2))
+    assert crown(net, ball).upper.item() == pytest.approx(1 + math.sqrt(2))
+    pre = crown(net, ball, return_intermediate=True).pre_activation[0]
+    assert pre[0].tolist()[0] == pytest.approx([-math.sqrt(2)] * 2) and pre[1].tolist()[0] == pytest.approx(
+        [math.sqrt(2)] * 2)
+
+
+def test_hand_computed_splits_and_empty_subdomains():
+    net = _two_two_one()
+    box = linf_ball(torch.zeros(1, 2, dtype=F64), 1.0)
+    # h1 >= 0 and h2 <= 0: y = h1 = x1 + x2 on that part of the box, whose range there is [0, 2]
+    split = [torch.tensor([[1, -1]], dtype=torch.int8)]
+    b = crown(net, box, splits=split, return_intermediate=True)
+    assert b.bounds.lower.item() == pytest.approx(0.0) and b.bounds.upper.item() == pytest.approx(2.0)
+    (lower, upper), = b.pre_activation
+    assert lower.tolist()[0] == pytest.approx([0.0, -2.0]) and upper.tolist()[0] == pytest.approx([2.0, 0.0])
+    # the box x in [1, 2]^2 has h1 >= 2: forcing h1 <= 0 empties the subdomain
+    far = linf_ball(torch.full((1, 2), 1.5, dtype=F64), 0.5)
+    for method in METHODS:
+        out = method(net, far, splits=[torch.tensor([[-1, 0]], dtype=torch.int8)])
+        assert out.infeasible.tolist() == [True]
+        assert out.lower.item() == math.inf and out.upper.item() == -math.inf
+        assert method(net, far, splits=[torch.tensor([[1, 0]], dtype=torch.int8)]).infeasible.tolist() == [False]
+
+
+@pytest.mark.parametrize("norm, domain", [("2", False), ("inf", False), ("2", True), ("inf", True)])
+def test_crown_equals_the_unbatched_reference(norm, domain):
+    net = random_mlp([5, 16, 16, 16, 4], seed=11)
+    x0 = torch.rand(12, 5, generator=torch.Generator().manual_seed(2), dtype=F64)
+    s = perturbation_set(x0, 0.15 if norm == "inf" else 0.4, norm, domain=(0.0, 1.0) if domain else None)
+    for C in (margin_spec(net(x0).argmax(1), 4), torch.randn(3, 4, dtype=F64), None):
+        bounds = crown(net, s, C)
+        lower, upper = crown_reference(net, s, C)
+        assert np.abs(bounds.lower.numpy() - lower).max() < 1e-9
+        assert np.abs(bounds.upper.numpy() - upper).max() < 1e-9
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_chunking_does_not_change_results(method):
+    net = random_conv_net(1, size=4)
+    x0 = torch.rand(7, net.in_features, generator=torch.Generator().manual_seed(5), dtype=F64)
+    s = l2_ball(x0, 0.5, domain=(0.0, 1.0))
+    C = margin_spec(net(x0).argmax(1), 3)
+    whole = method(net, s, C, return_intermediate=True)
+    parts = method(net, s, C, max_batch=3, return_intermediate=True)
+    assert torch.allclose(whole.bounds.lower, parts.bounds.lower, atol=1e-12)
+    assert torch.allclose(whole.bounds.upper, parts.bounds.upper, atol=1e-12)
+    for (l1, u1), (l2, u2) in zip(whole.pre_activation, parts.pre_activation):
+        assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose(u1, u2, atol=1e-12)
+
+
+def test_given_intermediate_bounds_are_used():
+    net = random_mlp([3, 8, 8, 2], seed=7)
+    s = linf_ball(torch.rand(4, 3, dtype=F64), 0.3)
+    first = crown(net, s, return_intermediate=True)
+    again = crown(net, s, intermediate=first.pre_activation)
+    assert torch.allclose(again.lower, first.bounds.lower, atol=1e-9)
+    # tighter (here: fictitious, all-stable) intermediate bounds are taken as given, making the bounds tighter
+    fake = [(torch.zeros_like(lo).clamp(max=0) + lo.clamp(min=0), up) for lo, up in first.pre_activation]
+    tighter = crown(net, s, intermediate=fake)
+    assert (tighter.upper - tighter.lower <= first.bounds.upper - first.bounds.lower + 1e-9).all()
+
+
+def test_alpha_crown_improves_on_crown_somewhere():
+    net = random_mlp([6, 32, 32, 4], seed=3)
+    x0 = torch.rand(20, 6, generator=torch.Generator().manual_seed(9), dtype=F64)
+    s = l2_ball(x0, 0.5)
+    C = margin_spec(net(x0).argmax(1), 4)
+    gain = alpha_crown(net, s, C, iterations=20).lower - crown(net, s, C).lower
+    assert (gain >= 0).all() and gain.max() > 1e-3
+
+
+def test_float32_networks_give_float32_bounds_close_to_float64():
+    net = random_mlp([4, 10, 10, 3], seed=2)
+    s = linf_ball(torch.rand(3, 4, dtype=F64), 0.1)
+    b64, b32 = crown(net, s), crown(net.to(dtype=torch.float32), s)
+    assert b32.lower.dtype == torch.float32
+    assert (b32.lower.double() <= b64.lower + 1e-3).all() and (b32.lower.double() >= b64.lower - 1e-2).all()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(splits=[torch.zeros(2, 5, dtype=torch.int8)]), "splits must be a list with one tensor per ReLU"),
+    (dict(splits=[torch.zeros(2, 4, dtype=torch.int8), torch.zeros(2, 4, dtype=torch.int8)]), r"shape \(2, 8\)"),
+    (dict(splits=[torch.full((2, 8), 2), torch.zeros(2, 8)]), "-1, 0 or"),
+    (dict(intermediate=[None]), "one entry per ReLU layer"),
+    (dict(intermediate=[(torch.zeros(2, 3), torch.zeros(2, 3)), None]), r"shape \(2, 8\)"),
+    (dict(max_batch=0), "max_batch"),
+    (dict(C=torch.zeros(2, 5)), r"shape \(K, 2\)"),
+])
+def test_bad_arguments_raise_input_errors(kwargs, words):
+    net = random_mlp([3, 8, 8, 2], seed=1)
+    s = linf_ball(torch.zeros(2, 3, dtype=F64), 0.1)
+    for method in METHODS:
+        with pytest.raises(InputError, match=words):
+            method(net, s, **kwargs)
+
+
+def test_mismatched_dimension_and_bad_iterations():
+    net = random_mlp([3, 4, 2], seed=1)
+    with pytest.raises(InputError, match="dimension 5"):
+        crown(net, linf_ball(torch.zeros(1, 5), 0.1))
+    with pytest.raises(InputError, match="iterations"):
+        alpha_crown(net, linf_ball(torch.zeros(1, 3), 0.1), iterations=-1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    net = random_mlp([5, 16, 16, 3], seed=8)
+    s = l2_ball(torch.rand(6, 5, dtype=F64), 0.4, domain=(0.0, 1.0))
+    for method in METHODS:
+        cpu = method(net, s)
+        gpu = method(net.to(device="cuda"), s)
+        assert gpu.lower.device.type == "cuda"
+        assert torch.allclose(gpu.lower.cpu(), cpu.lower, atol=1e-9)
+        assert torch.allclose(gpu.upper.cpu(), cpu.upper, atol=1e-9)

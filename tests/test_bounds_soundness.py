@@ -1,0 +1,98 @@
+"""Soundness by sampling: no point inside the input set (corners, surface, interior) ever leaves the
+bounds of IBP, CROWN or α-CROWN — random MLPs and conv nets, both norms, with and without a domain
+box, with and without split constraints, float64 and float32 networks — and the bounds nest."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers_nets import pre_activations, random_conv_net, random_mlp, sample_in_set, satisfies, spec_values
+from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.sets import perturbation_set
+from pacverify.verify.spec import margin_spec
+
+METHODS = {"ibp": ibp, "crown": crown, "alpha": lambda *a, **k: alpha_crown(*a, iterations=4, **k)}
+
+
+@lru_cache(maxsize=8)
+def _conv(seed: int):
+    return random_conv_net(seed, size=4)
+
+
+@st.composite
+def problems(draw):
+    seed = draw(st.integers(0, 2**20))
+    if draw(st.integers(0, 4)) == 0:
+        net = _conv(seed % 3)
+    else:
+        widths = [draw(st.integers(1, 5))] + [draw(st.integers(1, 10)) for _ in range(draw(st.integers(0, 3)))]
+        net = random_mlp(widths + [draw(st.integers(2, 4))], seed, final_relu=draw(st.integers(0, 5)) == 0)
+    if draw(st.booleans()) and draw(st.booleans()):
+        net = net.to(dtype=torch.float32)
+    batch = draw(st.integers(1, 3))
+    gen = torch.Generator().manual_seed(seed)
+    center = torch.rand(batch, net.in_features, generator=gen, dtype=torch.float64)
+    norm = draw(st.sampled_from(["2", "inf"]))
+    radius = draw(st.floats(0.01, 0.6)) * (net.in_features ** 0.5 if norm == "2" else 1.0)
+    s = perturbation_set(center, radius, norm, domain=(0.0, 1.0) if draw(st.booleans()) else None)
+    spec = draw(st.sampled_from(["margin", "logits", "random"]))
+    n_out = net.out_features
+    C = (margin_spec(net.to(dtype=torch.float64)(center).argmax(1), n_out) if spec == "margin" and n_out > 1
+         else torch.randn(2, n_out, generator=gen, dtype=torch.float64) if spec == "random" else None)
+    splits = None
+    if draw(st.booleans()):
+        # half the constraints copy a real point's activation pattern, the rest are random (maybe empty)
+        witness = pre_activations(net.to(dtype=torch.float64), sample_in_set(s, 2, seed)[1])
+        splits = []
+        for z in witness:
+            chosen = torch.rand(z.shape, generator=gen) < 0.3
+            pattern = torch.where(z >= 0, 1, -1).to(torch.int8)
+            if draw(st.booleans()):
+                pattern = torch.where(torch.rand(z.shape, generator=gen) < 0.5, pattern, -pattern)
+            splits.append(torch.where(chosen, pattern, torch.zeros_like(pattern)))
+    return net, s, C, splits, seed
+
+
+def _check_sound(net, s, C, splits, seed, bounds):
+    exact = net.to(dtype=torch.float64)
+    points = sample_in_set(s, 200, seed)
+    values = spec_values(exact, C, points)
+    ok = satisfies(pre_activations(exact, points), splits)
+    inside = (values >= bounds.lower) & (values <= bounds.upper)
+    assert (inside.all(dim=-1) | ~ok).all(), "a sampled point left the bounds"
+    # an empty subdomain is only claimed when no sampled point meets the constraints
+    assert not (ok & bounds.infeasible).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=problems())
+def test_sampled_points_never_leave_the_bounds(problem):
+    net, s, C, splits, seed = problem
+    results = {name: method(net, s, C, splits=splits) for name, method in METHODS.items()}
+    for bounds in results.values():
+        _check_sound(net, s, C, splits, seed, bounds)
+    # nesting: IBP ⊇ CROWN ⊇ α-CROWN (up to float round-off in the interval arithmetic)
+    tol = 1e-9 if net.dtype == torch.float64 else 1e-4
+    scale = 1 + results["ibp"].upper.abs().clamp(max=1e6) + results["ibp"].lower.abs().clamp(max=1e6)
+    finite = ~results["ibp"].infeasible[:, None]
+    assert ((results["crown"].lower >= results["ibp"].lower - tol * scale) | ~finite).all()
+    assert ((results["crown"].upper <= results["ibp"].upper + tol * scale) | ~finite).all()
+    assert (results["alpha"].lower >= results["crown"].lower).all()
+    assert torch.equal(results["alpha"].upper, results["crown"].upper)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**20), norm=st.sampled_from(["2", "inf"]))
+def test_pre_activation_bounds_contain_sampled_pre_activations(seed, norm):
+    net = random_mlp([4, 8, 8, 3], seed)
+    center = torch.rand(3, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    s = perturbation_set(center, 0.3, norm)
+    points = sample_in_set(s, 200, seed)
+    pre = pre_activations(net, points)
+    for method in METHODS.values():
+        result = method(net, s, return_intermediate=True)
+        for z, (lower, upper) in zip(pre, result.pre_activation):
+            assert (z >= lower).all() and (z <= upper).all()

@@ -1,0 +1,258 @@
+"""The ONNX reader: every supported op form agrees with onnxruntime; bad models get clear errors."""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from helpers_nets import conv_model
+from conftest import SHARED
+from pacverify.errors import InputError, UnsupportedOperationError
+from pacverify.onnx_io import load_network, onnx_input
+from pacverify.verify.network import Affine, Relu
+
+VNN = SHARED / "vnncomp"
+RNG = np.random.default_rng(0)
+
+
+def _const(name: str, array) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array, dtype=np.float32), name)
+
+
+def _model(nodes, shape, inits, out_shape=None, opset=13, extra_inputs=()) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape), *extra_inputs],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def _agrees(model: onnx.ModelProto, n: int = 6, low: float = -2.0, high: float = 2.0):
+    """Max |reader − onnxruntime| over random float32 inputs; returns the network."""
+    data = model.SerializeToString()
+    net = load_network(data)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    points = RNG.uniform(low, high, (n, net.in_features)).astype(np.float32)
+    if net.meta["batch"] == "dynamic":
+        reference = session.run(None, {net.input_name: onnx_input(net, points)})[0].reshape(n, -1)
+    else:
+        reference = np.concatenate([session.run(None, {net.input_name: onnx_input(net, p[None])})[0].reshape(1, -1)
+                                    for p in points])
+    ours = net(torch.as_tensor(points, dtype=torch.float64)).numpy()
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).max() < 1e-5
+    return net
+
+
+@pytest.mark.parametrize("path", [
+    VNN / "mnistfc/onnx/mnist-net_256x2.onnx",
+    VNN / "acasxu/onnx/ACASXU_run2a_1_1_batch_2000.onnx",
+    VNN / "acasxu/onnx/ACASXU_run2a_3_7_batch_2000.onnx",
+    VNN / "acasxu/onnx/ACASXU_run2a_5_9_batch_2000.onnx",
+])
+def test_vnncomp_networks_agree_with_onnxruntime(path):
+    model = onnx.load(str(path))
+    net = _agrees(model, n=5, low=0.0, high=1.0)
+    widths = net.relu_widths()
+    assert widths == ([256, 256] if "mnist" in path.name else [50] * 6)
+    assert all(isinstance(a, Affine) and isinstance(r, Relu) for a, r in zip(net.layers[::2], net.layers[1::2]))
+
+
+@pytest.mark.parametrize("trans_b, alpha, beta, c_shape", [
+    (0, 1.0, 1.0, (3,)), (1, 1.0, 1.0, (3,)), (1, 0.5, 2.0, (1, 3)), (0, -1.5, 0.25, ()), (1, 2.0, 1.0, None)])
+def test_gemm_forms_on_the_live_a_operand(trans_b, alpha, beta, c_shape):
+    w = RNG.normal(size=(3, 4) if trans_b else (4, 3))
+    inits = [_const("w", w)] + ([] if c_shape is None else [_const("c", RNG.normal(size=c_shape))])
+    node = helper.make_node("Gemm", ["x", "w"] + ([] if c_shape is None else ["c"]), ["y"], transB=trans_b,
+                            alpha=alpha, beta=beta)
+    _agrees(_model([node], ["N", 4], inits))
+
+
+def test_gemm_with_transposed_and_right_hand_live_operands():
+    # transA on a fixed (4, 1) input: op(A) = A^T is (1, 4)
+    w = RNG.normal(size=(4, 3))
+    _agrees(_model([helper.make_node("Gemm", ["x", "w", "c"], ["y"], transA=1)], [4, 1],
+                   [_const("w", w), _const("c", RNG.normal(size=3))]))
+    # the live tensor as B: y = W x^T (transB=1) on a fixed (1, 4) input, and y = W x on (4, 1)
+    _agrees(_model([helper.make_node("Gemm", ["w", "x"], ["y"], transB=1, alpha=0.7)], [1, 4],
+                   [_const("w", RNG.normal(size=(3, 4)))]))
+    _agrees(_model([helper.make_node("Gemm", ["w", "x", "c"], ["y"], transA=1)], [4, 1],
+                   [_const("w", RNG.normal(size=(4, 3))), _const("c", RNG.normal(size=(3, 1)))]))
+    # several rows: (2, 4) fixed input, product with a (4, 3) matrix → (2, 3)
+    _agrees(_model([helper.make_node("Gemm", ["x", "w"], ["y"])], [2, 4], [_const("w", w)]))
+
+
+def test_matmul_add_sub_mul_div_neg_chain():
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["a"]),
+        helper.make_node("Div", ["a", "std"], ["b"]),
+        helper.make_node("MatMul", ["b", "w1"], ["c"]),
+        helper.make_node("Add", ["bias", "c"], ["d"]),
+        helper.make_node("Relu", ["d"], ["e"]),
+        helper.make_node("Mul", ["e", "scale"], ["f"]),
+        helper.make_node("Sub", ["shift", "f"], ["g"]),
+        helper.make_node("Neg", ["g"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["y"]),
+    ]
+    inits = [_const("mean", RNG.normal(size=5)), _const("std", RNG.uniform(0.5, 2, size=5)),
+             _const("w1", RNG.normal(size=(5, 6))), _const("bias", RNG.normal(size=6)),
+             _const("scale", RNG.normal(size=6)), _const("shift", RNG.normal(size=(1, 6))),
+             _const("w2", RNG.normal(size=(6, 2)))]
+    net = _agrees(_model(nodes, ["N", 5], inits))
+    assert net.relu_widths() == [6] and len(net.affine_layers()) == 2  # the affine steps were folded
+
+
+def test_matmul_with_leading_dims_and_constant_on_the_left():
+    _agrees(_model([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Relu", ["m"], ["r"]),
+                    helper.make_node("Flatten", ["r"], ["y"])], ["N", 2, 4], [_const("w", RNG.normal(size=(4, 3)))]))
+    _agrees(_model([helper.make_node("MatMul", ["w", "x"], ["y"])], [4, 1], [_const("w", RNG.normal(size=(3, 4)))]))
+    _agrees(_model([helper.make_node("MatMul", ["w", "x"], ["m"]), helper.make_node("Flatten", ["m"], ["y"], axis=0)],
+                   [4, 2], [_const("w", RNG.normal(size=(3, 4)))]))
+
+
+def test_reshape_squeeze_unsqueeze_transpose_identity_constant():
+    nodes = [
+        helper.make_node("Constant", [], ["target"], value=numpy_helper.from_array(np.array([0, 3, 4], np.int64))),
+        helper.make_node("Reshape", ["x", "target"], ["a"]),
+        helper.make_node("Transpose", ["a"], ["b"], perm=[0, 2, 1]),
+        helper.make_node("Unsqueeze", ["b", "axis"], ["c"]),
+        helper.make_node("Squeeze", ["c", "axis"], ["d"]),
+        helper.make_node("Identity", ["d"], ["e"]),
+        helper.make_node("Flatten", ["e"], ["f"]),
+        helper.make_node("Gemm", ["f", "w"], ["y"], transB=1),
+    ]
+    inits = [numpy_helper.from_array(np.array([1], np.int64), "axis"), _const("w", RNG.normal(size=(2, 12)))]
+    _agrees(_model(nodes, ["N", 12], inits))
+
+
+def test_opset_11_unsqueeze_attribute_and_shape_gather_reshape():
+    # the legacy pattern x.view(x.size(0), -1): Shape -> Gather -> Unsqueeze -> Concat -> Reshape
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n"], ["n1"], axes=[0]),
+        helper.make_node("Concat", ["n1", "minus1"], ["t"], axis=0),
+        helper.make_node("Reshape", ["x", "t"], ["f"]),
+        helper.make_node("Gemm", ["f", "w"], ["y"], transB=1),
+    ]
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus1"), _const("w", RNG.normal(size=(3, 6)))]
+    _agrees(_model(nodes, ["N", 2, 3], inits, opset=11))
+
+
+@pytest.mark.parametrize("seed, batchnorm, dynamic", [(0, True, True), (1, False, False)])
+def test_conv_and_batchnorm_students(seed, batchnorm, dynamic):
+    net = _agrees(conv_model(seed, batchnorm=batchnorm, dynamic_batch=dynamic))
+    assert net.relu_widths() == [50, 18]
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(strides=[2, 1], pads=[0, 1, 2, 0], dilations=[1, 2]),
+    dict(group=2, auto_pad="SAME_UPPER"),
+    dict(auto_pad="SAME_LOWER", strides=[2, 2]),
+    dict(auto_pad="VALID"),
+])
+def test_conv_attribute_forms(attrs):
+    group = attrs.get("group", 1)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Flatten", ["c"], ["y"])]
+    inits = [_const("w", RNG.normal(size=(4, 2 // group, 3, 3))), _const("b", RNG.normal(size=4))]
+    _agrees(_model(nodes, ["N", 2, 6, 5], inits))
+
+
+def test_conv1d_and_batchnorm1d():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"], epsilon=1e-3),
+             helper.make_node("Relu", ["n"], ["r"]), helper.make_node("Flatten", ["r"], ["y"])]
+    inits = [_const("w", RNG.normal(size=(3, 2, 3))), _const("s", RNG.uniform(0.5, 1.5, 3)),
+             _const("b", RNG.normal(size=3)), _const("m", RNG.normal(size=3)), _const("v", RNG.uniform(0.5, 2, 3))]
+    _agrees(_model(nodes, ["N", 2, 7], inits))
+
+
+def test_torch_exported_students():
+    class Student(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 3, 3, stride=2, padding=1)
+            self.bn = torch.nn.BatchNorm2d(3)
+            self.fc = torch.nn.Linear(3 * 4 * 4, 5)
+
+        def forward(self, x):
+            h = torch.relu(self.bn(self.conv(x)))
+            return self.fc(h.view(h.size(0), -1))
+
+    torch.manual_seed(0)
+    student = Student()
+    with torch.no_grad():
+        student.bn.running_mean.uniform_(-0.3, 0.3)
+        student.bn.running_var.uniform_(0.5, 1.5)
+    student.eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(student, torch.zeros(1, 1, 8, 8), buffer, dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    net = _agrees(onnx.load_from_string(buffer.getvalue()))
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.allclose(net(x.double()).float(), student(x), atol=1e-5)
+
+
+def _gemm_model(**kw) -> onnx.ModelProto:
+    return _model([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], ["N", 3],
+                  [_const("w", RNG.normal(size=(2, 3)))], **kw)
+
+
+def test_unsupported_op_names_op_type_and_node():
+    model = _model([helper.make_node("Sigmoid", ["x"], ["y"], name="act7")], ["N", 3], [])
+    with pytest.raises(UnsupportedOperationError, match=r"'Sigmoid'.*act7"):
+        load_network(model)
+
+
+def test_truncated_and_missing_files_are_input_errors(tmp_path):
+    data = onnx.load(str(VNN / "acasxu/onnx/ACASXU_run2a_1_1_batch_2000.onnx")).SerializeToString()
+    for cut in (len(data) // 2, len(data) - 7, 10):
+        path = tmp_path / f"cut{cut}.onnx"
+        path.write_bytes(data[:cut])
+        with pytest.raises(InputError):
+            load_network(path)
+    with pytest.raises(InputError, match="not found"):
+        load_network(tmp_path / "missing.onnx")
+    with pytest.raises(InputError):
+        load_network(b"this is not an onnx file")
+
+
+def test_multiple_inputs_outputs_and_dynamic_dims_are_refused():
+    extra = helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["N", 3])
+    two_inputs = _model([helper.make_node("Add", ["x", "x2"], ["y"])], ["N", 3], [], extra_inputs=[extra])
+    with pytest.raises(InputError, match="exactly one input"):
+        load_network(two_inputs)
+    two_outputs = _gemm_model()
+    two_outputs.graph.output.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]))
+    with pytest.raises(InputError, match="exactly one output"):
+        load_network(two_outputs)
+    with pytest.raises(InputError, match="dynamic dimensions"):
+        load_network(_model([helper.make_node("Identity", ["x"], ["y"])], ["N", "M"], []))
+
+
+def test_non_sequential_graphs_are_refused():
+    residual = _model([helper.make_node("Gemm", ["x", "w"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+                       helper.make_node("Add", ["r", "h"], ["y"])], ["N", 3], [_const("w", RNG.normal(size=(3, 3)))])
+    with pytest.raises(InputError, match="not sequential"):
+        load_network(residual)
+    skip = _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+                  ["N", 3], [_const("w", RNG.normal(size=(3, 3)))])
+    skip.graph.node.insert(1, helper.make_node("Identity", ["r"], ["unused"]))
+    with pytest.raises(InputError, match="not sequential"):
+        load_network(skip)
+
+
+def test_division_by_the_input_and_oversized_conv_are_refused():
+    with pytest.raises(UnsupportedOperationError, match="Div"):
+        load_network(_model([helper.make_node("Div", ["one", "x"], ["y"])], ["N", 3], [_const("one", 1.0)]))
+    model = conv_model(0, size=5)
+    with pytest.raises(InputError, match="max_dense_entries=100"):
+        load_network(model, max_dense_entries=100)
