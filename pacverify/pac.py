@@ -171,7 +171,7 @@ def _mass_clause(eps: float, tv: float) -> str:
 
 
 def pac_statement(*, delta: float, eps: float, eta: float, samples: int, dim: int, kappa: float,
-                  norm: str | float = "2", tv: float = 0.0, model: str = "teacher") -> str:
+                  norm: str | float = "2", tv: float = 0.0, model: str = "teacher", relaxed: bool = False) -> str:
     """The PAC sentence of DESIGN.md §2 (Thm 4.4 + Prop 4.2 of 004) with its numbers filled in.
 
     It is a conditional claim: it holds when the student was verified 3δ-robust at every
@@ -186,10 +186,15 @@ def pac_statement(*, delta: float, eps: float, eta: float, samples: int, dim: in
     need = sample_size(dim, eps, eta, norm=norm)
     if samples < need:
         raise InputError(f"samples = {samples} is below the {need} that Thm 4.4 needs for these eps and eta")
+    if relaxed:
+        condition = (f"given that the teacher's local radius min(ρ_i, 1)·r_i (Prop 4.3) is at least {3 * delta:g} "
+                     f"(3δ) and the student agrees with the {model} at every κ-confident sample point")
+    else:
+        condition = (f"given that the student is {3 * delta:g}-robust (3δ) and agrees with the {model} at every "
+                     "κ-confident sample point")
     return (
         f"With probability at least {1 - eta:g} (η = {eta:g}) over the draw of the {samples} i.i.d. sample "
         f"points, the {model} is δ-robust ({_norm_name(norm)}, δ = {delta:g}) at every point of every δ-ball "
-        f"{_mass_clause(eps, tv)} that contains a κ-confident (κ = {kappa:g}) sample point — given that the "
-        f"student is {3 * delta:g}-robust (3δ) and agrees with the {model} at every κ-confident sample point, "
+        f"{_mass_clause(eps, tv)} that contains a κ-confident (κ = {kappa:g}) sample point — {condition}, "
         f"and under the assumptions listed (perfect student, local linearity, i.i.d. sampling)."
     )

@@ -66,6 +66,7 @@ def render_markdown(cert: Certificate, assets_dir: str | os.PathLike) -> str:
     body = cert.body
     lines = [f"# pacverify certificate: **{body['verdict']}**", ""]
     lines += [f"- {reason}" for reason in body.get("reasons", [])] + [""]
+    lines += [f"> **Warning:** {w}" for w in body.get("warnings", [])] + ([""] if body.get("warnings") else [])
     statements = body.get("statements", {})
     for key, title in (("pac", "PAC statement (δ)"), ("pac_delta_T", "PAC statement (δ_T)"),
                        ("coverage", "Coverage")):
@@ -96,6 +97,7 @@ def render_html(cert: Certificate) -> str:
              "figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-size:.85em;color:#555}</style>",
              "</head><body>", f"<h1>pacverify certificate: <span style='color:{colour}'>{esc(verdict)}</span></h1>",
              "<ul>" + "".join(f"<li>{esc(r)}</li>" for r in body.get("reasons", [])) + "</ul>"]
+    parts += [f"<p style='color:#b36b00'><b>Warning:</b> {esc(w)}</p>" for w in body.get("warnings", [])]
     statements = body.get("statements", {})
     for key, title in (("pac", "PAC statement (δ)"), ("pac_delta_T", "PAC statement (δ_T)"), ("coverage", "Coverage")):
         if statements.get(key):
