@@ -1,0 +1,14 @@
+"""Gradient-aligned distillation of a teacher into a small ReLU student (DESIGN.md §3).
+
+Public surface: :func:`distill` (the trainer), :class:`DistillConfig`, :class:`DistillResult`,
+the quality markers (:func:`quality_markers`, :func:`margin_gradient_ratio`) and the loss names
+:data:`METHODS`. The losses themselves are in :mod:`pacverify.distill.losses`.
+"""
+from __future__ import annotations
+
+from pacverify.distill.losses import METHODS
+from pacverify.distill.quality import QualityMarkers, margin_gradient_ratio, quality_markers
+from pacverify.distill.trainer import DistillConfig, DistillResult, EpochRecord, distill, make_config
+
+__all__ = ["METHODS", "DistillConfig", "DistillResult", "EpochRecord", "QualityMarkers", "distill",
+           "make_config", "margin_gradient_ratio", "quality_markers"]
