@@ -156,3 +156,19 @@ def check_choice(value: Any, choices: tuple[str, ...], name: str) -> str:
             if value.strip().lower() == choice.lower():
                 return choice
     raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def check_domain(value: Any, name: str = "domain") -> tuple[float, float] | None:
+    """A domain box given as 'LO,HI' text or a (lo, hi) pair of numbers with lo < hi; None stays None.
+
+    (Per-coordinate domains are arrays; :mod:`pacverify.verify.sets` checks those.)
+    """
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    if isinstance(parts, (list, tuple)) and len(parts) == 2:
+        lo, hi = _real(f"{name} lower bound", parts[0]), _real(f"{name} upper bound", parts[1])
+        if lo < hi:
+            return lo, hi
+        raise InputError(f"{name} needs LO < HI, got {value!r}")
+    raise InputError(f"{name} must be two numbers LO,HI, got {value!r}")

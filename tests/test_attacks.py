@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from pacverify.verify.attacks import in_set, pgd_attack, project_l2_box
 from pacverify.verify.property import OutputProperty, robustness_property
 
-from verify_nets import random_net, sum_threshold_net
+from helpers_nets import random_mlp
+from verify_nets import sum_threshold_net
 
 ORIGIN = torch.zeros(1, 2, dtype=torch.float64)
 
@@ -68,7 +69,7 @@ def test_a_misclassified_centre_is_its_own_counterexample():
 
 
 def test_seeded_and_reproducible():
-    net = random_net((4, 16, 3), seed=3)
+    net = random_mlp([4, 16, 3], 3)
     x = torch.rand(12, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     labels = net(x).argmax(1)
     a, _ = _attack(net, x, 0.3, "inf", labels, seed=7)
@@ -80,7 +81,7 @@ def test_seeded_and_reproducible():
 @given(seed=st.integers(0, 10_000), norm=st.sampled_from(["inf", "2"]), radius=st.floats(0.01, 1.0),
        use_domain=st.booleans())
 def test_reported_counterexamples_are_in_the_set_and_change_the_class(seed, norm, radius, use_domain):
-    net = random_net((3, 10, 10, 3), seed=seed, dtype=torch.float32)
+    net = random_mlp([3, 10, 10, 3], seed, dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(6, 3, generator=gen, dtype=torch.float64)
     labels = net.to(dtype=torch.float64)(x).argmax(1)

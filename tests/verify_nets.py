@@ -1,23 +1,10 @@
-"""Small networks for the verification tests: seeded random ReLU MLPs and hand-made ones."""
+"""Small networks for the verification tests: hand-made ones and ONNX files written from a Network
+(seeded random MLPs are in helpers_nets.py)."""
 from __future__ import annotations
 
 import torch
 
 from pacverify.verify.network import Affine, Network, Relu
-
-
-def random_net(sizes: tuple[int, ...], seed: int, *, dtype: torch.dtype = torch.float64,
-               scale: float = 1.0) -> Network:
-    """A ReLU MLP with layer widths ``sizes`` (input first) and N(0, scale²/fan_in) weights, N(0, 0.1) biases."""
-    gen = torch.Generator().manual_seed(seed)
-    layers: list = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        w = torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) * scale / fan_in ** 0.5
-        b = torch.randn(fan_out, generator=gen, dtype=torch.float64) * 0.1
-        layers.append(Affine(w.to(dtype), b.to(dtype)))
-        if i < len(sizes) - 2:
-            layers.append(Relu())
-    return Network(tuple(layers), (sizes[0],))
 
 
 def sum_threshold_net(threshold: float = 0.9) -> Network:
@@ -27,3 +14,29 @@ def sum_threshold_net(threshold: float = 0.9) -> Network:
     w2 = torch.tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 0.0]], dtype=torch.float64)
     return Network((Affine(w1, torch.zeros(3, dtype=torch.float64)), Relu(),
                     Affine(w2, torch.tensor([threshold, 0.0], dtype=torch.float64))), (2,))
+
+
+def network_to_onnx(net: Network, path, *, extra_op: str | None = None) -> None:
+    """Write ``net`` as an ONNX graph of Gemm (transB=1) and Relu nodes with a dynamic batch; ``extra_op``
+    appends one more unary node of that type (e.g. "Sigmoid", to make an unsupported model)."""
+    from onnx import TensorProto, helper, numpy_helper
+    import onnx
+
+    nodes, inits, current = [], [], "x"
+    for i, layer in enumerate(net.layers):
+        out = f"h{i}"
+        if isinstance(layer, Affine):
+            inits += [numpy_helper.from_array(layer.weight.double().numpy().astype("float32"), f"W{i}"),
+                      numpy_helper.from_array(layer.bias.double().numpy().astype("float32"), f"b{i}")]
+            nodes.append(helper.make_node("Gemm", [current, f"W{i}", f"b{i}"], [out], transB=1))
+        else:
+            nodes.append(helper.make_node("Relu", [current], [out]))
+        current = out
+    if extra_op is not None:
+        nodes.append(helper.make_node(extra_op, [current], ["extra"]))
+        current = "extra"
+    graph = helper.make_graph(
+        nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", net.in_features])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["N", net.out_features])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, str(path))

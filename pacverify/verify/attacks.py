@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 
 from pacverify.verify.network import Network
 from pacverify.verify.property import OutputProperty
+from pacverify.verify.sets import InputSet, L2Ball
 
 _SHRINK = 1.0 - 1e-9   # radial safety factor for the L2 ball against rounding in the final check
 
@@ -100,33 +103,38 @@ def pgd_attack(net: Network, prop: OutputProperty, lower: torch.Tensor, upper: t
         rad = radius.to(device, dtype).reshape(-1).repeat_interleave(restarts, 0)
     rep = prop.select(torch.arange(batch).repeat_interleave(restarts)).to(device, dtype)
 
-    def project(x: torch.Tensor) -> torch.Tensor:
+    def project(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if ctr is None:
-            return torch.minimum(torch.maximum(x, lo), hi)
-        return project_l2_box(x, ctr, rad, lo, hi)
+            return torch.minimum(torch.maximum(x, lo[rows]), hi[rows])
+        return project_l2_box(x, ctr[rows], rad[rows], lo[rows], hi[rows])
 
+    everything = torch.arange(batch * restarts, device=device)
     x = lo + (hi - lo) * torch.rand(lo.shape, generator=gen, dtype=torch.float64).to(device, dtype)
     first = torch.arange(batch, device=device) * restarts
     x[first] = ctr[first] if ctr is not None else (lo[first] + hi[first]) / 2
-    x = project(x)
-    scale = (hi - lo) / 2 if ctr is None else rad[:, None]
+    x = project(x, everything)
+    scale = (hi - lo) / 2 if ctr is None else rad[:, None].expand_as(x)
     best_x, best_v = x.clone(), torch.full((batch * restarts,), torch.inf, device=device, dtype=dtype)
+    rows = everything                      # rows still attacked: problems without a counterexample yet
     for t in range(steps + 1):
-        x = x.detach().requires_grad_(True)
-        v = rep.violation(net(x))
-        better = v.detach() < best_v
-        best_v = torch.where(better, v.detach(), best_v)
-        best_x[better] = x.detach()[better]
-        if t == steps or bool((best_v.reshape(batch, restarts).amin(1) < -target).all()):
+        xr = x[rows].requires_grad_(True)
+        v = rep.select(rows.cpu()).violation(net(xr))
+        better = v.detach() < best_v[rows]
+        best_v[rows[better]] = v.detach()[better]
+        best_x[rows[better]] = xr.detach()[better]
+        done = (best_v.reshape(batch, restarts).amin(1) < -target).repeat_interleave(restarts)
+        if t == steps or bool(done.all()):
             break
-        (grad,) = torch.autograd.grad(v.sum(), x)
-        size = 2.5 / steps * (0.5 ** ((t >= steps // 2) + (t >= 3 * steps // 4)))
+        (grad,) = torch.autograd.grad(v.sum(), xr)
+        size = 0.25 * (1 + math.cos(math.pi * t / steps)) / 2 + 0.5 / steps
         with torch.no_grad():
             if ctr is None:
-                step = grad.sign() * scale
+                step = grad.sign() * scale[rows]
             else:
-                step = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-30) * scale
-            x = project(x - size * step)
+                step = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-30) * scale[rows]
+            x[rows] = project(xr.detach() - size * step, rows)
+        if t % 5 == 4:
+            rows = everything[~done]
     pick = best_v.reshape(batch, restarts).argmin(1) + torch.arange(batch, device=device) * restarts
     return confirm(net, prop, best_x[pick], lower, upper, center=center, radius=radius)
 
@@ -149,3 +157,21 @@ def confirm(net: Network, prop: OutputProperty, x: torch.Tensor, lower: torch.Te
         v = prop64.violation(y)
         found = prop64.is_unsafe(y) & in_set(x, lower, upper, center, radius)
     return AttackResult(found, x, y, v)
+
+
+def attack_set(net: Network, input_set: InputSet, prop: OutputProperty, *, seed: int = 0, steps: int = 50,
+               restarts: int = 5, chunk: int = 2048) -> AttackResult:
+    """:func:`pgd_attack` on a :class:`~pacverify.verify.sets.Box` or :class:`~pacverify.verify.sets.L2Ball`
+    batch, ``chunk`` problems at a time (memory: chunk × restarts × input size); same guarantee."""
+    parts = []
+    for start in range(0, input_set.batch_size, chunk):
+        index = torch.arange(start, min(start + chunk, input_set.batch_size))
+        part = input_set.select(index)
+        lower, upper = part.interval()
+        center = radius = None
+        if isinstance(part, L2Ball):
+            center, radius = part.center, part.radius
+        parts.append(pgd_attack(net, prop.select(index), lower, upper, center=center, radius=radius, steps=steps,
+                                restarts=restarts, seed=seed + start))
+    return AttackResult(*(torch.cat([getattr(p, name) for p in parts])
+                          for name in ("found", "inputs", "outputs", "violation")))

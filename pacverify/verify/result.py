@@ -62,6 +62,9 @@ class VerificationResult:
       point's set and changes the class in a float64 forward pass.
     - ``norm`` ("2" or "inf"), ``method`` (bound method), ``backend``, ``complete`` (branch and bound
       ran on the points the bounds left unknown), ``time_s`` (wall-clock seconds in total).
+    - ``stats``: counts per stage (falsified by the attack, verified by the bounds, by the search ...).
+    - ``radius_upper``: certified-radius runs only, (N,) a radius at which PGD found a counterexample
+      (an upper bound on the true robust radius; inf where none was found).
     """
 
     verdicts: tuple[Verdict, ...]
@@ -75,6 +78,7 @@ class VerificationResult:
     complete: bool
     time_s: float
     stats: dict = field(default_factory=dict, compare=False)
+    radius_upper: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.verdicts)

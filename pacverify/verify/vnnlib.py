@@ -246,6 +246,14 @@ def read_vnnlib(path: str | Path) -> VnnlibSpec:
     return parse_vnnlib(text, source=str(path))
 
 
+def format_counterexample(x: np.ndarray, y: np.ndarray) -> str:
+    """A counterexample in the VNN-COMP format: ``((X_0 v) ... (Y_0 v) ...)``, one pair per line,
+    ``x`` the (flattened) input and ``y`` the network's output there."""
+    pairs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(np.ravel(x))]
+    pairs += [f"(Y_{j} {float(v)!r})" for j, v in enumerate(np.ravel(y))]
+    return "(" + "\n ".join(pairs) + ")\n"
+
+
 def _count(declared: set[tuple[str, int]], kind: str, parser: _Parser) -> int:
     idx = sorted(i for k, i in declared if k == kind)
     if not idx:

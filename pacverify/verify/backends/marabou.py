@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 import torch
 
 from pacverify.errors import InputError
+from pacverify.verify.backends import Backend
 from pacverify.verify.network import Affine, Network
 from pacverify.verify.property import OutputProperty
 from pacverify.verify.result import Decision, Verdict
+from pacverify.verify.sets import Box, InputSet
 
 INSTALL_HINT = 'the marabou backend needs maraboupy: pip install "pacverify[marabou]"'
 
 
 def _marabou():
     try:
-        from maraboupy import Marabou, MarabouCore
+        with warnings.catch_warnings():   # maraboupy warns at import that its TensorFlow parser is unavailable
+            warnings.simplefilter("ignore")
+            from maraboupy import Marabou, MarabouCore
     except ImportError:
         raise InputError(INSTALL_HINT) from None
     return Marabou, MarabouCore
@@ -68,6 +73,22 @@ def _network_query(core, net: Network, lower: np.ndarray, upper: np.ndarray):
     return query, list(range(net.in_features)), current
 
 
+def _solve_clause(Marabou, core, net: Network, lower: np.ndarray, upper: np.ndarray, C: np.ndarray, d: np.ndarray,
+                  timeout: float | None) -> tuple[str, np.ndarray | None]:
+    """One Marabou query: is ``C y ≤ d`` (rows of one clause) reachable from the box? (exit code, input clamped to the box)."""
+    query, xs, ys = _network_query(core, net, lower, upper)
+    for row, bound in zip(C, d):
+        eq = core.Equation(core.Equation.LE)
+        for j in np.flatnonzero(row):
+            eq.addAddend(float(row[j]), ys[j])
+        eq.setScalar(float(bound))
+        query.addEquation(eq)
+    options = Marabou.createOptions(verbosity=0, timeoutInSeconds=0 if timeout is None else max(1, math.ceil(timeout)))
+    code, values, _ = core.solve(query, options, "")
+    x = np.clip(np.array([values[v] for v in xs]), lower, upper) if code == "sat" else None
+    return code, x
+
+
 def decide_box(net: Network, lower: np.ndarray, upper: np.ndarray, prop: OutputProperty, *,
                timeout: float | None = None) -> Decision:
     """Decide with Marabou whether some x in ``[lower, upper]`` ((m,) each) reaches ``prop``'s unsafe
@@ -80,28 +101,50 @@ def decide_box(net: Network, lower: np.ndarray, upper: np.ndarray, prop: OutputP
     start = time.monotonic()
     open_clauses = 0
     for k in range(prop.n_clauses):
-        left = None if timeout is None else timeout - (time.monotonic() - start)
-        if left is not None and left <= 0:
-            return Decision(Verdict.UNKNOWN, domains=k, detail="marabou: time budget spent")
-        query, xs, ys = _network_query(core, net, lower, upper)
-        for r in np.flatnonzero(clause == k):
-            eq = core.Equation(core.Equation.LE)
-            for j in np.flatnonzero(C[r]):
-                eq.addAddend(float(C[r, j]), ys[j])
-            eq.setScalar(float(d[r]))
-            query.addEquation(eq)
-        options = Marabou.createOptions(verbosity=0, timeoutInSeconds=0 if left is None else max(1, math.ceil(left)))
-        code, values, _ = core.solve(query, options, "")
-        if code == "sat":
-            x = np.clip(np.array([values[v] for v in xs]), lower, upper)
-            with torch.no_grad():
-                y = net.to("cpu", torch.float64)(torch.from_numpy(x)[None])
-            if bool(prop.to("cpu", torch.float64).is_unsafe(y)[0]):
-                return Decision(Verdict.FALSIFIED, x, domains=k + 1, detail=f"marabou: clause {k} sat")
-            open_clauses += 1
-        elif code != "unsat":
+        rows = np.flatnonzero(clause == k)
+        # A point on the boundary of a strict unsafe set (a tie) is no counterexample: ask once more
+        # with the constraints pushed inside by a small slack before giving up on the clause.
+        for slack in (0.0, 1e-6):
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            if left is not None and left <= 0:
+                return Decision(Verdict.UNKNOWN, domains=k, detail="marabou: time budget spent")
+            code, x = _solve_clause(Marabou, core, net, lower, upper, C[rows], d[rows] - slack * (1 + np.abs(d[rows])),
+                                    left)
+            if code == "unsat" and slack == 0.0:
+                break
+            if code == "sat":
+                with torch.no_grad():
+                    y = net.to("cpu", torch.float64)(torch.from_numpy(x)[None])
+                if bool(prop.to("cpu", torch.float64).is_unsafe(y)[0]):
+                    return Decision(Verdict.FALSIFIED, x, domains=k + 1, detail=f"marabou: clause {k} sat")
+            if code != "sat":
+                open_clauses += 1
+                break
+        else:
             open_clauses += 1
     if open_clauses:
         return Decision(Verdict.UNKNOWN, domains=prop.n_clauses,
                         detail=f"marabou: {open_clauses} clause(s) neither proved nor falsified")
     return Decision(Verdict.VERIFIED, domains=prop.n_clauses, detail="marabou: every clause unsat")
+
+
+class MarabouBackend(Backend):
+    """Every problem is decided by Marabou (no incomplete pass); boxes (L∞, VNN-LIB) only."""
+
+    name = "marabou"
+    always_complete = True
+
+    def check(self, input_set: InputSet, *, complete: bool) -> None:
+        _marabou()
+        if not isinstance(input_set, Box):
+            raise InputError("the marabou backend handles L∞ boxes only; use --norm inf or --backend crown")
+
+    def bounds(self, net: Network, input_set: InputSet, prop: OutputProperty, *, method: str) -> None:
+        return None
+
+    def decide(self, net: Network, input_set: InputSet, prop: OutputProperty, *, timeout: float | None,
+               method: str, seed: int) -> list[Decision]:
+        self.check(input_set, complete=True)
+        lower, upper = input_set.lower.double().cpu().numpy(), input_set.upper.double().cpu().numpy()
+        return [decide_box(net, lower[b], upper[b], prop.select(torch.tensor([b])), timeout=timeout)
+                for b in range(input_set.batch_size)]

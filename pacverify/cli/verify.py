@@ -1,0 +1,103 @@
+"""``pacverify verify``: local robustness of points, certified radii, or a VNN-LIB instance (DESIGN.md §4)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from pacverify.errors import InputError
+from pacverify.fileio import atomic_write_text, dumps_json
+from pacverify.validation import check_domain, check_radius
+
+HELP = "prove (or refute) robustness of an ONNX ReLU network at points, or answer a VNN-LIB property"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
+    p.add_argument("model", metavar="MODEL.onnx", help="the network, an ONNX file of affine layers and ReLUs")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--points", metavar="FILE.npy", help="points to verify, shape (N, *input_shape) or (N, m)")
+    what.add_argument("--vnnlib", metavar="PROP.vnnlib", help="a VNN-LIB property: prints sat / unsat / unknown")
+    p.add_argument("--radius", help="ball radius (> 0), or 'max' for the certified radius of each point")
+    p.add_argument("--norm", help="ball norm: 2 or inf")
+    p.add_argument("--method", default="crown", help="bound method: ibp, crown (default) or alpha-crown")
+    p.add_argument("--complete", action="store_true", help="branch and bound on points the bounds leave unknown")
+    p.add_argument("--timeout", help="seconds per point for the complete search (per instance with --vnnlib)")
+    p.add_argument("--domain", metavar="LO,HI", help="box every perturbed input must stay in, e.g. 0,1 for pixels")
+    p.add_argument("--labels", metavar="FILE.npy", help="classes the points must keep (default: the model's own)")
+    p.add_argument("--backend", default="crown", help="crown (built in, default), marabou (L∞) or auto_lirpa")
+    p.add_argument("--seed", default="0", help="seed of the attacks (default 0)")
+    p.add_argument("--cap", default="1.0", help="with --radius max: largest radius tried (default 1.0)")
+    p.add_argument("--tol", default="1e-3", help="with --radius max: bisection tolerance (default 1e-3)")
+    p.add_argument("--no-attack", action="store_true", help="skip the PGD attack (then nothing is falsified early)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--json", metavar="OUT", help="write {summary, points} as JSON (written whole)")
+    p.add_argument("--cex", metavar="FILE", help="with --vnnlib: write a counterexample in the VNN-COMP format")
+    p.set_defaults(func=run)
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{what} file {path!r} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {what} file {path!r} as a .npy array: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from pacverify.verify import api
+
+    if not Path(args.model).is_file():
+        raise InputError(f"model file {args.model!r} does not exist")
+    if args.vnnlib is not None:
+        return _run_vnnlib(args, api)
+    if args.radius is None or args.norm is None:
+        raise InputError("--points needs --radius R (or max) and --norm 2|inf")
+    points = _load_npy(args.points, "points")
+    labels = None if args.labels is None else _load_npy(args.labels, "labels")
+    common = dict(labels=labels, method=args.method, complete=args.complete, timeout=args.timeout,
+                  domain=check_domain(args.domain), attack=not args.no_attack, seed=args.seed, device=args.device,
+                  backend=args.backend)
+    if args.radius.strip().lower() == "max":
+        result = api.certified_radius(args.model, points, args.norm, cap=args.cap, tol=args.tol, **common)
+    else:
+        result = api.verify_points(args.model, points, check_radius(args.radius, "radius"), args.norm, **common)
+    summary = result.summary()
+    if args.json:
+        atomic_write_text(args.json, dumps_json({"summary": summary, "points": result.points()}))
+    print(_summary_text(summary, result, certified=args.radius.strip().lower() == "max"))
+    return 0
+
+
+def _summary_text(summary: dict, result, *, certified: bool) -> str:
+    n = summary["points"]
+    lines = [f"verified   {summary['verified']:>8} / {n}",
+             f"falsified  {summary['falsified']:>8}",
+             f"unknown    {summary['unknown']:>8}"]
+    if certified:
+        radius = np.asarray(result.radius)
+        lines.append(f"certified radius: min {radius.min():.6g}, median {np.median(radius):.6g}, max {radius.max():.6g}"
+                     f" (cap {summary['cap']:g}, tol {summary['tol']:g})")
+    lines.append(f"time {summary['time_s']:.3f} s ({summary['points_per_s']:.1f} points/s); method {summary['method']}, "
+                 f"norm {summary['norm']}, backend {summary['backend']}, complete {summary['complete']}")
+    return "\n".join(lines)
+
+
+def _run_vnnlib(args: argparse.Namespace, api) -> int:
+    result = api.verify_vnnlib(args.model, args.vnnlib, args.timeout, method=args.method, seed=args.seed,
+                               device=args.device, backend=args.backend)
+    print(result.status.value)
+    print(f"time {result.time_s:.3f} s")
+    if result.detail:
+        print(result.detail)
+    from pacverify.verify.vnnlib import format_counterexample
+
+    if args.cex and result.counterexample is not None:
+        atomic_write_text(args.cex, format_counterexample(result.counterexample, result.output))
+    if args.json:
+        atomic_write_text(args.json, dumps_json({"status": result.status.value, "time_s": result.time_s,
+                                                 "detail": result.detail, "counterexample": result.counterexample,
+                                                 "output": result.output}))
+    return 0

@@ -1,0 +1,310 @@
+"""Public entry points of the verifier: local robustness of many points, certified radii, VNN-LIB.
+
+Each entry point takes a :class:`~pacverify.verify.network.Network` or an ONNX path, checks its
+arguments (bad input is an :class:`~pacverify.errors.InputError`), and runs the same pipeline:
+
+1. **attack** — PGD (:mod:`.attacks`) on every point; confirmed counterexamples are FALSIFIED;
+2. **bounds** — one batched pass of the chosen bound method (IBP, CROWN or α-CROWN) through the
+   backend; points whose margins' lower bounds are all > 0 are VERIFIED (DESIGN.md §2);
+3. **complete search** (``complete=True``, or a backend that is always complete such as Marabou) —
+   branch and bound (:mod:`.bab`) or the backend's solver on the points left, ``timeout`` seconds
+   each; the rest stay UNKNOWN.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from pacverify.errors import InputError
+from pacverify.validation import check_norm, check_positive, check_radius, check_seed
+from pacverify.verify.attacks import attack_set
+from pacverify.verify.backends import Backend, get_backend
+from pacverify.verify.network import Network
+from pacverify.verify.property import OutputProperty, robustness_property
+from pacverify.verify.result import Decision, Verdict, VerificationResult, VnnlibResult, VnnlibStatus
+from pacverify.verify.sets import Box, InputSet, L2Ball, perturbation_set
+from pacverify.verify.vnnlib import read_vnnlib
+
+METHODS = ("ibp", "crown", "alpha-crown")
+ATTACK_CHUNK = 2048   # points per PGD batch (memory: chunk × restarts × input size)
+
+
+def load(net_or_path: Network | str | os.PathLike, *, device: str = "cpu") -> Network:
+    """The network itself (moved to ``device``) or the ONNX file at the path, read in float64."""
+    from pacverify.onnx_io import load_network
+
+    if isinstance(net_or_path, Network):
+        return net_or_path.to(device=device)
+    if isinstance(net_or_path, (str, os.PathLike)):
+        return load_network(net_or_path, device=device)
+    raise InputError(f"expected a Network or the path of an ONNX file, got {type(net_or_path).__name__}")
+
+
+def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm, *, labels=None,
+                  method: str = "crown", complete: bool = False, timeout: float | None = None, domain=None,
+                  attack: bool = True, seed: int = 0, device: str = "cpu", backend: str = "crown"
+                  ) -> VerificationResult:
+    """Decide local robustness (Def 3.1 of 004) of the network at every point.
+
+    Args:
+        net_or_path: a Network or an ONNX path.
+        points: (N, *input_shape) or (N, m) array of points.
+        radius: the ball radius, a number or one per point (N,), each > 0.
+        norm: 2 or inf (see :func:`pacverify.validation.check_norm`).
+        labels: (N,) classes each point must keep; default: the network's own argmax at the points.
+        method: bound method of the incomplete pass: "ibp", "crown" or "alpha-crown".
+        complete: run branch and bound on the points the bounds leave unknown.
+        timeout: seconds per point for the complete search (None: no limit).
+        domain: optional (lower, upper) box every perturbed input must stay in (e.g. (0, 1) for pixels).
+        attack: run PGD first (counterexamples only; never needed for soundness).
+        seed: fixes every random draw (attack starts).
+        device: "cpu" or "cuda".
+        backend: "crown" (built in), "marabou" (complete, L∞ only) or "auto_lirpa".
+
+    Returns:
+        :class:`VerificationResult`; VERIFIED only where sound bounds (or a complete search) prove the
+        whole ball, FALSIFIED only with a checked counterexample in the ball.
+    """
+    start = time.perf_counter()
+    net = load(net_or_path, device=device)
+    x = _points(points, net)
+    radii = _radii(radius, x.shape[0])
+    norm = check_norm(norm)
+    method, seed, timeout = _method(method), check_seed(seed), _timeout(timeout)
+    chosen = get_backend(backend)
+    y = _labels(labels, net, x)
+    input_set = perturbation_set(x, radii, norm, domain, dtype=net.dtype, device=net.device)
+    chosen.check(input_set, complete=complete)
+    prop = robustness_property(y, net.out_features)
+    verdicts, lower, counterexamples, stats = _decide(net, input_set, prop, chosen, method=method, complete=complete,
+                                                      timeout=timeout, attack=attack, seed=seed)
+    return VerificationResult(tuple(verdicts), y.numpy(), radii.numpy(), lower.numpy(),
+                              _shaped(counterexamples, net), norm, method, chosen.name,
+                              complete or chosen.always_complete, time.perf_counter() - start, stats)
+
+
+def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, labels=None,
+                     method: str = "crown", cap: float = 1.0, tol: float = 1e-3, complete: bool = False,
+                     timeout: float | None = None, domain=None, attack: bool = True, seed: int = 0,
+                     device: str = "cpu", backend: str = "crown") -> VerificationResult:
+    """The largest radius proven at each point, by bisection on r in [0, cap] (all points in lock step).
+
+    Every step bounds all unfinished points in one call (and, with ``complete``, runs the complete
+    search on the ones the bounds leave open, ``timeout`` seconds each). A point stops when
+    ``hi − lo <= tol``. The returned ``radius[i]`` is the largest r at which point i was PROVED robust
+    (0 if none): a lower bound on the true robust radius, never more. Verdicts: VERIFIED where
+    ``radius > 0``; FALSIFIED where the point itself does not have its label (its counterexample is the
+    point); UNKNOWN otherwise. With ``attack``, PGD at the smallest radius not proved gives
+    ``radius_upper`` (N,): a radius at which a counterexample exists (inf where none was found).
+    """
+    start = time.perf_counter()
+    net = load(net_or_path, device=device)
+    x = _points(points, net)
+    norm = check_norm(norm)
+    cap, tol = check_positive(cap, "cap"), check_positive(tol, "tol")
+    method, seed, timeout = _method(method), check_seed(seed), _timeout(timeout)
+    chosen = get_backend(backend)
+    y = _labels(labels, net, x)
+    n = x.shape[0]
+    prop = robustness_property(y, net.out_features)
+    chosen.check(perturbation_set(x[:1], cap, norm, _domain_rows(domain, torch.tensor([0])), dtype=net.dtype),
+                 complete=complete)
+    with torch.no_grad():
+        misclassified = prop.is_unsafe(net.to("cpu", torch.float64)(x))
+    lo = torch.zeros(n, dtype=torch.float64)
+    hi = torch.full((n,), cap, dtype=torch.float64)
+    hi[misclassified] = 0.0
+    r = torch.full((n,), cap, dtype=torch.float64)
+    active = ~misclassified
+    steps = 0
+    while active.any():
+        index = torch.nonzero(active).reshape(-1)
+        ok = _prove(net, x[index], r[index], norm, domain, prop.select(index), chosen, method=method,
+                    complete=complete, timeout=timeout, seed=seed, index=index)
+        lo[index[ok]] = r[index[ok]]
+        hi[index[~ok]] = r[index[~ok]]
+        active = (hi - lo) > tol
+        r = (lo + hi) / 2
+        steps += 1
+    upper = torch.full((n,), torch.inf, dtype=torch.float64)
+    upper[misclassified] = 0.0
+    if attack:
+        probe = torch.nonzero(~misclassified & (hi < cap) & (hi > 0)).reshape(-1)
+        if probe.numel():
+            found = attack_set(net, perturbation_set(x[probe], hi[probe], norm, _domain_rows(domain, probe),
+                                                     dtype=net.dtype), prop.select(probe), seed=seed)
+            upper[probe[found.found]] = hi[probe[found.found]]
+    verdicts = [Verdict.FALSIFIED if bool(misclassified[i]) else Verdict.VERIFIED if lo[i] > 0 else Verdict.UNKNOWN
+                for i in range(n)]
+    counterexamples = {int(i): x[i].numpy() for i in torch.nonzero(misclassified).reshape(-1)}
+    lower = torch.full((n, net.out_features - 1), -torch.inf, dtype=torch.float64)
+    stats = {"cap": cap, "tol": tol, "bisection_steps": steps}
+    return VerificationResult(tuple(verdicts), y.numpy(), lo.numpy(), lower.numpy(), _shaped(counterexamples, net),
+                              norm, method, chosen.name, complete or chosen.always_complete,
+                              time.perf_counter() - start, stats, upper.numpy())
+
+
+def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | os.PathLike,
+                  timeout: float | None = None, *, method: str = "crown", seed: int = 0, device: str = "cpu",
+                  backend: str = "crown") -> VnnlibResult:
+    """Answer a VNN-LIB instance: SAT (with a checked counterexample), UNSAT (proved) or UNKNOWN.
+
+    Every region (input box with its unsafe output set) is attacked first; then each is bounded and, if
+    open, decided by the backend's complete search within what is left of ``timeout`` (total seconds
+    for the instance; None: no limit). UNSAT requires every region proved (:mod:`.property`).
+    """
+    start = time.perf_counter()
+    net = load(net_or_path, device=device)
+    spec = read_vnnlib(vnnlib_path)
+    if spec.n_inputs != net.in_features or spec.n_outputs != net.out_features:
+        raise InputError(f"the VNN-LIB file declares {spec.n_inputs} inputs and {spec.n_outputs} outputs, the "
+                         f"network has {net.in_features} and {net.out_features}")
+    method, seed, timeout = _method(method), check_seed(seed), _timeout(timeout)
+    chosen = get_backend(backend)
+    regions = [(Box(torch.from_numpy(r.lower)[None], torch.from_numpy(r.upper)[None]), r.prop) for r in spec.regions]
+    for box, _ in regions:
+        chosen.check(box, complete=True)
+
+    def done(status: VnnlibStatus, detail: str, x: np.ndarray | None = None) -> VnnlibResult:
+        out = None
+        if x is not None:
+            with torch.no_grad():
+                out = net.to("cpu", torch.float64)(torch.from_numpy(x)[None])[0].numpy()
+        return VnnlibResult(status, time.perf_counter() - start, x, out, detail)
+
+    for k, (box, prop) in enumerate(regions):
+        found = attack_set(net, box, prop, seed=seed, restarts=20, steps=100)
+        if bool(found.found[0]):
+            return done(VnnlibStatus.SAT, f"region {k}: PGD", found.inputs[0].numpy())
+    open_regions = []
+    for k, (box, prop) in enumerate(regions):
+        lower = chosen.bounds(net, box, prop, method=method)
+        if lower is None or not bool(prop.to(lower.device, lower.dtype).proven(lower)[0]):
+            open_regions.append(k)
+    details = []
+    for k in open_regions:
+        left = None if timeout is None else timeout - (time.perf_counter() - start)
+        if left is not None and left <= 0:
+            return done(VnnlibStatus.UNKNOWN, "time budget spent")
+        box, prop = regions[k]
+        decision = chosen.decide(net, box, prop, timeout=left, method=method, seed=seed)[0]
+        if decision.verdict is Verdict.FALSIFIED:
+            return done(VnnlibStatus.SAT, f"region {k}: {decision.detail}", decision.counterexample)
+        if decision.verdict is Verdict.UNKNOWN:
+            return done(VnnlibStatus.UNKNOWN, f"region {k}: {decision.detail}")
+        details.append(f"region {k}: {decision.detail}")
+    return done(VnnlibStatus.UNSAT, "; ".join(details) or "bounds")
+
+
+def _points(points, net: Network) -> torch.Tensor:
+    """Points as an (N, m) float64 CPU tensor; InputError on a shape the network does not take or NaN/inf."""
+    try:
+        x = torch.as_tensor(np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points,
+                                       dtype=np.float64))
+    except (TypeError, ValueError):
+        raise InputError("points must be a numeric array of shape (N, *input_shape) or (N, m)") from None
+    shape, m = tuple(x.shape), net.in_features
+    if x.dim() < 2 or x.shape[0] == 0 or (tuple(x.shape[1:]) != tuple(net.input_shape) and tuple(x.shape[1:]) != (m,)):
+        raise InputError(f"points have shape {shape}; the network takes (N, {', '.join(map(str, net.input_shape))})"
+                         f" or (N, {m}) with N >= 1")
+    x = x.reshape(x.shape[0], m)
+    bad = ~torch.isfinite(x).all(dim=1)
+    if bad.any():
+        raise InputError(f"point {int(torch.nonzero(bad)[0])} contains NaN or infinite values")
+    return x
+
+
+def _radii(radius, n: int) -> torch.Tensor:
+    """One radius per point, each a finite number > 0."""
+    values = np.atleast_1d(np.asarray(radius, dtype=object))
+    if values.ndim != 1 or values.shape[0] not in (1, n):
+        raise InputError(f"radius must be a number or one number per point ({n}), got shape {values.shape}")
+    out = torch.tensor([check_radius(v, "radius") for v in values], dtype=torch.float64)
+    return out.expand(n).clone() if out.shape[0] == 1 else out
+
+
+def _method(method: str) -> str:
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return method
+
+
+def _timeout(timeout) -> float | None:
+    return None if timeout is None else check_positive(timeout, "timeout")
+
+
+def _labels(labels, net: Network, x: torch.Tensor) -> torch.Tensor:
+    """(N,) int64 labels: the given ones (checked) or the network's argmax at the points."""
+    if labels is None:
+        with torch.no_grad():
+            return net.to("cpu", torch.float64)(x).argmax(dim=1)
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if y.shape != (x.shape[0],) or not (np.issubdtype(y.dtype, np.integer) or
+                                        (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))):
+        raise InputError(f"labels must be {x.shape[0]} integer class indices (one per point), got shape {y.shape} "
+                         f"and dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= net.out_features:
+        raise InputError(f"labels must lie in [0, {net.out_features - 1}], got values from {y.min()} to {y.max()}")
+    return torch.as_tensor(y.astype(np.int64))
+
+
+def _domain_rows(domain, index: torch.Tensor):
+    """The domain for the points ``index``: per-point (N, m) bounds are subset, shared ones kept."""
+    if domain is None or not isinstance(domain, (tuple, list)) or len(domain) != 2:
+        return domain
+    return tuple(np.asarray(d)[index.numpy()] if np.ndim(d) == 2 else d for d in domain)
+
+
+def _shaped(counterexamples: dict[int, np.ndarray], net: Network) -> dict[int, np.ndarray]:
+    return {i: np.asarray(v, dtype=np.float64).reshape(net.input_shape) for i, v in counterexamples.items()}
+
+
+def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Backend, *, method: str,
+            complete: bool, timeout: float | None, attack: bool, seed: int):
+    """Attack, bound, then (optionally) complete search: (verdicts, lower bounds (N, R), counterexamples, stats)."""
+    n = input_set.batch_size
+    verdicts = [Verdict.UNKNOWN] * n
+    lower = torch.full(prop.C.shape[:2], -torch.inf, dtype=torch.float64)
+    counterexamples: dict[int, np.ndarray] = {}
+    stats = {"falsified_by_attack": 0, "verified_by_bounds": 0, "verified_by_search": 0, "falsified_by_search": 0}
+    todo = torch.arange(n)
+    if attack:
+        found = attack_set(net, input_set, prop, seed=seed)
+        for i in torch.nonzero(found.found).reshape(-1).tolist():
+            verdicts[i], counterexamples[i] = Verdict.FALSIFIED, found.inputs[i].numpy()
+        stats["falsified_by_attack"] = len(counterexamples)
+        todo = torch.nonzero(~found.found).reshape(-1)
+    if todo.numel():
+        bounds = backend.bounds(net, input_set.select(todo), prop.select(todo), method=method)
+        if bounds is not None:
+            lower[todo] = bounds.detach().to("cpu", torch.float64)
+            proven = prop.select(todo).proven(lower[todo])
+            for i in todo[proven].tolist():
+                verdicts[i] = Verdict.VERIFIED
+            stats["verified_by_bounds"] = int(proven.sum())
+            todo = todo[~proven]
+    if (complete or backend.always_complete) and todo.numel():
+        decisions: list[Decision] = backend.decide(net, input_set.select(todo), prop.select(todo), timeout=timeout,
+                                                   method=method, seed=seed)
+        for i, decision in zip(todo.tolist(), decisions):
+            verdicts[i] = decision.verdict
+            if decision.verdict is Verdict.FALSIFIED:
+                counterexamples[i] = decision.counterexample
+                stats["falsified_by_search"] += 1
+            elif decision.verdict is Verdict.VERIFIED:
+                stats["verified_by_search"] += 1
+        stats["domains"] = sum(d.domains for d in decisions)
+    return verdicts, lower, counterexamples, stats
+
+
+def _prove(net: Network, x: torch.Tensor, r: torch.Tensor, norm: str, domain, prop: OutputProperty,
+           backend: Backend, *, method: str, complete: bool, timeout: float | None, seed: int,
+           index: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the balls of radii ``r`` around ``x`` are proved robust (bounds, then the complete search)."""
+    input_set = perturbation_set(x, r, norm, _domain_rows(domain, index), dtype=net.dtype, device=net.device)
+    verdicts, _, _, _ = _decide(net, input_set, prop, backend, method=method, complete=complete, timeout=timeout,
+                                attack=False, seed=seed)
+    return torch.tensor([v is Verdict.VERIFIED for v in verdicts], dtype=torch.bool)

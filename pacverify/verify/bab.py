@@ -1,0 +1,287 @@
+"""Branch and bound: complete search for the problems the bounds alone leave open.
+
+A problem is one input set (batch entry) and one unsafe set ``⋃_k ⋂_{r∈k} {C_r y ≤ d_r}``
+(:class:`~pacverify.verify.property.OutputProperty`). The search keeps a list of open subdomains
+whose union covers the set, bounds many of them in one call of the bound routine, drops those
+proved safe (:meth:`OutputProperty.proven` on their lower bounds) or empty (``infeasible``), and
+splits the rest in two:
+
+- **Input splitting** (boxes of low dimension, default ≤ 10 inputs, e.g. ACAS Xu): bisect the
+  coordinate with the largest ``width_i · |∂v/∂x_i|`` at the box centre, v the property's violation
+  (a gradient-smear heuristic). The two halves cover the box.
+- **ReLU splitting** (any set): fix one unstable neuron (pre-activation bounds l < 0 < u, not yet
+  split) to inactive (−1: pre-activation ≤ 0) or active (+1: ≥ 0), per the split contract of
+  :mod:`pacverify.verify.bounds.common`; the two sign cases cover the subdomain. The neuron is the
+  one with the largest ``−l·u/(u − l) · ‖W_next[:, i]‖₁``: the height of the triangle relaxation's
+  gap times the neuron's outgoing weight (a simple BaBSR-like score).
+
+Verdicts, per problem: VERIFIED when no open subdomain is left (every one proved or empty — the
+subdomains cover the set, so no input reaches the unsafe set); FALSIFIED when a candidate point
+(box centres for input splitting; PGD on the whole set every few rounds for ReLU splitting) lies in
+the set and a float64 forward pass puts it in the unsafe set; UNKNOWN when the time or domain
+budget runs out, or when a subdomain has no neuron or coordinate left to split and is not decided
+exactly: for box sets such a fully split subdomain is decided by a linear program with a
+closed-form dual bound (:mod:`.bab_leaf`), which keeps ReLU splitting complete on boxes; for L2
+balls it stays open.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from pacverify.errors import InputError
+from pacverify.validation import check_positive
+from pacverify.verify.attacks import attack_set, confirm
+from pacverify.verify.bab_leaf import decide_leaf, leaf_phases
+from pacverify.verify.network import Affine, Network
+from pacverify.verify.property import OutputProperty
+from pacverify.verify.result import Decision, Verdict
+from pacverify.verify.sets import Box, InputSet
+
+SPLIT_MODES = ("auto", "input", "relu")
+
+
+@dataclass(frozen=True)
+class BabConfig:
+    """Budget and strategy of one branch-and-bound run (per problem).
+
+    ``timeout``: seconds per problem (None: no limit); ``max_domains``: subdomains bounded per problem;
+    ``batch``: subdomains bounded per call; ``method``: the bound routine for subdomains ("ibp", "crown"
+    or "alpha-crown"); ``split``: "input", "relu", or "auto" (input splitting for boxes of at most
+    ``input_split_max_dim`` inputs, ReLU splitting otherwise); ``attack_every``: rounds between PGD
+    runs during ReLU splitting; ``seed`` fixes those attacks.
+    """
+
+    timeout: float | None = None
+    max_domains: int = 200_000
+    batch: int = 512
+    method: str = "crown"
+    split: str = "auto"
+    input_split_max_dim: int = 10
+    attack_every: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None:
+            check_positive(self.timeout, "timeout")
+        if self.split not in SPLIT_MODES:
+            raise InputError(f"split must be one of {', '.join(SPLIT_MODES)}, got {self.split!r}")
+        for name in ("max_domains", "batch", "input_split_max_dim", "attack_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def bound_routine(method: str):
+    """The bound function named ``method``: ``ibp``, ``crown`` or ``alpha-crown`` (:mod:`pacverify.verify.bounds`)."""
+    from pacverify.verify.bounds.alpha import alpha_crown
+    from pacverify.verify.bounds.crown import crown
+    from pacverify.verify.bounds.ibp import ibp
+
+    table = {"ibp": ibp, "crown": crown, "alpha-crown": alpha_crown}
+    if method not in table:
+        raise InputError(f"method must be one of {', '.join(table)}, got {method!r}")
+    return table[method]
+
+
+def branch_and_bound(net: Network, input_set: InputSet, prop: OutputProperty,
+                     config: BabConfig = BabConfig()) -> list[Decision]:
+    """Decide every problem of the batch (``input_set`` and ``prop`` of batch B) by branch and bound.
+
+    Returns B decisions (module docstring for what each verdict guarantees); each problem gets its
+    own ``config.timeout`` and ``config.max_domains``.
+    """
+    out = []
+    for b in range(input_set.batch_size):
+        index = torch.tensor([b])
+        one_set, one_prop = input_set.select(index), prop.select(index)
+        deadline = None if config.timeout is None else time.monotonic() + config.timeout
+        if _use_input_splitting(one_set, config):
+            out.append(_input_bab(net, one_set, one_prop, config, deadline))
+        else:
+            out.append(_relu_bab(net, one_set, one_prop, config, deadline))
+    return out
+
+
+def _use_input_splitting(input_set: InputSet, config: BabConfig) -> bool:
+    if config.split == "relu":
+        return False
+    if config.split == "input":
+        if not isinstance(input_set, Box):
+            raise InputError("input splitting needs box input sets (L∞ or VNN-LIB); use split='relu' for L2 balls")
+        return True
+    return isinstance(input_set, Box) and input_set.dim <= config.input_split_max_dim
+
+
+def _out_of_budget(deadline: float | None, domains: int, config: BabConfig) -> bool:
+    return (deadline is not None and time.monotonic() > deadline) or domains >= config.max_domains
+
+
+def _take(priority: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the ``batch`` open subdomains with the lowest proof margin, and of the rest."""
+    order = torch.argsort(priority)
+    return order[:batch], order[batch:]
+
+
+def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None) -> Decision:
+    bound = bound_routine(config.method)
+    lower, upper = box.lower.to(net.device, net.dtype), box.upper.to(net.device, net.dtype)
+    priority = torch.zeros(1, dtype=net.dtype, device=net.device)
+    domains = 0
+    while lower.shape[0]:
+        if _out_of_budget(deadline, domains, config):
+            return Decision(Verdict.UNKNOWN, domains=domains, detail=f"input splitting: budget spent, "
+                                                                      f"{lower.shape[0]} subdomains open")
+        now, rest = _take(priority, config.batch)
+        lo, hi = lower[now], upper[now]
+        rep = prop.select(torch.zeros(lo.shape[0], dtype=torch.long)).to(net.device, net.dtype)
+        result = bound(net, Box(lo, hi), rep.C)
+        domains += lo.shape[0]
+        margin = rep.proof_margin(result.lower)
+        open_ = ~(result.infeasible | (margin > 0))
+        lo, hi, margin, rep = lo[open_], hi[open_], margin[open_], rep.select(torch.nonzero(open_).reshape(-1))
+        if lo.shape[0]:
+            check = confirm(net, rep, (lo + hi) / 2, lo, hi)
+            if check.found.any():
+                i = int(torch.nonzero(check.found)[0])
+                return Decision(Verdict.FALSIFIED, check.inputs[i].numpy(), domains, "input splitting: box centre")
+            lo, hi = _bisect(net, rep, lo, hi)
+            if lo is None:
+                return Decision(Verdict.UNKNOWN, domains=domains, detail="input splitting: a box cannot be split")
+            margin = margin.repeat(2)
+        lower = torch.cat([lower[rest], lo])
+        upper = torch.cat([upper[rest], hi])
+        priority = torch.cat([priority[rest], margin])
+    return Decision(Verdict.VERIFIED, domains=domains, detail=f"input splitting: {domains} subdomains bounded")
+
+
+def _bisect(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tensor):
+    """Split each box (D, m) in two along its highest-scoring coordinate; (2D, m) each, or None if all widths are 0."""
+    width = hi - lo
+    centre = ((lo + hi) / 2).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(prop.violation(net(centre)).sum(), centre)
+    score = width * grad.abs()
+    # where the gradient vanishes, fall back to the widest coordinate
+    score = torch.where(score.amax(1, keepdim=True) > 0, score, width)
+    dim = score.argmax(1)
+    rows = torch.arange(lo.shape[0], device=lo.device)
+    if not bool((width[rows, dim] > 0).all()):
+        return None, None
+    mid = (lo[rows, dim] + hi[rows, dim]) / 2
+    hi_left, lo_right = hi.clone(), lo.clone()
+    hi_left[rows, dim] = mid
+    lo_right[rows, dim] = mid
+    return torch.cat([lo, lo_right]), torch.cat([hi_left, hi])
+
+
+def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: BabConfig,
+              deadline: float | None) -> Decision:
+    bound = bound_routine(config.method)
+    input_set = input_set.to(net.device, net.dtype)
+    importance = _importance(net)
+    splits = [torch.zeros(1, w, dtype=torch.int8, device=net.device) for w in net.relu_widths()]
+    priority = torch.zeros(1, dtype=net.dtype, device=net.device)
+    domains = rounds = 0
+    stuck = 0
+    while priority.shape[0]:
+        if _out_of_budget(deadline, domains, config):
+            return Decision(Verdict.UNKNOWN, domains=domains, detail=f"ReLU splitting: budget spent, "
+                                                                      f"{priority.shape[0] + stuck} subdomains open")
+        rounds += 1
+        if rounds % config.attack_every == 0:
+            found = _attack_whole_set(net, input_set, prop, seed=config.seed + rounds)
+            if found is not None:
+                return Decision(Verdict.FALSIFIED, found, domains, "ReLU splitting: PGD")
+        now, rest = _take(priority, config.batch)
+        batch_splits = [s[now] for s in splits]
+        index = torch.zeros(now.shape[0], dtype=torch.long, device=net.device)
+        rep = prop.select(index.cpu()).to(net.device, net.dtype)
+        result = bound(net, input_set.select(index), rep.C, splits=batch_splits, return_intermediate=True)
+        domains += now.shape[0]
+        margin = rep.proof_margin(result.bounds.lower)
+        open_ = ~(result.bounds.infeasible | (margin > 0))
+        layer, neuron = _choose_neurons(result.pre_activation, batch_splits, importance, now.shape[0])
+        leaf = open_ & (layer < 0)
+        for row in torch.nonzero(leaf).reshape(-1).tolist():
+            answer = _solve_leaf(net, input_set, prop, result.pre_activation, batch_splits, row)
+            if isinstance(answer, Decision):
+                return Decision(answer.verdict, answer.counterexample, domains, answer.detail)
+            stuck += int(not answer)
+        grow = open_ & (layer >= 0)
+        children = [s[grow] for s in batch_splits]
+        rows = torch.arange(int(grow.sum()), device=net.device)
+        left = [c.clone() for c in children]
+        right = [c.clone() for c in children]
+        for k in range(len(children)):
+            pick = layer[grow] == k
+            left[k][rows[pick], neuron[grow][pick]] = -1
+            right[k][rows[pick], neuron[grow][pick]] = 1
+        splits = [torch.cat([s[rest], lc, rc]) for s, lc, rc in zip(splits, left, right)]
+        priority = torch.cat([priority[rest], margin[grow].repeat(2)])
+    if stuck:
+        found = _attack_whole_set(net, input_set, prop, seed=config.seed + rounds + 1)
+        if found is not None:
+            return Decision(Verdict.FALSIFIED, found, domains, "ReLU splitting: PGD")
+        return Decision(Verdict.UNKNOWN, domains=domains,
+                        detail=f"ReLU splitting: {stuck} fully split subdomains not proved by the bounds")
+    return Decision(Verdict.VERIFIED, domains=domains, detail=f"ReLU splitting: {domains} subdomains bounded")
+
+
+def _solve_leaf(net: Network, input_set: InputSet, prop: OutputProperty, pre_activation, splits, row: int
+                ) -> bool | Decision:
+    """A subdomain with every neuron fixed: True if the LP of :mod:`.bab_leaf` proves it safe, a FALSIFIED
+    decision if its candidate is a confirmed counterexample, False if undecided (or not a box)."""
+    phases = leaf_phases(pre_activation, splits, row)
+    if phases is None or not isinstance(input_set, Box):
+        return False
+    lower, upper = input_set.lower[0].double().cpu().numpy(), input_set.upper[0].double().cpu().numpy()
+    answer = decide_leaf(net, lower, upper, phases, prop.C[0].double().cpu().numpy(),
+                         prop.d[0].double().cpu().numpy(), prop.clause.cpu().numpy())
+    if answer.candidate is not None:
+        check = confirm(net, prop, torch.from_numpy(answer.candidate)[None], input_set.lower, input_set.upper)
+        if bool(check.found[0]):
+            return Decision(Verdict.FALSIFIED, check.inputs[0].numpy(), detail="ReLU splitting: LP at a leaf")
+    return answer.proved
+
+
+def _importance(net: Network) -> list[torch.Tensor]:
+    """Per ReLU layer, ``‖W_next[:, i]‖₁`` of each neuron: the weight it carries into the next affine
+    layer (1 for a ReLU layer that no affine layer follows)."""
+    out, widths = [], net.relu_widths()
+    layers = list(net.layers)
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Affine):
+            nxt = next((later for later in layers[i + 1:] if isinstance(later, Affine)), None)
+            out.append(torch.ones(widths[len(out)], dtype=net.dtype, device=net.device) if nxt is None
+                       else nxt.weight.abs().sum(0))
+    return out
+
+
+def _choose_neurons(pre_activation, splits, importance, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per subdomain, the (layer, neuron) to split: the unstable, unsplit neuron of highest score; layer −1 if none."""
+    best_score, best_layer, best_neuron = None, None, None
+    for k, ((lo, hi), split) in enumerate(zip(pre_activation, splits)):
+        unstable = (lo < 0) & (hi > 0) & (split == 0)
+        gap = -lo * hi / (hi - lo).clamp_min(torch.finfo(lo.dtype).tiny)
+        score = torch.where(unstable, gap * importance[k], torch.full_like(gap, -1.0))
+        value, neuron = score.max(dim=1)
+        if best_score is None:
+            best_score, best_layer, best_neuron = value, torch.zeros_like(neuron), neuron
+        else:
+            better = value > best_score
+            best_score = torch.where(better, value, best_score)
+            best_layer = torch.where(better, torch.full_like(neuron, k), best_layer)
+            best_neuron = torch.where(better, neuron, best_neuron)
+    if best_score is None:                      # a network without ReLUs: nothing to split
+        none = torch.full((batch,), -1, dtype=torch.long)
+        return none, none.clone()
+    best_layer = torch.where(best_score < 0, torch.full_like(best_layer, -1), best_layer)
+    return best_layer, best_neuron
+
+
+def _attack_whole_set(net: Network, input_set: InputSet, prop: OutputProperty, *, seed: int):
+    """PGD on the whole (batch-1) set; the confirmed counterexample as a float64 numpy vector, or None."""
+    res = attack_set(net, input_set, prop, restarts=10, seed=seed)
+    return res.inputs[0].numpy() if bool(res.found[0]) else None

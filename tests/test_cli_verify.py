@@ -1,0 +1,145 @@
+"""``pacverify verify`` through the real entry point: summaries, JSON keys, VNN-LIB answers, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pacverify.onnx_io import load_network
+
+from helpers_nets import random_mlp
+from verify_nets import network_to_onnx, sum_threshold_net
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli_verify") / "net.onnx"
+    network_to_onnx(random_mlp([4, 16, 16, 3], 5), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def points(model):
+    x = np.random.default_rng(0).random((12, 4))
+    path = model.parent / "points.npy"
+    np.save(path, x)
+    return path
+
+
+def _one_error_line(proc, *words):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_points_summary_and_json(cli, model, points, tmp_path):
+    out = tmp_path / "out.json"
+    proc = cli("verify", model, "--points", points, "--radius", "0.05", "--norm", "inf", "--complete",
+               "--timeout", "5", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].startswith("verified") and "points/s" in proc.stdout
+    data = json.loads(out.read_text())
+    assert set(data) == {"summary", "points"}
+    assert {"verified", "falsified", "unknown", "time_s", "points_per_s"} <= set(data["summary"])
+    assert [p["index"] for p in data["points"]] == list(range(12))
+    net = load_network(model)
+    for p in data["points"]:
+        assert set(p) <= {"index", "verdict", "radius", "counterexample"} and p["radius"] == 0.05
+        assert p["verdict"] in ("verified", "falsified", "unknown")
+        assert ("counterexample" in p) == (p["verdict"] == "falsified")
+        if p["verdict"] == "falsified":   # the counterexample is in the ball and changes the class
+            x0 = np.load(points)[p["index"]]
+            cex = np.asarray(p["counterexample"])
+            assert np.abs(cex - x0).max() <= 0.05 + 1e-12
+            z = net(torch.tensor(np.stack([x0, cex])))
+            assert int(z[1].argmax()) != int(z[0].argmax())
+    counts = data["summary"]
+    assert counts["verified"] + counts["falsified"] + counts["unknown"] == 12 and counts["unknown"] == 0
+
+
+def test_certified_radius_json(cli, model, points, tmp_path):
+    out = tmp_path / "radius.json"
+    proc = cli("verify", model, "--points", points, "--radius", "max", "--norm", "2", "--cap", "0.5", "--tol", "0.01",
+               "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "certified radius" in proc.stdout
+    data = json.loads(out.read_text())
+    radii = [p["radius"] for p in data["points"]]
+    assert all(0 <= r <= 0.5 for r in radii) and any(r > 0 for r in radii)
+    assert all((p["verdict"] == "verified") == (p["radius"] > 0) for p in data["points"])
+
+
+def test_vnnlib_sat_and_unsat(cli, tmp_path, capsys):
+    from pacverify.cli import main
+
+    path = tmp_path / "sum.onnx"
+    network_to_onnx(sum_threshold_net(0.9), path)
+    head = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+    box = "(assert (>= X_0 0)) (assert (<= X_0 {r})) (assert (>= X_1 0)) (assert (<= X_1 {r}))\n"
+    unsafe = "(assert (>= Y_1 Y_0))\n"    # x0 + x1 >= 0.9
+    for r in (0.4, 0.5):
+        (tmp_path / f"p{r}.vnnlib").write_text(head + box.format(r=r) + unsafe)
+    # unsat in-process (the same main() the console script runs), sat through a real subprocess
+    cex = tmp_path / "p.cex"
+    assert main(["verify", str(path), "--vnnlib", str(tmp_path / "p0.4.vnnlib"), "--cex", str(cex)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "unsat" and lines[1].startswith("time ") and not cex.exists()
+    proc = cli("verify", path, "--vnnlib", tmp_path / "p0.5.vnnlib", "--timeout", "20", "--cex", cex)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "sat" and lines[1].startswith("time ")
+    values = dict(pair.strip("() ").split() for pair in cex.read_text().strip()[1:-1].split("\n"))
+    x0, x1, y0, y1 = (float(values[k]) for k in ("X_0", "X_1", "Y_0", "Y_1"))
+    assert 0 <= x0 <= 0.5 and 0 <= x1 <= 0.5 and x0 + x1 >= 0.9 and y1 >= y0
+
+
+def test_bad_input_through_the_entry_point_exits_2_with_one_line(cli, model, points, tmp_path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(model.read_bytes()[:100])
+    _one_error_line(cli("verify", truncated, "--points", points, "--radius", "0.1", "--norm", "inf"), "ONNX")
+    out = tmp_path / "never.json"
+    _one_error_line(cli("verify", model, "--points", points, "--radius", "0", "--norm", "2", "--json", out), "radius")
+    assert not out.exists()
+
+
+def _bad_cases(model, points, tmp_path):
+    sigmoid = tmp_path / "sigmoid.onnx"
+    network_to_onnx(random_mlp([4, 8, 3], 1), sigmoid, extra_op="Sigmoid")
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((3, 5)))
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.array([[0.1, 0.2, np.nan, 0.3]]))
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.full(12, 7))
+    base = ["--points", str(points), "--radius", "0.1", "--norm", "inf"]
+    return [
+        ([str(sigmoid), *base], "Sigmoid"),
+        ([str(model), "--points", str(wrong), "--radius", "0.1", "--norm", "inf"], "shape"),
+        ([str(model), "--points", str(nan), "--radius", "0.1", "--norm", "inf"], "NaN"),
+        ([str(model), "--points", str(points), "--radius", "-1", "--norm", "2"], "radius"),
+        ([str(model), "--points", str(points), "--radius", "abc", "--norm", "2"], "radius"),
+        ([str(tmp_path / "missing.onnx"), *base], "does not exist"),
+        ([str(model), "--points", str(tmp_path / "missing.npy"), "--radius", "0.1", "--norm", "2"], "does not exist"),
+        ([str(model), "--points", str(points), "--radius", "0.1", "--norm", "3"], "norm"),
+        ([str(model), "--points", str(points), "--radius", "0.1"], "--norm"),
+        ([str(model), *base, "--labels", str(labels)], "labels"),
+        ([str(model), *base, "--method", "deeppoly"], "method"),
+        ([str(model), *base, "--domain", "1,0"], "domain"),
+        ([str(model), *base, "--timeout", "-3", "--complete"], "timeout"),
+        ([str(model), "--points", str(points), "--radius", "0.1", "--norm", "2", "--backend", "marabou"], "L∞"),
+        ([str(model), *base, "--backend", "nope"], "backend"),
+        ([str(model), "--vnnlib", str(tmp_path / "missing.vnnlib")], "does not exist"),
+    ]
+
+
+def test_bad_inputs_exit_2_with_one_clear_line(model, points, tmp_path, capsys):
+    from pacverify.cli import main
+
+    for argv, word in _bad_cases(model, points, tmp_path):
+        code = main(["verify", *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and word in err[0], (argv, err)
