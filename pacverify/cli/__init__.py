@@ -16,7 +16,7 @@ from pacverify import __version__
 from pacverify.errors import InputError
 
 # Sub-command modules, in the order --help lists them.
-COMMANDS = ("samples", "verify", "distill", "export")
+COMMANDS = ("samples", "certify", "check", "report", "demo", "verify", "distill", "export")
 
 EXIT_BAD_INPUT = 2
 

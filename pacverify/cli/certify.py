@@ -1,0 +1,124 @@
+"""``pacverify certify``: Algorithm 1 of 004 end to end, with a CI gate (exit 0 / 1 / 3; 2 for bad input)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pacverify.certify import certify
+from pacverify.errors import InputError
+from pacverify.fileio import atomic_write_json
+from pacverify.gate import emit_github, requirements, write_junit
+
+HELP = "certify a teacher: sample, distill, verify the student, attack the teacher, write the certificate"
+
+
+def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -> None:
+    """The options of ``certify`` (``demo`` reuses the tuning ones)."""
+    if teacher:
+        p.add_argument("teacher", help="teacher file: TorchScript, torch.export (.pt2), ONNX, or a state dict with --arch")
+        p.add_argument("--delta", required=True, help="robustness radius δ > 0")
+        p.add_argument("--eps", required=True, help="ball mass ε, 0 < ε <= 0.5")
+        p.add_argument("--eta", required=True, help="failure probability η, 0 < η <= 0.5")
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--data", help="array file of i.i.d. rows from D_X (.npy, .npz, .csv, .pt)")
+        source.add_argument("--sampler", help="MODULE:FUNCTION with signature f(n, rng) -> array of n i.i.d. rows")
+        source.add_argument("--synthetic", help="built-in distribution: gaussians or gaussians:M")
+        p.add_argument("--arch", help="MODULE:FACTORY building the teacher's architecture (state-dict teachers)")
+        p.add_argument("--trust-pickle", action="store_true",
+                       help="allow a fully pickled teacher module (runs code from the file: only for files you trust)")
+    p.add_argument("--kappa", default=0.9, help="confidence threshold κ, 0.5 <= κ < 1 (default 0.9)")
+    p.add_argument("--norm", default="2", help="perturbation norm: 2 or inf (default 2)")
+    p.add_argument("--tv", default=0.0, help="total-variation distance Λ to a shifted distribution (Obs 4.5)")
+    p.add_argument("--samples", help="draw this many points (at least the Thm 3.8 minimum)")
+    p.add_argument("--student", default="mlp:2x64", help="student architecture, e.g. mlp:2x64 or cnn:... (default mlp:2x64)")
+    p.add_argument("--method", default="kdiga", help="distillation loss: kdiga (default), kd, igam, igdm")
+    p.add_argument("--epochs", type=int, help="distillation epochs (default: the trainer's, with early stopping)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--seed", default=0, help="seed fixing every random draw (default 0)")
+    p.add_argument("--verify-method", default="crown", help="bound method: ibp, crown (default), alpha-crown")
+    p.add_argument("--incomplete", action="store_true", help="skip branch and bound on points the bounds leave unknown")
+    p.add_argument("--timeout", default=2.0, help="seconds of branch and bound per point (default 2)")
+    p.add_argument("--domain", help="input domain box LO,HI every perturbed input stays in, e.g. 0,1")
+    p.add_argument("--json", metavar="FILE", help="also write the certificate JSON to FILE")
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML file with one test case per requirement")
+    p.add_argument("--min-delta-t", type=float, help="CI gate: fail (exit 1) when δ_T is below this")
+    p.add_argument("--min-coverage", type=float, default=0.0, help="CI gate: fail when the coverage bound is below this")
+    p.add_argument("--quiet", action="store_true", help="print only the verdict and the statement")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("certify", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
+    add_certify_arguments(p)
+    p.add_argument("--out", default="pacverify-out", help="output directory (default ./pacverify-out); reruns resume")
+    p.set_defaults(func=run)
+
+
+def parse_domain(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--domain must be LO,HI (two numbers), got {text!r}") from None
+    if not lo < hi:
+        raise InputError(f"--domain needs LO < HI, got {text!r}")
+    return lo, hi
+
+
+def settings_from(args: argparse.Namespace) -> dict:
+    return dict(kappa=args.kappa, norm=args.norm, tv=args.tv, samples=args.samples, student=args.student,
+                method=args.method, epochs=args.epochs, device=args.device, seed=args.seed,
+                verify_method=args.verify_method, complete=not args.incomplete, timeout=args.timeout,
+                domain=parse_domain(args.domain))
+
+
+def progress_printer(quiet: bool):
+    def say(stage: str, message: str) -> None:
+        if not quiet:
+            print(f"[{stage}] {message}", file=sys.stderr, flush=True)
+    return say
+
+
+def summarise(cert, out_dir) -> str:
+    body = cert.body
+    ver, rel = body["verification"], body["relaxation"]
+    lines = [f"verdict: {body['verdict']}"] + [f"  {r}" for r in body["reasons"]]
+    lines += ["", body["statements"]["pac"]]
+    if body["statements"].get("pac_delta_T"):
+        lines += ["", f"δ_T = {rel['delta_T']:.6g}: " + body["statements"]["pac_delta_T"]]
+    else:
+        lines += ["", "δ_T = 0: no relaxed radius can be claimed."]
+    lines += ["", "Assumptions:"] + [f"  - {a}" for a in body["statements"]["assumptions"]]
+    lines += ["", body["statements"]["coverage"]]
+    lines += [f"warning: {w}" for w in body.get("warnings", [])]
+    lines += ["", f"points: {body['pac']['samples']} drawn, {ver['required']} κ-confident: {ver['verified']} verified, "
+                  f"{ver['falsified']} falsified, {ver['unknown']} unknown, {ver['disagree']} disagree",
+              f"certificate: {os.path.join(out_dir, 'certificate.json')}   report: {os.path.join(out_dir, 'report.html')}"]
+    return "\n".join(lines)
+
+
+def finish(cert, args: argparse.Namespace, out_dir) -> int:
+    """Print, write the gate files, and return the exit code (the verdict's, or 1 when a gate fails)."""
+    reqs = requirements(cert, min_delta_t=args.min_delta_t, min_coverage=args.min_coverage)
+    if args.json:
+        atomic_write_json(args.json, cert.body)
+    if args.junit:
+        write_junit(args.junit, reqs, time_s=sum(v for v in cert.body["timings"].values() if isinstance(v, float)))
+    annotations = emit_github(cert, reqs)
+    if annotations:
+        print(annotations)
+    print(summarise(cert, out_dir))
+    code = cert.exit_code
+    if code == 0 and not all(r.passed for r in reqs):
+        failed = ", ".join(r.name for r in reqs if not r.passed)
+        print(f"gate failed: {failed}", file=sys.stderr)
+        return 1
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    cert = certify(args.teacher, out=args.out, progress=progress_printer(args.quiet), show_bars=not args.quiet,
+                   delta=args.delta, eps=args.eps, eta=args.eta, data=args.data, sampler=args.sampler,
+                   synthetic=args.synthetic, arch=args.arch, trust_pickle=args.trust_pickle, **settings_from(args))
+    return finish(cert, args, args.out)

@@ -1,0 +1,127 @@
+"""``pacverify certify`` / ``check`` end to end on tiny settings (issue 5)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from pacverify.certificate import body_digest
+from pacverify.certify import certify
+from pacverify.check import check_certificate
+from pacverify.guarantee import Verdict
+from pacverify.synthetic import sigmoid_radius
+
+from helpers_certify import TINY, non_robust_teacher, robust_teacher
+
+
+@pytest.fixture(scope="module")
+def robust_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("robust")
+    return certify(robust_teacher(), out=out, delta=0.05, seed=0, **TINY), out
+
+
+def test_robust_teacher_is_certified(robust_run):
+    cert, out = robust_run
+    assert cert.verdict is Verdict.CERTIFIED
+    body, arrays = cert.body, cert.arrays
+    assert body["pac"]["samples"] == 244 and len(arrays["points"]) == 244
+    assert body["verification"]["verified"] == body["verification"]["required"] > 0
+    # the claim is true: the teacher's exact radius at every required point exceeds 3δ
+    required = arrays["required"]
+    assert (sigmoid_radius(arrays["points"][required]) > 3 * 0.05).all()
+    # δ_T is the formula applied to the recorded per-point values
+    r, rho = arrays["certified_radius"][required], arrays["rho"][required]
+    assert cert.delta_T == pytest.approx(np.min(np.minimum(rho, 1) * r) / 3)
+    for key in ("verdict", "pac.samples", "pac.delta", "pac.eps", "pac.eta", "relaxation.delta_T"):
+        node = body
+        for part in key.split("."):
+            node = node[part]
+    assert (out / "report.html").exists() and (out / "student.onnx").exists()
+
+
+def test_non_robust_teacher_is_never_certified(tmp_path):
+    cert = certify(non_robust_teacher(), out=tmp_path, delta=0.1, seed=0, **TINY)
+    assert cert.verdict is not Verdict.CERTIFIED
+
+
+def test_flattened_student_on_non_robust_teacher_is_not_certified(tmp_path):
+    settings = dict(TINY, epochs=2, method="kd")
+    cert = certify(non_robust_teacher(), out=tmp_path, delta=0.1, seed=1, **settings)
+    assert cert.verdict in (Verdict.NOT_CERTIFIED, Verdict.REFUTED)
+
+
+def test_check_confirms_genuine(robust_run):
+    cert, out = robust_run
+    result = check_certificate(out / "certificate.json")
+    assert result.confirmed, result.problems
+    assert result.exit_code == 0
+
+
+def _copy(out, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(out, target)
+    return target, json.loads((target / "certificate.json").read_text())
+
+
+def _save(target, body, *, redigest: bool):
+    if redigest:
+        body["integrity"]["body_sha256"] = body_digest(body)
+    (target / "certificate.json").write_text(json.dumps(body))
+
+
+@pytest.mark.parametrize("redigest", [False, True])
+def test_check_rejects_changed_radius(robust_run, tmp_path, redigest):
+    target, body = _copy(robust_run[1], tmp_path)
+    body["pac"]["delta"] = 1.0  # claims 3δ = 3.0, which the student cannot be proven robust for
+    _save(target, body, redigest=redigest)
+    result = check_certificate(target)
+    assert not result.confirmed and result.exit_code == 1
+
+
+def test_check_rejects_changed_verdict_and_delta_t(robust_run, tmp_path):
+    target, body = _copy(robust_run[1], tmp_path)
+    body["relaxation"]["delta_T"] *= 2
+    _save(target, body, redigest=True)
+    assert any("δ_T" in p for p in check_certificate(target).problems)
+    target2, body2 = _copy(robust_run[1], tmp_path / "b")
+    body2["verdict"] = "REFUTED"
+    _save(target2, body2, redigest=True)
+    result = check_certificate(target2)
+    assert not result.confirmed and any("evidence gives CERTIFIED" in p for p in result.problems)
+
+
+def test_check_rejects_swapped_onnx(robust_run, tmp_path):
+    from pacverify.models import load_student
+    from pacverify.onnx_io.export import export_onnx
+
+    target, _ = _copy(robust_run[1], tmp_path)
+    student = load_student(target / "student.pt")
+    with torch.no_grad():
+        for param in student.parameters():
+            param.mul_(1.01)
+    export_onnx(student, target / "student.onnx", (2,))
+    result = check_certificate(target)
+    assert not result.confirmed and any("student onnx" in p for p in result.problems)
+
+
+def test_same_seed_same_certificate(robust_run, tmp_path):
+    cert, _ = robust_run
+    again = certify(robust_teacher(), out=tmp_path, delta=0.05, seed=0, **TINY)
+
+    def stable(body):
+        return {k: v for k, v in body.items() if k not in ("timings", "integrity")}
+
+    assert stable(again.body) == stable(cert.body)
+    for name, array in cert.arrays.items():
+        np.testing.assert_array_equal(again.arrays[name], array, err_msg=name)
+
+
+def test_rerun_reuses_stages(robust_run, tmp_path):
+    cert, out = robust_run
+    messages = []
+    certify(robust_teacher(), out=out, delta=0.05, seed=0, progress=lambda s, m: messages.append((s, m)), **TINY)
+    reused = {s for s, m in messages if m.endswith("(reused)")}
+    assert {"sample", "label", "distill", "verify", "radius", "teacher_check"} <= reused

@@ -1,0 +1,107 @@
+"""``pacverify certify`` / ``check`` / ``report`` through the real entry point: gate files and bad input."""
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_certify import robust_teacher
+
+TINY_ARGS = ["--delta", "0.05", "--eps", "0.5", "--eta", "0.1", "--epochs", "30", "--timeout", "1"]
+
+
+def _script(model, path, dim=2):
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, dim)), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    return _script(robust_teacher(), tmp_path_factory.mktemp("t") / "teacher.pt")
+
+
+def test_certify_check_report_gate(cli, teacher_file, tmp_path):
+    out = tmp_path / "out"
+    res = cli("certify", teacher_file, "--synthetic", "gaussians", *TINY_ARGS, "--out", out, "--junit",
+              tmp_path / "junit.xml", "--json", tmp_path / "cert.json", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("verdict: CERTIFIED")
+    assert "Perfect student" in res.stdout and "δ_T =" in res.stdout
+    body = json.loads((tmp_path / "cert.json").read_text())
+    assert body["verdict"] == "CERTIFIED" and body == json.loads((out / "certificate.json").read_text())
+    cases = {c.get("name"): c.find("failure") is None for c in ET.parse(tmp_path / "junit.xml").iter("testcase")}
+    assert cases == {"distillation agreement": True, "verification": True, "teacher cross-check": True,
+                     "coverage": True}
+    res = cli("check", out / "certificate.json")
+    assert res.returncode == 0 and res.stdout.startswith("CONFIRMED: CERTIFIED"), res.stdout
+    res = cli("report", out / "certificate.json", "--html", tmp_path / "r.html", "--markdown", tmp_path / "r.md")
+    assert res.returncode == 0 and (tmp_path / "r.html").read_text().count("<figure>") == 4
+    # the δ_T gate fails the run (exit 1) without changing the verdict
+    res = cli("certify", teacher_file, "--synthetic", "gaussians", *TINY_ARGS, "--out", out, "--quiet",
+              "--min-delta-t", "10")
+    assert res.returncode == 1 and "gate failed: minimum delta_T" in res.stderr
+    assert res.stdout.startswith("verdict: CERTIFIED")
+
+
+def _pickled(path):
+    torch.save(robust_teacher(), str(path))
+    return path
+
+
+def _array(path, rows):
+    np.save(path, rows)
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "pickle", "wrong_dim", "nan", "eps", "few_rows", "unwritable",
+                                  "no_source", "kappa"])
+def test_bad_input_exits_2_without_files(cli, teacher_file, tmp_path, case):
+    out = tmp_path / "out"
+    source = ["--synthetic", "gaussians"]
+    teacher = teacher_file
+    extra: list = []
+    words = {"missing": "does not exist", "corrupt": "could not be loaded", "pickle": "trust-pickle",
+             "wrong_dim": "shape", "nan": "NaN", "eps": "(0, 0.5]", "few_rows": "rows", "unwritable": "output",
+             "no_source": "--data", "kappa": "kappa"}[case]
+    if case == "missing":
+        teacher = tmp_path / "nope.pt"
+    elif case == "corrupt":
+        teacher = tmp_path / "corrupt.pt"
+        teacher.write_bytes(b"PK\x03\x04 not really a zip archive" * 10)
+    elif case == "pickle":
+        teacher = _pickled(tmp_path / "pickled.pt")
+    elif case == "wrong_dim":
+        teacher = _script(torch.nn.Sequential(torch.nn.Linear(3, 2)), tmp_path / "three.pt", dim=3)
+    elif case == "nan":
+        rows = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
+        rows[7, 1] = np.nan
+        source = ["--data", _array(tmp_path / "nan.npy", rows)]
+    elif case == "few_rows":
+        source = ["--data", _array(tmp_path / "few.npy", np.zeros((10, 2), np.float32))]
+    elif case == "eps":
+        extra = ["--eps", "0.7"]
+    elif case == "unwritable":
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        out = blocker / "out"
+    elif case == "no_source":
+        source = []
+    elif case == "kappa":
+        extra = ["--kappa", "1.5"]
+    args = [*TINY_ARGS, *extra] if case != "eps" else ["--delta", "0.05", "--eta", "0.1", *extra]
+    res = cli("certify", teacher, *source, *args, "--out", out)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert words in lines[0], lines[0]
+    assert not out.exists() or case == "unwritable"
+
+
+def test_check_rejects_garbage(cli, tmp_path):
+    (tmp_path / "c.json").write_text("{}")
+    res = cli("check", tmp_path / "c.json")
+    assert res.returncode == 2 and "not a pacverify certificate" in res.stderr
