@@ -145,9 +145,11 @@ def _set_min(input_set: Box | L2Ball, b: int, a: np.ndarray) -> np.ndarray:
 def crown_reference(net: Network, input_set: Box | L2Ball, C: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
     """Unbatched float64 CROWN, one point at a time with explicit diagonal relaxation matrices.
 
-    Same definition as the engine (CROWN intermediate bounds ∩ the interval image of the previous
-    layer; adaptive lower slope 1 if u >= -l else 0), for alternating Affine/ReLU networks ending
-    in an Affine layer; no rounding margins. Returns (lower, upper), each (B, K).
+    Same definition as the engine: the pre-activation bounds of a layer are the interval image of
+    the previous layer's bounds, intersected, for the neurons that image leaves unstable, with
+    CROWN's bounds; the adaptive lower slope is 1 if u >= -l else 0; the final bounds are CROWN's ∩
+    the interval image. For alternating Affine/ReLU networks ending in an Affine layer; no rounding
+    margins. Returns (lower, upper), each (B, K).
     """
     weights = [(layer.weight.double().numpy(), layer.bias.double().numpy()) for layer in net.affine_layers()]
     lowers, uppers = [], []
@@ -161,8 +163,11 @@ def crown_reference(net: Network, input_set: Box | L2Ball, C: torch.Tensor | Non
             if k > 0:
                 l_prev, u_prev = np.maximum(bounds[-1][0], 0), np.maximum(bounds[-1][1], 0)
                 mid, rad = (l_prev + u_prev) / 2, (u_prev - l_prev) / 2
-                low, up = np.maximum(low, rows @ mid + bias - np.abs(rows) @ rad), np.minimum(
-                    up, rows @ mid + bias + np.abs(rows) @ rad)
+                ibp_low, ibp_up = rows @ mid + bias - np.abs(rows) @ rad, rows @ mid + bias + np.abs(rows) @ rad
+                if k < len(weights) - 1:  # intermediate layers: CROWN only where the interval is unstable
+                    stable = (ibp_low >= 0) | (ibp_up <= 0)
+                    low, up = np.where(stable, ibp_low, low), np.where(stable, ibp_up, up)
+                low, up = np.maximum(low, ibp_low), np.minimum(up, ibp_up)
             bounds.append((low, up))
         lowers.append(bounds[-1][0])
         uppers.append(bounds[-1][1])

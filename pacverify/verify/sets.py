@@ -132,6 +132,11 @@ class Box:
         mid, rad = (self.lower + self.upper) / 2, (self.upper - self.lower) / 2
         return batched_matvec(A, mid) + batched_matvec(A.abs(), rad)
 
+    def linear_min_rows(self, A: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """``min_{x in box of point owner[t]} A[t]·x`` exactly, shape (T,), for rows A (T, n)."""
+        lower, upper = self.lower[owner], self.upper[owner]
+        return ((A * (lower + upper)).sum(dim=1) - (A.abs() * (upper - lower)).sum(dim=1)) / 2
+
     def select(self, index) -> "Box":
         """The sub-batch ``index`` (a slice, index tensor or boolean mask over the B points)."""
         return Box(self.lower[index], self.upper[index])
@@ -220,6 +225,13 @@ class L2Ball:
         out = batched_matvec(A, self.center) + self.radius[:, None] * _row_norms(A)
         if self.has_domain:
             out = torch.minimum(out, self.bounding_box().linear_max(A))
+        return out
+
+    def linear_min_rows(self, A: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """A sound lower bound of ``min_{x in set of point owner[t]} A[t]·x``, shape (T,), for rows A (T, n)."""
+        out = (A * self.center[owner]).sum(dim=1) - self.radius[owner] * torch.linalg.vector_norm(A, dim=1)
+        if self.has_domain:
+            out = torch.maximum(out, self.bounding_box().linear_min_rows(A, owner))
         return out
 
     def select(self, index) -> "L2Ball":

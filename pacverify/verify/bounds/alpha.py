@@ -15,7 +15,8 @@ import torch
 from pacverify.errors import InputError
 from pacverify.validation import check_positive
 from pacverify.verify.bounds.common import Problem, finish, intersect, prepare, run_chunked
-from pacverify.verify.bounds.crown import backward_bounds, pull_back, relax_network
+from pacverify.verify.bounds.crown import backward_bounds, relax_network
+from pacverify.verify.bounds.linear import Rows, lower_values, pull_back
 from pacverify.verify.bounds.types import Bounds, PropagationResult
 from pacverify.verify.network import Network
 from pacverify.verify.sets import InputSet
@@ -61,8 +62,10 @@ def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float) -> 
             for step in range(iterations + 1):
                 slopes = [torch.where(u, a, r.lo_slope.unsqueeze(1))
                           for u, a, r in zip(unstable, alphas, relaxed.relaxations)]
-                A, c = pull_back(relaxed.layers, relaxed.C_left, relaxed.relaxations, slopes, both=False)
-                lower = torch.maximum(problem.input_set.linear_min(A) + c, relaxed.ibp_output[0])
+                start = None if relaxed.C_left is None else Rows(relaxed.C_left, torch.zeros(
+                    relaxed.C_left.shape[:-1], dtype=relaxed.C_left.dtype, device=relaxed.C_left.device))
+                rows = pull_back(relaxed.layers, start, relaxed.relaxations, slopes, both=False)
+                lower = torch.maximum(lower_values(rows, problem.input_set), relaxed.ibp_output[0])
                 best = torch.maximum(best, lower.detach())
                 if step == iterations:
                     break

@@ -22,9 +22,10 @@ import torch
 from pacverify.verify.bounds.common import Interval, Problem, finish, intersect, output_layers, prepare, \
     rounding_margins, run_chunked
 from pacverify.verify.bounds.ibp import propagate_intervals, spec_interval
-from pacverify.verify.bounds.relax import ReluRelaxation, relax_relu, relu_backward_lower
+from pacverify.verify.bounds.linear import Rows, Select, lower_values, pull_back
+from pacverify.verify.bounds.relax import ReluRelaxation, relax_relu
 from pacverify.verify.bounds.types import Bounds, PropagationResult
-from pacverify.verify.network import Network, Relu
+from pacverify.verify.network import Network
 from pacverify.verify.sets import InputSet
 
 
@@ -65,14 +66,18 @@ class Relaxed:
 
 
 def relax_network(net: Network, problem: Problem) -> Relaxed:
-    """CROWN pre-activation bounds of every ReLU layer (∩ IBP, widened by rounding margins, split-clamped)."""
+    """CROWN pre-activation bounds of every ReLU layer (∩ IBP, widened by rounding margins, split-clamped).
+
+    CROWN rows are computed only for the neurons the interval image leaves unstable (l < 0 < u);
+    for the others the relaxation is exact whatever the bounds, and the interval bounds are kept.
+    """
     layers, C_left = output_layers(net, problem.C)
     margins = rounding_margins(net, problem.input_set, problem.C)
     relaxations: list[ReluRelaxation] = []
 
-    def refine(position: int, pre_activation: list[Interval]) -> Interval:
+    def refine(position: int, pre_activation: list[Interval], interval: Interval) -> Interval | None:
         relaxations.extend(relax_relu(*pair) for pair in pre_activation[len(relaxations):])
-        return backward_bounds(layers[:position], None, relaxations, problem.input_set)
+        return unstable_bounds(layers[:position], relaxations, problem.input_set, interval)
 
     output, pre_activation, infeasible = propagate_intervals(layers, problem, margins.relu, refine)
     relaxations.extend(relax_relu(*pair) for pair in pre_activation[len(relaxations):])
@@ -86,6 +91,26 @@ def _crown_chunk(net: Network, problem: Problem) -> PropagationResult:
     return PropagationResult(finish(lower, upper, relaxed.infeasible, relaxed.output_margin), relaxed.pre_activation)
 
 
+def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: InputSet,
+                    interval: Interval) -> Interval | None:
+    """CROWN bounds (B, w) of the output of ``layers`` for the entries ``interval`` leaves unstable.
+
+    Other entries get (−inf, +inf), i.e. no information beyond the interval. None when nothing is
+    unstable or there are no layers (the interval is then the input's own bounds).
+    """
+    lower, upper = interval
+    owner, neuron = torch.nonzero((lower < 0) & (upper > 0), as_tuple=True)
+    if owner.numel() == 0 or not layers:
+        return None
+    ones = torch.ones(owner.shape[0], dtype=lower.dtype, device=lower.device)
+    start = Select(torch.cat([neuron, neuron]), torch.cat([owner, owner]), torch.cat([ones, -ones]))
+    values = lower_values(pull_back(layers, start, relaxations), input_set)
+    half = owner.shape[0]
+    out_lower = torch.full_like(lower, -torch.inf).index_put_((owner, neuron), values[:half])
+    out_upper = torch.full_like(upper, torch.inf).index_put_((owner, neuron), -values[half:])
+    return out_lower, out_upper
+
+
 def backward_bounds(layers: list, A: torch.Tensor | None, relaxations: list[ReluRelaxation],
                     input_set: InputSet) -> Interval:
     """Lower and upper bounds (B, K) of ``A · h(x)`` over the set, h the output of ``layers``.
@@ -93,49 +118,11 @@ def backward_bounds(layers: list, A: torch.Tensor | None, relaxations: list[Relu
     ``A`` is None (the identity: bounds on h itself), (K, n) or (B, K, n). ReLU layers use
     ``relaxations`` (one per ReLU in ``layers``, in order) with CROWN's default lower slopes.
     """
-    stacked, c = pull_back(layers, None if A is None else torch.cat([A, -A], dim=-2), relaxations, None)
-    if stacked is None:  # no layers at all: the bounds of the input itself
+    start = None if A is None else Rows(torch.cat([A, -A], dim=-2), torch.zeros(
+        A.shape[:-2] + (2 * A.shape[-2],), dtype=A.dtype, device=A.device))
+    rows = pull_back(layers, start, relaxations)
+    if rows is None:  # no layers at all: the bounds of the input itself
         return input_set.interval()
-    values = input_set.linear_min(stacked) + c
+    values = lower_values(rows, input_set)
     half = values.shape[1] // 2
     return values[:, :half], -values[:, half:]
-
-
-def pull_back(layers: list, A: torch.Tensor | None, relaxations: list[ReluRelaxation],
-              lo_slopes: list[torch.Tensor] | None, *, both: bool = True
-              ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The linear lower bound ``A' x + c`` of ``A · h(x)``: returns (A' (B, K, n) or (K, n), c (B, K) or (K,)).
-
-    ``A`` None stands for the identity on h's output, stacked as ``[I; −I]`` when ``both`` (lower
-    and upper bounds of every entry of h). ``lo_slopes``: optional lower slopes per ReLU layer,
-    (B, w) or per row (B, K, w) (α-CROWN); None takes CROWN's defaults.
-    """
-    sign = (1.0, -1.0) if both else (1.0,)
-    c: torch.Tensor | float = 0.0
-    k = len(relaxations)
-    for layer in reversed(layers):
-        if isinstance(layer, Relu):
-            k -= 1
-            if A is None:
-                eye = torch.eye(relaxations[k].lower.shape[1], dtype=relaxations[k].lower.dtype,
-                                device=relaxations[k].lower.device)
-                A = torch.cat([eye * f for f in sign])
-            slope = relaxations[k].lo_slope if lo_slopes is None else lo_slopes[k]
-            A, shift = relu_backward_lower(A, slope, relaxations[k])
-            c = c + shift
-        elif A is None:
-            A = torch.cat([layer.weight * f for f in sign], dim=-2)
-            c = torch.cat([layer.bias * f for f in sign], dim=-1)
-        else:
-            c = c + (_matvec(A, layer.bias))
-            A = A @ layer.weight if layer.weight.dim() == 2 else torch.bmm(A, layer.weight)
-    if not isinstance(c, torch.Tensor) and A is not None:
-        c = torch.zeros(A.shape[:-1], dtype=A.dtype, device=A.device)
-    return A, c
-
-
-def _matvec(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``A @ b`` for A (K, n) or (B, K, n) and b (n,) or (B, n)."""
-    if b.dim() == 1:
-        return A @ b
-    return torch.einsum("...kn,bn->bk", A, b)

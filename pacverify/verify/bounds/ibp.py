@@ -71,13 +71,13 @@ def spec_interval(C: torch.Tensor | None, interval: Interval) -> Interval:
 
 
 def propagate_intervals(layers: list, problem: Problem, relu_margins: list[torch.Tensor],
-                        refine: Callable[[int, list[Interval]], Interval] | None = None
+                        refine: Callable[[int, list[Interval], Interval], Interval | None] | None = None
                         ) -> tuple[Interval, list[Interval], torch.Tensor]:
     """Interval arithmetic through ``layers``: (output interval, pre-activation interval per ReLU, infeasible (B,)).
 
     Each pre-activation interval is intersected with the caller's intermediate bounds if given,
-    else with ``refine(position, pre_activation_so_far)`` if given (CROWN's bound of the input of
-    ``layers[position]``), then widened by its rounding margin and clamped to its split.
+    else with ``refine(position, pre_activation_so_far, interval)`` if given (CROWN's bound of the
+    input of ``layers[position]``), then widened by its rounding margin and clamped to its split.
     """
     interval: Interval | None = None
     pre_activation: list[Interval] = []
@@ -90,7 +90,7 @@ def propagate_intervals(layers: list, problem: Problem, relu_margins: list[torch
         interval = forward_interval(layers[start:position], problem.input_set, interval)
         given = None if problem.intermediate is None else problem.intermediate[k]
         if given is None and refine is not None:
-            given = refine(position, pre_activation)
+            given = refine(position, pre_activation, interval)
         split = None if problem.splits is None else problem.splits[k]
         lower, upper, empty = apply_split(*widen(intersect(interval, given), relu_margins[k]), split)
         infeasible |= empty

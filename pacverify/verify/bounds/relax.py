@@ -21,7 +21,8 @@ class ReluRelaxation:
     """Relaxation of one ReLU layer for a batch, every field (B, width).
 
     ``lower``/``upper``: the pre-activation bounds; ``up_slope``/``up_intercept``: the upper line
-    ``up_slope·z + up_intercept``; ``lo_slope``: CROWN's default lower slope; ``unstable``: l < 0 < u.
+    ``up_slope·z + up_intercept``; ``lo_slope``: CROWN's default lower slope; ``unstable``: l < 0 < u;
+    ``unstable_lower``: l where unstable, else 0 (so ``up_intercept = −up_slope·unstable_lower``).
     For stable neurons ``lo_slope == up_slope`` (1 or 0) and ``up_intercept == 0``.
     """
 
@@ -31,6 +32,7 @@ class ReluRelaxation:
     up_intercept: torch.Tensor
     lo_slope: torch.Tensor
     unstable: torch.Tensor
+    unstable_lower: torch.Tensor
 
 
 def relax_relu(lower: torch.Tensor, upper: torch.Tensor) -> ReluRelaxation:
@@ -41,23 +43,21 @@ def relax_relu(lower: torch.Tensor, upper: torch.Tensor) -> ReluRelaxation:
     up_slope = torch.where(unstable, upper / width, active.to(upper.dtype))
     up_intercept = torch.where(unstable, -up_slope * lower, torch.zeros_like(lower))
     lo_slope = torch.where(unstable, (upper >= -lower).to(upper.dtype), active.to(upper.dtype))
-    return ReluRelaxation(lower, upper, up_slope, up_intercept, lo_slope, unstable)
+    unstable_lower = torch.where(unstable, lower, torch.zeros_like(lower))
+    return ReluRelaxation(lower, upper, up_slope, up_intercept, lo_slope, unstable, unstable_lower)
 
 
-def relu_backward_lower(A: torch.Tensor, lo_slope: torch.Tensor, relax: ReluRelaxation
+def relu_backward_lower(A: torch.Tensor, lo: torch.Tensor, up: torch.Tensor, unstable_lower: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pull a lower bound of ``A · relu(z)`` back to a lower bound ``A' · z + c`` valid on [l, u].
 
-    ``A`` is (K, w) shared or (B, K, w); ``lo_slope`` (B, w) or per-row (B, K, w). Returns
-    ``A'`` (B, K, w) and ``c`` (B, K): nonnegative coefficients take the lower line ``lo_slope·z``,
-    negative ones the upper line ``up_slope·(z) + up_intercept``.
+    ``A`` (..., w); ``lo``, ``up``, ``unstable_lower`` broadcastable to it: each neuron's lower
+    slope, upper slope, and pre-activation lower bound l where it is unstable (0 elsewhere).
+    Nonnegative coefficients take the lower line ``lo·z``, negative ones the upper line
+    ``up·(z − l)``; so ``A' = A·slope`` and ``c = −Σ min(A', 0)·l`` (the intercept ``−up·l`` is nonzero
+    only for unstable neurons, where ``up > 0``). Returns ``A'`` and ``c`` (A's shape without the last
+    dimension).
     """
-    lo = lo_slope if lo_slope.dim() == 3 else lo_slope.unsqueeze(1)
-    up = relax.up_slope.unsqueeze(1)
-    negative = A.clamp(max=0)
-    new_A = A * up + (A - negative) * (lo - up)
-    if negative.dim() == 2:
-        c = relax.up_intercept @ negative.T
-    else:
-        c = torch.bmm(negative, relax.up_intercept.unsqueeze(-1)).squeeze(-1)
+    new_A = A * torch.where(A >= 0, lo, up)
+    c = (new_A.clamp(max=0) * unstable_lower).sum(dim=-1).neg_()
     return new_A, c

@@ -1,0 +1,111 @@
+"""The backward pass of CROWN on batches of linear functions (Zhang et al. 2018, Thm 3.2).
+
+A :class:`Rows` holds linear functions ``A h + c`` of some layer's output h, in one of three
+layouts, so that every product is one plain matrix multiplication:
+
+* shared — ``A`` (K, n), ``c`` (K,): the same K rows for every point (a specification before the
+  first ReLU is met);
+* dense — ``A`` (B, K, n), ``c`` (B, K): K rows per point (specification rows after a ReLU);
+* sparse — ``A`` (T, n), ``c`` (T,), ``owner`` (T,): row t belongs to point ``owner[t]`` (the
+  pre-activation bounds of only those neurons whose bounds can matter).
+
+:func:`pull_back` maps rows on a layer's output to rows on its input — affine: ``A W`` and
+``c + A b``; ReLU: the relaxation lines of :mod:`.relax` — until they are rows on the network
+input, and :func:`lower_values` minimises them over the input set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pacverify.verify.bounds.relax import ReluRelaxation, relu_backward_lower
+from pacverify.verify.network import Relu
+from pacverify.verify.sets import InputSet
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Linear functions ``A h + c`` (layouts in the module docstring)."""
+
+    A: torch.Tensor
+    c: torch.Tensor
+    owner: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Select:
+    """The rows ``sign[t] · h[owner[t], neuron[t]]``: chosen entries of a layer's output, with a sign."""
+
+    neuron: torch.Tensor
+    owner: torch.Tensor
+    sign: torch.Tensor
+
+
+def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluRelaxation],
+              lo_slopes: list[torch.Tensor] | None = None, *, both: bool = True) -> Rows | None:
+    """Rows on the output of ``layers`` → rows on their input that lower-bound them (for inputs in the set).
+
+    ``start``: the rows to bound; None means every output entry (the identity), stacked as
+    ``[I; −I]`` when ``both`` so that the rows ``K..2K`` give upper bounds by negation.
+    ``relaxations``: one per ReLU in ``layers``; ``lo_slopes``: optional lower slopes per ReLU,
+    (B, w) or per row (B, K, w) for dense rows (α-CROWN). Returns None if there is nothing to pull
+    back through (``layers`` empty: the caller bounds the input directly).
+    """
+    rows = start
+    k = len(relaxations)
+    for layer in reversed(layers):
+        if isinstance(layer, Relu):
+            k -= 1
+            relax = relaxations[k]
+            rows = _materialise(rows, relax.lower.shape[1], both, relax.lower)
+            slope = relax.lo_slope if lo_slopes is None else lo_slopes[k]
+            rows = _relu(rows, slope, relax)
+        else:
+            rows = _affine(rows, layer.weight, layer.bias, both)
+    return rows if isinstance(rows, Rows) else None
+
+
+def lower_values(rows: Rows, input_set: InputSet) -> torch.Tensor:
+    """``min_{x in set} A x + c`` for every row: (B, K) for shared or dense rows, (T,) for sparse ones."""
+    if rows.owner is not None:
+        return input_set.linear_min_rows(rows.A, rows.owner) + rows.c
+    return input_set.linear_min(rows.A) + rows.c
+
+
+def _affine(rows, weight: torch.Tensor, bias: torch.Tensor, both: bool) -> Rows:
+    if rows is None:  # the identity on this layer's output: the layer's own rows
+        sign = (1.0, -1.0) if both else (1.0,)
+        return Rows(torch.cat([weight * f for f in sign], dim=-2), torch.cat([bias * f for f in sign], dim=-1))
+    if isinstance(rows, Select):
+        return Rows(weight[rows.neuron] * rows.sign[:, None], bias[rows.neuron] * rows.sign, rows.owner)
+    A = rows.A
+    c = rows.c + (A @ bias if bias.dim() == 1 else torch.einsum("bkn,bn->bk", A, bias))
+    if weight.dim() == 3:
+        return Rows(torch.bmm(A if A.dim() == 3 else A.expand(weight.shape[0], -1, -1), weight), c, rows.owner)
+    # weight passed as the transpose of a contiguous copy: MKL picks a faster kernel for this layout
+    new_A = (A.reshape(-1, A.shape[-1]) @ weight.T.contiguous().T).reshape(*A.shape[:-1], weight.shape[1])
+    return Rows(new_A, c, rows.owner)
+
+
+def _relu(rows: Rows, slope: torch.Tensor, relax: ReluRelaxation) -> Rows:
+    if rows.owner is not None:
+        owner = rows.owner
+        lo = slope[owner] if slope.dim() == 2 else slope.reshape(-1, slope.shape[-1])[owner]
+        A, shift = relu_backward_lower(rows.A, lo, relax.up_slope[owner], relax.unstable_lower[owner])
+        return Rows(A, rows.c + shift, owner)
+    lo = slope.unsqueeze(1) if slope.dim() == 2 else slope
+    A, shift = relu_backward_lower(rows.A, lo, relax.up_slope.unsqueeze(1), relax.unstable_lower.unsqueeze(1))
+    return Rows(A, rows.c + shift)
+
+
+def _materialise(rows, width: int, both: bool, like: torch.Tensor) -> Rows:
+    """Explicit rows for a start given implicitly (None: identity; Select: one-hot rows)."""
+    if isinstance(rows, Rows):
+        return rows
+    if rows is None:
+        eye = torch.eye(width, dtype=like.dtype, device=like.device)
+        A = torch.cat([eye, -eye]) if both else eye
+        return Rows(A, torch.zeros(A.shape[0], dtype=like.dtype, device=like.device))
+    A = torch.nn.functional.one_hot(rows.neuron, width).to(like.dtype) * rows.sign[:, None]
+    return Rows(A, torch.zeros(A.shape[0], dtype=like.dtype, device=like.device), rows.owner)
