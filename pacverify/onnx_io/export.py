@@ -13,6 +13,7 @@ exporter would add the ``onnxscript`` dependency.
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import warnings
 from dataclasses import dataclass
@@ -60,13 +61,18 @@ class ExportReport:
                 "max_abs_diff_sample": self.max_abs_diff_sample, "tolerance": self.tolerance}
 
 
+def _legacy_exporter() -> dict:
+    """``dynamo=False`` where torch has the switch (torch >= 2.5; from 2.9 the default is the dynamo exporter)."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def onnx_bytes(student: nn.Module, input_shape: tuple[int, ...], *, opset: int = 17) -> bytes:
     """The ONNX serialisation of ``student`` (eval mode, float32, CPU) with a dynamic batch dimension."""
     model = copy.deepcopy(student).cpu().float().eval()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
-        torch.onnx.export(model, (torch.zeros((2,) + tuple(input_shape)),), buffer, dynamo=False,
+        torch.onnx.export(model, (torch.zeros((2,) + tuple(input_shape)),), buffer, **_legacy_exporter(),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           do_constant_folding=True)
