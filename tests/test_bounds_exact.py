@@ -182,3 +182,26 @@ def test_cuda_matches_cpu():
         assert gpu.lower.device.type == "cuda"
         assert torch.allclose(gpu.lower.cpu(), cpu.lower, atol=1e-9)
         assert torch.allclose(gpu.upper.cpu(), cpu.upper, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", [crown, alpha_crown])
+def test_lower_only_mode_keeps_the_lower_bounds_and_an_interval_upper_bound(method):
+    net = random_mlp([4, 12, 12, 3], seed=6)
+    x0 = torch.rand(5, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
+    s = l2_ball(x0, 0.4)
+    C = margin_spec(net(x0).argmax(1), 3)
+    both, lower_only = method(net, s, C), method(net, s, C, upper=False)
+    assert torch.allclose(lower_only.lower, both.lower, atol=1e-12)
+    # the upper bound is the interval image of CROWN's pre-activation bounds: between CROWN's and IBP's
+    assert (lower_only.upper >= both.upper - 1e-12).all() and (lower_only.upper <= ibp(net, s, C).upper + 1e-12).all()
+
+
+def test_alpha_crown_stops_once_every_margin_is_positive():
+    net = random_mlp([4, 16, 16, 3], seed=5)
+    x0 = torch.rand(6, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
+    C = margin_spec(net(x0).argmax(1), 3)
+    s = l2_ball(x0, 0.05)
+    assert (crown(net, s, C).lower > 0).all()  # small balls: CROWN already proves every margin
+    early = alpha_crown(net, s, C, stop_when_positive=True)
+    assert torch.equal(early.lower, crown(net, s, C).lower)  # no step taken
+    assert (alpha_crown(net, s, C).lower >= early.lower).all()

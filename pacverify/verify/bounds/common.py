@@ -32,7 +32,7 @@ from pacverify.verify.spec import check_spec
 
 Interval = tuple[torch.Tensor, torch.Tensor]
 
-# Default memory budget (bytes) for one chunk of points when max_batch is not given.
+# Memory budget (bytes) for one chunk of points when max_batch is not given.
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 
@@ -132,10 +132,11 @@ def apply_split(lower: torch.Tensor, upper: torch.Tensor, split: torch.Tensor | 
 
 
 def intersect(a: Interval, b: Interval | None) -> Interval:
-    """The intersection of two intervals (either may be None for 'no information')."""
+    """The intersection of two intervals; ``b``, or either upper end, may be None for 'no information'."""
     if b is None:
         return a
-    return torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1])
+    upper = b[1] if a[1] is None else a[1] if b[1] is None else torch.minimum(a[1], b[1])
+    return torch.maximum(a[0], b[0]), upper
 
 
 @dataclass(frozen=True)
@@ -191,12 +192,15 @@ def finish(lower: torch.Tensor, upper: torch.Tensor, infeasible: torch.Tensor, m
     return Bounds(lower.detach(), upper.detach(), infeasible)
 
 
-def default_max_batch(net: Network, problem: Problem, buffers_per_entry: int = 8) -> int:
-    """Points per chunk so that the largest backward coefficient tensors fit the default memory budget."""
+def default_max_batch(net: Network, problem: Problem) -> int:
+    """Points per chunk: the backward pass's largest row tensors (both bounds of every neuron of the widest
+    layer, over the widest input) fit a 512 MiB budget; on CPU at most 512 points, which keeps them near
+    the caches (larger chunks are slower there)."""
     widths = [net.in_features] + [layer.out_features for layer in net.affine_layers()]
-    rows = max(widths + ([problem.C.shape[-2]] if problem.C is not None else []))
-    per_point = rows * max(widths) * buffers_per_entry * torch.finfo(net.dtype).bits // 8
-    return max(1, DEFAULT_MEMORY_BUDGET // max(per_point, 1))
+    rows = 2 * max(widths[1:] + ([problem.C.shape[-2]] if problem.C is not None else []))
+    per_point = rows * max(widths) * 4 * torch.finfo(net.dtype).bits // 8
+    cap = 512 if net.device.type == "cpu" else problem.batch_size
+    return max(1, min(cap, DEFAULT_MEMORY_BUDGET // max(per_point, 1)))
 
 
 def run_chunked(net: Network, problem: Problem, max_batch: int | None,

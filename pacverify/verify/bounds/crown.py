@@ -29,7 +29,7 @@ from pacverify.verify.network import Network
 from pacverify.verify.sets import InputSet
 
 
-def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None,
+def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
           max_batch: int | None = None, return_intermediate: bool = False) -> Bounds | PropagationResult:
     """CROWN bounds on ``C f(x)`` over each point's input set.
 
@@ -41,9 +41,12 @@ def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediat
     (a pair of (B, width) pre-activation bounds the caller knows to be sound for this input set and
     these splits, e.g. a parent subdomain's) is used instead of recomputing that layer's CROWN
     bounds, intersected with the IBP image of the layer before and clamped to the splits.
+    ``upper=False`` skips CROWN's upper bounds (about a third of the work when only lower bounds
+    decide, as for margins); ``upper`` is then the interval image of the CROWN pre-activation bounds
+    of the last ReLU layer — sound, between CROWN's and IBP's upper bounds.
     """
     problem = prepare(net, input_set, C, splits, intermediate)
-    result = run_chunked(net, problem, max_batch, _crown_chunk)
+    result = run_chunked(net, problem, max_batch, lambda net_, part: _crown_chunk(net_, part, upper))
     return result if return_intermediate else result.bounds
 
 
@@ -84,9 +87,9 @@ def relax_network(net: Network, problem: Problem) -> Relaxed:
     return Relaxed(layers, relaxations, C_left, spec_interval(C_left, output), infeasible, margins.output)
 
 
-def _crown_chunk(net: Network, problem: Problem) -> PropagationResult:
+def _crown_chunk(net: Network, problem: Problem, upper: bool) -> PropagationResult:
     relaxed = relax_network(net, problem)
-    bounds = backward_bounds(relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set)
+    bounds = backward_bounds(relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set, upper=upper)
     lower, upper = intersect(bounds, relaxed.ibp_output)
     return PropagationResult(finish(lower, upper, relaxed.infeasible, relaxed.output_margin), relaxed.pre_activation)
 
@@ -112,17 +115,20 @@ def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: 
 
 
 def backward_bounds(layers: list, A: torch.Tensor | None, relaxations: list[ReluRelaxation],
-                    input_set: InputSet) -> Interval:
+                    input_set: InputSet, *, upper: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Lower and upper bounds (B, K) of ``A · h(x)`` over the set, h the output of ``layers``.
 
     ``A`` is None (the identity: bounds on h itself), (K, n) or (B, K, n). ReLU layers use
     ``relaxations`` (one per ReLU in ``layers``, in order) with CROWN's default lower slopes.
+    With ``upper=False`` only the lower bounds are computed (half the work); the upper is None.
     """
-    start = None if A is None else Rows(torch.cat([A, -A], dim=-2), torch.zeros(
-        A.shape[:-2] + (2 * A.shape[-2],), dtype=A.dtype, device=A.device))
-    rows = pull_back(layers, start, relaxations)
+    start = None if A is None else Rows(torch.cat([A, -A], dim=-2) if upper else A, torch.zeros(
+        A.shape[:-2] + ((2 if upper else 1) * A.shape[-2],), dtype=A.dtype, device=A.device))
+    rows = pull_back(layers, start, relaxations, both=upper)
     if rows is None:  # no layers at all: the bounds of the input itself
         return input_set.interval()
     values = lower_values(rows, input_set)
+    if not upper:
+        return values, None
     half = values.shape[1] // 2
     return values[:, :half], -values[:, half:]
