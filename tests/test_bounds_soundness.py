@@ -96,3 +96,15 @@ def test_pre_activation_bounds_contain_sampled_pre_activations(seed, norm):
         result = method(net, s, return_intermediate=True)
         for z, (lower, upper) in zip(pre, result.pre_activation):
             assert (z >= lower).all() and (z <= upper).all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(problem=problems())
+def test_beta_crown_with_large_multipliers_stays_sound(problem):
+    net, s, C, splits, seed = problem
+    if splits is None:  # this test is about split constraints: always use some
+        witness = pre_activations(net.to(dtype=torch.float64), sample_in_set(s, 2, seed)[1])
+        splits = [torch.where(torch.rand(z.shape, generator=torch.Generator().manual_seed(seed)) < 0.4,
+                              torch.where(z >= 0, 1, -1), 0).to(torch.int8) for z in witness]
+    bounds = alpha_crown(net, s, C, splits=splits, iterations=8, lr=0.5, lr_beta=1.0)
+    _check_sound(net, s, C, splits, seed, bounds)

@@ -1,12 +1,13 @@
 """α-CROWN: CROWN with optimised lower ReLU slopes (Xu et al., *Fast and Complete: Enabling Complete
-Neural Network Verification with Rapid and Massively Parallel Incomplete Verifiers*, ICLR 2021, §3.1).
+Neural Network Verification with Rapid and Massively Parallel Incomplete Verifiers*, ICLR 2021, §3.1),
+and β-CROWN's split multipliers (Wang et al., *Beta-CROWN*, NeurIPS 2021, Thm 3.1) under splits.
 
 Every lower slope α in [0, 1] of an unstable ReLU gives a valid lower relaxation ``relu(z) >= α z``,
 so every α gives a sound CROWN bound; α-CROWN maximises the bound over α by projected gradient
 ascent (Adam, then clipping to [0, 1]). Slopes are free per point, per specification row and per
 neuron (α has shape (B, K, width) for every ReLU layer): each row's bound is optimised on its own.
 Intermediate (pre-activation) bounds are CROWN's and stay fixed. The result is the best bound seen
-over all iterations, starting from CROWN's slopes, so each lower bound is at least CROWN's.
+over all iterations, starting from CROWN's slopes (and β = 0), so each lower bound is at least CROWN's.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pacverify.verify.sets import InputSet
 
 
 def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
-                iterations: int = 20, lr: float = 0.25, stop_when_positive: bool = False,
+                iterations: int = 20, lr: float = 0.25, lr_beta: float = 0.05, stop_when_positive: bool = False,
                 max_batch: int | None = None, return_intermediate: bool = False) -> Bounds | PropagationResult:
     """α-CROWN bounds on ``C f(x)``: lower bounds optimised over the ReLU lower slopes.
 
@@ -33,50 +34,70 @@ def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, inter
     starting from CROWN's slopes); ``upper`` is CROWN's upper bound (with ``upper=False``, the
     interval image of CROWN's pre-activation bounds, as in :func:`crown`). To optimise an upper bound, pass ``-C`` and negate the lower bound.
 
-    Args: as :func:`~pacverify.verify.bounds.crown.crown`, plus ``iterations`` (Adam steps on α, >= 0;
-    0 gives CROWN), ``lr`` (the step size) and ``stop_when_positive`` (stop a chunk's optimisation
-    as soon as every lower bound in it is > 0: enough to verify margins, cheaper, less tight).
+    With ``splits``, the split constraints also enter the bound through β-CROWN's Lagrangian terms
+    (Wang et al. 2021, Thm 3.1): a multiplier β >= 0 per point, row and split neuron, optimised with
+    α, which makes subdomain bounds tighter than clamping alone.
+
+    Args: as :func:`~pacverify.verify.bounds.crown.crown`, plus ``iterations`` (Adam steps, >= 0;
+    0 gives CROWN), ``lr`` and ``lr_beta`` (step sizes for α and β) and ``stop_when_positive`` (stop
+    a chunk's optimisation as soon as every lower bound in it is > 0: enough to verify margins,
+    cheaper, less tight).
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise InputError(f"iterations must be an integer >= 0, got {iterations!r}")
-    lr = check_positive(lr, "lr")
+    lr, lr_beta = check_positive(lr, "lr"), check_positive(lr_beta, "lr_beta")
     problem = prepare(net, input_set, C, splits, intermediate)
 
     def chunk(net_: Network, part: Problem) -> PropagationResult:
-        return _alpha_chunk(net_, part, iterations, lr, upper, stop_when_positive)
+        return _alpha_chunk(net_, part, iterations, lr, upper, stop_when_positive, lr_beta)
 
     result = run_chunked(net, problem, max_batch, chunk)
     return result if return_intermediate else result.bounds
 
 
 def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upper: bool,
-                 stop_when_positive: bool) -> PropagationResult:
+                 stop_when_positive: bool, lr_beta: float) -> PropagationResult:
     relaxed = relax_network(net, problem)
     crown_lower, crown_upper = intersect(backward_bounds(
         relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set, upper=upper), relaxed.ibp_output)
     best = crown_lower
     unstable = [r.unstable.unsqueeze(1) for r in relaxed.relaxations]
+    split = [None if problem.splits is None else problem.splits[k].unsqueeze(1) for k in range(len(unstable))]
+    free = any(u.any() for u in unstable) or any(s is not None and bool((s != 0).any()) for s in split)
     done = stop_when_positive and bool((best > 0).all())
-    if iterations and not done and any(u.any() for u in unstable):
-        best = _optimise(relaxed, problem, unstable, best, iterations, lr, stop_when_positive)
+    if iterations and free and not done:
+        best = _optimise(relaxed, problem, unstable, split, best, iterations, lr, lr_beta, stop_when_positive)
     bounds = finish(best, crown_upper, relaxed.infeasible, relaxed.output_margin)
     return PropagationResult(bounds, relaxed.pre_activation)
 
 
-def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], best: torch.Tensor, iterations: int,
-              lr: float, stop_when_positive: bool) -> torch.Tensor:
-    """Projected Adam ascent on per-point, per-row lower slopes α (B, K, w); returns the best lower bound."""
+def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], split: list[torch.Tensor | None],
+              best: torch.Tensor, iterations: int, lr: float, lr_beta: float, stop_when_positive: bool
+              ) -> torch.Tensor:
+    """Projected Adam ascent on α (B, K, w) in [0, 1] and, where splits fix neurons, β (B, K, w) >= 0.
+
+    β-CROWN's Lagrangian (Wang et al. 2021, Thm 3.1): a split constraint ``g(z) <= 0`` (g = −z for
+    a neuron forced active, z for one forced inactive) holds on the subdomain, so adding ``β·g(z)``
+    with β >= 0 to the bounded function only lowers it there; the rows stay lower bounds.
+    Returns the best lower bound seen.
+    """
     rows = best.shape[1]
     alphas = [r.lo_slope.unsqueeze(1).expand(-1, rows, -1).clone().requires_grad_(True)
               for r in relaxed.relaxations]
-    optimizer = torch.optim.Adam(alphas, lr=lr)
+    betas = [None if s is None or not bool((s != 0).any()) else
+             torch.zeros(best.shape[0], rows, s.shape[-1], dtype=best.dtype, device=best.device).requires_grad_(True)
+             for s in split]
+    groups = [{"params": alphas, "lr": lr}] + ([{"params": [b for b in betas if b is not None], "lr": lr_beta}]
+                                               if any(b is not None for b in betas) else [])
+    optimizer = torch.optim.Adam(groups)
     C = relaxed.C_left
     start = None if C is None else Rows(C, torch.zeros(C.shape[:-1], dtype=C.dtype, device=C.device))
     with torch.enable_grad():
         for step in range(iterations + 1):
             slopes = [torch.where(u, a, r.lo_slope.unsqueeze(1))
                       for u, a, r in zip(unstable, alphas, relaxed.relaxations)]
-            rows_ = pull_back(relaxed.layers, start, relaxed.relaxations, slopes, both=False)
+            terms = [None if b is None else -b * s for b, s in zip(betas, split)]
+            rows_ = pull_back(relaxed.layers, start, relaxed.relaxations, slopes, both=False, lagrangian=terms)
             lower = torch.maximum(lower_values(rows_, problem.input_set), relaxed.ibp_output[0])
             best = torch.maximum(best, lower.detach())
             if step == iterations or (stop_when_positive and bool((best > 0).all())):
@@ -87,4 +108,7 @@ def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], best: tor
             with torch.no_grad():
                 for a in alphas:
                     a.clamp_(0.0, 1.0)
+                for b in betas:
+                    if b is not None:
+                        b.clamp_(min=0.0)
     return best

@@ -43,14 +43,18 @@ class Select:
 
 
 def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluRelaxation],
-              lo_slopes: list[torch.Tensor] | None = None, *, both: bool = True) -> Rows | None:
+              lo_slopes: list[torch.Tensor] | None = None, *, both: bool = True,
+              lagrangian: list[torch.Tensor | None] | None = None) -> Rows | None:
     """Rows on the output of ``layers`` → rows on their input that lower-bound them (for inputs in the set).
 
     ``start``: the rows to bound; None means every output entry (the identity), stacked as
     ``[I; −I]`` when ``both`` so that the rows ``K..2K`` give upper bounds by negation.
     ``relaxations``: one per ReLU in ``layers``; ``lo_slopes``: optional lower slopes per ReLU,
-    (B, w) or per row (B, K, w) for dense rows (α-CROWN). Returns None if there is nothing to pull
-    back through (``layers`` empty: the caller bounds the input directly).
+    (B, w) or per row (B, K, w) for dense rows (α-CROWN). ``lagrangian``: optional coefficients
+    (B, K, w) per ReLU added to the rows on that ReLU's input after relaxing it — β-CROWN's terms
+    ``β·g(z)`` for split constraints ``g(z) <= 0``, which keep the rows lower bounds on the subdomain.
+    Returns None if there is nothing to pull back through (``layers`` empty: the caller bounds the
+    input directly).
     """
     rows = start
     k = len(relaxations)
@@ -61,6 +65,8 @@ def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluR
             rows = _materialise(rows, relax.lower.shape[1], both, relax.lower)
             slope = relax.lo_slope if lo_slopes is None else lo_slopes[k]
             rows = _relu(rows, slope, relax)
+            if lagrangian is not None and lagrangian[k] is not None:
+                rows = Rows(rows.A + lagrangian[k], rows.c, rows.owner)
         else:
             rows = _affine(rows, layer.weight, layer.bias, both)
     return rows if isinstance(rows, Rows) else None
