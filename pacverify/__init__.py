@@ -30,8 +30,13 @@ __all__ = [
     "vc_dimension",
 ]
 
-# The distillation API is imported on first use (PEP 562), so that `import pacverify` and the pure
-# modules (pac, validation) do not pull in torch and onnxruntime.
+# `certify` is both a submodule and the main entry point: importing the submodule binds the module to
+# this name, so the function must be bound here, after that import, not lazily.
+from pacverify.certify import certify  # noqa: E402
+
+__all__ += ["certify"]
+
+# The rest of the API is imported on first use (PEP 562).
 _LAZY = {
     "make_sampler": "pacverify.data",
     "DistillConfig": "pacverify.distill",
@@ -44,6 +49,15 @@ _LAZY = {
     "save_student": "pacverify.models",
     "teacher_logits": "pacverify.models",
     "export_onnx": "pacverify.onnx_io.export",
+    "Certificate": "pacverify.certificate",
+    "load_certificate": "pacverify.certificate",
+    "Verdict": "pacverify.guarantee",
+    "check_certificate": "pacverify.check",
+    "load_network": "pacverify.onnx_io.reader",
+    "verify_points": "pacverify.verify.api",
+    "certified_radius": "pacverify.verify.api",
+    "verify_vnnlib": "pacverify.verify.api",
+    "write_report": "pacverify.report",
 }
 __all__ += sorted(_LAZY)
 
