@@ -61,7 +61,7 @@ def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upp
     crown_lower, crown_upper = intersect(backward_bounds(
         relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set, upper=upper), relaxed.ibp_output)
     best = crown_lower
-    unstable = [r.unstable.unsqueeze(1) for r in relaxed.relaxations]
+    unstable = [r.unstable.unsqueeze(1).to(best.dtype) for r in relaxed.relaxations]
     split = [None if problem.splits is None else problem.splits[k].unsqueeze(1) for k in range(len(unstable))]
     free = any(u.any() for u in unstable) or any(s is not None and bool((s != 0).any()) for s in split)
     done = stop_when_positive and bool((best > 0).all())
@@ -94,7 +94,7 @@ def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], split: li
     start = None if C is None else Rows(C, torch.zeros(C.shape[:-1], dtype=C.dtype, device=C.device))
     with torch.enable_grad():
         for step in range(iterations + 1):
-            slopes = [torch.where(u, a, r.lo_slope.unsqueeze(1))
+            slopes = [r.lo_slope.unsqueeze(1) + u * (a - r.lo_slope.unsqueeze(1))  # α where unstable
                       for u, a, r in zip(unstable, alphas, relaxed.relaxations)]
             terms = [None if b is None else -b * s for b, s in zip(betas, split)]
             rows_ = pull_back(relaxed.layers, start, relaxed.relaxations, slopes, both=False, lagrangian=terms)

@@ -95,13 +95,17 @@ def _affine(rows, weight: torch.Tensor, bias: torch.Tensor, both: bool) -> Rows:
 
 
 def _relu(rows: Rows, slope: torch.Tensor, relax: ReluRelaxation) -> Rows:
+    """Rows on a ReLU's output → rows on its input; ``slope`` (B, w) or per row (B, K, w)."""
     if rows.owner is not None:
         owner = rows.owner
-        lo = slope[owner] if slope.dim() == 2 else slope.reshape(-1, slope.shape[-1])[owner]
-        A, shift = relu_backward_lower(rows.A, lo, relax.up_slope[owner], relax.unstable_lower[owner])
+        diff = (slope - relax.up_slope if slope.dim() == 2 else
+                (slope - relax.up_slope.unsqueeze(1)).reshape(-1, slope.shape[-1]))
+        A, shift = relu_backward_lower(rows.A, relax.up_slope.index_select(0, owner), diff.index_select(0, owner),
+                                       relax.unstable_lower.index_select(0, owner))
         return Rows(A, rows.c + shift, owner)
-    lo = slope.unsqueeze(1) if slope.dim() == 2 else slope
-    A, shift = relu_backward_lower(rows.A, lo, relax.up_slope.unsqueeze(1), relax.unstable_lower.unsqueeze(1))
+    up = relax.up_slope.unsqueeze(1)
+    diff = (slope.unsqueeze(1) if slope.dim() == 2 else slope) - up
+    A, shift = relu_backward_lower(rows.A, up, diff, relax.unstable_lower.unsqueeze(1))
     return Rows(A, rows.c + shift)
 
 
