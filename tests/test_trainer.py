@@ -138,3 +138,13 @@ def test_a_given_student_module_is_copied_and_checked(teacher, sample):
 
 def test_default_config_is_valid():
     assert DistillConfig().validated() == DistillConfig()
+
+
+def test_grad_warmup_ramps_the_gradient_weight():
+    from pacverify.distill.trainer import _ramped
+
+    cfg = make_config(lambda_g=4.0, igam_lambda_diff=2.0, grad_warmup=0.5, epochs=10)
+    weights = [_ramped(cfg, epoch) for epoch in range(10)]
+    assert [w.lambda_g for w in weights] == pytest.approx([0.8, 1.6, 2.4, 3.2, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0])
+    assert weights[0].lambda_diff == pytest.approx(0.4) and weights[0].lambda_ce == cfg.lambda_ce
+    assert _ramped(make_config(lambda_g=4.0), 0).lambda_g == 4.0

@@ -22,7 +22,7 @@ from pacverify.validation import check_samples
 HELP = "distill a teacher into a small ReLU student with input-gradient alignment, export it to ONNX"
 DEFAULT_FRESH = 1000
 _SETTINGS = ("student", "method", "isd_loops", "dropout", "epochs", "batch_size", "lr", "lambda_ce", "lambda_kl",
-             "lambda_g", "tau", "optimizer", "schedule", "norm", "early_stop", "seed")
+             "lambda_g", "tau", "grad_warmup", "optimizer", "schedule", "norm", "early_stop", "seed")
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", help="last-layer dropout rate while training (for ISD); default 0")
     for name, what in (("epochs", "epochs"), ("batch_size", "mini-batch size"), ("lr", "learning rate"),
                        ("lambda_ce", "weight λ_CE of the cross-entropy"), ("lambda_kl", "weight λ_KL of the KL term"),
-                       ("lambda_g", "weight λ_G of the input-gradient term (kdiga)"), ("tau", "temperature τ")):
+                       ("lambda_g", "weight λ_G of the input-gradient term (kdiga)"), ("tau", "temperature τ"),
+                       ("grad_warmup", "fraction of the epochs over which the gradient terms ramp up from 0")):
         p.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{what} (default {getattr(d, name)})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {d.optimizer}")
     p.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {d.schedule})")

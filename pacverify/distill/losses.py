@@ -45,7 +45,7 @@ class Weights:
     tau: float = 1.0
     lambda_g: float = 1.0
     lambda_adv: float = 1.0
-    lambda_diff: float = 10.0
+    lambda_diff: float = 1.0
 
 
 def ce_input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
