@@ -134,8 +134,9 @@ class Box:
 
     def linear_min_rows(self, A: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         """``min_{x in box of point owner[t]} A[t]·x`` exactly, shape (T,), for rows A (T, n)."""
-        lower, upper = self.lower[owner], self.upper[owner]
-        return ((A * (lower + upper)).sum(dim=1) - (A.abs() * (upper - lower)).sum(dim=1)) / 2
+        mid, rad = ((self.lower + self.upper) / 2).index_select(0, owner), ((self.upper - self.lower) / 2).index_select(
+            0, owner)
+        return torch.einsum("tn,tn->t", A, mid) - torch.einsum("tn,tn->t", A.abs(), rad)
 
     def select(self, index) -> "Box":
         """The sub-batch ``index`` (a slice, index tensor or boolean mask over the B points)."""
@@ -229,7 +230,8 @@ class L2Ball:
 
     def linear_min_rows(self, A: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         """A sound lower bound of ``min_{x in set of point owner[t]} A[t]·x``, shape (T,), for rows A (T, n)."""
-        out = (A * self.center[owner]).sum(dim=1) - self.radius[owner] * torch.linalg.vector_norm(A, dim=1)
+        out = torch.einsum("tn,tn->t", A, self.center.index_select(0, owner)) - self.radius.index_select(
+            0, owner) * torch.linalg.vector_norm(A, dim=1)
         if self.has_domain:
             out = torch.maximum(out, self.bounding_box().linear_min_rows(A, owner))
         return out
@@ -243,7 +245,11 @@ class L2Ball:
     def to(self, device=None, dtype=None) -> "L2Ball":
         """The set on ``device`` in ``dtype``, enlarged to contain the original set despite rounding: the radius
         grows by the distance the centre moved (rounded up), the domain is rounded outward."""
-        center = self.center.to(dtype=dtype or self.center.dtype)
+        if dtype is None or dtype == self.center.dtype:
+            moved = [t if t is None else t.to(device) for t in (self.center, self.radius, self.domain_lower,
+                                                                 self.domain_upper)]
+            return L2Ball(*moved)
+        center = self.center.to(dtype=dtype)
         shift = torch.linalg.vector_norm(self.center - center.to(self.center.dtype), dim=1)
         radius = round_outward(self.radius + shift * (1 + 4 * torch.finfo(self.center.dtype).eps), dtype, +1)
         if not self.has_domain:

@@ -51,7 +51,7 @@ def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, inter
     def chunk(net_: Network, part: Problem) -> PropagationResult:
         return _alpha_chunk(net_, part, iterations, lr, upper, stop_when_positive, lr_beta)
 
-    result = run_chunked(net, problem, max_batch, chunk)
+    result = run_chunked(net, problem, max_batch, chunk, return_intermediate)
     return result if return_intermediate else result.bounds
 
 

@@ -204,20 +204,25 @@ def default_max_batch(net: Network, problem: Problem) -> int:
 
 
 def run_chunked(net: Network, problem: Problem, max_batch: int | None,
-                bound_chunk: Callable[[Network, Problem], PropagationResult]) -> PropagationResult:
+                bound_chunk: Callable[[Network, Problem], PropagationResult], keep_intermediate: bool
+                ) -> PropagationResult:
     """Apply ``bound_chunk`` to consecutive chunks of at most ``max_batch`` points and concatenate.
 
-    Peak memory is that of one chunk, whatever the number of points.
+    Working memory is that of one chunk, whatever the number of points; what is kept is the
+    bounds, (B, K), and the pre-activation bounds only when ``keep_intermediate`` (else the result's
+    ``pre_activation`` is empty).
     """
     if max_batch is None:
         max_batch = default_max_batch(net, problem)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
     batch = problem.batch_size
-    if batch <= max_batch:
-        return bound_chunk(net, problem)
-    parts = [bound_chunk(net, problem.select(slice(start, start + max_batch)))
-             for start in range(0, batch, max_batch)]
+    parts = []
+    for start in range(0, batch, max_batch):
+        part = bound_chunk(net, problem if batch <= max_batch else problem.select(slice(start, start + max_batch)))
+        parts.append(part if keep_intermediate else PropagationResult(part.bounds, []))
+    if len(parts) == 1:
+        return parts[0]
     bounds = Bounds(*(torch.cat([getattr(p.bounds, name) for p in parts])
                       for name in ("lower", "upper", "infeasible")))
     layers = [(torch.cat([p.pre_activation[k][0] for p in parts]), torch.cat([p.pre_activation[k][1] for p in parts]))

@@ -46,7 +46,8 @@ def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediat
     of the last ReLU layer — sound, between CROWN's and IBP's upper bounds.
     """
     problem = prepare(net, input_set, C, splits, intermediate)
-    result = run_chunked(net, problem, max_batch, lambda net_, part: _crown_chunk(net_, part, upper))
+    result = run_chunked(net, problem, max_batch, lambda net_, part: _crown_chunk(net_, part, upper),
+                         return_intermediate)
     return result if return_intermediate else result.bounds
 
 

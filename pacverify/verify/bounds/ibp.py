@@ -51,7 +51,7 @@ def ibp(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=
         :class:`Bounds` (lower, upper (B, K); infeasible (B,)), or a :class:`PropagationResult`.
     """
     problem = prepare(net, input_set, C, splits, intermediate)
-    result = run_chunked(net, problem, max_batch, _ibp_chunk)
+    result = run_chunked(net, problem, max_batch, _ibp_chunk, return_intermediate)
     return result if return_intermediate else result.bounds
 
 
