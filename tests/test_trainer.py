@@ -148,3 +148,8 @@ def test_grad_warmup_ramps_the_gradient_weight():
     assert [w.lambda_g for w in weights] == pytest.approx([0.8, 1.6, 2.4, 3.2, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0])
     assert weights[0].lambda_diff == pytest.approx(0.4) and weights[0].lambda_ce == cfg.lambda_ce
     assert _ramped(make_config(lambda_g=4.0), 0).lambda_g == 4.0
+
+
+def test_divergence_is_reported(teacher, sample):
+    with pytest.raises(InputError, match="diverged.*lower the learning rate"):
+        distill(teacher, sample[0][:64], lr=1e30, lambda_g=1e30, epochs=3, progress=False)

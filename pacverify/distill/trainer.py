@@ -240,6 +240,9 @@ def fit_student(teacher: nn.Module, student: nn.Module, x: torch.Tensor, targets
             batch = L.Batch(x[idx].to(device), targets.y[idx].to(device), targets.logits[idx].to(device),
                             targets.grad[idx].to(device))
             value = _loss(cfg, student, teacher, batch, w, disc, radius, (epoch + 1) / cfg.epochs, step)
+            if not torch.isfinite(value.total):
+                raise InputError(f"distillation diverged: the {cfg.method} loss is {float(value.total)} in epoch "
+                                 f"{epoch + 1}; lower the learning rate (lr = {lr:g}) or the loss weights")
             opt.zero_grad(set_to_none=True)
             value.total.backward()
             opt.step()
