@@ -153,3 +153,9 @@ def test_grad_warmup_ramps_the_gradient_weight():
 def test_divergence_is_reported(teacher, sample):
     with pytest.raises(InputError, match="diverged.*lower the learning rate"):
         distill(teacher, sample[0][:64], lr=1e30, lambda_g=1e30, epochs=3, progress=False)
+
+
+def test_sgd_with_step_schedule(teacher, sample):
+    result = distill(teacher, sample[0][:64], optimizer="sgd", schedule="step", lr=0.1, epochs=6, early_stop=False,
+                     progress=False)
+    assert [r.lr for r in result.history] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])

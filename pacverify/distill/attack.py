@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pacverify.errors import InputError
 from pacverify.models import module_device
 from pacverify.validation import check_norm, check_positive, check_samples
 
@@ -54,14 +55,17 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, radius: float, no
     """Perturbations δ (same shape as x) with ‖δ_i‖ ≤ radius that ascend CE(model(x + δ), y).
 
     Steepest ascent in the given norm (normalised gradient for L2, sign for L∞), projected after
-    every step; ``step_size`` defaults to 2.5·radius/steps. With ``domain`` the point x + δ is also
-    kept inside the box. Only the input receives gradients; the model's parameters are untouched.
+    every step; ``step_size`` defaults to 2.5·radius/steps. With ``domain`` (which must contain x) the
+    point x + δ is also kept inside the box; clipping towards a box containing x never lengthens δ, so
+    δ stays in the ball. Only the input receives gradients; the model's parameters are untouched.
     """
     norm, radius = check_norm(norm), check_positive(radius, "radius")
     steps = check_samples(steps, "steps")
     alpha = 2.5 * radius / steps if step_size is None else check_positive(step_size, "step_size")
     generator = torch.Generator().manual_seed(seed)
     x = x.detach()
+    if domain is not None and (x.min() < domain[0] or x.max() > domain[1]):
+        raise InputError(f"pgd: the points must lie in the domain [{domain[0]:g}, {domain[1]:g}]")
     delta = (random_in_ball(tuple(x.shape), radius, norm, generator).to(x) if random_start
              else torch.zeros_like(x))
     for _ in range(steps):
