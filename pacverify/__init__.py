@@ -4,6 +4,9 @@ The public API is re-exported here; implementation lives in the submodules.
 """
 from __future__ import annotations
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 from pacverify.errors import InputError, UnsupportedOperationError
@@ -30,10 +33,27 @@ __all__ = [
     "vc_dimension",
 ]
 
-# `certify` is both a submodule and the main entry point: importing the submodule binds the module to
-# this name, so the function must be bound here, after that import, not lazily.
-from pacverify.certify import certify  # noqa: E402
+def certify(teacher, **settings):
+    """Run Algorithm 1 of 004 and write a certificate: see :func:`pacverify.certify.certify`.
 
+    Returns a :class:`pacverify.certificate.Certificate`.
+    """
+    from pacverify.certify import certify as run
+
+    return run(teacher, **settings)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``pacverify.certify`` the function above when the submodule of the same name is imported
+    (the import system would otherwise rebind the name to the submodule)."""
+
+    def __setattr__(self, name, value):
+        if name == "certify" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 __all__ += ["certify"]
 
 # The rest of the API is imported on first use (PEP 562).

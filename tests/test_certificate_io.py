@@ -90,3 +90,16 @@ def test_reports_render(tmp_path):
     md = md_path.read_text()
     assert md.startswith("# pacverify certificate: **CERTIFIED**")
     assert (tmp_path / "r_figures" / "regions.png").stat().st_size > 1000
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from pacverify.fileio import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "f.txt", "x")
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

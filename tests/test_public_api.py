@@ -9,7 +9,8 @@ import pacverify
 
 
 def test_certify_is_the_function_whatever_the_import_order():
-    code = "import pacverify.certify, pacverify.cli.certify, pacverify; print(callable(pacverify.certify))"
+    code = ("import pacverify.certify, pacverify.cli.certify, pacverify; from pacverify.certify import CertifySettings; "
+            "print(callable(pacverify.certify))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
