@@ -13,6 +13,7 @@ from pacverify.certify import certify
 from pacverify.check import check_certificate
 from pacverify.guarantee import Verdict
 from pacverify.synthetic import sigmoid_radius
+from pacverify.testing import assert_certified
 
 from helpers_certify import TINY, non_robust_teacher, robust_teacher
 
@@ -43,8 +44,16 @@ def test_robust_teacher_is_certified(robust_run):
 
 
 def test_non_robust_teacher_is_never_certified(tmp_path):
-    cert = certify(non_robust_teacher(), out=tmp_path, delta=0.1, seed=0, **TINY)
-    assert cert.verdict is not Verdict.CERTIFIED
+    # through the pytest helper teams use: it must fail, and say why
+    with pytest.raises(AssertionError, match=r"pacverify verdict (NOT_CERTIFIED|REFUTED) \("):
+        assert_certified(non_robust_teacher(), out=tmp_path, delta=0.1, seed=0, **TINY)
+
+
+def test_assert_certified_passes_a_certified_run_and_enforces_gates(robust_run):
+    cert, out = robust_run
+    assert assert_certified(robust_teacher(), out=out, delta=0.05, seed=0, **TINY).verdict is Verdict.CERTIFIED
+    with pytest.raises(AssertionError, match="minimum delta_T"):
+        assert_certified(robust_teacher(), out=out, delta=0.05, seed=0, min_delta_t=10.0, **TINY)
 
 
 def test_flattened_student_on_non_robust_teacher_is_not_certified(tmp_path):
