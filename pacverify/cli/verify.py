@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--vnnlib", metavar="PROP.vnnlib", help="a VNN-LIB property: prints sat / unsat / unknown")
     p.add_argument("--radius", help="ball radius (> 0), or 'max' for the certified radius of each point")
     p.add_argument("--norm", help="ball norm: 2 or inf")
-    p.add_argument("--method", default="crown", help="bound method: ibp, crown (default) or alpha-crown")
+    p.add_argument("--method", help="bound method: ibp, crown or alpha-crown (default: crown for --points, "
+                                    "alpha-crown for --vnnlib)")
     p.add_argument("--complete", action="store_true", help="branch and bound on points the bounds leave unknown")
     p.add_argument("--timeout", help="seconds per point for the complete search (per instance with --vnnlib)")
     p.add_argument("--domain", metavar="LO,HI", help="box every perturbed input must stay in, e.g. 0,1 for pixels")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--points needs --radius R (or max) and --norm 2|inf")
     points = _load_npy(args.points, "points")
     labels = None if args.labels is None else _load_npy(args.labels, "labels")
-    common = dict(labels=labels, method=args.method, complete=args.complete, timeout=args.timeout,
+    common = dict(labels=labels, method=args.method or "crown", complete=args.complete, timeout=args.timeout,
                   domain=check_domain(args.domain), attack=not args.no_attack, seed=args.seed, device=args.device,
                   backend=args.backend)
     if args.radius.strip().lower() == "max":
@@ -86,7 +87,7 @@ def _summary_text(summary: dict, result, *, certified: bool) -> str:
 
 
 def _run_vnnlib(args: argparse.Namespace, api) -> int:
-    result = api.verify_vnnlib(args.model, args.vnnlib, args.timeout, method=args.method, seed=args.seed,
+    result = api.verify_vnnlib(args.model, args.vnnlib, args.timeout, method=args.method or "alpha-crown", seed=args.seed,
                                device=args.device, backend=args.backend)
     print(result.status.value)
     print(f"time {result.time_s:.3f} s")

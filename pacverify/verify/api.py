@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 
 import numpy as np
 import torch
 
 from pacverify.errors import InputError
 from pacverify.validation import check_norm, check_positive, check_radius, check_seed
-from pacverify.verify.attacks import attack_set
+from pacverify.verify.attacks import attack_set, bound_guided_attack
 from pacverify.verify.backends import Backend, get_backend
 from pacverify.verify.network import Network
 from pacverify.verify.property import OutputProperty, robustness_property
@@ -148,13 +149,14 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
 
 
 def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | os.PathLike,
-                  timeout: float | None = None, *, method: str = "crown", seed: int = 0, device: str = "cpu",
+                  timeout: float | None = None, *, method: str = "alpha-crown", seed: int = 0, device: str = "cpu",
                   backend: str = "crown") -> VnnlibResult:
     """Answer a VNN-LIB instance: SAT (with a checked counterexample), UNSAT (proved) or UNKNOWN.
 
-    Every region (input box with its unsafe output set) is attacked first; then each is bounded and, if
-    open, decided by the backend's complete search within what is left of ``timeout`` (total seconds
-    for the instance; None: no limit). UNSAT requires every region proved (:mod:`.property`).
+    Every region (input box with its unsafe output set) is attacked first (PGD, then the minimisers of
+    CROWN's lower bounds); then each is bounded (``method``, α-CROWN by default) and, if open, decided
+    by the backend's complete search within what is left of ``timeout`` (total seconds for the
+    instance; None: no limit). UNSAT requires every region proved (:mod:`.property`).
     """
     start = time.perf_counter()
     net = load(net_or_path, device=device)
@@ -176,9 +178,10 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
         return VnnlibResult(status, time.perf_counter() - start, x, out, detail)
 
     for k, (box, prop) in enumerate(regions):
-        found = attack_set(net, box, prop, seed=seed, restarts=20, steps=100)
-        if bool(found.found[0]):
-            return done(VnnlibStatus.SAT, f"region {k}: PGD", found.inputs[0].numpy())
+        for name, attack in (("PGD", partial(attack_set, restarts=20, steps=100)), ("bound minimiser", bound_guided_attack)):
+            found = attack(net, box, prop, seed=seed)
+            if bool(found.found[0]):
+                return done(VnnlibStatus.SAT, f"region {k}: {name}", found.inputs[0].numpy())
     open_regions = []
     for k, (box, prop) in enumerate(regions):
         lower = chosen.bounds(net, box, prop, method=method)
@@ -286,6 +289,12 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
                 verdicts[i] = Verdict.VERIFIED
             stats["verified_by_bounds"] = int(proven.sum())
             todo = todo[~proven]
+    if attack and todo.numel():
+        found = bound_guided_attack(net, input_set.select(todo), prop.select(todo), seed=seed)
+        for i, x in zip(todo[found.found].tolist(), found.inputs[found.found]):
+            verdicts[i], counterexamples[i] = Verdict.FALSIFIED, x.numpy()
+        stats["falsified_by_attack"] += int(found.found.sum())
+        todo = todo[~found.found]
     if (complete or backend.always_complete) and todo.numel():
         decisions: list[Decision] = backend.decide(net, input_set.select(todo), prop.select(todo), timeout=timeout,
                                                    method=method, seed=seed)

@@ -83,11 +83,15 @@ def in_set(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, center: to
 
 def pgd_attack(net: Network, prop: OutputProperty, lower: torch.Tensor, upper: torch.Tensor, *,
                center: torch.Tensor | None = None, radius: torch.Tensor | None = None, steps: int = 50,
-               restarts: int = 5, seed: int = 0, target: float = 1e-5) -> AttackResult:
+               restarts: int = 5, seed: int = 0, target: float = 1e-5, start: torch.Tensor | None = None
+               ) -> AttackResult:
     """PGD with ``restarts`` starts per problem (the first at the set's centre, the others uniform at
     random in the box, projected), ``steps`` signed-gradient (box) or normalised-gradient (ball) steps
-    whose size halves at 50 % and 75 % of the run; stops early once every problem's violation is
-    below ``−target``.
+    whose size decays from 0.25 to 0.5/steps of the set's half-width (radius) on a cosine schedule;
+    the first start descends the violation itself, start j >= 1 the violation of clause (j − 1) mod K
+    alone (a targeted attack: for robustness, one target class per start). Stops early once every
+    problem's violation is below ``−target``. ``start`` (B, m), if given, replaces the centre as the
+    first start.
 
     Shapes: ``lower``/``upper`` (B, m); ``center`` (B, m) and ``radius`` (B,) for ball ∩ box; ``prop``
     of batch B. Runs in the network's dtype and device; the final check is float64 (module doc).
@@ -111,21 +115,30 @@ def pgd_attack(net: Network, prop: OutputProperty, lower: torch.Tensor, upper: t
     everything = torch.arange(batch * restarts, device=device)
     x = lo + (hi - lo) * torch.rand(lo.shape, generator=gen, dtype=torch.float64).to(device, dtype)
     first = torch.arange(batch, device=device) * restarts
-    x[first] = ctr[first] if ctr is not None else (lo[first] + hi[first]) / 2
+    if start is not None:
+        x[first] = start.to(device, dtype)
+    else:
+        x[first] = ctr[first] if ctr is not None else (lo[first] + hi[first]) / 2
     x = project(x, everything)
     scale = (hi - lo) / 2 if ctr is None else rad[:, None].expand_as(x)
     best_x, best_v = x.clone(), torch.full((batch * restarts,), torch.inf, device=device, dtype=dtype)
     rows = everything                      # rows still attacked: problems without a counterexample yet
+    start = torch.arange(restarts, device=device).repeat(batch)
+    target_of = torch.where(start > 0, (start - 1) % max(prop.n_clauses, 1), torch.full_like(start, -1))
     for t in range(steps + 1):
         xr = x[rows].requires_grad_(True)
-        v = rep.select(rows.cpu()).violation(net(xr))
-        better = v.detach() < best_v[rows]
-        best_v[rows[better]] = v.detach()[better]
+        per_clause = rep.select(rows.cpu()).clause_violation(net(xr))
+        v = per_clause.detach().amin(dim=1)
+        better = v < best_v[rows]
+        best_v[rows[better]] = v[better]
         best_x[rows[better]] = xr.detach()[better]
+        aimed = target_of[rows]
+        loss = torch.where(aimed >= 0, per_clause.gather(1, aimed.clamp(min=0)[:, None]).squeeze(1),
+                           per_clause.amin(dim=1))
         done = (best_v.reshape(batch, restarts).amin(1) < -target).repeat_interleave(restarts)
         if t == steps or bool(done.all()):
             break
-        (grad,) = torch.autograd.grad(v.sum(), xr)
+        (grad,) = torch.autograd.grad(loss.sum(), xr)
         size = 0.25 * (1 + math.cos(math.pi * t / steps)) / 2 + 0.5 / steps
         with torch.no_grad():
             if ctr is None:
@@ -175,3 +188,65 @@ def attack_set(net: Network, input_set: InputSet, prop: OutputProperty, *, seed:
                                 restarts=restarts, seed=seed + start))
     return AttackResult(*(torch.cat([getattr(p, name) for p in parts])
                           for name in ("found", "inputs", "outputs", "violation")))
+
+
+def bound_minimisers(net: Network, input_set: InputSet, C: torch.Tensor, splits=None) -> torch.Tensor:
+    """Per problem b and specification row k, the input minimising CROWN's linear lower bound ``A_bk·x + c``
+    of ``C_bk·f(x)`` over set b: (B, K, m).
+
+    For a box that is the vertex ``lower`` where ``A > 0`` and ``upper`` elsewhere; for an L2 ball
+    ``x0 − r·A/‖A‖₂``, clamped to the domain box if there is one (clamping toward a box that holds the
+    centre keeps the point in the ball). Where the relaxation is tight these are the points where the
+    specification is smallest, hence good counterexample candidates (they are only candidates: the
+    caller confirms them). ``splits`` restricts the relaxation to a subdomain, as in the bound routines.
+    """
+    # The linear coefficients come from the CROWN backward pass of pacverify.verify.bounds (internal API:
+    # the public bound routines return the bound values only).
+    from pacverify.verify.bounds.common import prepare
+    from pacverify.verify.bounds.crown import relax_network
+    from pacverify.verify.bounds.linear import Rows, pull_back
+
+    problem = prepare(net, input_set, C, splits, None)
+    relaxed = relax_network(net, problem)
+    start = None if relaxed.C_left is None else Rows(relaxed.C_left, torch.zeros(
+        relaxed.C_left.shape[:-1], dtype=net.dtype, device=net.device))
+    rows = pull_back(relaxed.layers, start, relaxed.relaxations, both=False)
+    batch, k = problem.input_set.batch_size, C.shape[-2]
+    A = (rows.A if rows is not None else C).detach()
+    A = A.expand(batch, k, A.shape[-1]) if A.dim() == 2 else A
+    s = problem.input_set
+    if isinstance(s, L2Ball):
+        norm = A.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(A.dtype).tiny)
+        x = s.center[:, None, :] - s.radius[:, None, None] * A / norm
+        if s.has_domain:
+            x = torch.minimum(torch.maximum(x, s.domain_lower[:, None, :]), s.domain_upper[:, None, :])
+        return x
+    return torch.where(A > 0, s.lower[:, None, :], s.upper[:, None, :])
+
+
+def bound_guided_attack(net: Network, input_set: InputSet, prop: OutputProperty, *, splits=None, seed: int = 0,
+                        steps: int = 20) -> AttackResult:
+    """Check the bound minimisers of every row (:func:`bound_minimisers`) and run a short PGD from them.
+
+    Same guarantee as :func:`pgd_attack`: ``found`` only for confirmed points of the set. ``input_set``
+    and ``prop`` have batch B; the best candidate per problem is returned.
+    """
+    batch, rows = input_set.batch_size, prop.C.shape[1]
+    cand = bound_minimisers(net, input_set, prop.C, splits).reshape(batch * rows, -1)
+    index = torch.arange(batch).repeat_interleave(rows)
+    lower, upper = input_set.interval()
+    center = radius = None
+    if isinstance(input_set, L2Ball):
+        center, radius = input_set.center[index], input_set.radius[index]
+    rep = prop.select(index)
+    checked = confirm(net, rep, cand, lower[index], upper[index], center=center, radius=radius)
+    if steps and not bool(checked.found.all()):
+        refined = pgd_attack(net, rep, lower[index], upper[index], center=center, radius=radius, steps=steps,
+                             restarts=1, seed=seed, start=checked.inputs)
+        better = refined.found & ~checked.found
+        checked = AttackResult(*(torch.where(better.reshape(-1, *([1] * (a.dim() - 1))), b, a)
+                                 for a, b in zip((checked.found, checked.inputs, checked.outputs, checked.violation),
+                                                 (refined.found, refined.inputs, refined.outputs, refined.violation))))
+    score = torch.where(checked.found, checked.violation - torch.inf, checked.violation).reshape(batch, rows)
+    pick = score.argmin(1) + torch.arange(batch) * rows
+    return AttackResult(checked.found[pick], checked.inputs[pick], checked.outputs[pick], checked.violation[pick])

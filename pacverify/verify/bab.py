@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
+import numpy as np
 import torch
 
 from pacverify.errors import InputError
 from pacverify.validation import check_positive
-from pacverify.verify.attacks import attack_set, confirm
+from pacverify.verify.attacks import attack_set, bound_guided_attack, confirm
 from pacverify.verify.bab_leaf import decide_leaf, leaf_phases
 from pacverify.verify.network import Affine, Network
 from pacverify.verify.property import OutputProperty
@@ -41,6 +43,8 @@ from pacverify.verify.result import Decision, Verdict
 from pacverify.verify.sets import Box, InputSet
 
 SPLIT_MODES = ("auto", "input", "relu")
+METHODS = ("ibp", "crown", "alpha-crown")
+FALSIFY_ROWS = 32     # open subdomains per round whose bound minimisers are checked as counterexamples
 
 
 @dataclass(frozen=True)
@@ -48,16 +52,19 @@ class BabConfig:
     """Budget and strategy of one branch-and-bound run (per problem).
 
     ``timeout``: seconds per problem (None: no limit); ``max_domains``: subdomains bounded per problem;
-    ``batch``: subdomains bounded per call; ``method``: the bound routine for subdomains ("ibp", "crown"
-    or "alpha-crown"); ``split``: "input", "relu", or "auto" (input splitting for boxes of at most
-    ``input_split_max_dim`` inputs, ReLU splitting otherwise); ``attack_every``: rounds between PGD
-    runs during ReLU splitting; ``seed`` fixes those attacks.
+    ``batch``: subdomains bounded per call; ``method``: the bound routine for subdomains ("ibp", "crown",
+    "alpha-crown", or "auto": CROWN for input splitting, α-CROWN — with β-CROWN multipliers for the
+    split neurons — for ReLU splitting); ``iterations``: optimisation steps of α-CROWN in the search;
+    ``split``: "input", "relu", or "auto" (input splitting for boxes of at most ``input_split_max_dim``
+    inputs, ReLU splitting otherwise); ``attack_every``: rounds between PGD runs during ReLU
+    splitting; ``seed`` fixes those attacks.
     """
 
     timeout: float | None = None
     max_domains: int = 200_000
     batch: int = 512
-    method: str = "crown"
+    method: str = "auto"
+    iterations: int = 8
     split: str = "auto"
     input_split_max_dim: int = 10
     attack_every: int = 8
@@ -68,22 +75,27 @@ class BabConfig:
             check_positive(self.timeout, "timeout")
         if self.split not in SPLIT_MODES:
             raise InputError(f"split must be one of {', '.join(SPLIT_MODES)}, got {self.split!r}")
-        for name in ("max_domains", "batch", "input_split_max_dim", "attack_every"):
+        if self.method not in ("auto",) + METHODS:
+            raise InputError(f"method must be one of auto, {', '.join(METHODS)}, got {self.method!r}")
+        for name in ("max_domains", "batch", "input_split_max_dim", "attack_every", "iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
-def bound_routine(method: str):
-    """The bound function named ``method``: ``ibp``, ``crown`` or ``alpha-crown`` (:mod:`pacverify.verify.bounds`)."""
-    from pacverify.verify.bounds.alpha import alpha_crown
-    from pacverify.verify.bounds.crown import crown
-    from pacverify.verify.bounds.ibp import ibp
+def bound_routine(method: str, iterations: int = 20):
+    """The bound function named ``method`` — ``ibp``, ``crown`` or ``alpha-crown`` (:mod:`pacverify.verify.bounds`,
+    α-CROWN with ``iterations`` steps) — called as ``f(net, input_set, C, splits=None, return_intermediate=False)``;
+    only lower bounds are needed here, so CROWN and α-CROWN run in their lower-only mode."""
+    from pacverify.verify.bounds import alpha_crown, crown, ibp
 
-    table = {"ibp": ibp, "crown": crown, "alpha-crown": alpha_crown}
-    if method not in table:
-        raise InputError(f"method must be one of {', '.join(table)}, got {method!r}")
-    return table[method]
+    if method == "ibp":
+        return ibp
+    if method == "crown":
+        return partial(crown, upper=False)
+    if method == "alpha-crown":
+        return partial(alpha_crown, upper=False, iterations=iterations)
+    raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 def branch_and_bound(net: Network, input_set: InputSet, prop: OutputProperty,
@@ -126,8 +138,9 @@ def _take(priority: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None) -> Decision:
-    bound = bound_routine(config.method)
-    lower, upper = box.lower.to(net.device, net.dtype), box.upper.to(net.device, net.dtype)
+    bound = bound_routine("crown" if config.method == "auto" else config.method, config.iterations)
+    box = box.to(net.device, net.dtype)                 # rounded outward: still contains the original box
+    lower, upper = box.lower, box.upper
     priority = torch.zeros(1, dtype=net.dtype, device=net.device)
     domains = 0
     while lower.shape[0]:
@@ -147,6 +160,9 @@ def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, 
             if check.found.any():
                 i = int(torch.nonzero(check.found)[0])
                 return Decision(Verdict.FALSIFIED, check.inputs[i].numpy(), domains, "input splitting: box centre")
+            found = _bound_candidates(net, Box(lo, hi), rep, None)
+            if found is not None:
+                return Decision(Verdict.FALSIFIED, found, domains, "input splitting: bound minimiser")
             lo, hi = _bisect(net, rep, lo, hi)
             if lo is None:
                 return Decision(Verdict.UNKNOWN, domains=domains, detail="input splitting: a box cannot be split")
@@ -178,7 +194,7 @@ def _bisect(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tens
 
 def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: BabConfig,
               deadline: float | None) -> Decision:
-    bound = bound_routine(config.method)
+    bound = bound_routine("alpha-crown" if config.method == "auto" else config.method, config.iterations)
     input_set = input_set.to(net.device, net.dtype)
     importance = _importance(net)
     splits = [torch.zeros(1, w, dtype=torch.int8, device=net.device) for w in net.relu_widths()]
@@ -202,6 +218,12 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
         domains += now.shape[0]
         margin = rep.proof_margin(result.bounds.lower)
         open_ = ~(result.bounds.infeasible | (margin > 0))
+        if open_.any():
+            open_rows = torch.nonzero(open_).reshape(-1)
+            found = _bound_candidates(net, input_set.select(index[open_rows]), rep.select(open_rows.cpu()),
+                                      [s[open_rows] for s in batch_splits])
+            if found is not None:
+                return Decision(Verdict.FALSIFIED, found, domains, "ReLU splitting: bound minimiser")
         layer, neuron = _choose_neurons(result.pre_activation, batch_splits, importance, now.shape[0])
         leaf = open_ & (layer < 0)
         for row in torch.nonzero(leaf).reshape(-1).tolist():
@@ -279,6 +301,15 @@ def _choose_neurons(pre_activation, splits, importance, batch: int) -> tuple[tor
         return none, none.clone()
     best_layer = torch.where(best_score < 0, torch.full_like(best_layer, -1), best_layer)
     return best_layer, best_neuron
+
+
+def _bound_candidates(net: Network, input_set: InputSet, prop: OutputProperty, splits) -> np.ndarray | None:
+    """Check the CROWN bound minimisers of the first :data:`FALSIFY_ROWS` subdomains (lowest margin first);
+    a confirmed counterexample as a float64 vector, or None."""
+    keep = torch.arange(min(input_set.batch_size, FALSIFY_ROWS))
+    res = bound_guided_attack(net, input_set.select(keep), prop.select(keep),
+                              splits=None if splits is None else [s[keep] for s in splits], steps=0)
+    return res.inputs[int(torch.nonzero(res.found)[0])].numpy() if bool(res.found.any()) else None
 
 
 def _attack_whole_set(net: Network, input_set: InputSet, prop: OutputProperty, *, seed: int):

@@ -73,14 +73,18 @@ class OutputProperty:
         out = rows.new_full((rows.shape[0], self.n_clauses), -torch.inf)
         return out.scatter_reduce(1, self.clause.expand_as(rows), rows, reduce="amax")
 
+    def clause_violation(self, y: torch.Tensor) -> torch.Tensor:
+        """``max_{r∈k} (C_r·y − d_r)`` per clause k for outputs ``y`` (B, n) → (B, K); clause k holds when ≤ 0."""
+        rows = torch.einsum("brn,bn->br", self.C.to(y.dtype), y) - self.d.to(y.dtype)
+        return self.clause_values(rows)
+
     def violation(self, y: torch.Tensor) -> torch.Tensor:
         """``min_k max_{r∈k} (C_r·y − d_r)`` for outputs ``y`` (B, n) → (B,).
 
         ``y`` lies in the unsafe set exactly when this is ≤ 0 (< 0 when ``strict``); it is the loss
         the attacks minimise (for robustness it is the usual margin ``min_j z_y − z_j``).
         """
-        rows = torch.einsum("brn,bn->br", self.C.to(y.dtype), y) - self.d.to(y.dtype)
-        return self.clause_values(rows).amin(dim=1)
+        return self.clause_violation(y).amin(dim=1)
 
     def is_unsafe(self, y: torch.Tensor) -> torch.Tensor:
         """Whether each output ``y`` (B, n) lies in the unsafe set: (B,) bool."""

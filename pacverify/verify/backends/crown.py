@@ -21,4 +21,5 @@ class CrownBackend(Backend):
 
     def decide(self, net: Network, input_set: InputSet, prop: OutputProperty, *, timeout: float | None,
                method: str, seed: int) -> list[Decision]:
-        return branch_and_bound(net, input_set, prop, BabConfig(timeout=timeout, method=method, seed=seed))
+        # the search picks its own bound method (BabConfig.method "auto"); ``method`` is the incomplete pass's
+        return branch_and_bound(net, input_set, prop, BabConfig(timeout=timeout, seed=seed))
