@@ -246,6 +246,24 @@ def read_vnnlib(path: str | Path) -> VnnlibSpec:
     return parse_vnnlib(text, source=str(path))
 
 
+def check_counterexample(onnx_path: str | Path, spec: VnnlibSpec, x: np.ndarray, *, tol: float = 1e-4) -> bool:
+    """VNN-COMP-style validation with onnxruntime (independent of pacverify's ONNX reader): ``x`` (flattened
+    input) lies in some region's input box and the float32 onnxruntime output there is in that region's
+    unsafe set, up to ``tol`` (the tolerance the VNN-COMP organisers used)."""
+    import onnxruntime as ort
+
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in feed.shape]
+    y = session.run(None, {feed.name: x.astype(np.float32).reshape(shape)})[0].reshape(1, -1).astype(np.float64)
+    for region in spec.regions:
+        if np.all(x >= region.lower - tol) and np.all(x <= region.upper + tol):
+            if bool(region.prop.violation(torch.from_numpy(y))[0] <= tol):
+                return True
+    return False
+
+
 def format_counterexample(x: np.ndarray, y: np.ndarray) -> str:
     """A counterexample in the VNN-COMP format: ``((X_0 v) ... (Y_0 v) ...)``, one pair per line,
     ``x`` the (flattened) input and ``y`` the network's output there."""
