@@ -256,3 +256,13 @@ def test_division_by_the_input_and_oversized_conv_are_refused():
     model = conv_model(0, size=5)
     with pytest.raises(InputError, match="max_dense_entries=100"):
         load_network(model, max_dense_entries=100)
+
+
+def test_affine_steps_fold_only_when_the_product_is_no_larger_than_its_factors():
+    bottleneck = _model([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])],
+                        ["N", 40], [_const("w1", RNG.normal(size=(40, 2))), _const("w2", RNG.normal(size=(2, 40)))])
+    net = _agrees(bottleneck)
+    assert [tuple(a.weight.shape) for a in net.affine_layers()] == [(2, 40), (40, 2)]  # 40x40 would be larger
+    funnel = _model([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])],
+                    ["N", 4], [_const("w1", RNG.normal(size=(4, 30))), _const("w2", RNG.normal(size=(30, 3)))])
+    assert [tuple(a.weight.shape) for a in _agrees(funnel).affine_layers()] == [(3, 4)]

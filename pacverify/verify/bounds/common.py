@@ -194,12 +194,12 @@ def finish(lower: torch.Tensor, upper: torch.Tensor, infeasible: torch.Tensor, m
 
 def default_max_batch(net: Network, problem: Problem) -> int:
     """Points per chunk: the backward pass's largest row tensors (both bounds of every neuron of the widest
-    layer, over the widest input) fit a 512 MiB budget; on CPU at most 512 points, which keeps them near
-    the caches (larger chunks are slower there)."""
+    layer, over the widest input) fit a 512 MiB budget; on CPU at most 128 points, which keeps them near
+    the caches (larger chunks are no faster there, and take more memory)."""
     widths = [net.in_features] + [layer.out_features for layer in net.affine_layers()]
     rows = 2 * max(widths[1:] + ([problem.C.shape[-2]] if problem.C is not None else []))
     per_point = rows * max(widths) * 4 * torch.finfo(net.dtype).bits // 8
-    cap = 512 if net.device.type == "cpu" else problem.batch_size
+    cap = 128 if net.device.type == "cpu" else problem.batch_size
     return max(1, min(cap, DEFAULT_MEMORY_BUDGET // max(per_point, 1)))
 
 
@@ -217,17 +217,20 @@ def run_chunked(net: Network, problem: Problem, max_batch: int | None,
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
     batch = problem.batch_size
-    parts = []
+    if batch <= max_batch:
+        part = bound_chunk(net, problem)
+        return part if keep_intermediate else PropagationResult(part.bounds, [])
+    outputs: list[torch.Tensor] = []  # filled in place: no per-chunk pieces left between the chunks' work
     for start in range(0, batch, max_batch):
-        part = bound_chunk(net, problem if batch <= max_batch else problem.select(slice(start, start + max_batch)))
-        parts.append(part if keep_intermediate else PropagationResult(part.bounds, []))
-    if len(parts) == 1:
-        return parts[0]
-    bounds = Bounds(*(torch.cat([getattr(p.bounds, name) for p in parts])
-                      for name in ("lower", "upper", "infeasible")))
-    layers = [(torch.cat([p.pre_activation[k][0] for p in parts]), torch.cat([p.pre_activation[k][1] for p in parts]))
-              for k in range(len(parts[0].pre_activation))]
-    return PropagationResult(bounds, layers)
+        part = bound_chunk(net, problem.select(slice(start, start + max_batch)))
+        pieces = [part.bounds.lower, part.bounds.upper, part.bounds.infeasible]
+        if keep_intermediate:
+            pieces += [t for pair in part.pre_activation for t in pair]
+        if not outputs:
+            outputs = [piece.new_empty((batch,) + tuple(piece.shape[1:])) for piece in pieces]
+        for out, piece in zip(outputs, pieces):
+            out[start:start + piece.shape[0]] = piece
+    return PropagationResult(Bounds(*outputs[:3]), list(zip(outputs[3::2], outputs[4::2])))
 
 
 def output_layers(net: Network, C: torch.Tensor | None) -> tuple[list, torch.Tensor | None]:
