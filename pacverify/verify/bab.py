@@ -131,10 +131,27 @@ def _out_of_budget(deadline: float | None, domains: int, config: BabConfig) -> b
     return (deadline is not None and time.monotonic() > deadline) or domains >= config.max_domains
 
 
-def _take(priority: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the ``batch`` open subdomains with the lowest proof margin, and of the rest."""
-    order = torch.argsort(priority)
-    return order[:batch], order[batch:]
+class _Pace:
+    """How many subdomains the next round may bound: ``config.batch``, fewer when the measured seconds
+    per subdomain say a full batch would overrun the deadline (so the search stops near its timeout)."""
+
+    def __init__(self, config: BabConfig, deadline: float | None) -> None:
+        self.config, self.deadline, self.per_domain, self.started = config, deadline, 0.0, 0.0
+
+    def take(self, priority: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the open subdomains to bound now (lowest proof margin first), and of the rest."""
+        batch = self.config.batch
+        if self.deadline is not None and self.per_domain > 0:
+            batch = max(1, min(batch, int((self.deadline - time.monotonic()) / self.per_domain)))
+        order = torch.argsort(priority)
+        self.started = time.monotonic()
+        return order[:batch], order[batch:]
+
+    def done(self, count: int) -> None:
+        if count < min(64, self.config.batch):      # small rounds are dominated by fixed costs
+            return
+        seconds = (time.monotonic() - self.started) / count
+        self.per_domain = seconds if self.per_domain == 0 else 0.5 * (self.per_domain + seconds)
 
 
 def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None) -> Decision:
@@ -143,15 +160,17 @@ def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, 
     lower, upper = box.lower, box.upper
     priority = torch.zeros(1, dtype=net.dtype, device=net.device)
     domains = 0
+    pace = _Pace(config, deadline)
     while lower.shape[0]:
         if _out_of_budget(deadline, domains, config):
             return Decision(Verdict.UNKNOWN, domains=domains, detail=f"input splitting: budget spent, "
                                                                       f"{lower.shape[0]} subdomains open")
-        now, rest = _take(priority, config.batch)
+        now, rest = pace.take(priority)
         lo, hi = lower[now], upper[now]
         rep = prop.select(torch.zeros(lo.shape[0], dtype=torch.long)).to(net.device, net.dtype)
         result = bound(net, Box(lo, hi), rep.C)
         domains += lo.shape[0]
+        pace.done(lo.shape[0])
         margin = rep.proof_margin(result.lower)
         open_ = ~(result.infeasible | (margin > 0))
         lo, hi, margin, rep = lo[open_], hi[open_], margin[open_], rep.select(torch.nonzero(open_).reshape(-1))
@@ -201,6 +220,7 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
     priority = torch.zeros(1, dtype=net.dtype, device=net.device)
     domains = rounds = 0
     stuck = 0
+    pace = _Pace(config, deadline)
     while priority.shape[0]:
         if _out_of_budget(deadline, domains, config):
             return Decision(Verdict.UNKNOWN, domains=domains, detail=f"ReLU splitting: budget spent, "
@@ -210,12 +230,13 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
             found = _attack_whole_set(net, input_set, prop, seed=config.seed + rounds)
             if found is not None:
                 return Decision(Verdict.FALSIFIED, found, domains, "ReLU splitting: PGD")
-        now, rest = _take(priority, config.batch)
+        now, rest = pace.take(priority)
         batch_splits = [s[now] for s in splits]
         index = torch.zeros(now.shape[0], dtype=torch.long, device=net.device)
         rep = prop.select(index.cpu()).to(net.device, net.dtype)
         result = bound(net, input_set.select(index), rep.C, splits=batch_splits, return_intermediate=True)
         domains += now.shape[0]
+        pace.done(now.shape[0])
         margin = rep.proof_margin(result.bounds.lower)
         open_ = ~(result.bounds.infeasible | (margin > 0))
         if open_.any():
