@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> None:
         if new_file:
             writer.writeheader()
         for bench in args.bench.split(","):
-            rows = _selected(_instances(bench), args.nets and args.nets.split(","), args.props and args.props.split(","))
+            nets, props = args.nets and args.nets.split(","), args.props and args.props.split(",")
+            rows = _selected(_instances(bench), nets, props)
             for row in rows[: args.limit or None]:
                 timeout = float(args.timeout) if args.timeout else float(row["timeout_s"]) * args.timeout_scale
                 key = (bench, row["onnx"], row["vnnlib"], f"{timeout:g}")

@@ -39,7 +39,7 @@ def _one_error_line(proc, *words):
 def test_points_summary_and_json(cli, model, points, tmp_path):
     out = tmp_path / "out.json"
     proc = cli("verify", model, "--points", points, "--radius", "0.05", "--norm", "inf", "--complete",
-               "--timeout", "5", "--json", out)
+               "--timeout", "5", "--threads", "1", "--json", out)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].startswith("verified") and "points/s" in proc.stdout
     data = json.loads(out.read_text())
@@ -132,6 +132,8 @@ def _bad_cases(model, points, tmp_path):
         ([str(model), *base, "--timeout", "-3", "--complete"], "timeout"),
         ([str(model), "--points", str(points), "--radius", "0.1", "--norm", "2", "--backend", "marabou"], "L∞"),
         ([str(model), *base, "--backend", "nope"], "backend"),
+        ([str(model), *base, "--threads", "0"], "threads"),
+        ([str(model), *base, "--backend", "auto_lirpa"], "auto_LiRPA >= 0.5"),
         ([str(model), "--vnnlib", str(tmp_path / "missing.vnnlib")], "does not exist"),
     ]
 

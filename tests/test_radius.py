@@ -19,7 +19,8 @@ def _linear_net(seed: int, m: int = 3, n: int = 4) -> Network:
 
 
 def _exact_radius(net: Network, x: np.ndarray, norm: str) -> np.ndarray:
-    """Distance from each point to its decision boundary for a linear classifier: min_j margin_j / ‖w_y − w_j‖_dual."""
+    """Distance from each point to the decision boundary of a linear classifier:
+    min_j margin_j / ‖w_y − w_j‖_dual."""
     W, b = net.layers[0].weight.numpy(), net.layers[0].bias.numpy()
     z = x @ W.T + b
     y = z.argmax(1)

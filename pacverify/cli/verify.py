@@ -8,7 +8,7 @@ import numpy as np
 
 from pacverify.errors import InputError
 from pacverify.fileio import atomic_write_text, dumps_json
-from pacverify.validation import check_domain, check_radius
+from pacverify.validation import check_domain, check_radius, check_samples
 
 HELP = "prove (or refute) robustness of an ONNX ReLU network at points, or answer a VNN-LIB property"
 
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", default="1e-3", help="with --radius max: bisection tolerance (default 1e-3)")
     p.add_argument("--no-attack", action="store_true", help="skip the PGD attack (then nothing is falsified early)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
     p.add_argument("--json", metavar="OUT", help="write {summary, points} as JSON (written whole)")
     p.add_argument("--cex", metavar="FILE", help="with --vnnlib: write a counterexample in the VNN-COMP format")
     p.set_defaults(func=run)
@@ -49,6 +50,10 @@ def _load_npy(path: str, what: str) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from pacverify.verify import api
+
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(check_samples(args.threads, "threads"))  # any positive integer
 
     if not Path(args.model).is_file():
         raise InputError(f"model file {args.model!r} does not exist")
@@ -81,14 +86,15 @@ def _summary_text(summary: dict, result, *, certified: bool) -> str:
         radius = np.asarray(result.radius)
         lines.append(f"certified radius: min {radius.min():.6g}, median {np.median(radius):.6g}, max {radius.max():.6g}"
                      f" (cap {summary['cap']:g}, tol {summary['tol']:g})")
-    lines.append(f"time {summary['time_s']:.3f} s ({summary['points_per_s']:.1f} points/s); method {summary['method']}, "
-                 f"norm {summary['norm']}, backend {summary['backend']}, complete {summary['complete']}")
+    lines.append(f"time {summary['time_s']:.3f} s ({summary['points_per_s']:.1f} points/s); "
+                 f"method {summary['method']}, norm {summary['norm']}, backend {summary['backend']}, "
+                 f"complete {summary['complete']}")
     return "\n".join(lines)
 
 
 def _run_vnnlib(args: argparse.Namespace, api) -> int:
-    result = api.verify_vnnlib(args.model, args.vnnlib, args.timeout, method=args.method or "alpha-crown", seed=args.seed,
-                               device=args.device, backend=args.backend)
+    result = api.verify_vnnlib(args.model, args.vnnlib, args.timeout, method=args.method or "alpha-crown",
+                               seed=args.seed, device=args.device, backend=args.backend)
     print(result.status.value)
     print(f"time {result.time_s:.3f} s")
     if result.detail:

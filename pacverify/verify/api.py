@@ -30,7 +30,9 @@ from pacverify.verify.sets import Box, InputSet, L2Ball, perturbation_set
 from pacverify.verify.vnnlib import read_vnnlib
 
 METHODS = ("ibp", "crown", "alpha-crown")
-ATTACK_CHUNK = 2048   # points per PGD batch (memory: chunk × restarts × input size)
+LOW_DIM = 10                    # inputs up to which a VNN-LIB box gets many PGD restarts (ACAS Xu has 5)
+VNNLIB_RESTARTS_LOW_DIM = 1000  # cheap in few dimensions, and needed: ACAS Xu counterexamples are small regions
+VNNLIB_RESTARTS = 20
 
 
 def load(net_or_path: Network | str | os.PathLike, *, device: str = "cpu") -> Network:
@@ -153,8 +155,8 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
                   backend: str = "crown") -> VnnlibResult:
     """Answer a VNN-LIB instance: SAT (with a checked counterexample), UNSAT (proved) or UNKNOWN.
 
-    Every region (input box with its unsafe output set) is attacked first (PGD, then the minimisers of
-    CROWN's lower bounds); then each is bounded (``method``, α-CROWN by default) and, if open, decided
+    Every region (input box with its unsafe output set) is attacked first (PGD with 20 restarts, 1000 for
+    boxes of at most 10 inputs; then the minimisers of CROWN's lower bounds); then each is bounded (``method``, α-CROWN by default) and, if open, decided
     by the backend's complete search within what is left of ``timeout`` (total seconds for the
     instance; None: no limit). UNSAT requires every region proved (:mod:`.property`).
     """
@@ -168,7 +170,7 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
     chosen = get_backend(backend)
     regions = [(Box(torch.from_numpy(r.lower)[None], torch.from_numpy(r.upper)[None]), r.prop) for r in spec.regions]
     for box, _ in regions:
-        chosen.check(box, complete=True)
+        chosen.check(box, complete=chosen.can_decide)
 
     def done(status: VnnlibStatus, detail: str, x: np.ndarray | None = None) -> VnnlibResult:
         out = None
@@ -178,7 +180,9 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
         return VnnlibResult(status, time.perf_counter() - start, x, out, detail)
 
     for k, (box, prop) in enumerate(regions):
-        for name, attack in (("PGD", partial(attack_set, restarts=20, steps=100)), ("bound minimiser", bound_guided_attack)):
+        restarts = VNNLIB_RESTARTS_LOW_DIM if box.dim <= LOW_DIM else VNNLIB_RESTARTS
+        attacks = (("PGD", partial(attack_set, restarts=restarts, steps=100)), ("bound minimiser", bound_guided_attack))
+        for name, attack in attacks:
             found = attack(net, box, prop, seed=seed)
             if bool(found.found[0]):
                 return done(VnnlibStatus.SAT, f"region {k}: {name}", found.inputs[0].numpy())
@@ -192,6 +196,9 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
         left = None if timeout is None else timeout - (time.perf_counter() - start)
         if left is not None and left <= 0:
             return done(VnnlibStatus.UNKNOWN, "time budget spent")
+        if not chosen.can_decide:
+            return done(VnnlibStatus.UNKNOWN,
+                        f"region {k}: not proved by the bounds ({chosen.name} has no complete search)")
         box, prop = regions[k]
         decision = chosen.decide(net, box, prop, timeout=left, method=method, seed=seed)[0]
         if decision.verdict is Verdict.FALSIFIED:

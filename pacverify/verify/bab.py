@@ -303,7 +303,8 @@ def _importance(net: Network) -> list[torch.Tensor]:
 
 
 def _choose_neurons(pre_activation, splits, importance, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per subdomain, the (layer, neuron) to split: the unstable, unsplit neuron of highest score; layer −1 if none."""
+    """Per subdomain, the (layer, neuron) to split: the unstable, unsplit neuron of highest score
+    (layer −1 if none)."""
     best_score, best_layer, best_neuron = None, None, None
     for k, ((lo, hi), split) in enumerate(zip(pre_activation, splits)):
         unstable = (lo < 0) & (hi > 0) & (split == 0)

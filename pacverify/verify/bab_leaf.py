@@ -11,7 +11,8 @@ For each clause ``⋂_r {C_r y <= d_r}`` of the unsafe set, the LP
 is always feasible. Its answer decides the clause on the subdomain:
 
 - **empty** (proved) when a sound lower bound of t* is > 0: for the LP's dual multipliers
-  (μ, λ) ≥ 0, every x in P has ``Σ_r μ_r (C_r y − d_r) >= L(x) := Σ_r μ_r (C_r y − d_r) + Σ_i λ_i ĝ_i(x)``
+  (μ, λ) ≥ 0, every x in P has
+  ``Σ_r μ_r (C_r y − d_r) >= L(x) := Σ_r μ_r (C_r y − d_r) + Σ_i λ_i ĝ_i(x)``
   (the λ terms are ≤ 0 on P), so ``min_box L > 0`` forces some ``C_r y − d_r > 0`` — no x of P
   satisfies the clause. ``min_box L`` is evaluated in closed form (the box minimum of a linear
   function), so the proof does not rest on the LP solver's tolerances, only on its multipliers.

@@ -74,7 +74,8 @@ class OutputProperty:
         return out.scatter_reduce(1, self.clause.expand_as(rows), rows, reduce="amax")
 
     def clause_violation(self, y: torch.Tensor) -> torch.Tensor:
-        """``max_{r∈k} (C_r·y − d_r)`` per clause k for outputs ``y`` (B, n) → (B, K); clause k holds when ≤ 0."""
+        """``max_{r∈k} (C_r·y − d_r)`` per clause k for outputs ``y`` (B, n) → (B, K);
+        clause k holds when ≤ 0."""
         rows = torch.einsum("brn,bn->br", self.C.to(y.dtype), y) - self.d.to(y.dtype)
         return self.clause_values(rows)
 

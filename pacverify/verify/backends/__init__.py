@@ -33,6 +33,7 @@ class Backend(ABC):
 
     name: ClassVar[str]
     always_complete: ClassVar[bool] = False   # True: decide() runs even when completeness was not asked for
+    can_decide: ClassVar[bool] = True         # False: no complete search (decide() refuses)
 
     def check(self, input_set: InputSet, *, complete: bool) -> None:
         """Raise InputError before any work if this backend cannot handle ``input_set`` (default: all sets)."""

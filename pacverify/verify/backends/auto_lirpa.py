@@ -45,6 +45,7 @@ class AutoLirpaBackend(Backend):
     """Incomplete bounds from auto_LiRPA (module docstring)."""
 
     name = "auto_lirpa"
+    can_decide = False
 
     def check(self, input_set: InputSet, *, complete: bool) -> None:
         _auto_lirpa()

@@ -75,7 +75,8 @@ def _network_query(core, net: Network, lower: np.ndarray, upper: np.ndarray):
 
 def _solve_clause(Marabou, core, net: Network, lower: np.ndarray, upper: np.ndarray, C: np.ndarray, d: np.ndarray,
                   timeout: float | None) -> tuple[str, np.ndarray | None]:
-    """One Marabou query: is ``C y ≤ d`` (rows of one clause) reachable from the box? (exit code, input clamped to the box)."""
+    """One Marabou query: is ``C y ≤ d`` (the rows of one clause) reachable from the box?
+    Returns Marabou's exit code and, for sat, its input clamped to the box."""
     query, xs, ys = _network_query(core, net, lower, upper)
     for row, bound in zip(C, d):
         eq = core.Equation(core.Equation.LE)
