@@ -93,3 +93,17 @@ def test_vnncomp_files_parse():
     assert len(prop6.regions) == 2 and prop6.regions[0].lower[1] > 0 > prop6.regions[1].upper[1]
     prop7 = read_vnnlib(VNN / "acasxu" / "vnnlib" / "prop_7.vnnlib").regions[0].prop
     assert prop7.n_clauses == 2 and prop7.C.shape == (1, 6, 5)
+
+
+def test_property_whose_input_boxes_are_all_empty_is_unsat(tmp_path):
+    from pacverify.verify.api import verify_vnnlib
+    from verify_nets import network_to_onnx, sum_threshold_net
+
+    model = tmp_path / "net.onnx"
+    network_to_onnx(sum_threshold_net(0.9), model)
+    prop = tmp_path / "empty.vnnlib"
+    prop.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+                    "(declare-const Y_1 Real)\n(assert (>= X_0 1)) (assert (<= X_0 0)) (assert (>= X_1 0))\n"
+                    "(assert (<= X_1 1)) (assert (>= Y_1 Y_0))\n")
+    result = verify_vnnlib(model, prop)
+    assert result.status.value == "unsat" and "empty" in result.detail

@@ -206,6 +206,8 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
         if decision.verdict is Verdict.UNKNOWN:
             return done(VnnlibStatus.UNKNOWN, f"region {k}: {decision.detail}")
         details.append(f"region {k}: {decision.detail}")
+    if not regions:
+        return done(VnnlibStatus.UNSAT, "every input box of the property is empty")
     return done(VnnlibStatus.UNSAT, "; ".join(details) or "bounds")
 
 
