@@ -29,6 +29,11 @@ from pacverify.verify.network import Network
 from pacverify.verify.sets import InputSet
 
 
+# Above this fraction of unstable neurons, intermediate bounds use dense rows (all neurons) instead of
+# gathered sparse rows (unstable neurons only).
+DENSE_FRACTION = 0.5
+
+
 def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
           max_batch: int | None = None, return_intermediate: bool = False) -> Bounds | PropagationResult:
     """CROWN bounds on ``C f(x)`` over each point's input set.
@@ -100,12 +105,20 @@ def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: 
     """CROWN bounds (B, w) of the output of ``layers`` for the entries ``interval`` leaves unstable.
 
     Other entries get (−inf, +inf), i.e. no information beyond the interval. None when nothing is
-    unstable or there are no layers (the interval is then the input's own bounds).
+    unstable or there are no layers (the interval is then the input's own bounds). When most
+    entries are unstable, all rows are computed densely (cheaper than gathering per-row slopes)
+    and the stable ones discarded, so the result does not depend on the layout.
     """
     lower, upper = interval
-    owner, neuron = torch.nonzero((lower < 0) & (upper > 0), as_tuple=True)
-    if owner.numel() == 0 or not layers:
+    unstable = (lower < 0) & (upper > 0)
+    count = int(unstable.sum())
+    if count == 0 or not layers:
         return None
+    if count > DENSE_FRACTION * unstable.numel():
+        bounds = backward_bounds(layers, None, relaxations, input_set)
+        return (torch.where(unstable, bounds[0], torch.full_like(lower, -torch.inf)),
+                torch.where(unstable, bounds[1], torch.full_like(upper, torch.inf)))
+    owner, neuron = torch.nonzero(unstable, as_tuple=True)
     ones = torch.ones(owner.shape[0], dtype=lower.dtype, device=lower.device)
     start = Select(torch.cat([neuron, neuron]), torch.cat([owner, owner]), torch.cat([ones, -ones]))
     values = lower_values(pull_back(layers, start, relaxations), input_set)

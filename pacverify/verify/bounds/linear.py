@@ -101,11 +101,11 @@ def _relu(rows: Rows, slope: torch.Tensor, relax: ReluRelaxation) -> Rows:
         diff = (slope - relax.up_slope if slope.dim() == 2 else
                 (slope - relax.up_slope.unsqueeze(1)).reshape(-1, slope.shape[-1]))
         A, shift = relu_backward_lower(rows.A, relax.up_slope.index_select(0, owner), diff.index_select(0, owner),
-                                       relax.unstable_lower.index_select(0, owner))
+                                       relax.up_intercept.index_select(0, owner))
         return Rows(A, rows.c + shift, owner)
     up = relax.up_slope.unsqueeze(1)
     diff = (slope.unsqueeze(1) if slope.dim() == 2 else slope) - up
-    A, shift = relu_backward_lower(rows.A, up, diff, relax.unstable_lower.unsqueeze(1))
+    A, shift = relu_backward_lower(rows.A, up, diff, relax.up_intercept.unsqueeze(1))
     return Rows(A, rows.c + shift)
 
 

@@ -47,18 +47,28 @@ def relax_relu(lower: torch.Tensor, upper: torch.Tensor) -> ReluRelaxation:
     return ReluRelaxation(lower, upper, up_slope, up_intercept, lo_slope, unstable, unstable_lower)
 
 
-def relu_backward_lower(A: torch.Tensor, up: torch.Tensor, lo_minus_up: torch.Tensor, unstable_lower: torch.Tensor
+def relu_backward_lower(A: torch.Tensor, up: torch.Tensor, lo_minus_up: torch.Tensor, intercept: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pull a lower bound of ``A · relu(z)`` back to a lower bound ``A' · z + c`` valid on [l, u].
 
-    ``A`` (..., w); ``up``, ``lo_minus_up``, ``unstable_lower`` broadcastable to it: each neuron's
-    upper slope, lower slope minus upper slope, and pre-activation lower bound l where it is
-    unstable (0 elsewhere). Nonnegative coefficients take the lower line ``lo·z``, negative ones the
-    upper line ``up·(z − l)``; so ``A' = A·up + relu(A)·(lo − up)`` and ``c = −Σ min(A', 0)·l`` (the
-    intercept ``−up·l`` is nonzero only for unstable neurons, where ``up > 0``). Returns ``A'`` and
-    ``c`` (A's shape without the last dimension).
+    ``A`` (..., w); ``up``, ``lo_minus_up``, ``intercept`` broadcastable to it: each neuron's upper
+    slope, lower slope minus upper slope, and upper-line intercept (``−up·l`` where unstable, else 0).
+    Nonnegative coefficients take the lower line ``lo·z``, negative ones the upper line
+    ``up·z + intercept``: ``A' = A·up + relu(A)·(lo − up)`` and ``c = Σ min(A, 0)·intercept
+    = A·intercept − relu(A)·intercept``. Returns ``A'`` and ``c`` (A's shape without the last dimension).
     """
-    # arithmetic rather than torch.where, which is an order of magnitude slower on CPU tensors here
-    new_A = torch.addcmul(A * up, torch.relu(A), lo_minus_up)
-    c = (new_A.clamp(max=0) * unstable_lower).sum(dim=-1).neg_()
+    # arithmetic rather than torch.where, which is an order of magnitude slower on CPU tensors here;
+    # the row sums as batched dot products, without full-size temporaries
+    positive = torch.relu(A)
+    new_A = torch.addcmul(A * up, positive, lo_minus_up)
+    c = _row_dot(A, intercept) - _row_dot(positive, intercept)
     return new_A, c
+
+
+def _row_dot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(A * v).sum(-1)`` for A (T, w) with v (T, w), A (B, K, w) with v (B, 1, w), or A (K, w) with v (B, 1, w)."""
+    if A.dim() == 2 and v.dim() == 2:
+        return torch.einsum("tw,tw->t", A, v)
+    if A.dim() == 3:
+        return torch.bmm(A, v.transpose(1, 2)).squeeze(-1)
+    return v.squeeze(1) @ A.T
