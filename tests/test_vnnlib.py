@@ -107,3 +107,18 @@ def test_property_whose_input_boxes_are_all_empty_is_unsat(tmp_path):
                     "(assert (<= X_1 1)) (assert (>= Y_1 Y_0))\n")
     result = verify_vnnlib(model, prop)
     assert result.status.value == "unsat" and "empty" in result.detail
+
+
+def test_implied_rows_keep_the_unsafe_set_and_strengthen_proofs():
+    prop = parse_vnnlib(HEAD + BOX + "(assert (or (and (<= Y_0 Y_1) (<= Y_0 Y_2)) (and (>= Y_2 (+ Y_0 1)))))").regions[0].prop
+    implied = prop.with_implied_rows()
+    assert implied.C.shape[1] == prop.C.shape[1] + 1 and implied.clause.tolist() == [0, 0, 1, 0]
+    y = torch.randn(500, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    many, more = prop.select(torch.zeros(500, dtype=torch.long)), implied.select(torch.zeros(500, dtype=torch.long))
+    assert torch.equal(many.is_unsafe(y), more.is_unsafe(y))
+    torch.testing.assert_close(many.violation(y), more.violation(y))
+    # lower bounds of the rows of C·y: neither row of clause 0 (y0 - y1 <= 0, y0 - y2 <= 0) is proved violated,
+    # but their mean is (0.25 > 0), so clause 0 is empty; clause 1 (y0 - y2 <= -1) is proved by 5 > -1
+    lower = torch.tensor([[-1.0, -1.0, 5.0, 0.25]], dtype=torch.float64)
+    lower_single = lower[:, :3]
+    assert not bool(prop.proven(lower_single)[0]) and bool(implied.proven(lower)[0])

@@ -155,7 +155,8 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
                   backend: str = "crown") -> VnnlibResult:
     """Answer a VNN-LIB instance: SAT (with a checked counterexample), UNSAT (proved) or UNKNOWN.
 
-    Every region (input box with its unsafe output set) is attacked first (PGD with 20 restarts, 1000 for
+    Conjunctions get implied rows (:meth:`OutputProperty.with_implied_rows`). Every region (input box with
+    its unsafe output set) is attacked first (PGD with 20 restarts, 1000 for
     boxes of at most 10 inputs; then the minimisers of CROWN's lower bounds); then each is bounded (``method``, α-CROWN by default) and, if open, decided
     by the backend's complete search within what is left of ``timeout`` (total seconds for the
     instance; None: no limit). UNSAT requires every region proved (:mod:`.property`).
@@ -168,7 +169,8 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
                          f"network has {net.in_features} and {net.out_features}")
     method, seed, timeout = _method(method), check_seed(seed), _timeout(timeout)
     chosen = get_backend(backend)
-    regions = [(Box(torch.from_numpy(r.lower)[None], torch.from_numpy(r.upper)[None]), r.prop) for r in spec.regions]
+    regions = [(Box(torch.from_numpy(r.lower)[None], torch.from_numpy(r.upper)[None]), r.prop.with_implied_rows())
+               for r in spec.regions]
     for box, _ in regions:
         chosen.check(box, complete=chosen.can_decide)
 

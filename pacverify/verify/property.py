@@ -15,7 +15,9 @@ none does (``unsat`` / VERIFIED).
 
 Proof rule implemented (:func:`proven`): a clause is empty over X if ONE of its rows is
 violated everywhere, i.e. a sound lower bound of ``C_r · f(x)`` over X exceeds ``d_r``; U is
-empty if every clause is. (Non-negative combinations of rows are not searched for.)
+empty if every clause is. :meth:`OutputProperty.with_implied_rows` adds uniform averages of a
+clause's rows (implied by the clause), which lets the same rule use fixed non-negative combinations
+of rows; optimised combinations are not searched for.
 
 Shapes: ``C`` (B, R, n), ``d`` (B, R) with one batch entry per point or region; ``clause``
 (R,) assigns each row to a clause 0..K-1 and is shared by the batch.
@@ -23,6 +25,7 @@ Shapes: ``C`` (B, R, n), ``d`` (B, R) with one batch entry per point or region; 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 
 import torch
 
@@ -67,6 +70,30 @@ class OutputProperty:
     def to(self, device=None, dtype=None) -> "OutputProperty":
         return OutputProperty(self.C.to(device=device, dtype=dtype), self.d.to(device=device, dtype=dtype),
                               self.clause.to(device=device), self.strict)
+
+    def with_implied_rows(self, max_subset_rows: int = 6) -> "OutputProperty":
+        """The same unsafe set with implied rows added to its conjunctions.
+
+        Every y of clause k satisfies ``mean_{r∈S} C_r·y ≤ mean_{r∈S} d_r`` for any subset S of its rows,
+        so adding that row changes no clause; but its lower bound may prove the clause empty where no
+        single row's does (a fixed non-negative combination; the weights are uniform, not optimised).
+        Added: the mean of every subset of >= 2 rows for clauses of at most ``max_subset_rows`` rows, the
+        pairwise means and the overall mean for larger ones. ``violation`` and ``is_unsafe`` are unchanged
+        (a mean never exceeds the maximum).
+        """
+        C, d, clause = [self.C], [self.d], [self.clause]
+        for k in range(self.n_clauses):
+            rows = torch.nonzero(self.clause == k).reshape(-1).tolist()
+            if len(rows) <= max_subset_rows:
+                subsets = [g for size in range(2, len(rows) + 1) for g in combinations(rows, size)]
+            else:
+                subsets = list(combinations(rows, 2)) + [tuple(rows)]
+            for subset in subsets:
+                index = torch.tensor(subset)
+                C.append(self.C[:, index].mean(dim=1, keepdim=True))
+                d.append(self.d[:, index].mean(dim=1, keepdim=True))
+                clause.append(torch.tensor([k]))
+        return OutputProperty(torch.cat(C, dim=1), torch.cat(d, dim=1), torch.cat(clause), self.strict)
 
     def clause_values(self, rows: torch.Tensor) -> torch.Tensor:
         """``max_{r∈k} rows_r`` per clause k: (B, R) → (B, K)."""
