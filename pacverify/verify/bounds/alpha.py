@@ -15,7 +15,7 @@ import torch
 
 from pacverify.errors import InputError
 from pacverify.validation import check_positive
-from pacverify.verify.bounds.common import Problem, finish, intersect, prepare, run_chunked
+from pacverify.verify.bounds.common import Problem, finish, intersect, prepare, run_chunked, spec_rows
 from pacverify.verify.bounds.crown import backward_bounds, relax_network
 from pacverify.verify.bounds.linear import Rows, lower_values, pull_back
 from pacverify.verify.bounds.types import Bounds, PropagationResult
@@ -51,7 +51,7 @@ def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, inter
     def chunk(net_: Network, part: Problem) -> PropagationResult:
         return _alpha_chunk(net_, part, iterations, lr, upper, stop_when_positive, lr_beta)
 
-    result = run_chunked(net, problem, max_batch, chunk, return_intermediate)
+    result = run_chunked(net, problem, max_batch, chunk, return_intermediate, spec_rows(net, problem))
     return result if return_intermediate else result.bounds
 
 

@@ -194,30 +194,33 @@ def finish(lower: torch.Tensor, upper: torch.Tensor, infeasible: torch.Tensor, m
     return Bounds(lower.detach(), upper.detach(), infeasible)
 
 
-def default_max_batch(net: Network, problem: Problem) -> int:
-    """Points per chunk, from the size of the backward pass's largest row tensors per point (both bounds of
-    every neuron of the widest layer, over the widest input): within a 512 MiB budget, and on CPU within
-    2 MiB per tensor (at least 16, at most 128 points) — row tensors that stay in the caches make the
-    memory-bound ReLU steps several times faster there."""
-    widths = [net.in_features] + [layer.out_features for layer in net.affine_layers()]
-    rows = 2 * max(widths[1:] + ([problem.C.shape[-2]] if problem.C is not None else []))
-    per_tensor = rows * max(widths) * torch.finfo(net.dtype).bits // 8
+def default_max_batch(net: Network, rows_per_point: int) -> int:
+    """Points per chunk for a routine whose largest tensors hold ``rows_per_point`` rows per point over the
+    widest layer: on CPU, tensors of about 2 MiB (16 to 2048 points) — tensors that stay in the caches make
+    the memory-bound steps several times faster there; elsewhere, four such tensors within 512 MiB."""
+    per_point = max(1, rows_per_point) * max([net.in_features] + [a.out_features for a in net.affine_layers()]) \
+        * torch.finfo(net.dtype).bits // 8
     if net.device.type == "cpu":
-        return max(16, min(128, CPU_CACHE_BUDGET // per_tensor))
-    return max(1, DEFAULT_MEMORY_BUDGET // (4 * per_tensor))
+        return max(16, min(2048, CPU_CACHE_BUDGET // per_point))
+    return max(1, DEFAULT_MEMORY_BUDGET // (4 * per_point))
+
+
+def spec_rows(net: Network, problem: Problem) -> int:
+    """K, the number of specification rows (the network's outputs when C is None)."""
+    return net.out_features if problem.C is None else problem.C.shape[-2]
 
 
 def run_chunked(net: Network, problem: Problem, max_batch: int | None,
-                bound_chunk: Callable[[Network, Problem], PropagationResult], keep_intermediate: bool
-                ) -> PropagationResult:
+                bound_chunk: Callable[[Network, Problem], PropagationResult], keep_intermediate: bool,
+                rows_per_point: int) -> PropagationResult:
     """Apply ``bound_chunk`` to consecutive chunks of at most ``max_batch`` points and concatenate.
 
     Working memory is that of one chunk, whatever the number of points; what is kept is the
     bounds, (B, K), and the pre-activation bounds only when ``keep_intermediate`` (else the result's
-    ``pre_activation`` is empty).
+    ``pre_activation`` is empty). ``max_batch`` None: :func:`default_max_batch` for ``rows_per_point``.
     """
     if max_batch is None:
-        max_batch = default_max_batch(net, problem)
+        max_batch = default_max_batch(net, rows_per_point)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
     batch = problem.batch_size

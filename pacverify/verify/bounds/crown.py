@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from pacverify.verify.bounds.common import Interval, Problem, finish, intersect, output_layers, prepare, \
-    rounding_margins, run_chunked
+    rounding_margins, run_chunked, spec_rows
 from pacverify.verify.bounds.ibp import propagate_intervals, spec_interval
 from pacverify.verify.bounds.linear import Rows, Select, lower_values, pull_back
 from pacverify.verify.bounds.relax import ReluRelaxation, relax_relu
@@ -51,8 +51,9 @@ def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediat
     of the last ReLU layer — sound, between CROWN's and IBP's upper bounds.
     """
     problem = prepare(net, input_set, C, splits, intermediate)
+    rows = 2 * max(net.relu_widths() + [spec_rows(net, problem)])  # both bounds of a layer's neurons
     result = run_chunked(net, problem, max_batch, lambda net_, part: _crown_chunk(net_, part, upper),
-                         return_intermediate)
+                         return_intermediate, rows)
     return result if return_intermediate else result.bounds
 
 

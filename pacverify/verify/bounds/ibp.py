@@ -44,14 +44,15 @@ def ibp(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=
         splits: None or one (B, width) tensor of −1/0/+1 per ReLU layer.
         intermediate: None or one entry per ReLU layer: None or a pair (lower, upper) of (B, width)
             pre-activation bounds known to be sound; they are intersected with IBP's.
-        max_batch: points per chunk (default: sized to a 512 MiB budget); memory is flat in B.
+        max_batch: points per chunk (default: :func:`~pacverify.verify.bounds.common.default_max_batch`);
+            memory is flat in B.
         return_intermediate: also return the pre-activation bounds of every ReLU layer.
 
     Returns:
         :class:`Bounds` (lower, upper (B, K); infeasible (B,)), or a :class:`PropagationResult`.
     """
     problem = prepare(net, input_set, C, splits, intermediate)
-    result = run_chunked(net, problem, max_batch, _ibp_chunk, return_intermediate)
+    result = run_chunked(net, problem, max_batch, _ibp_chunk, return_intermediate, rows_per_point=1)
     return result if return_intermediate else result.bounds
 
 
