@@ -23,6 +23,7 @@ import math
 
 import torch
 
+from pacverify.verify.linear_bounds import lower_bound_coefficients
 from pacverify.verify.network import Network
 from pacverify.verify.property import OutputProperty
 from pacverify.verify.sets import InputSet, L2Ball
@@ -200,21 +201,8 @@ def bound_minimisers(net: Network, input_set: InputSet, C: torch.Tensor, splits=
     specification is smallest, hence good counterexample candidates (they are only candidates: the
     caller confirms them). ``splits`` restricts the relaxation to a subdomain, as in the bound routines.
     """
-    # The linear coefficients come from the CROWN backward pass of pacverify.verify.bounds (internal API:
-    # the public bound routines return the bound values only).
-    from pacverify.verify.bounds.common import prepare
-    from pacverify.verify.bounds.crown import relax_network
-    from pacverify.verify.bounds.linear import Rows, pull_back
-
-    problem = prepare(net, input_set, C, splits, None)
-    relaxed = relax_network(net, problem)
-    start = None if relaxed.C_left is None else Rows(relaxed.C_left, torch.zeros(
-        relaxed.C_left.shape[:-1], dtype=net.dtype, device=net.device))
-    rows = pull_back(relaxed.layers, start, relaxed.relaxations, both=False)
-    batch, k = problem.input_set.batch_size, C.shape[-2]
-    A = (rows.A if rows is not None else C).detach()
-    A = A.expand(batch, k, A.shape[-1]) if A.dim() == 2 else A
-    s = problem.input_set
+    s = input_set.to(net.device, net.dtype)
+    A = lower_bound_coefficients(net, s, C, splits)
     if isinstance(s, L2Ball):
         norm = A.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(A.dtype).tiny)
         x = s.center[:, None, :] - s.radius[:, None, None] * A / norm

@@ -7,13 +7,18 @@ proved safe (:meth:`OutputProperty.proven` on their lower bounds) or empty (``in
 splits the rest in two:
 
 - **Input splitting** (boxes of low dimension, default ≤ 10 inputs, e.g. ACAS Xu): bisect the
-  coordinate with the largest ``width_i · |∂v/∂x_i|`` at the box centre, v the property's violation
-  (a gradient-smear heuristic). The two halves cover the box.
+  coordinate with the largest ``width_i · Σ_r |A_ri|``, A the coefficients of CROWN's linear lower
+  bounds of the rows (how much of each bound the width of coordinate i costs). The two halves cover
+  the box.
 - **ReLU splitting** (any set): fix one unstable neuron (pre-activation bounds l < 0 < u, not yet
   split) to inactive (−1: pre-activation ≤ 0) or active (+1: ≥ 0), per the split contract of
   :mod:`pacverify.verify.bounds.common`; the two sign cases cover the subdomain. The neuron is the
   one with the largest ``−l·u/(u − l) · ‖W_next[:, i]‖₁``: the height of the triangle relaxation's
   gap times the neuron's outgoing weight (a simple BaBSR-like score).
+
+Each clause of the unsafe set is searched on its own (the set is unreachable iff every clause is, and a
+clause alone usually needs far fewer subdomains than the product of all their refinements), with an
+equal share of the time left.
 
 Verdicts, per problem: VERIFIED when no open subdomain is left (every one proved or empty — the
 subdomains cover the set, so no input reaches the unsafe set); FALSIFIED when a candidate point
@@ -37,6 +42,7 @@ from pacverify.errors import InputError
 from pacverify.validation import check_positive
 from pacverify.verify.attacks import attack_set, bound_guided_attack, confirm
 from pacverify.verify.bab_leaf import decide_leaf, leaf_phases
+from pacverify.verify.linear_bounds import lower_bound_coefficients
 from pacverify.verify.network import Affine, Network
 from pacverify.verify.property import OutputProperty
 from pacverify.verify.result import Decision, Verdict
@@ -108,13 +114,33 @@ def branch_and_bound(net: Network, input_set: InputSet, prop: OutputProperty,
     out = []
     for b in range(input_set.batch_size):
         index = torch.tensor([b])
-        one_set, one_prop = input_set.select(index), prop.select(index)
         deadline = None if config.timeout is None else time.monotonic() + config.timeout
-        if _use_input_splitting(one_set, config):
-            out.append(_input_bab(net, one_set, one_prop, config, deadline))
-        else:
-            out.append(_relu_bab(net, one_set, one_prop, config, deadline))
+        out.append(_by_clause(net, input_set.select(index), prop.select(index), config, deadline))
     return out
+
+
+def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: BabConfig,
+               deadline: float | None) -> Decision:
+    """One problem, one search per clause: the unsafe set is unreachable iff each clause is, and each
+    clause usually needs far fewer subdomains alone than all of them in one tree. Each search gets an
+    equal share of the time left (what one does not use passes to the next); a counterexample to any
+    clause ends the problem."""
+    search = _input_bab if _use_input_splitting(input_set, config) else _relu_bab
+    k_all = prop.n_clauses
+    if k_all == 1:
+        return search(net, input_set, prop, config, deadline)
+    domains, open_details = 0, []
+    for i in range(k_all):
+        share = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / (k_all - i)
+        decision = search(net, input_set, prop.clause_property(i), config, share)
+        domains += decision.domains
+        if decision.verdict is Verdict.FALSIFIED:
+            return Decision(Verdict.FALSIFIED, decision.counterexample, domains, f"clause {i}: {decision.detail}")
+        if decision.verdict is Verdict.UNKNOWN:
+            open_details.append(f"clause {i}: {decision.detail}")
+    if open_details:
+        return Decision(Verdict.UNKNOWN, domains=domains, detail="; ".join(open_details))
+    return Decision(Verdict.VERIFIED, domains=domains, detail=f"{k_all} clauses proved one by one, {domains} subdomains")
 
 
 def _use_input_splitting(input_set: InputSet, config: BabConfig) -> bool:
@@ -193,12 +219,15 @@ def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, 
 
 
 def _bisect(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tensor):
-    """Split each box (D, m) in two along its highest-scoring coordinate; (2D, m) each, or None if all widths are 0."""
+    """Split each box (D, m) in two along its highest-scoring coordinate; (2D, m) each, or None if all widths are 0.
+
+    Score of coordinate i: ``width_i · Σ_r |A_ri|``, A the coefficients of CROWN's linear lower bounds of the
+    property's rows on the box (how much each row's bound loses to the width of coordinate i); the widest
+    coordinate where every A vanishes.
+    """
     width = hi - lo
-    centre = ((lo + hi) / 2).detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(prop.violation(net(centre)).sum(), centre)
-    score = width * grad.abs()
-    # where the gradient vanishes, fall back to the widest coordinate
+    A = lower_bound_coefficients(net, Box(lo, hi), prop.C)
+    score = width * A.abs().sum(dim=1)
     score = torch.where(score.amax(1, keepdim=True) > 0, score, width)
     dim = score.argmax(1)
     rows = torch.arange(lo.shape[0], device=lo.device)

@@ -71,6 +71,12 @@ class OutputProperty:
         return OutputProperty(self.C.to(device=device, dtype=dtype), self.d.to(device=device, dtype=dtype),
                               self.clause.to(device=device), self.strict)
 
+    def clause_property(self, k: int) -> "OutputProperty":
+        """The unsafe set made of clause k alone (same batch)."""
+        rows = torch.nonzero(self.clause == k).reshape(-1)
+        return OutputProperty(self.C[:, rows], self.d[:, rows], torch.zeros(rows.shape[0], dtype=torch.int64),
+                              self.strict)
+
     def with_implied_rows(self, max_subset_rows: int = 6) -> "OutputProperty":
         """The same unsafe set with implied rows added to its conjunctions.
 
