@@ -122,25 +122,31 @@ def branch_and_bound(net: Network, input_set: InputSet, prop: OutputProperty,
 def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: BabConfig,
                deadline: float | None) -> Decision:
     """One problem, one search per clause: the unsafe set is unreachable iff each clause is, and each
-    clause usually needs far fewer subdomains alone than all of them in one tree. Each search gets an
-    equal share of the time left (what one does not use passes to the next); a counterexample to any
-    clause ends the problem."""
-    search = _input_bab if _use_input_splitting(input_set, config) else _relu_bab
-    k_all = prop.n_clauses
-    if k_all == 1:
+    clause usually needs far fewer subdomains alone than all of them in one tree. Clauses the root's
+    bounds prove are skipped; the others are searched from the easiest (highest root margin) to the
+    hardest, each with an equal share of the time left, so what easy clauses leave goes to the hard
+    ones. A counterexample to any clause ends the problem."""
+    input_splitting = _use_input_splitting(input_set, config)
+    search = _input_bab if input_splitting else _relu_bab
+    if prop.n_clauses == 1:
         return search(net, input_set, prop, config, deadline)
-    domains, open_details = 0, []
-    for i in range(k_all):
-        share = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / (k_all - i)
-        decision = search(net, input_set, prop.clause_property(i), config, share)
+    method = config.method if config.method != "auto" else ("crown" if input_splitting else "alpha-crown")
+    root = bound_routine(method, config.iterations)(net, input_set, prop.C.to(net.device, net.dtype))
+    margin = prop.clause_values(root.lower.cpu().double() - prop.d.double())[0]        # (K,)
+    todo = [int(k) for k in torch.argsort(margin, descending=True) if not bool(margin[k] > 0)]
+    domains, open_details = 1, []
+    for i, k in enumerate(todo):
+        share = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / (len(todo) - i)
+        decision = search(net, input_set, prop.clause_property(k), config, share)
         domains += decision.domains
         if decision.verdict is Verdict.FALSIFIED:
-            return Decision(Verdict.FALSIFIED, decision.counterexample, domains, f"clause {i}: {decision.detail}")
+            return Decision(Verdict.FALSIFIED, decision.counterexample, domains, f"clause {k}: {decision.detail}")
         if decision.verdict is Verdict.UNKNOWN:
-            open_details.append(f"clause {i}: {decision.detail}")
+            open_details.append(f"clause {k}: {decision.detail}")
     if open_details:
         return Decision(Verdict.UNKNOWN, domains=domains, detail="; ".join(open_details))
-    return Decision(Verdict.VERIFIED, domains=domains, detail=f"{k_all} clauses proved one by one, {domains} subdomains")
+    return Decision(Verdict.VERIFIED, domains=domains,
+                    detail=f"{prop.n_clauses} clauses proved one by one, {domains} subdomains")
 
 
 def _use_input_splitting(input_set: InputSet, config: BabConfig) -> bool:
