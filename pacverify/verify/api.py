@@ -26,7 +26,7 @@ from pacverify.verify.backends import Backend, get_backend
 from pacverify.verify.network import Network
 from pacverify.verify.property import OutputProperty, robustness_property
 from pacverify.verify.result import Decision, Verdict, VerificationResult, VnnlibResult, VnnlibStatus
-from pacverify.verify.sets import Box, InputSet, L2Ball, perturbation_set
+from pacverify.verify.sets import Box, InputSet, perturbation_set
 from pacverify.verify.vnnlib import read_vnnlib
 
 METHODS = ("ibp", "crown", "alpha-crown")
