@@ -196,12 +196,15 @@ def finish(lower: torch.Tensor, upper: torch.Tensor, infeasible: torch.Tensor, m
 
 def default_max_batch(net: Network, rows_per_point: int) -> int:
     """Points per chunk for a routine whose largest tensors hold ``rows_per_point`` rows per point over the
-    widest layer: on CPU, tensors of about 2 MiB (16 to 2048 points) — tensors that stay in the caches make
-    the memory-bound steps several times faster there; elsewhere, four such tensors within 512 MiB."""
+    widest layer: on CPU with one torch thread, tensors of about 2 MiB (16 to 2048 points) — tensors that
+    stay in the caches make the memory-bound steps several times faster; with several threads, 8 times
+    larger (each operation then pays a synchronisation of the threads, so fewer, larger operations win);
+    elsewhere, four such tensors within 512 MiB."""
     per_point = max(1, rows_per_point) * max([net.in_features] + [a.out_features for a in net.affine_layers()]) \
         * torch.finfo(net.dtype).bits // 8
     if net.device.type == "cpu":
-        return max(16, min(2048, CPU_CACHE_BUDGET // per_point))
+        budget = CPU_CACHE_BUDGET * (1 if torch.get_num_threads() == 1 else 8)
+        return max(16, min(2048, budget // per_point))
     return max(1, DEFAULT_MEMORY_BUDGET // (4 * per_point))
 
 
