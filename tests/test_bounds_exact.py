@@ -2,6 +2,7 @@
 agreement with an unbatched reference CROWN, chunking invariance, split semantics, argument checks."""
 from __future__ import annotations
 
+import importlib
 import math
 from functools import partial
 
@@ -240,3 +241,20 @@ def test_beta_terms_tighten_split_subdomains():
     assert (with_beta.lower >= crown(net, s, C, splits=splits).lower).all()
     feasible = ~with_beta.infeasible
     assert (with_beta.lower - without_beta.lower)[feasible].max() > 1e-2
+
+
+@pytest.mark.parametrize("norm", ["2", "inf"])
+def test_dense_and_sparse_intermediate_rows_give_the_same_bounds(norm, monkeypatch):
+    crown_module = importlib.import_module("pacverify.verify.bounds.crown")  # the module, not the function
+    net = random_mlp([5, 16, 16, 16, 3], seed=21)
+    x0 = torch.rand(9, 5, generator=torch.Generator().manual_seed(8), dtype=F64)
+    s = perturbation_set(x0, 0.3, norm, domain=(0.0, 1.0))
+    results = []
+    for fraction in (0.0, 1.1):  # every layer dense, every layer sparse
+        monkeypatch.setattr(crown_module, "DENSE_FRACTION", fraction)
+        results.append(crown(net, s, margin_spec(net(x0).argmax(1), 3), return_intermediate=True))
+    dense, sparse = results
+    assert torch.allclose(dense.bounds.lower, sparse.bounds.lower, atol=1e-12)
+    assert torch.allclose(dense.bounds.upper, sparse.bounds.upper, atol=1e-12)
+    for (l1, u1), (l2, u2) in zip(dense.pre_activation, sparse.pre_activation):
+        assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose(u1, u2, atol=1e-12)
