@@ -192,3 +192,72 @@ def _reference_backward(weights, bounds, k, rows, bias, input_set, b):
         value = _set_min(input_set, b, lam) + const
         results.append(value if sign > 0 else -value)
     return results[0], results[1]
+
+
+def exact_range_milp(net: Network, lower: np.ndarray, upper: np.ndarray, c: np.ndarray,
+                     split: list[np.ndarray] | None = None) -> tuple[float, float] | None:
+    """The exact min and max of ``c · f(x)`` over the box [lower, upper] (and the split constraints), by MILP.
+
+    Big-M encoding of every ReLU with interval bounds (valid for any l <= z <= u), solved with
+    scipy's HiGHS. For alternating Affine/ReLU networks ending in an Affine layer. Returns None
+    when the constraints leave no input (an empty subdomain).
+    """
+    from scipy.optimize import Bounds as VarBounds
+    from scipy.optimize import LinearConstraint, milp
+
+    weights = [(layer.weight.double().numpy(), layer.bias.double().numpy()) for layer in net.affine_layers()]
+    n_in = weights[0][0].shape[1]
+    hidden = [w.shape[0] for w, _ in weights[:-1]]
+    # variable layout: x, then per hidden layer (z, a, delta)
+    offsets, size = [], n_in
+    for width in hidden:
+        offsets.append(size)
+        size += 3 * width
+    lo_var, hi_var = [*lower], [*upper]
+    integrality = [0] * n_in
+    rows, lb, ub = [], [], []
+    l_prev, u_prev = np.asarray(lower, float), np.asarray(upper, float)
+    prev = list(range(n_in))  # indices of the previous layer's activations
+    for k, width in enumerate(hidden):
+        W, b = weights[k]
+        mid, rad = (l_prev + u_prev) / 2, (u_prev - l_prev) / 2
+        l, u = W @ mid + b - np.abs(W) @ rad, W @ mid + b + np.abs(W) @ rad
+        z0, a0, d0 = offsets[k], offsets[k] + width, offsets[k] + 2 * width
+        for j in range(width):
+            row = np.zeros(size)
+            row[z0 + j] = 1.0
+            row[prev] -= W[j]
+            rows.append(row), lb.append(b[j]), ub.append(b[j])                          # z = W a + b
+            for coeffs, low, high in (({a0 + j: 1, z0 + j: -1}, 0, np.inf),              # a >= z
+                                      ({a0 + j: 1, z0 + j: -1, d0 + j: -l[j]}, -np.inf, -l[j]),  # a <= z - l(1-d)
+                                      ({a0 + j: 1, d0 + j: -u[j]}, -np.inf, 0)):          # a <= u d
+                row = np.zeros(size)
+                for index, value in coeffs.items():
+                    row[index] = value
+                rows.append(row), lb.append(low), ub.append(high)
+        signs = np.zeros(width) if split is None else np.asarray(split[k], dtype=float)
+        d_lo = [1.0 if (signs[j] > 0 or l[j] >= 0) else 0.0 for j in range(width)]   # delta: the ReLU is active
+        d_hi = [0.0 if (signs[j] < 0 or u[j] <= 0) else 1.0 for j in range(width)]
+        z_lo = [max(l[j], 0.0) if signs[j] > 0 else l[j] for j in range(width)]
+        z_hi = [min(u[j], 0.0) if signs[j] < 0 else u[j] for j in range(width)]
+        if any(a > b for a, b in zip(z_lo, z_hi)) or any(a > b for a, b in zip(d_lo, d_hi)):
+            return None
+        lo_var += z_lo + [0.0] * width + d_lo
+        hi_var += z_hi + [max(v, 0.0) for v in u] + d_hi
+        integrality += [0] * (2 * width) + [1] * width
+        l_prev, u_prev = np.maximum(l, 0), np.maximum(u, 0)
+        prev = list(range(a0, a0 + width))
+    W, b = weights[-1]
+    objective = np.zeros(size)
+    objective[prev] = c @ W
+    constant = float(c @ b)
+    constraints = LinearConstraint(np.array(rows), lb, ub) if rows else ()
+    values = []
+    for sign in (1.0, -1.0):
+        result = milp(sign * objective, integrality=integrality, bounds=VarBounds(lo_var, hi_var),
+                      constraints=constraints, options={"mip_rel_gap": 1e-9})
+        if result.status == 2:  # infeasible
+            return None
+        assert result.status == 0, result.message
+        values.append(sign * result.fun + constant)
+    return values[0], values[1]

@@ -1,15 +1,18 @@
 """Soundness by sampling: no point inside the input set (corners, surface, interior) ever leaves the
 bounds of IBP, CROWN or α-CROWN — random MLPs and conv nets, both norms, with and without a domain
-box, with and without split constraints, float64 and float32 networks — and the bounds nest."""
+box, with and without split constraints, float64 and float32 networks — and the bounds nest. For small
+networks on boxes, the exact range (a MILP) lies within the bounds too."""
 from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers_nets import pre_activations, random_conv_net, random_mlp, sample_in_set, satisfies, spec_values
+from helpers_nets import (exact_range_milp, pre_activations, random_conv_net, random_mlp, sample_in_set, satisfies,
+                          spec_values)
 from pacverify.verify.bounds import alpha_crown, crown, ibp
 from pacverify.verify.sets import perturbation_set
 from pacverify.verify.spec import margin_spec
@@ -108,3 +111,41 @@ def test_beta_crown_with_large_multipliers_stays_sound(problem):
                               torch.where(z >= 0, 1, -1), 0).to(torch.int8) for z in witness]
     bounds = alpha_crown(net, s, C, splits=splits, iterations=8, lr=0.5, lr_beta=1.0)
     _check_sound(net, s, C, splits, seed, bounds)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**20), depth=st.integers(1, 2), use_splits=st.booleans())
+def test_bounds_contain_the_exact_range_computed_by_milp(seed, depth, use_splits):
+    """The exact min and max of each specification row over a box (a MILP), not just samples, lie within
+    the bounds; under splits, a subdomain flagged empty has no input according to the MILP either."""
+    gen = torch.Generator().manual_seed(seed)
+    net = random_mlp([3] + [6] * depth + [3], seed)
+    centre = torch.rand(2, 3, generator=gen, dtype=torch.float64)
+    s = perturbation_set(centre, 0.3, "inf")
+    C = torch.randn(2, 3, generator=gen, dtype=torch.float64)
+    splits = None
+    if use_splits:
+        splits = [torch.randint(-1, 2, (2, w), generator=gen).to(torch.int8) *
+                  (torch.rand(2, w, generator=gen) < 0.3) for w in net.relu_widths()]
+    for method in METHODS.values():
+        bounds = method(net, s, C, splits=splits)
+        for b in range(2):
+            for k in range(2):
+                split = None if splits is None else [t[b].numpy() for t in splits]
+                exact = exact_range_milp(net, s.lower[b].numpy(), s.upper[b].numpy(), C[k].numpy(), split)
+                if exact is None:
+                    continue  # an empty subdomain: any bound holds
+                assert not bool(bounds.infeasible[b]), "a subdomain with inputs was flagged empty"
+                assert bounds.lower[b, k] <= exact[0] + 1e-7 and bounds.upper[b, k] >= exact[1] - 1e-7
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**20))
+def test_the_milp_reference_finds_the_true_range_of_one_input_networks(seed):
+    net = random_mlp([1, 6, 6, 2], seed)
+    grid = torch.linspace(-0.5, 0.7, 20001, dtype=torch.float64)[:, None]
+    c = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    values = net(grid) @ c
+    exact = exact_range_milp(net, np.array([-0.5]), np.array([0.7]), c.numpy())
+    assert abs(exact[0] - float(values.min())) < 1e-3 and abs(exact[1] - float(values.max())) < 1e-3
+    assert exact[0] <= float(values.min()) + 1e-9 and exact[1] >= float(values.max()) - 1e-9
