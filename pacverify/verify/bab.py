@@ -8,8 +8,9 @@ splits the rest in two:
 
 - **Input splitting** (boxes of low dimension, default ≤ 10 inputs, e.g. ACAS Xu): bisect the
   coordinate with the largest ``width_i · Σ_r |A_ri|``, A the coefficients of CROWN's linear lower
-  bounds of the rows (how much of each bound the width of coordinate i costs). The two halves cover
-  the box.
+  bounds of the rows, or with the largest ``width_i · |∂v/∂x_i|`` at the box centre; the two rules
+  fail on different instances, so runs alternate between them with doubling domain budgets. The two
+  halves cover the box.
 - **ReLU splitting** (any set): fix one unstable neuron (pre-activation bounds l < 0 < u, not yet
   split) to inactive (−1: pre-activation ≤ 0) or active (+1: ≥ 0), per the split contract of
   :mod:`pacverify.verify.bounds.common`; the two sign cases cover the subdomain. The neuron is the
@@ -50,6 +51,7 @@ from pacverify.verify.sets import Box, InputSet
 
 SPLIT_MODES = ("auto", "input", "relu")
 METHODS = ("ibp", "crown", "alpha-crown")
+BRANCHING_RULES = ("bound", "gradient")   # input splitting: see _bisect
 FALSIFY_ROWS = 32     # open subdomains per round whose bound minimisers are checked as counterexamples
 
 
@@ -187,6 +189,26 @@ class _Pace:
 
 
 def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None) -> Decision:
+    """Input splitting with a portfolio of two branching rules (:data:`BRANCHING_RULES`), which fail on different
+    instances: runs alternate between them with domain budgets doubling from one batch, each run starting
+    afresh, until one decides, the deadline passes or ``max_domains`` is spent (domain budgets keep it
+    reproducible)."""
+    domains, budget, last = 0, config.batch, None
+    while True:
+        for rule in BRANCHING_RULES:
+            allowed = min(budget, config.max_domains - domains)
+            if allowed <= 0 or (deadline is not None and time.monotonic() > deadline):
+                return Decision(Verdict.UNKNOWN, domains=domains, detail=last.detail if last else "budget spent")
+            last = _input_search(net, box, prop, config, deadline, rule, allowed)
+            domains += last.domains
+            if last.verdict is not Verdict.UNKNOWN or last.detail.endswith("cannot be split"):
+                return Decision(last.verdict, last.counterexample, domains, last.detail)
+        budget *= 2
+
+
+def _input_search(net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None,
+                  rule: str, max_domains: int) -> Decision:
+    """One input-splitting search with branching ``rule`` and at most ``max_domains`` subdomains bounded."""
     bound = bound_routine("crown" if config.method == "auto" else config.method, config.iterations)
     box = box.to(net.device, net.dtype)                 # rounded outward: still contains the original box
     lower, upper = box.lower, box.upper
@@ -194,7 +216,7 @@ def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, 
     domains = 0
     pace = _Pace(config, deadline)
     while lower.shape[0]:
-        if _out_of_budget(deadline, domains, config):
+        if (deadline is not None and time.monotonic() > deadline) or domains >= max_domains:
             return Decision(Verdict.UNKNOWN, domains=domains, detail=f"input splitting: budget spent, "
                                                                       f"{lower.shape[0]} subdomains open")
         now, rest = pace.take(priority)
@@ -214,26 +236,32 @@ def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, 
             found = _bound_candidates(net, Box(lo, hi), rep, None)
             if found is not None:
                 return Decision(Verdict.FALSIFIED, found, domains, "input splitting: bound minimiser")
-            lo, hi = _bisect(net, rep, lo, hi)
+            lo, hi = _bisect(net, rep, lo, hi, rule)
             if lo is None:
                 return Decision(Verdict.UNKNOWN, domains=domains, detail="input splitting: a box cannot be split")
             margin = margin.repeat(2)
         lower = torch.cat([lower[rest], lo])
         upper = torch.cat([upper[rest], hi])
         priority = torch.cat([priority[rest], margin])
-    return Decision(Verdict.VERIFIED, domains=domains, detail=f"input splitting: {domains} subdomains bounded")
+    return Decision(Verdict.VERIFIED, domains=domains,
+                    detail=f"input splitting ({rule} branching): {domains} subdomains bounded")
 
 
-def _bisect(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tensor):
+def _bisect(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tensor, rule: str):
     """Split each box (D, m) in two along its highest-scoring coordinate; (2D, m) each, or None if all widths are 0.
 
-    Score of coordinate i: ``width_i · Σ_r |A_ri|``, A the coefficients of CROWN's linear lower bounds of the
-    property's rows on the box (how much each row's bound loses to the width of coordinate i); the widest
-    coordinate where every A vanishes.
+    Scores of coordinate i: rule "bound", ``width_i · Σ_r |A_ri|`` with A the coefficients of CROWN's linear
+    lower bounds of the property's rows on the box (how much of each row's bound the width of coordinate i
+    costs); rule "gradient", ``width_i · |∂v/∂x_i|`` at the box centre, v the property's violation. The
+    widest coordinate where the score vanishes.
     """
     width = hi - lo
-    A = lower_bound_coefficients(net, Box(lo, hi), prop.C)
-    score = width * A.abs().sum(dim=1)
+    if rule == "bound":
+        score = width * lower_bound_coefficients(net, Box(lo, hi), prop.C).abs().sum(dim=1)
+    else:
+        centre = ((lo + hi) / 2).detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(prop.violation(net(centre)).sum(), centre)
+        score = width * grad.abs()
     score = torch.where(score.amax(1, keepdim=True) > 0, score, width)
     dim = score.argmax(1)
     rows = torch.arange(lo.shape[0], device=lo.device)
