@@ -9,6 +9,7 @@ reverse) is a WRONG answer.
 
     python benchmarks/bench_vnncomp.py --bench acasxu --props 1,2,3,4 --nets 1_ --timeout 30
     python benchmarks/bench_vnncomp.py --bench mnistfc --nets 256x2 --timeout 60
+    python benchmarks/bench_vnncomp.py --bench acasxu --retry-unknown   # the CSV's unknowns, benchmark timeouts
     python benchmarks/bench_vnncomp.py --summary          # the Markdown table of what the CSV holds
 
 Published 2022 counts of alpha-beta-CROWN (the competition's winner, on AWS GPU machines):
@@ -52,6 +53,16 @@ def _done(path: Path) -> set[tuple[str, str, str, str]]:
         return {(r["bench"], r["onnx"], r["vnnlib"], r["timeout_s"]) for r in csv.DictReader(handle)}
 
 
+def _unknown(path: Path) -> set[tuple[str, str, str]]:
+    """Instances the CSV holds only as ``unknown`` (no sat/unsat answer at any timeout)."""
+    if not path.exists():
+        return set()
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    answered = {(r["bench"], r["onnx"], r["vnnlib"]) for r in rows if r["result"] in ("sat", "unsat")}
+    return {(r["bench"], r["onnx"], r["vnnlib"]) for r in rows if r["result"] == "unknown"} - answered
+
+
 def _check(result: str, reference: str) -> str:
     if result in ("sat", "unsat") and reference in ("sat", "unsat"):
         return "ok" if result == reference else "WRONG"
@@ -67,6 +78,7 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _done(out)
+    retry = _unknown(out) if args.retry_unknown else None
     new_file = not out.exists()
     with open(out, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
@@ -75,6 +87,8 @@ def run(args: argparse.Namespace) -> None:
         for bench in args.bench.split(","):
             nets, props = args.nets and args.nets.split(","), args.props and args.props.split(",")
             rows = _selected(_instances(bench), nets, props)
+            if retry is not None:
+                rows = [r for r in rows if (bench, r["onnx"], r["vnnlib"]) in retry]
             for row in rows[: args.limit or None]:
                 timeout = float(args.timeout) if args.timeout else float(row["timeout_s"]) * args.timeout_scale
                 key = (bench, row["onnx"], row["vnnlib"], f"{timeout:g}")
@@ -110,15 +124,29 @@ def summary(path: Path) -> str:
     lines = ["| benchmark | timeout (s) | instances run | sat | unsat | unknown | wrong | sat cex validated | "
              "total time (s) | a-b-CROWN 2022 on all (sat/unsat/timeout) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for (bench, timeout), group in sorted(groups.items()):
-        count = {s: sum(r["result"] == s for r in group) for s in ("sat", "unsat", "unknown")}
-        wrong = sum(r["verdict_check"] == "WRONG" for r in group)
-        valid = sum(r["cex_valid"] == "yes" for r in group)
-        total = sum(float(r["time_s"]) for r in group)
-        ref = "/".join(map(str, ABCROWN_2022.get(bench, ("?",) * 3)))
-        lines.append(f"| {bench} | {timeout} | {len(group)} | {count['sat']} | {count['unsat']} | {count['unknown']} | "
-                     f"{wrong} | {valid}/{count['sat']} | {total:.0f} | {ref} |")
+    for bench in sorted({b for b, _ in groups}):
+        timeouts = sorted({t for b, t in groups if b == bench}, key=float)
+        for timeout in timeouts:
+            lines.append(_summary_row(bench, timeout, groups[bench, timeout], groups[bench, timeout]))
+        if len(timeouts) > 1:  # each instance once: its sat/unsat answer if any run gave one; time of all its runs
+            runs = [r for t in timeouts for r in groups[bench, t]]
+            best: dict[tuple[str, str], dict] = {}
+            for r in runs:
+                key = (r["onnx"], r["vnnlib"])
+                if key not in best or best[key]["result"] == "unknown":
+                    best[key] = r
+            lines.append(_summary_row(bench, " then ".join(timeouts) + " on the unknowns", list(best.values()), runs))
     return "\n".join(lines)
+
+
+def _summary_row(bench: str, timeout: str, answers: list[dict], runs: list[dict]) -> str:
+    count = {s: sum(r["result"] == s for r in answers) for s in ("sat", "unsat", "unknown")}
+    wrong = sum(r["verdict_check"] == "WRONG" for r in runs)
+    valid = sum(r["cex_valid"] == "yes" for r in answers)
+    total = sum(float(r["time_s"]) for r in runs)
+    ref = "/".join(map(str, ABCROWN_2022.get(bench, ("?",) * 3)))
+    return (f"| {bench} | {timeout} | {len(answers)} | {count['sat']} | {count['unsat']} | {count['unknown']} | "
+            f"{wrong} | {valid}/{count['sat']} | {total:.0f} | {ref} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--props", help="comma list of property numbers to keep (e.g. 1,2,3,4)")
     parser.add_argument("--timeout", help="fixed timeout in seconds (default: the benchmark's, times --timeout-scale)")
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="factor on the benchmark's timeouts")
+    parser.add_argument("--retry-unknown", action="store_true",
+                        help="run only the instances the CSV holds as unknown (with the benchmark's timeouts by default)")
     parser.add_argument("--limit", type=int, default=0, help="at most this many instances per benchmark")
     parser.add_argument("--csv", default=str(DEFAULT_CSV), help="results CSV (appended; done instances skipped)")
     parser.add_argument("--seed", type=int, default=0)
