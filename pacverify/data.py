@@ -20,6 +20,7 @@ import csv
 import importlib
 import importlib.util
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -79,18 +80,20 @@ def check_domain(domain: Any) -> tuple[float, float] | None:
 
 
 @dataclass(frozen=True)
-class Sampler:
+class Sampler(ABC):
     """Base of all samplers. Subclasses implement :meth:`_draw` for a stream (train or fresh)."""
 
     seed: int
     domain: tuple[float, float] | None = None
 
     @property
+    @abstractmethod
     def description(self) -> str:
-        raise NotImplementedError
+        """One line naming the distribution, for certificates and reports."""
 
+    @abstractmethod
     def _draw(self, n: int, stream: int) -> np.ndarray:
-        raise NotImplementedError
+        """n i.i.d. points from the given stream (train or fresh)."""
 
     def draw(self, n: int) -> np.ndarray:
         """The PAC sample: n i.i.d. points, float32 array of shape (n, *input_shape)."""
