@@ -36,7 +36,7 @@ def student_network(seed: int = 0):
     """A 64-64-64-10 ReLU MLP trained on a 10-class Gaussian mixture; returns (network, sampler)."""
     import torch
 
-    from pacverify.verify.network import Affine, Network, Relu
+    from pacverify.network import Affine, Network, Relu
 
     gen = torch.Generator().manual_seed(seed)
     means = torch.randn(10, 64, generator=gen) * 0.6
@@ -93,9 +93,10 @@ def run_one(config: dict) -> dict:
     torch.set_num_threads(config["threads"])
     sys.path.insert(0, str(REPO / "tests"))
     from helpers_nets import crown_reference
+
     from pacverify.verify.bounds import alpha_crown, crown, ibp
+    from pacverify.verify.output_rows import margin_rows
     from pacverify.verify.sets import perturbation_set
-    from pacverify.verify.spec import margin_spec
 
     net, sample = student_network() if config["net"] == "student" else mnist_network()
     dtype = getattr(torch, config["dtype"])
@@ -103,7 +104,7 @@ def run_one(config: dict) -> dict:
     x = sample(config["n"], 7)
     domain = (0.0, 1.0) if config["net"] == "mnist" else None
     s = perturbation_set(x, config["radius"], config["norm"], domain=domain)
-    C = margin_spec(net.to(dtype=torch.float64)(x).argmax(1), net.out_features)
+    C = margin_rows(net.to(dtype=torch.float64)(x).argmax(1), net.out_features)
     method = {"ibp": ibp, "crown": crown, "crown-lower": partial(crown, upper=False),
               "alpha-crown": alpha_crown}[config["method"]]
     kwargs = {} if config["max_batch"] is None else {"max_batch": config["max_batch"]}

@@ -1,3 +1,5 @@
+"""``python -m pacverify``: the command line."""
 from pacverify.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing this module (doctest collection) must not run the CLI
+    raise SystemExit(main())

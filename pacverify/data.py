@@ -29,7 +29,13 @@ import numpy as np
 from scipy import stats
 
 from pacverify.errors import InputError
-from pacverify.validation import check_dim, check_positive, check_samples, check_seed
+from pacverify.validation import (
+    check_dim,
+    check_positive,
+    check_samples,
+    check_seed,
+    parse_domain,
+)
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv", ".pt")
 SYNTHETIC = ("gaussians",)
@@ -64,19 +70,6 @@ def check_points(x: Any, *, name: str, input_shape: tuple[int, ...] | None = Non
 
 def _clip(arr: np.ndarray, domain: tuple[float, float] | None) -> np.ndarray:
     return arr if domain is None else np.clip(arr, domain[0], domain[1]).astype(np.float32, copy=False)
-
-
-def check_domain(domain: Any) -> tuple[float, float] | None:
-    """A clipping box ``(lo, hi)`` with finite lo < hi, or None (no clipping)."""
-    if domain is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in domain)
-    except (TypeError, ValueError):
-        raise InputError(f"domain must be a pair (lo, hi) of numbers, got {domain!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise InputError(f"domain must have finite lo < hi, got {domain!r}")
-    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -317,12 +310,13 @@ def synthetic(name: str, *, seed: int, domain: tuple[float, float] | None = None
 
 
 def make_sampler(source: str, *, seed: int, domain: Any = None, kind: str | None = None) -> Sampler:
-    """Build a sampler from a source string; ``kind`` is ``data``, ``sampler`` or ``synthetic``.
+    """Build a sampler from a source string; ``kind`` is ``data``, ``sampler`` or ``synthetic``; ``domain``
+    (clipping box: None, "LO,HI" or a pair) is read by :func:`~pacverify.validation.parse_domain`.
 
     Without ``kind`` the source is read as: ``synthetic:NAME`` → built-in distribution; a path with
     an array suffix → :class:`ArraySampler`; ``MODULE:FUNCTION`` → :class:`CallableSampler`.
     """
-    seed, domain = check_seed(seed), check_domain(domain)
+    seed, domain = check_seed(seed), parse_domain(domain)
     if kind is None:
         if source.startswith("synthetic:"):
             kind, source = "synthetic", source[len("synthetic:"):]

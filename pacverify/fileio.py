@@ -94,7 +94,8 @@ def atomic_write_json(path: str | os.PathLike, value: Any) -> Path:
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Save arrays to a compressed ``.npz`` whole."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    # allow_pickle spelled out (numpy's default) so that no array name can be taken for the flag
+    np.savez_compressed(buffer, allow_pickle=True, **arrays)
     return atomic_write_bytes(path, buffer.getvalue())
 
 

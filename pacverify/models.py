@@ -1,14 +1,23 @@
-"""Teachers loaded safely, and the small ReLU student architectures (DESIGN.md §1 steps 2–3).
+"""Teachers loaded only with consent to run code from the file, and the small ReLU student architectures
+(DESIGN.md §1 steps 2–3).
 
-Teacher formats (:func:`load_teacher`), none of which runs code from the file unless asked:
+Teacher formats (:func:`load_teacher`), recognised from the file's content, not its name:
 
-* TorchScript archives (``torch.jit.save``),
-* ``torch.export`` programs (``.pt2``; a static batch size is handled by chunking),
-* ONNX graphs (evaluated with torch so that input gradients exist, :mod:`pacverify.onnx_io.torch_module`),
-* a state dict (``torch.save(model.state_dict())``) with the architecture given as ``module:factory``,
-* a pacverify student file (``student.pt``: spec + state dict),
-* a full pickled module (``torch.save(model)``) only with ``trust_pickle=True``: unpickling runs
-  arbitrary code, so it is refused otherwise.
+* ONNX graphs (``.onnx``), evaluated by pacverify's own interpreter of a fixed op table
+  (:mod:`pacverify.onnx_io.torch_module`, so that input gradients exist): no code from the file runs;
+* a state dict (``torch.save(model.state_dict())``) with the architecture given as ``module:factory``
+  (the user's own code, imported and called), and a pacverify student file (``student.pt``): read with
+  ``torch.load(weights_only=True)`` after pacverify's own scan of the pickle found only tensors and
+  plain containers;
+* with ``trust_pickle=True`` only (CLI ``--trust-pickle``), because loading runs code stored in the file:
+  a full pickled module (``torch.save(model)``; unpickling calls whatever the file names), a
+  ``torch.export`` program (``torch.export.load`` unpickles parts of the archive and evaluates
+  expressions stored in it; a static batch size is handled by chunking), and a TorchScript archive
+  (``torch.jit.load`` runs the archive's TorchScript, e.g. ``__setstate__``, whose operators can
+  read and write files).
+
+The decision is pacverify's own inspection (zip member names, pickle opcodes read with
+:func:`pickletools.genops`), never the text of an exception torch raises.
 
 Students (:func:`build_student`) use only Linear, Conv2d, ReLU, Flatten and (training-only)
 Dropout — the ops the verifier reads.
@@ -16,12 +25,13 @@ Dropout — the ops the verifier reads.
 from __future__ import annotations
 
 import io
+import pickletools
 import re
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -29,10 +39,11 @@ from torch import nn
 
 from pacverify.errors import InputError
 from pacverify.fileio import atomic_write_bytes
+from pacverify.names import DEVICES as _DEVICES
 from pacverify.validation import check_choice, check_probability, check_seed
 
 STUDENT_FORMAT = "pacverify.student/1"
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = _DEVICES
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -56,12 +67,168 @@ def module_device(model: nn.Module) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------- teachers
-_PICKLE_REFUSAL = (
-    "{path} is a full pickled module (torch.save(model)); unpickling it executes code stored in the file, "
-    "so pacverify refuses it unless you pass --trust-pickle (trust_pickle=True) for a file you trust. "
-    "Safer formats: torch.jit.save(torch.jit.script(model), 'teacher.pt'), torch.export.save(torch.export."
-    "export(model, (x,)), 'teacher.pt2'), torch.onnx.export(...), or torch.save(model.state_dict()) with "
-    "--arch MODULE:FACTORY")
+_ALTERNATIVES = ("or give the teacher as ONNX (torch.onnx.export) or as a state dict "
+                 "(torch.save(model.state_dict())) read with --arch MODULE:FACTORY")
+_PICKLE_REFUSAL = ("{path} holds pickled Python objects ({names}), and unpickling them executes code stored in the "
+                   "file: pass --trust-pickle (trust_pickle=True) only for a file you trust, " + _ALTERNATIVES)
+_REFUSALS = {  # the formats whose loading runs code stored in the file, whatever it contains
+    "export": ("{path} is a torch.export program, and torch.export.load unpickles parts of it and evaluates expressions "
+               "stored in it, which can execute code from the file: pass --trust-pickle (trust_pickle=True) only for a "
+               "file you trust, " + _ALTERNATIVES),
+    "torchscript": ("{path} is a TorchScript archive, and torch runs the TorchScript code stored in it when loading and "
+                    "calling it (code that can read and write files): pass --trust-pickle (trust_pickle=True) only for "
+                    "a file you trust, " + _ALTERNATIVES),
+}
+
+# What a weights-only pickle (a state dict, a pacverify student file) may import: tensor and storage
+# rebuilders, dtypes, sizes and devices, plain containers. Anything else makes the file a pickle that
+# needs trust_pickle.
+_STORAGE_TYPES = ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool", "ComplexFloat",
+                  "ComplexDouble", "Untyped")
+_DTYPES = ("float16", "float32", "float64", "bfloat16", "half", "float", "double", "int8", "int16", "int32", "int64",
+           "uint8", "bool", "long", "int", "short", "complex64", "complex128", "cfloat", "cdouble")
+_ALLOWED_GLOBALS = frozenset(
+    {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "torch.Size",
+     "torch.device", "_codecs.encode", "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset"}
+    | {f"torch.{kind}Storage" for kind in _STORAGE_TYPES} | {f"torch.{name}" for name in _DTYPES})
+
+_STRING_OPS = frozenset({"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+                         "BINUNICODE8"})
+_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_UNKNOWN = object()  # a stack value the scan does not follow (anything but a string)
+
+
+class _UnreadablePickle(Exception):
+    """The bytes are not a whole pickle; ``names`` holds the imports found before the unreadable part."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__("not a pickle")
+        self.names = names
+
+
+def pickle_imports(source: bytes | IO[bytes]) -> set[str]:
+    """The ``module.name`` globals one pickle imports, read from its opcodes without running it.
+
+    Reads ``GLOBAL``/``INST`` arguments and, for ``STACK_GLOBAL``, the two strings on top of the stack
+    (followed through the memo); an import whose name cannot be read this way, or an ``EXT*`` registry
+    import, is reported as ``"?"``. Every callable a pickle can call (``REDUCE``, ``NEWOBJ``, ``OBJ``,
+    ``BUILD`` via ``__setstate__``) is one of these imports or an object built by one. A stream
+    that is not a whole pickle raises :class:`_UnreadablePickle` carrying the imports read so far
+    (an unpickler runs opcodes as it reads them, so they count).
+    """
+    names: set[str] = set()
+    memo: dict[Any, Any] = {}
+    recent: list[Any] = []  # the values pushed since the last opcode that did anything else: the top of the stack
+    try:
+        for op, arg, _ in pickletools.genops(source):
+            name = op.name
+            if name in _STRING_OPS:
+                recent.append(arg)
+            elif name in _MEMO_GETS:
+                recent.append(memo.get(arg, _UNKNOWN))
+            elif name in _MEMO_PUTS or name == "MEMOIZE":
+                memo[len(memo) if name == "MEMOIZE" else arg] = recent[-1] if recent else _UNKNOWN
+            elif name in ("FRAME", "PROTO"):
+                pass
+            else:
+                if name in ("GLOBAL", "INST"):
+                    names.add(str(arg).replace(" ", ".", 1))
+                elif name == "STACK_GLOBAL":
+                    pair = recent[-2:]
+                    known = len(pair) == 2 and all(isinstance(v, str) for v in pair)
+                    names.add(f"{pair[0]}.{pair[1]}" if known else "?")
+                elif name.startswith("EXT"):
+                    names.add("?")
+                recent = []
+    except Exception as exc:  # pickletools raises ValueError and friends on bytes that are not a pickle
+        raise _UnreadablePickle(names) from exc
+    return names
+
+
+def _zip_names(path: Path) -> list[str] | None:
+    """Member names when ``path`` is a zip archive the way torch sees one (local header first), else None."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+
+
+def _archive_kind(names: list[str]) -> str | None:
+    """``export``, ``torchscript`` or ``torch.save`` from the member names of a zip archive; None if none fits."""
+    split = [n.split("/") for n in names]
+    if any(p[-1] in ("archive_format", "serialized_exported_program.json") or "aotinductor" in p
+           or (len(p) >= 2 and p[-2] == "models" and p[-1].endswith(".json")) for p in split):
+        return "export"
+    if any("code" in p[:-1] or p[-1] in ("constants.pkl", "bytecode.pkl") or p[-1].endswith(".debug_pkl")
+           for p in split):
+        return "torchscript"
+    if any(p[-1] == "data.pkl" for p in split):
+        return "torch.save"
+    return None
+
+
+def teacher_format(path: str | Path) -> str:
+    """What :func:`load_teacher` reads ``path`` as, from its content (``.onnx`` aside, which only the ONNX parser reads).
+
+    ``export`` (a ``torch.export`` archive, whatever its name), ``torchscript``, ``torch.save`` (a zip
+    archive written by ``torch.save``), ``onnx`` (a non-archive named ``.onnx``), or ``pickle`` (any
+    other file: the legacy ``torch.save`` stream or a bare pickle). A zip archive of another kind is
+    an :class:`InputError`.
+    """
+    path = Path(path)
+    names = _zip_names(path)
+    if names is not None:
+        kind = _archive_kind(names)
+        if kind is None:
+            raise InputError(f"teacher file {path} could not be loaded: a zip archive that is not written by "
+                             "torch.save, torch.jit.save or torch.export.save")
+        return kind
+    return "onnx" if path.suffix.lower() == ".onnx" else "pickle"
+
+
+def _file_imports(path: Path, kind: str) -> set[str]:
+    """Every import of every pickle that ``torch.load`` reads from ``path`` (see :func:`pickle_imports`).
+
+    A pickle that breaks off counts with the imports read before the break (an unpickler has run them
+    by then); if none of those needs trust the file is simply unreadable (:class:`InputError`).
+    """
+    names: set[str] = set()
+
+    def scan(source) -> bool:
+        try:
+            names.update(pickle_imports(source))
+            return True
+        except _UnreadablePickle as exc:
+            names.update(exc.names)
+            if not _unsafe(names):
+                raise InputError(f"teacher file {path} could not be loaded: it is not an ONNX graph (.onnx), nor a "
+                                 "TorchScript, torch.export or torch.save file") from None
+            return False
+
+    if kind == "torch.save":
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if member.split("/")[-1] == "data.pkl":
+                    scan(archive.read(member))
+        return names
+    # the legacy torch.save stream is five pickles (magic number, protocol, system info, the object, storage
+    # keys) and then raw storage bytes; a bare pickle is one
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        for _ in range(5):
+            if not scan(fh) or fh.tell() >= size:
+                break
+    return names
+
+
+def _unsafe(names: set[str]) -> list[str]:
+    """The imports outside the weights-only allowlist, made printable (they come from the file)."""
+    return sorted(re.sub(r"[^\w.?]", "_", n)[:80] for n in names - _ALLOWED_GLOBALS)
 
 
 class _FixedBatch(nn.Module):
@@ -82,7 +249,8 @@ class _FixedBatch(nn.Module):
 
 
 def _load_export(path: Path) -> nn.Module:
-    program = torch.export.load(str(path))
+    with open(path, "rb") as fh:  # a file object: torch reads any name, not only *.pt2
+        program = torch.export.load(fh)
     module = program.module()
     user = set(program.graph_signature.user_inputs)
     shapes = [n.meta["val"].shape for n in program.graph.nodes if n.op == "placeholder" and n.name in user]
@@ -92,24 +260,12 @@ def _load_export(path: Path) -> nn.Module:
     return _FixedBatch(module, int(batch)) if isinstance(batch, int) else module
 
 
-def _zip_names(path: Path) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return []
-
-
-def _is_torchscript(names: list[str]) -> bool:
-    return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
-
-
-def _is_export(path: Path, names: list[str]) -> bool:
-    return path.suffix.lower() == ".pt2" or any(n.endswith("/archive_format") for n in names)
-
-
 def load_factory(spec: str) -> nn.Module:
-    """Call ``module:factory()`` (an importable module or ``path/file.py:factory``); it must return a module."""
+    """Call ``module:factory()`` (an importable module or ``path/file.py:factory``); it must return a module.
+
+    This imports and runs the named code: it is the user's own code, named on the command line
+    (``--arch``), never taken from a model file.
+    """
     from pacverify.data import load_callable
 
     module = load_callable(spec)()
@@ -140,27 +296,33 @@ def load_teacher(path: str | Path, *, arch: str | None = None, trust_pickle: boo
                  device: str | torch.device = "auto") -> nn.Module:
     """Load a teacher classifier from ``path``; returned in eval mode on ``device``, parameters frozen.
 
-    The file's format is recognised from its content (see the module docstring); ``arch`` is the
-    ``module:factory`` that builds the architecture for a state dict. The teacher's output is taken
-    as logits, shape (B, n_classes). Raises :class:`InputError` for a missing or unreadable file,
-    a state dict without ``arch``, or a pickled module without ``trust_pickle``.
+    The file's format is recognised from its content (:func:`teacher_format`, module docstring);
+    ``arch`` is the ``module:factory`` that builds the architecture for a state dict (imported and
+    called: the caller's own code). ``trust_pickle`` is the caller's consent to run code stored in
+    the file: without it a full pickle, a TorchScript archive or a ``torch.export`` program raises
+    :class:`InputError` before any torch loader sees the file. The teacher's output is taken as
+    logits, shape (B, n_classes). Also raises :class:`InputError` for a missing or unreadable file
+    and a state dict without ``arch``.
     """
     path = Path(path)
     target = resolve_device(device)
     if not path.is_file():
         raise InputError(f"teacher file {path} does not exist")
-    names = _zip_names(path)
     try:
-        if path.suffix.lower() == ".onnx":
+        kind = teacher_format(path)
+        if kind in _REFUSALS and not trust_pickle:
+            raise InputError(_REFUSALS[kind].format(path=path))
+        model: nn.Module
+        if kind == "onnx":
             from pacverify.onnx_io.torch_module import onnx_to_torch
 
-            model = onnx_to_torch(path)
-        elif _is_torchscript(names):
+            model = onnx_to_torch(str(path))
+        elif kind == "torchscript":
             model = torch.jit.load(str(path), map_location="cpu")
-        elif _is_export(path, names):
+        elif kind == "export":
             model = _load_export(path)
         else:
-            model = _load_pickled(path, arch, trust_pickle)
+            model = _load_pickled(path, kind, arch, trust_pickle)
     except InputError:
         raise
     except Exception as exc:  # torch raises many types for corrupt or foreign files
@@ -168,15 +330,13 @@ def load_teacher(path: str | Path, *, arch: str | None = None, trust_pickle: boo
     return _prepare(model, target)
 
 
-def _load_pickled(path: Path, arch: str | None, trust_pickle: bool) -> nn.Module:
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        if "Unsupported global" not in str(exc):  # not a pickled object graph: a corrupt or foreign file
-            raise
-        if not trust_pickle:
-            raise InputError(_PICKLE_REFUSAL.format(path=path)) from None
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+def _load_pickled(path: Path, kind: str, arch: str | None, trust_pickle: bool) -> nn.Module:
+    unsafe = _unsafe(_file_imports(path, kind))
+    if unsafe and not trust_pickle:
+        names = ", ".join(unsafe[:3]) + (", ..." if len(unsafe) > 3 else "")
+        raise InputError(_PICKLE_REFUSAL.format(path=path, names=names))
+    # weights_only=True whenever the scan allows it; it also enforces the allowlist on whatever torch reads
+    obj = torch.load(str(path), map_location="cpu", weights_only=not unsafe)
     return _from_state(obj, path, arch)
 
 
@@ -259,7 +419,8 @@ def _parse_mlp(body: str) -> list[int]:
 
 
 def _parse_cnn(body: str) -> tuple[list[_Conv], list[int]]:
-    convs, dense = [], []
+    convs: list[_Conv] = []
+    dense: list[int] = []
     for token in body.split("-"):
         conv = _CONV.fullmatch(token)
         if conv and not dense:
@@ -272,6 +433,21 @@ def _parse_cnn(body: str) -> tuple[list[_Conv], list[int]]:
     if not convs or min(min(c.channels, c.kernel, c.stride) for c in convs) < 1 or min(dense, default=1) < 1:
         raise InputError(f"{_SPEC_HELP}; got 'cnn:{body}'")
     return convs, dense
+
+
+def check_student_spec(spec: object) -> str:
+    """``spec`` canonicalised (stripped, lower case) if it names a student architecture; InputError otherwise."""
+    text = str(spec).strip().lower()
+    kind, _, body = text.partition(":")
+    if kind == "linear" and not body:
+        return text
+    if kind == "mlp":
+        _parse_mlp(body)
+        return text
+    if kind == "cnn":
+        _parse_cnn(body)
+        return text
+    raise InputError(f"{_SPEC_HELP}; got {spec!r}")
 
 
 def build_student(spec: str, input_shape: tuple[int, ...], n_classes: int, *, dropout: float = 0.0,
@@ -348,8 +524,14 @@ def student_from_dict(obj: dict, *, source: str = "student") -> Student:
     return student.eval()
 
 
-def save_student(student: Student, path: str | Path) -> None:
-    """Save ``student`` as ``student.pt`` (spec + state dict), atomically; loadable with weights_only=True."""
+def save_student(student: nn.Module, path: str | Path) -> None:
+    """Save ``student`` as ``student.pt`` (spec + state dict), atomically; loadable with weights_only=True.
+
+    Only a :class:`Student` (built from a spec) can be saved: the file rebuilds it from its spec.
+    """
+    if not isinstance(student, Student):
+        raise InputError(f"only a student built from a spec (pacverify.models.Student) can be saved as a student "
+                         f"file, got a {type(student).__name__}")
     buffer = io.BytesIO()
     torch.save(student_to_dict(student), buffer)
     atomic_write_bytes(path, buffer.getvalue())

@@ -161,23 +161,35 @@ def epsnet_statement(dim: int, eps: float, eta: float, samples: int, *,
             f"hit every {_norm_name(norm)} ball in R^{check_dim(dim)} (any radius) {mass}.")
 
 
-def _mass_clause(eps: float, tv: float) -> str:
+def _mass(eps: float, tv: float) -> str:
     eps = check_eps(eps)
     tv = check_tv(tv)
     if tv == 0:
-        return f"of probability mass at least ε = {eps:g} under D_X"
-    return (f"of probability mass at least ε + Λ = {shifted_eps(eps, tv):g} under any distribution D' "
+        return f"probability mass at least ε = {eps:g} under D_X"
+    return (f"probability mass at least ε + Λ = {shifted_eps(eps, tv):g} under any distribution D' "
             f"with TV(D_X, D') ≤ Λ = {tv:g}")
+
+
+def _mass_clause(eps: float, tv: float) -> str:
+    return f"of {_mass(eps, tv)}"
 
 
 def pac_statement(*, delta: float, eps: float, eta: float, samples: int, dim: int, kappa: float,
                   norm: str | float = "2", tv: float = 0.0, model: str = "teacher", relaxed: bool = False) -> str:
-    """The PAC sentence of DESIGN.md §2 (Thm 4.4 + Prop 4.2 of 004) with its numbers filled in.
+    """The PAC sentence of DESIGN.md §2 (Thm 3.8 + 4.4, Prop 4.2 of 004) with its numbers filled in.
 
-    It is a conditional claim: it holds when the student was verified 3δ-robust at every
-    κ-confident sample point and agreed with the teacher there, under the assumptions of
-    004 §4.1 (perfect student, local linearity) and i.i.d. sampling. Callers must print the
-    assumptions with it. Raises :class:`InputError` if ``samples`` is below :func:`sample_size`.
+    The range space is {B ∩ C_κ : B a δ-ball}, with C_κ = {x : conf_T(x) ≥ κ} fixed before sampling; its
+    VC dimension is at most that of the balls, so s points of Thm 3.8 form an ε-net for it with
+    probability ≥ 1 − η: every δ-ball whose κ-confident part has mass ≥ ε holds a κ-confident sample
+    point x_i, and every δ-ball around a point of that ball lies in the 3δ-ball around x_i
+    (docs/theory.md). It is a conditional claim: it needs the student verified 3δ-robust at every
+    κ-confident sample point and agreeing with the teacher there, and the transfer assumptions
+    (Prop 4.2: equal outputs, each model a single affine piece on every 3δ-ball). Callers print the
+    assumptions with it. ``relaxed``: the δ_T form of Prop 4.3. Raises :class:`InputError` if
+    ``samples`` is below :func:`sample_size`.
+
+    >>> pac_statement(delta=0.1, eps=0.05, eta=0.01, samples=3720, dim=2, kappa=0.9)[:60]
+    'With probability at least 0.99 (η = 0.01) over the draw of t'
     """
     delta = check_delta(delta)
     kappa = check_kappa(kappa)
@@ -187,14 +199,16 @@ def pac_statement(*, delta: float, eps: float, eta: float, samples: int, dim: in
     if samples < need:
         raise InputError(f"samples = {samples} is below the {need} that Thm 4.4 needs for these eps and eta")
     if relaxed:
-        condition = (f"given that the teacher's local radius min(ρ_i, 1)·r_i (Prop 4.3) is at least {3 * delta:g} "
-                     f"(3δ) and the student agrees with the {model} at every κ-confident sample point")
+        condition = (f"given that the teacher's local radius min_j min((g_T/g_S)·ρ, 1)·r_i (Prop 4.3) is at least "
+                     f"{3 * delta:g} (3δ) and the student agrees with the {model} at every κ-confident sample point")
     else:
         condition = (f"given that the student is {3 * delta:g}-robust (3δ) and agrees with the {model} at every "
                      "κ-confident sample point")
     return (
         f"With probability at least {1 - eta:g} (η = {eta:g}) over the draw of the {samples} i.i.d. sample "
         f"points, the {model} is δ-robust ({_norm_name(norm)}, δ = {delta:g}) at every point of every δ-ball "
-        f"{_mass_clause(eps, tv)} that contains a κ-confident (κ = {kappa:g}) sample point — {condition}, "
-        f"and under the assumptions listed (perfect student, local linearity, i.i.d. sampling)."
+        f"whose κ-confident part (the inputs where the {model}'s top softmax probability is at least κ = "
+        f"{kappa:g}) has {_mass(eps, tv)} — {condition}, and under the assumptions listed (perfect student: "
+        f"equal outputs at the sample points; local linearity: each model a single affine piece on every "
+        f"3δ-ball around them; i.i.d. sampling)."
     )

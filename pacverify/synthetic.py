@@ -19,7 +19,7 @@ from torch import nn
 
 def _relu_net(weights: list[np.ndarray], biases: list[np.ndarray]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (w, b) in enumerate(zip(weights, biases)):
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         lin = nn.Linear(w.shape[1], w.shape[0], dtype=torch.float32)
         with torch.no_grad():
             lin.weight.copy_(torch.as_tensor(w, dtype=torch.float32))

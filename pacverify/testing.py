@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import os
 
-from pacverify.certificate import Certificate
-from pacverify.certify import certify
-from pacverify.guarantee import Verdict
+from pacverify.certificate.io import Certificate
+from pacverify.certificate.schema import Verdict
+from pacverify.pipeline.run import certify
 
 
 def assert_certified(teacher, *, out: str | os.PathLike | None = None, min_delta_t: float | None = None,
                      min_coverage: float = 0.0, **settings) -> Certificate:
-    """Run :func:`pacverify.certify.certify` and raise ``AssertionError`` unless it is CERTIFIED.
+    """Run :func:`pacverify.pipeline.run.certify` and raise ``AssertionError`` unless it is CERTIFIED.
 
     Also fails when δ_T < ``min_delta_t`` or the coverage lower bound < ``min_coverage``. The
     message carries the verdict's reasons and the certificate's location. Returns the certificate.
     """
-    from pacverify.gate import requirements
+    from pacverify.certificate.gate import requirements
 
     cert = certify(teacher, out=out, **settings)
     failed = [r for r in requirements(cert, min_delta_t=min_delta_t, min_coverage=min_coverage) if not r.passed]
     if cert.verdict is not Verdict.CERTIFIED or failed:
-        details = "; ".join(cert.body["reasons"] + [f"{r.name}: {r.message}" for r in failed])
+        details = "; ".join(cert.record.reasons + [f"{r.name}: {r.message}" for r in failed])
         raise AssertionError(f"pacverify verdict {cert.verdict.value} ({details}); certificate in {cert.directory}")
     return cert

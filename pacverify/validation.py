@@ -79,7 +79,7 @@ def _integer(name: str, value: Any) -> int:
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real) and float(value).is_integer():
-        return int(value)
+        return int(value)  # type: ignore[call-overload]  # typeshed's Real lacks __int__; int() takes any Real
     if isinstance(value, str):
         try:
             return int(value.strip())
@@ -96,12 +96,17 @@ def check_dim(dim: Any, name: str = "dim (m)") -> int:
     return out
 
 
-def check_samples(samples: Any, name: str = "samples (s)") -> int:
-    """A number of sample points: a positive integer."""
-    out = _integer(name, samples)
+def check_positive_int(value: Any, name: str) -> int:
+    """Any positive integer that is not a number of sample points (an opset, a thread count, epochs, steps)."""
+    out = _integer(name, value)
     if out < 1:
-        raise InputError(f"{name} must be a positive integer, got {samples!r}")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
     return out
+
+
+def check_samples(samples: Any, name: str = "samples (s)") -> int:
+    """A number of sample points (drawn, held out, compared on): a positive integer."""
+    return check_positive_int(samples, name)
 
 
 def check_seed(seed: Any, name: str = "seed") -> int:
@@ -158,17 +163,31 @@ def check_choice(value: Any, choices: tuple[str, ...], name: str) -> str:
     raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def check_domain(value: Any, name: str = "domain") -> tuple[float, float] | None:
-    """A domain box given as 'LO,HI' text or a (lo, hi) pair of numbers with lo < hi; None stays None.
+DOMAIN_FORM = "LO,HI: two finite numbers with LO < HI, e.g. 0,1 or -3,3"
 
-    (Per-coordinate domains are arrays; :mod:`pacverify.verify.sets` checks those.)
+
+def parse_domain(value: Any) -> tuple[float, float] | None:
+    """The input domain box ``[LO, HI]`` (the same bounds for every coordinate) of ``--domain`` and of every
+    ``domain=`` argument that takes one pair: None (no domain) stays None; a ``"LO,HI"`` string or a
+    sequence of two numbers becomes ``(lo, hi)`` as floats, both finite, ``lo < hi``.
+
+    Raises InputError naming ``--domain``, the expected form and the bad value. (Per-coordinate domains
+    are arrays; :mod:`pacverify.verify.sets` checks those.)
     """
     if value is None:
         return None
     parts = value.split(",") if isinstance(value, str) else value
-    if isinstance(parts, (list, tuple)) and len(parts) == 2:
-        lo, hi = _real(f"{name} lower bound", parts[0]), _real(f"{name} upper bound", parts[1])
-        if lo < hi:
-            return lo, hi
-        raise InputError(f"{name} needs LO < HI, got {value!r}")
-    raise InputError(f"{name} must be two numbers LO,HI, got {value!r}")
+    try:
+        if isinstance(parts, (str, bytes)) or any(isinstance(p, bool) for p in parts):
+            raise TypeError
+        lo, hi = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise InputError(f"--domain must be {DOMAIN_FORM}; got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"--domain must be {DOMAIN_FORM}; got {value!r} (not finite)")
+    if not lo < hi:
+        raise InputError(f"--domain must be {DOMAIN_FORM}; got {value!r} (LO >= HI)")
+    return lo, hi
+
+
+# The former name, kept while callers move to :func:`parse_domain` (the same function).

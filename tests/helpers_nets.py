@@ -7,8 +7,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from pacverify.network import Affine, Network, Relu
 from pacverify.onnx_io import load_network
-from pacverify.verify.network import Affine, Network, Relu
 from pacverify.verify.sets import Box, L2Ball
 
 
@@ -17,7 +17,7 @@ def random_mlp(widths: list[int], seed: int, *, dtype: torch.dtype = torch.float
     """An MLP ``widths[0] → ... → widths[-1]`` with He-scaled Gaussian weights and ReLUs between layers."""
     gen = torch.Generator().manual_seed(seed)
     layers: list = []
-    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         weight = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64) * (2.0 / n_in) ** 0.5
         bias = torch.randn(n_out, generator=gen, dtype=torch.float64) * bias_scale
         layers.append(Affine(weight.to(dtype), bias.to(dtype)))
@@ -115,7 +115,7 @@ def satisfies(pre: list[torch.Tensor], splits: list[torch.Tensor] | None) -> tor
     ok = torch.ones(pre[0].shape[:-1] if pre else (), dtype=torch.bool)
     if splits is None:
         return ok
-    for z, split in zip(pre, splits):
+    for z, split in zip(pre, splits, strict=True):
         ok &= ((split > 0) & (z < 0) | (split < 0) & (z > 0)).logical_not().all(dim=-1)
     return ok
 
@@ -240,7 +240,7 @@ def exact_range_milp(net: Network, lower: np.ndarray, upper: np.ndarray, c: np.n
         d_hi = [0.0 if (signs[j] < 0 or u[j] <= 0) else 1.0 for j in range(width)]
         z_lo = [max(l[j], 0.0) if signs[j] > 0 else l[j] for j in range(width)]
         z_hi = [min(u[j], 0.0) if signs[j] < 0 else u[j] for j in range(width)]
-        if any(a > b for a, b in zip(z_lo, z_hi)) or any(a > b for a, b in zip(d_lo, d_hi)):
+        if any(a > b for a, b in zip(z_lo, z_hi, strict=True)) or any(a > b for a, b in zip(d_lo, d_hi, strict=True)):
             return None
         lo_var += z_lo + [0.0] * width + d_lo
         hi_var += z_hi + [max(v, 0.0) for v in u] + d_hi

@@ -4,14 +4,14 @@ from __future__ import annotations
 import math
 
 import torch
+from helpers_nets import random_mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pacverify.verify.attacks import in_set, pgd_attack, project_l2_box
-from pacverify.verify.property import OutputProperty, robustness_property
-
-from helpers_nets import random_mlp
 from verify_nets import sum_threshold_net
+
+from pacverify.attacks import in_set, project_l2_box
+from pacverify.verify.attacks import pgd_attack
+from pacverify.verify.property import OutputProperty, robustness_property
 
 ORIGIN = torch.zeros(1, 2, dtype=torch.float64)
 

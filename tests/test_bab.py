@@ -4,18 +4,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers_nets import random_mlp, sample_in_set
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from verify_nets import sum_threshold_net
 
 from pacverify.errors import InputError
 from pacverify.verify.bab import BabConfig, branch_and_bound
 from pacverify.verify.bab_leaf import decide_leaf
 from pacverify.verify.property import OutputProperty, robustness_property
-from pacverify.verify.result import Verdict
+from pacverify.verify.result import PointVerdict
 from pacverify.verify.sets import perturbation_set
-
-from helpers_nets import random_mlp, sample_in_set
-from verify_nets import sum_threshold_net
 
 
 def _problem(widths, seed, radius, norm, n_points=3):
@@ -37,9 +36,9 @@ def _check_decisions(net, input_set, prop, decisions):
     sampled = _violated_by_sampling(net, input_set, prop)
     lower, upper = input_set.interval()
     for b, decision in enumerate(decisions):
-        if decision.verdict is Verdict.VERIFIED:
+        if decision.verdict is PointVerdict.VERIFIED:
             assert not bool(sampled[b]), "VERIFIED although a sampled point of the set is a counterexample"
-        if decision.verdict is Verdict.FALSIFIED:
+        if decision.verdict is PointVerdict.FALSIFIED:
             x = torch.from_numpy(decision.counterexample)
             assert bool(((x >= lower[b]) & (x <= upper[b])).all())
             if norm_of(input_set) == "2":
@@ -65,7 +64,7 @@ def test_sound_against_dense_sampling(seed, norm, split, radius):
 @pytest.mark.parametrize("split", ["input", "relu"])
 def test_complete_on_small_networks(split):
     """Every problem on 2-8-8-2 and 3-10-3 networks over boxes is decided: no UNKNOWN."""
-    counts = {v: 0 for v in Verdict}
+    counts = {v: 0 for v in PointVerdict}
     for seed in range(4):
         for widths in ([2, 8, 8, 2], [3, 10, 3]):
             net, input_set, prop = _problem(widths, seed, 0.3, "inf")
@@ -73,8 +72,8 @@ def test_complete_on_small_networks(split):
             _check_decisions(net, input_set, prop, decisions)
             for d in decisions:
                 counts[d.verdict] += 1
-    assert counts[Verdict.UNKNOWN] == 0
-    assert counts[Verdict.VERIFIED] > 0 and counts[Verdict.FALSIFIED] > 0   # both outcomes exercised
+    assert counts[PointVerdict.UNKNOWN] == 0
+    assert counts[PointVerdict.VERIFIED] > 0 and counts[PointVerdict.FALSIFIED] > 0   # both outcomes exercised
 
 
 def test_disjunctive_property_with_conjunction_clauses():
@@ -82,7 +81,7 @@ def test_disjunctive_property_with_conjunction_clauses():
     net = sum_threshold_net(0.0)
     C = torch.tensor([[[0.0, -1.0], [0.0, 1.0], [0.0, -1.0]]], dtype=torch.float64)
     prop = OutputProperty(C, torch.tensor([[-0.95, 1.05, -3.0]], dtype=torch.float64), torch.tensor([0, 0, 1]))
-    for r, expected in ((0.45, Verdict.VERIFIED), (0.5, Verdict.FALSIFIED)):
+    for r, expected in ((0.45, PointVerdict.VERIFIED), (0.5, PointVerdict.FALSIFIED)):
         input_set = perturbation_set(torch.full((1, 2), r / 2, dtype=torch.float64), r / 2, "inf")
         for split in ("input", "relu"):
             decision = branch_and_bound(net, input_set, prop, BabConfig(split=split, timeout=10))[0]
@@ -94,14 +93,14 @@ def test_budget_out_is_unknown_never_verified():
     sampled = _violated_by_sampling(net, input_set, prop)
     for split in ("input", "relu"):
         for d, bad in zip(branch_and_bound(net, input_set, prop, BabConfig(split=split, max_domains=1, batch=1)),
-                          sampled):
-            assert d.verdict is not Verdict.VERIFIED or not bool(bad)
-            assert d.verdict in (Verdict.UNKNOWN, Verdict.FALSIFIED, Verdict.VERIFIED)
+                          sampled, strict=True):
+            assert d.verdict is not PointVerdict.VERIFIED or not bool(bad)
+            assert d.verdict in (PointVerdict.UNKNOWN, PointVerdict.FALSIFIED, PointVerdict.VERIFIED)
 
 
 def test_leaf_lp_proves_and_refutes():
     # one hidden neuron z = x0 - x1 fixed active (x0 >= x1), output y = z; unsafe y <= -0.1: empty on that piece
-    from pacverify.verify.network import Affine, Network, Relu
+    from pacverify.network import Affine, Network, Relu
     net = Network((Affine(torch.tensor([[1.0, -1.0]], dtype=torch.float64), torch.zeros(1, dtype=torch.float64)),
                    Relu(), Affine(torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))), (2,))
     box = (np.zeros(2), np.ones(2))
@@ -119,3 +118,30 @@ def test_config_is_checked():
     with pytest.raises(InputError, match="input splitting needs box"):
         net, input_set, prop = _problem([2, 4, 2], 0, 0.1, "2", n_points=1)
         branch_and_bound(net, input_set, prop, BabConfig(split="input"))
+
+
+def test_one_table_of_bound_methods():
+    from pacverify.verify import api, bab
+    from pacverify.verify.bab import bound_routine
+    from pacverify.verify.bounds import (
+        BOUND_METHOD_NAMES,
+        BOUND_METHODS,
+        alpha_crown,
+        crown,
+        ibp,
+    )
+
+    assert BOUND_METHOD_NAMES == tuple(BOUND_METHODS) == ("ibp", "crown", "alpha-crown")
+    assert BOUND_METHODS == {"ibp": ibp, "crown": crown, "alpha-crown": alpha_crown}
+    net, input_set, prop = _problem([3, 8, 8, 3], 4, 0.05, "inf")
+    for name, routine in BOUND_METHODS.items():   # the search's lower-only routines give the same lower bounds
+        full = routine(net, input_set, prop.C)
+        torch.testing.assert_close(bound_routine(name, iterations=20)(net, input_set, prop.C).lower, full.lower)
+    for bad in ("deeppoly", "CROWN", None):
+        with pytest.raises(InputError, match="method must be one of ibp, crown, alpha-crown"):
+            bound_routine(bad)
+        with pytest.raises(InputError, match="method must be one of auto, ibp, crown, alpha-crown"):
+            BabConfig(method=bad)
+        with pytest.raises(InputError, match="method must be one of ibp, crown, alpha-crown"):
+            api.verify_points(net, (input_set.lower + input_set.upper) / 2, 0.05, "inf", method=bad)
+    assert not hasattr(api, "METHODS") and not hasattr(bab, "METHODS")

@@ -9,13 +9,13 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-
 from helpers_nets import crown_reference, random_conv_net, random_mlp
+
 from pacverify.errors import InputError
+from pacverify.network import Affine, Network, Relu
 from pacverify.verify.bounds import alpha_crown, crown, ibp
-from pacverify.verify.network import Affine, Network, Relu
+from pacverify.verify.output_rows import margin_rows
 from pacverify.verify.sets import l2_ball, linf_ball, perturbation_set
-from pacverify.verify.spec import margin_spec
 
 METHODS = [ibp, crown, alpha_crown]
 F64 = torch.float64
@@ -99,7 +99,7 @@ def test_crown_equals_the_unbatched_reference(norm, domain):
     net = random_mlp([5, 16, 16, 16, 4], seed=11)
     x0 = torch.rand(12, 5, generator=torch.Generator().manual_seed(2), dtype=F64)
     s = perturbation_set(x0, 0.15 if norm == "inf" else 0.4, norm, domain=(0.0, 1.0) if domain else None)
-    for C in (margin_spec(net(x0).argmax(1), 4), torch.randn(3, 4, dtype=F64), None):
+    for C in (margin_rows(net(x0).argmax(1), 4), torch.randn(3, 4, dtype=F64), None):
         bounds = crown(net, s, C)
         lower, upper = crown_reference(net, s, C)
         assert np.abs(bounds.lower.numpy() - lower).max() < 1e-9
@@ -111,12 +111,12 @@ def test_chunking_does_not_change_results(method):
     net = random_conv_net(1, size=4)
     x0 = torch.rand(7, net.in_features, generator=torch.Generator().manual_seed(5), dtype=F64)
     s = l2_ball(x0, 0.5, domain=(0.0, 1.0))
-    C = margin_spec(net(x0).argmax(1), 3)
+    C = margin_rows(net(x0).argmax(1), 3)
     whole = method(net, s, C, return_intermediate=True)
     parts = method(net, s, C, max_batch=3, return_intermediate=True)
     assert torch.allclose(whole.bounds.lower, parts.bounds.lower, atol=1e-12)
     assert torch.allclose(whole.bounds.upper, parts.bounds.upper, atol=1e-12)
-    for (l1, u1), (l2, u2) in zip(whole.pre_activation, parts.pre_activation):
+    for (l1, u1), (l2, u2) in zip(whole.pre_activation, parts.pre_activation, strict=True):
         assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose(u1, u2, atol=1e-12)
 
 
@@ -126,7 +126,7 @@ def test_alpha_crown_is_reproducible_and_chunked_runs_stay_at_least_crown():
     # is reproducible and each is a valid bound at least as tight as CROWN's
     net = random_mlp([6, 20, 20, 3], seed=1)
     x0 = torch.rand(7, 6, generator=torch.Generator().manual_seed(5), dtype=F64)
-    s, C = l2_ball(x0, 0.5), margin_spec(net(x0).argmax(1), 3)
+    s, C = l2_ball(x0, 0.5), margin_rows(net(x0).argmax(1), 3)
     base = crown(net, s, C).lower
     for max_batch in (None, 3):
         first, second = alpha_crown(net, s, C, max_batch=max_batch), alpha_crown(net, s, C, max_batch=max_batch)
@@ -150,7 +150,7 @@ def test_alpha_crown_improves_on_crown_somewhere():
     net = random_mlp([6, 32, 32, 4], seed=3)
     x0 = torch.rand(20, 6, generator=torch.Generator().manual_seed(9), dtype=F64)
     s = l2_ball(x0, 0.5)
-    C = margin_spec(net(x0).argmax(1), 4)
+    C = margin_rows(net(x0).argmax(1), 4)
     gain = alpha_crown(net, s, C, iterations=20).lower - crown(net, s, C).lower
     assert (gain >= 0).all() and gain.max() > 1e-3
 
@@ -205,7 +205,7 @@ def test_lower_only_mode_keeps_the_lower_bounds_and_an_interval_upper_bound(meth
     net = random_mlp([4, 12, 12, 3], seed=6)
     x0 = torch.rand(5, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
     s = l2_ball(x0, 0.4)
-    C = margin_spec(net(x0).argmax(1), 3)
+    C = margin_rows(net(x0).argmax(1), 3)
     both, lower_only = method(net, s, C), method(net, s, C, upper=False)
     assert torch.allclose(lower_only.lower, both.lower, atol=1e-12)
     # the upper bound is the interval image of CROWN's pre-activation bounds: between CROWN's and IBP's
@@ -215,7 +215,7 @@ def test_lower_only_mode_keeps_the_lower_bounds_and_an_interval_upper_bound(meth
 def test_alpha_crown_stops_once_every_margin_is_positive():
     net = random_mlp([4, 16, 16, 3], seed=5)
     x0 = torch.rand(6, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
-    C = margin_spec(net(x0).argmax(1), 3)
+    C = margin_rows(net(x0).argmax(1), 3)
     s = l2_ball(x0, 0.05)
     assert (crown(net, s, C).lower > 0).all()  # small balls: CROWN already proves every margin
     early = alpha_crown(net, s, C, stop_when_positive=True)
@@ -228,7 +228,7 @@ def test_beta_terms_tighten_split_subdomains():
     net = random_mlp([3, 12, 12, 2], seed=13)
     x0 = torch.rand(8, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
     s = linf_ball(x0, 0.4)
-    C = margin_spec(net(x0).argmax(1), 2)
+    C = margin_rows(net(x0).argmax(1), 2)
     pre = crown(net, s, C, return_intermediate=True).pre_activation
     splits = []
     for lower, upper in pre:
@@ -252,9 +252,9 @@ def test_dense_and_sparse_intermediate_rows_give_the_same_bounds(norm, monkeypat
     results = []
     for fraction in (0.0, 1.1):  # every layer dense, every layer sparse
         monkeypatch.setattr(crown_module, "DENSE_FRACTION", fraction)
-        results.append(crown(net, s, margin_spec(net(x0).argmax(1), 3), return_intermediate=True))
+        results.append(crown(net, s, margin_rows(net(x0).argmax(1), 3), return_intermediate=True))
     dense, sparse = results
     assert torch.allclose(dense.bounds.lower, sparse.bounds.lower, atol=1e-12)
     assert torch.allclose(dense.bounds.upper, sparse.bounds.upper, atol=1e-12)
-    for (l1, u1), (l2, u2) in zip(dense.pre_activation, sparse.pre_activation):
+    for (l1, u1), (l2, u2) in zip(dense.pre_activation, sparse.pre_activation, strict=True):
         assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose(u1, u2, atol=1e-12)

@@ -1,4 +1,4 @@
-"""Input sets and specifications: exact linear ranges, the L2 ∩ box relaxation, validation, margin rows."""
+"""Input sets and output rows: exact linear ranges, the L2 ∩ box relaxation, validation, margin rows."""
 from __future__ import annotations
 
 import math
@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers_nets import sample_in_set
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers_nets import sample_in_set
 from pacverify.errors import InputError
+from pacverify.verify.output_rows import check_output_rows, margin_rows
 from pacverify.verify.sets import Box, box, l2_ball, linf_ball, perturbation_set
-from pacverify.verify.spec import check_spec, margin_spec
 
 
 def test_box_linear_range_is_attained_at_vertices():
@@ -98,8 +98,8 @@ def test_bad_sets_raise_input_errors(make, words):
         make()
 
 
-def test_margin_spec_rows_are_e_y_minus_e_j_in_ascending_j():
-    C = margin_spec([2, 0], 4)
+def test_margin_rows_rows_are_e_y_minus_e_j_in_ascending_j():
+    C = margin_rows([2, 0], 4)
     logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
     assert (C[0] @ logits[0]).tolist() == [3 - 1, 3 - 2, 3 - 4]
     assert (C[1] @ logits[0]).tolist() == [1 - 2, 1 - 3, 1 - 4]
@@ -108,15 +108,15 @@ def test_margin_spec_rows_are_e_y_minus_e_j_in_ascending_j():
 
 @pytest.mark.parametrize("labels, n, words", [
     ([3], 3, r"\[0, 2\]"), ([0.5], 3, "class indices"), ([], 3, "non-empty"), ([0], 1, "n_classes")])
-def test_margin_spec_refuses_bad_labels(labels, n, words):
+def test_margin_rows_refuses_bad_labels(labels, n, words):
     with pytest.raises(InputError, match=words):
-        margin_spec(labels, n)
+        margin_rows(labels, n)
 
 
-def test_check_spec_shapes():
-    assert check_spec(None, 2, 3, dtype=torch.float64, device="cpu") is None
-    assert check_spec(np.eye(3), 2, 3, dtype=torch.float64, device="cpu").shape == (3, 3)
+def test_check_output_rows_shapes():
+    assert check_output_rows(None, 2, 3, dtype=torch.float64, device="cpu") is None
+    assert check_output_rows(np.eye(3), 2, 3, dtype=torch.float64, device="cpu").shape == (3, 3)
     with pytest.raises(InputError, match=r"\(K, 3\) or \(2, K, 3\)"):
-        check_spec(np.zeros((5, 2, 3)), 2, 3, dtype=torch.float64, device="cpu")
+        check_output_rows(np.zeros((5, 2, 3)), 2, 3, dtype=torch.float64, device="cpu")
     with pytest.raises(InputError, match="finite"):
-        check_spec(np.full((1, 3), np.inf), 2, 3, dtype=torch.float64, device="cpu")
+        check_output_rows(np.full((1, 3), np.inf), 2, 3, dtype=torch.float64, device="cpu")

@@ -8,14 +8,21 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from helpers_nets import (
+    exact_range_milp,
+    pre_activations,
+    random_conv_net,
+    random_mlp,
+    sample_in_set,
+    satisfies,
+    spec_values,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers_nets import (exact_range_milp, pre_activations, random_conv_net, random_mlp, sample_in_set, satisfies,
-                          spec_values)
 from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.output_rows import margin_rows
 from pacverify.verify.sets import perturbation_set
-from pacverify.verify.spec import margin_spec
 
 METHODS = {"ibp": ibp, "crown": crown, "alpha": lambda *a, **k: alpha_crown(*a, iterations=4, **k)}
 
@@ -43,7 +50,7 @@ def problems(draw):
     s = perturbation_set(center, radius, norm, domain=(0.0, 1.0) if draw(st.booleans()) else None)
     spec = draw(st.sampled_from(["margin", "logits", "random"]))
     n_out = net.out_features
-    C = (margin_spec(net.to(dtype=torch.float64)(center).argmax(1), n_out) if spec == "margin" and n_out > 1
+    C = (margin_rows(net.to(dtype=torch.float64)(center).argmax(1), n_out) if spec == "margin" and n_out > 1
          else torch.randn(2, n_out, generator=gen, dtype=torch.float64) if spec == "random" else None)
     splits = None
     if draw(st.booleans()):
@@ -97,7 +104,7 @@ def test_pre_activation_bounds_contain_sampled_pre_activations(seed, norm):
     pre = pre_activations(net, points)
     for method in METHODS.values():
         result = method(net, s, return_intermediate=True)
-        for z, (lower, upper) in zip(pre, result.pre_activation):
+        for z, (lower, upper) in zip(pre, result.pre_activation, strict=True):
             assert (z >= lower).all() and (z <= upper).all()
 
 

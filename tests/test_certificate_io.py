@@ -7,23 +7,48 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from pacverify.certificate import body_digest, load_certificate, write_certificate
+from pacverify.certificate import schema as S
+from pacverify.certificate.io import body_digest, load_certificate, write_certificate
 from pacverify.errors import InputError
-from pacverify.gate import emit_github, junit_xml, requirements
-from pacverify.report import write_report
+from pacverify.certificate.gate import emit_github, junit_xml, requirements
+from pacverify.report.render import write_report
 
 
 def _body(verdict="CERTIFIED", disagree=0, verified=5, delta_t=0.02):
-    return {
-        "verdict": verdict, "reasons": ["because"],
-        "statements": {"pac": "With probability at least 0.9 ...", "assumptions": ["perfect student"]},
-        "pac": {"delta": 0.05, "eps": 0.5, "eta": 0.1, "kappa": 0.9, "norm": "2", "dim": 2, "samples": 300},
-        "verification": {"radius": 0.15, "required": 5, "verified": verified, "falsified": 0,
-                         "unknown": 5 - verified, "disagree": disagree},
-        "relaxation": {"delta_T": delta_t},
-        "teacher_check": {"counterexamples_delta": 0, "counterexamples_delta_T": 0},
-        "coverage": {"lower": 0.4, "confidence": 0.99},
-    }
+    """A complete typed certificate body with the given counts (the other sections filled plausibly)."""
+    pac = S.PacParameters(delta=0.05, eps=0.5, eta=0.1, kappa=0.9, norm="2", dim=2, vc_dimension=3, samples=300,
+                          samples_required=244, tv=0.0, shifted_eps=0.5, n_classes=2)
+    return S.CertificateBody(
+        schema=S.SCHEMA, tool=S.Tool("pacverify", "test"), verdict=S.Verdict(verdict), reasons=["because"],
+        statements=S.Statements(pac="With probability at least 0.9 ...", pac_delta_T=None, delta_T_note=None,
+                                assumptions=["perfect student"], coverage="coverage sentence", scope="scope"),
+        pac=pac,
+        files=S.Files(teacher=S.FileRef(None, "0" * 64), student_onnx=S.FileRef("student.onnx", "1" * 64),
+                      student_pt=S.FileRef("student.pt", "2" * 64),
+                      data=S.DataSource("synthetic", "gaussians", None), points=S.FileRef("points.npz", None)),
+        warnings=[],
+        settings=S.Settings(seed=0, arch=None, trust_pickle=False, student="mlp:2x64", method="kdiga", epochs=None,
+                            distill_options={}, verify_method="crown", complete=True, timeout_per_point=2.0,
+                            domain=None, attack=S.AttackSettings(50, 5), coverage=S.CoverageSettings(200, None),
+                            radius_search=S.RadiusSearch(0.3, 0.002), device="cpu"),
+        distillation=S.Distillation(n=300, agreement=1.0, eq13_fraction=1.0, gd_mean=0.01, gc_mean=0.99,
+                                    rho_quantiles={"0.5": 1.0}, rho_inf=0, norm="2", n_fresh=0, agreement_fresh=None,
+                                    eq13_fraction_fresh=None, gd_mean_fresh=None, gc_mean_fresh=None,
+                                    llm_radius=None, llm_student_mean=None, llm_teacher_mean=None, epochs_run=3,
+                                    stopped_early=False, notes=[], onnx_parity_max_abs_diff=1e-7),
+        verification=S.Verification(radius=0.15, norm="2", method="crown", complete=True, required=5,
+                                    verified=verified, falsified=0, unknown=5 - verified, disagree=disagree,
+                                    not_confident=295),
+        relaxation=S.Relaxation(delta_T=delta_t, rho_quantiles={"0.5": float("inf")}, margin_ratio_quantiles={},
+                                gradient_cosine_quantiles={}, certified_radius_quantiles={},
+                                teacher_radius_quantiles={}, cap=0.3, tol=0.002, formula="f", premises=["p"]),
+        teacher_check=S.TeacherCheck(attack="pgd", steps=50, restarts=5, radius_delta=0.15, radius_delta_T=0.06,
+                                     checked=5, counterexamples_delta=0, counterexamples_delta_T=0, note="n"),
+        coverage=S.Coverage(lower=0.4, confidence=0.99, points=200, batch=200, declared_covered=90,
+                            alpha_point=0.01, threshold=0.5, note=None),
+        timings={"verify": 0.1, "created": "now"},
+        environment=S.Environment("3", "linux", "2", "1", "1", "1", "cpu"),
+        integrity=S.Integrity(""))
 
 
 def _arrays(n=8):
@@ -54,7 +79,7 @@ def test_load_refuses_bad_files(tmp_path):
     body = json.loads((tmp_path / "c" / "certificate.json").read_text())
     del body["relaxation"]
     (tmp_path / "c" / "certificate.json").write_text(json.dumps(body))
-    with pytest.raises(InputError, match="relaxation.delta_T"):
+    with pytest.raises(InputError, match="lacks key.*relaxation"):
         load_certificate(tmp_path / "c")
     write_certificate(_body(), _arrays(), tmp_path / "d")
     (tmp_path / "d" / "points.npz").unlink()

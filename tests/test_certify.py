@@ -8,20 +8,32 @@ import numpy as np
 import pytest
 import torch
 
-from pacverify.certificate import body_digest
-from pacverify.certify import certify
-from pacverify.check import check_certificate
-from pacverify.guarantee import Verdict
+from pacverify.certificate.io import body_digest
+from pacverify.pipeline.run import certify
+from pacverify.pipeline.check import check_certificate
+from pacverify.certificate.schema import Verdict
 from pacverify.synthetic import sigmoid_radius
 from pacverify.testing import assert_certified
 
 from helpers_certify import TINY, non_robust_teacher, robust_teacher
 
 
+def _onnx_teacher(model, path):
+    """The teacher saved as ONNX inside the run's directory, so that ``check`` can re-derive every claim."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.zeros(2, 2),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+    return path
+
+
 @pytest.fixture(scope="module")
 def robust_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("robust")
-    return certify(robust_teacher(), out=out, delta=0.05, seed=0, **TINY), out
+    teacher = _onnx_teacher(robust_teacher(), out / "teacher.onnx")
+    return certify(teacher, out=out, delta=0.05, seed=0, **TINY), out
 
 
 def test_robust_teacher_is_certified(robust_run):
@@ -34,8 +46,10 @@ def test_robust_teacher_is_certified(robust_run):
     required = arrays["required"]
     assert (sigmoid_radius(arrays["points"][required]) > 3 * 0.05).all()
     # δ_T is the formula applied to the recorded per-point values
-    r, rho = arrays["certified_radius"][required], arrays["rho"][required]
-    assert cert.delta_T == pytest.approx(np.min(np.minimum(rho, 1) * r) / 3)
+    r, factor = arrays["certified_radius"][required], arrays["teacher_radius_factor"][required]
+    ratio, rho = arrays["margin_ratio"][required], arrays["rho"][required]
+    assert cert.delta_T == pytest.approx(np.min(factor * r) / 3)
+    np.testing.assert_allclose(factor, np.minimum(np.where(np.isinf(rho), 1.0, ratio * rho), 1.0))
     for key in ("verdict", "pac.samples", "pac.delta", "pac.eps", "pac.eta", "relaxation.delta_T"):
         node = body
         for part in key.split("."):
@@ -51,9 +65,10 @@ def test_non_robust_teacher_is_never_certified(tmp_path):
 
 def test_assert_certified_passes_a_certified_run_and_enforces_gates(robust_run):
     cert, out = robust_run
-    assert assert_certified(robust_teacher(), out=out, delta=0.05, seed=0, **TINY).verdict is Verdict.CERTIFIED
+    teacher = out / "teacher.onnx"
+    assert assert_certified(teacher, out=out, delta=0.05, seed=0, **TINY).verdict is Verdict.CERTIFIED
     with pytest.raises(AssertionError, match="minimum delta_T"):
-        assert_certified(robust_teacher(), out=out, delta=0.05, seed=0, min_delta_t=10.0, **TINY)
+        assert_certified(teacher, out=out, delta=0.05, seed=0, min_delta_t=10.0, **TINY)
 
 
 def test_flattened_student_on_non_robust_teacher_is_not_certified(tmp_path):
@@ -94,7 +109,7 @@ def test_check_rejects_changed_verdict_and_delta_t(robust_run, tmp_path):
     target, body = _copy(robust_run[1], tmp_path)
     body["relaxation"]["delta_T"] *= 2
     _save(target, body, redigest=True)
-    assert any("δ_T" in p for p in check_certificate(target).problems)
+    assert any("delta_T" in p for p in check_certificate(target).problems)
     target2, body2 = _copy(robust_run[1], tmp_path / "b")
     body2["verdict"] = "REFUTED"
     _save(target2, body2, redigest=True)
@@ -113,12 +128,13 @@ def test_check_rejects_swapped_onnx(robust_run, tmp_path):
             param.mul_(1.01)
     export_onnx(student, target / "student.onnx", (2,))
     result = check_certificate(target)
-    assert not result.confirmed and any("student onnx" in p for p in result.problems)
+    assert not result.confirmed and any("student ONNX" in p for p in result.problems)
 
 
 def test_same_seed_same_certificate(robust_run, tmp_path):
     cert, _ = robust_run
-    again = certify(robust_teacher(), out=tmp_path, delta=0.05, seed=0, **TINY)
+    teacher = _onnx_teacher(robust_teacher(), tmp_path / "teacher.onnx")
+    again = certify(teacher, out=tmp_path, delta=0.05, seed=0, **TINY)
 
     def stable(body):
         return {k: v for k, v in body.items() if k not in ("timings", "integrity")}
@@ -131,6 +147,30 @@ def test_same_seed_same_certificate(robust_run, tmp_path):
 def test_rerun_reuses_stages(robust_run, tmp_path):
     cert, out = robust_run
     messages = []
-    certify(robust_teacher(), out=out, delta=0.05, seed=0, progress=lambda s, m: messages.append((s, m)), **TINY)
+    certify(out / "teacher.onnx", out=out, delta=0.05, seed=0, progress=lambda s, m: messages.append((s, m)), **TINY)
     reused = {s for s, m in messages if m.endswith("(reused)")}
-    assert {"sample", "label", "distill", "verify", "radius", "teacher_check"} <= reused
+    assert reused == {"distill"}  # only the student is reused; the evidence is recomputed (issue 10 §6)
+
+
+def test_a_tampered_cache_changes_no_verdict(tmp_path):
+    """Issue 10 §6: a REFUTED run stays REFUTED whatever is written into its cache; a damaged entry is recomputed."""
+    from pacverify.pipeline.cache import CACHE_DIR
+
+    settings = dict(TINY, epochs=2, method="kd")
+    first = certify(non_robust_teacher(), out=tmp_path, delta=0.1, seed=1, **settings)
+    cache = tmp_path / CACHE_DIR
+    names = sorted(p.name.split("-")[0] for p in cache.iterdir())
+    assert names == ["distill"]  # no evidence stage is ever stored
+    for entry in cache.iterdir():
+        entry.write_bytes(entry.read_bytes()[:100])  # truncated zip
+    again = certify(non_robust_teacher(), out=tmp_path, delta=0.1, seed=1, **settings)
+    assert again.verdict is first.verdict
+    assert again.record.verification == first.record.verification
+
+
+def test_no_cache_retrains(robust_run, tmp_path):
+    cert, out = robust_run
+    messages = []
+    certify(out / "teacher.onnx", out=out, delta=0.05, seed=0, cache=False,
+            progress=lambda s, m: messages.append((s, m)), **TINY)
+    assert not any(m.endswith("(reused)") for _, m in messages)

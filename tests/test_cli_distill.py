@@ -32,7 +32,7 @@ def teacher_file(tmp_path_factory):
 def test_distill_writes_student_onnx_and_json(cli, teacher_file, tmp_path):
     out = tmp_path / "run"
     result = cli("distill", teacher_file, "--synthetic", "gaussians", "--samples", "200", "--fresh", "100",
-                 "--student", "mlp:2x16", "--epochs", "8", "--lr", "0.01", "--seed", "3", "--out", out)
+                 "--student", "mlp:2x16", "--epochs", "8", "--lr", "0.01", "--seed", "3", "--trust-pickle", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "agreement with the teacher" in result.stdout and "ONNX parity" in result.stdout
     assert "it/s" not in result.stderr  # no progress bar when stderr is not a terminal
@@ -93,7 +93,8 @@ def test_pickled_teacher_refused_without_trust(capsys, tmp_path):
     (["--synthetic", "moons"], ["unknown synthetic"]),
 ])
 def test_bad_settings_exit_2(capsys, teacher_file, tmp_path, args, words):
-    base = ["distill", teacher_file, "--synthetic", "gaussians", "--samples", "10", "--out", tmp_path / "o"]
+    base = ["distill", teacher_file, "--synthetic", "gaussians", "--samples", "10", "--trust-pickle", "--out",
+            tmp_path / "o"]
     code, err = _main(capsys, *base, *args)
     assert code == 2
     for word in words:
@@ -106,3 +107,27 @@ def test_export_refuses_a_file_that_is_not_a_student(capsys, tmp_path):
     code, err = _main(capsys, "export", tmp_path / "weights.pt", "--out", tmp_path / "s.onnx")
     assert code == 2 and "not a pacverify student file" in err
     assert not (tmp_path / "s.onnx").exists()
+
+
+def test_negative_domain_parses_through_the_real_cli(cli, teacher_file, tmp_path, capsys):
+    """``--domain -3,3``: a value starting with '-' is the option's value, not an unknown option."""
+    from pacverify.cli import build_parser
+    from pacverify.cli.distill import sampler_from_args
+
+    for flag in (["--domain", "-3,-0.5"], ["--domain=-3,-0.5"]):
+        args = build_parser("distill").parse_args(["distill", "t.pt", "--synthetic", "gaussians", "--samples", "10",
+                                                   "--out", "o", *flag])
+        sampler = sampler_from_args(args)
+        assert sampler.domain == (-3.0, -0.5)
+        x = sampler.draw(50)
+        assert x.min() >= -3.0 and x.max() <= -0.5
+    out = tmp_path / "run"
+    result = cli("distill", teacher_file, "--synthetic", "gaussians", "--samples", "60", "--fresh", "0",
+                 "--student", "mlp:1x8", "--epochs", "1", "--domain", "-3,3", "--trust-pickle", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert (out / "student.onnx").is_file()
+    code, err = _main(capsys, "distill", teacher_file, "--synthetic", "gaussians", "--samples", "10",
+                      "--domain", "3,-3", "--out", tmp_path / "bad")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--domain" in err and "LO,HI" in err and "'3,-3'" in err
+    assert not (tmp_path / "bad").exists()

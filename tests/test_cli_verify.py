@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from pacverify.onnx_io import load_network
-
 from helpers_nets import random_mlp
 from verify_nets import network_to_onnx, sum_threshold_net
+
+from pacverify.onnx_io import load_network
+from pacverify.validation import NORMS
+from pacverify.verify.bounds import BOUND_METHOD_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +139,58 @@ def _bad_cases(model, points, tmp_path):
     ]
 
 
-def test_bad_inputs_exit_2_with_one_clear_line(model, points, tmp_path, capsys):
+def _main(argv) -> int:
+    """The entry point in-process; argparse usage errors (e.g. a value outside ``choices``) exit via SystemExit."""
     from pacverify.cli import main
 
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_bad_inputs_exit_2_with_one_clear_line(model, points, tmp_path, capsys):
     for argv, word in _bad_cases(model, points, tmp_path):
-        code = main(["verify", *argv])
+        code = _main(["verify", *argv])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and word in err[0], (argv, err)
+
+
+@pytest.mark.parametrize("option, bad, names", [
+    ("--method", "deeppoly", BOUND_METHOD_NAMES),
+    ("--norm", "l1", NORMS),
+    ("--backend", "nope", ("native", "marabou", "auto_lirpa", "crown")),
+    ("--device", "tpu", ("cpu", "cuda")),
+])
+def test_closed_options_name_their_choices(model, points, capsys, option, bad, names):
+    code = _main(["verify", str(model), "--points", str(points), "--radius", "0.1", "--norm", "inf", option, bad])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "invalid choice" in err[0] and option in err[0], err
+    assert all(repr(name) in err[0] for name in names), err
+
+
+def test_negative_domain_through_the_real_cli(cli, model, points, tmp_path):
+    """``--domain -3,3`` (a value starting with '-') parses; so does ``--domain=-3,3``; both give the same answer."""
+    outs = []
+    for domain in (["--domain", "-3,3"], ["--domain=-3,3"], ["--domain", "-0.5,1.5"]):
+        out = tmp_path / f"d{len(outs)}.json"
+        proc = cli("verify", model, "--points", points, "--radius", "0.05", "--norm", "inf", *domain, "--threads", "1",
+                   "--json", out)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(json.loads(out.read_text())["points"])
+    assert outs[0] == outs[1] == outs[2]   # the points lie in [0, 1]: balls of radius 0.05 stay inside every domain
+    proc = cli("verify", model, "--points", points, "--radius", "0.05", "--norm", "inf", "--domain", "-3,-1")
+    _one_error_line(proc, "domain")       # the points lie outside [-3, -1]
+    proc = cli("verify", model, "--points", points, "--radius", "0.05", "--norm", "inf", "--domain", "3,-3")
+    _one_error_line(proc, "--domain", "LO,HI", "'3,-3'")
+
+
+def test_backend_native_and_its_documented_alias(model, points, capsys):
+    from pacverify.cli import main
+
+    for backend in ("native", "crown"):
+        assert main(["verify", str(model), "--points", str(points), "--radius", "0.05", "--norm", "inf",
+                     "--backend", backend]) == 0
+        assert "backend native" in capsys.readouterr().out
+    assert _main(["verify", "--help"]) == 0
+    assert "former name" in " ".join(capsys.readouterr().out.split())   # the alias is documented where it is accepted

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from pacverify.errors import InputError
-from pacverify.guarantee import (
+from pacverify.certificate.guarantee import (
     Evidence,
     Verdict,
     ball_hits,
@@ -16,6 +15,7 @@ from pacverify.guarantee import (
     decide_verdict,
     relaxed_delta,
 )
+from pacverify.errors import InputError
 
 
 def test_delta_t_hand_computed():
@@ -35,13 +35,34 @@ def test_delta_t_linear_teacher_and_student():
     # the student's exact robust radius at x is |g_S(x)| / ||grad g_S||: at x = (0.6, 0) it is 0.6
     x = np.array([0.6, 0.0])
     r_student = abs((w_student[0] - w_student[1]) @ x) / np.linalg.norm(w_student[0] - w_student[1])
-    # the teacher's true radius there is also 0.6; Prop 4.3 takes the conservative 0.5 * 0.6
+    # without the margin ratio, min(ρ, 1)·r = 0.3 understates it; the teacher's true radius there is also 0.6
     assert relaxed_delta([r_student], [rho]) == pytest.approx(0.5 * 0.6 / 3)
+    g_ratio = ((w_teacher[0] - w_teacher[1]) @ x) / ((w_student[0] - w_student[1]) @ x)  # 2
+    assert relaxed_delta([r_student], [rho], [g_ratio]) == pytest.approx(0.6 / 3)
+
+
+def test_delta_t_uses_the_margin_ratio():
+    # issue 10 §2: teacher margin x1, student margin x1 + 3, parallel unit gradients, at x = (2.2, 0).
+    # The student's radius is 5.2, the teacher's true radius 2.2; min(ρ, 1)·r alone would claim 5.2.
+    x1 = 2.2
+    g_t, g_s, r_student = x1, x1 + 3.0, x1 + 3.0
+    assert relaxed_delta([r_student], [1.0]) == pytest.approx(5.2 / 3)  # the overstatement of the old formula
+    assert relaxed_delta([r_student], [1.0], [g_t / g_s]) == pytest.approx(2.2 / 3)
+
+
+def test_delta_t_takes_every_runner_up():
+    # three classes: runner-up 1 binds through the margin ratio, runner-up 2 through ρ
+    rho = np.array([[1.0, 0.5]])
+    ratio = np.array([[0.4, 1.0]])
+    assert relaxed_delta([0.9], rho, ratio) == pytest.approx(0.4 * 0.9 / 3)
+    assert relaxed_delta([0.9], rho[:, 1:], ratio[:, 1:]) == pytest.approx(0.5 * 0.9 / 3)
+    # a student margin that is not positive transfers nothing
+    assert relaxed_delta([0.9], [[1.0, 1.0]], [[1.0, 0.0]]) == 0.0
 
 
 @given(st.lists(st.tuples(st.floats(0, 10), st.floats(0, 10)), min_size=1, max_size=30))
 def test_delta_t_never_exceeds_student_radius_over_three(pairs):
-    radii, rho = map(np.array, zip(*pairs))
+    radii, rho = map(np.array, zip(*pairs, strict=True))
     dt = relaxed_delta(radii, rho)
     assert dt <= radii.min() / 3 + 1e-12
     assert dt >= 0
@@ -114,3 +135,26 @@ def test_verdict_rules():
     assert v is Verdict.REFUTED
     assert decide_verdict(_evidence(0))[0] is Verdict.NOT_CERTIFIED
     assert [v.exit_code for v in Verdict] == [0, 1, 3]
+
+
+def test_ball_hits_count_only_the_confident_part():
+    """Issue 10 §1: coverage measures the confident part of each ball, as the PAC statement does."""
+    from pacverify.certificate.guarantee import ball_hits
+
+    centers = np.zeros((1, 2))
+    refs = np.array([[[0.1, 0.0], [0.0, 0.2], [3.0, 0.0], [0.05, 0.05]]])
+    assert ball_hits(centers, refs, 0.5, "2").tolist() == [3]
+    confident = np.array([[True, False, True, True]])
+    assert ball_hits(centers, refs, 0.5, "2", counted=confident).tolist() == [2]
+    assert ball_hits(centers, refs, 0.15, "inf", counted=confident).tolist() == [2]
+
+
+def test_coverage_sentence_speaks_of_the_confident_part_and_of_d_prime():
+    from pacverify.certificate.statements import coverage_sentence
+
+    cov = {"lower": 0.25, "confidence": 0.99, "points": 200, "batch": 400}
+    plain = coverage_sentence(cov, 0.1, 0.05, 0.9)
+    assert "κ-confident part (κ = 0.9) has D_X-mass ≥ ε = 0.05" in plain
+    shifted = coverage_sentence(cov, 0.1, 0.05, 0.9, tv=0.01)
+    assert "any D' with TV(D_X, D') ≤ Λ = 0.01" in shifted and "ε + Λ = 0.06" in shifted
+    assert "not estimated" in coverage_sentence({"points": 0, "note": "not estimated: x"}, 0.1, 0.05, 0.9)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers_nets import random_mlp
 
 from pacverify.verify.api import verify_points
-from pacverify.verify.result import Verdict
-
-from helpers_nets import random_mlp
+from pacverify.verify.result import PointVerdict
 
 pytest.importorskip("maraboupy", reason="maraboupy (the pacverify[marabou] extra) is not installed")
 
@@ -46,11 +45,11 @@ def test_agreement_with_marabou():
             counts[{"falsified": "marabou_sat", "verified": "marabou_unsat",
                     "unknown": "marabou_unknown"}[truth.value]] += 1
             for result in incomplete.values():
-                assert not (truth is Verdict.FALSIFIED and result.verdicts[i] is Verdict.VERIFIED)
-            counts["incomplete_verified"] += incomplete["crown"].verdicts[i] is Verdict.VERIFIED
-            if bab.verdicts[i] is Verdict.UNKNOWN:
+                assert not (truth is PointVerdict.FALSIFIED and result.verdicts[i] is PointVerdict.VERIFIED)
+            counts["incomplete_verified"] += incomplete["crown"].verdicts[i] is PointVerdict.VERIFIED
+            if bab.verdicts[i] is PointVerdict.UNKNOWN:
                 counts["bab_unknown"] += 1
-            elif truth is not Verdict.UNKNOWN:
+            elif truth is not PointVerdict.UNKNOWN:
                 assert bab.verdicts[i] is truth, (widths, seed, i, truth, bab.verdicts[i])
                 counts["bab_agrees"] += 1
     print(f"\nMarabou cross-check (L∞ radius {RADIUS}): {counts}")

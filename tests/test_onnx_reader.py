@@ -9,13 +9,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import SHARED
+from helpers_nets import conv_model
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers_nets import conv_model
-from conftest import SHARED
 from pacverify.errors import InputError, UnsupportedOperationError
-from pacverify.onnx_io import load_network, onnx_input
-from pacverify.verify.network import Affine, Relu
+from pacverify.network import Affine, Relu
+from pacverify.onnx_io import _attrs, load_network, onnx_input
+from pacverify.onnx_io.torch_module import onnx_to_torch
 
 VNN = SHARED / "vnncomp"
 RNG = np.random.default_rng(0)
@@ -61,7 +62,9 @@ def test_vnncomp_networks_agree_with_onnxruntime(path):
     net = _agrees(model, n=5, low=0.0, high=1.0)
     widths = net.relu_widths()
     assert widths == ([256, 256] if "mnist" in path.name else [50] * 6)
-    assert all(isinstance(a, Affine) and isinstance(r, Relu) for a, r in zip(net.layers[::2], net.layers[1::2]))
+    # the final Affine has no ReLU after it: the two slices differ in length by one
+    assert all(isinstance(a, Affine) and isinstance(r, Relu)
+               for a, r in zip(net.layers[::2], net.layers[1::2], strict=False))
 
 
 @pytest.mark.parametrize("trans_b, alpha, beta, c_shape", [
@@ -162,7 +165,50 @@ def test_conv_attribute_forms(attrs):
     group = attrs.get("group", 1)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Flatten", ["c"], ["y"])]
     inits = [_const("w", RNG.normal(size=(4, 2 // group, 3, 3))), _const("b", RNG.normal(size=4))]
-    _agrees(_model(nodes, ["N", 2, 6, 5], inits))
+    model = _model(nodes, ["N", 2, 6, 5], inits)
+    _agrees(model)
+    _torch_agrees(model, (3, 2, 6, 5))   # the teacher evaluator shares the pads logic (onnx_io/_attrs.py)
+
+
+def _torch_agrees(model: onnx.ModelProto, shape: tuple[int, ...]) -> None:
+    """The torch evaluator of ONNX teachers (:func:`onnx_to_torch`) agrees with onnxruntime."""
+    x = RNG.uniform(-2, 2, shape).astype(np.float32)
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    ours = onnx_to_torch(model)(torch.from_numpy(x)).detach().numpy()
+    assert ours.shape == reference[0].shape and np.abs(ours - reference[0]).max() < 1e-5
+
+
+def test_shared_attribute_helpers_by_hand():
+    # size 5, kernel 4, stride 2: ceil(5/2) = 3 outputs need (3-1)*2 + 4 - 5 = 3 pad pixels, the odd one at the end
+    # for SAME_UPPER and at the beginning for SAME_LOWER
+    assert _attrs.conv_pads({"auto_pad": b"SAME_UPPER"}, (5,), (4,), (2,), (1,)) == [1, 2]
+    assert _attrs.conv_pads({"auto_pad": "SAME_LOWER"}, (5,), (4,), (2,), (1,)) == [2, 1]
+    assert _attrs.conv_pads({"auto_pad": b"VALID", "pads": [1, 1]}, (5,), (4,), (2,), (1,)) == [0, 0]
+    assert _attrs.conv_pads({"pads": [0, 1, 2, 3]}, (5, 5), (3, 3), (1, 1), (1, 1)) == [0, 1, 2, 3]
+    assert _attrs.conv_pads({}, (5, 5), (3, 3), (1, 1), (1, 1)) == [0, 0, 0, 0]
+    assert _attrs.torch_pad_widths([0, 1, 2, 3]) == [1, 3, 0, 2]   # last axis first, (begin, end) per axis
+    assert _attrs.axes(None, {"axes": [0, -1]}) == [0, -1]
+    assert _attrs.axes(np.array([[2]]), {"axes": [0]}) == [2] == _attrs.axes(torch.tensor([2]), {})
+    assert _attrs.axes(None, {}) is None
+    assert [_attrs.normalize_axis(a, 3) for a in (-3, -1, 0, 2)] == [0, 2, 0, 2]
+    assert _attrs.text(b"NOTSET") == "NOTSET" and _attrs.text(3) == 3
+
+
+@pytest.mark.parametrize("node, shape, opset", [
+    (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+     (2, 3, 5, 5), 13),
+    (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], pads=[0, 1, 2, 1]), (2, 3, 5, 6), 13),
+    (helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], auto_pad="SAME_LOWER"), (2, 1, 4, 4), 13),
+    (helper.make_node("Pad", ["x", "pads"], ["y"], mode="constant"), (2, 3, 4), 13),
+    (helper.make_node("Squeeze", ["x"], ["y"], axes=[-2]), (2, 3, 1, 4), 11),
+    (helper.make_node("Unsqueeze", ["x"], ["y"], axes=[0, -1]), (2, 3), 11),
+    (helper.make_node("ReduceMean", ["x"], ["y"], axes=[-1, 1], keepdims=0), (2, 3, 4), 13),
+])
+def test_torch_evaluator_attribute_forms(node, shape, opset):
+    inits = [numpy_helper.from_array(np.array([0, 1, 2, 1, 0, 3], np.int64), "pads")] if node.op_type == "Pad" else []
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    _torch_agrees(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8), shape)
 
 
 def test_conv1d_and_batchnorm1d():

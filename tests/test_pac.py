@@ -144,3 +144,13 @@ def test_pac_statement_refuses_too_few_samples():
 def test_epsnet_statement():
     text = pac.epsnet_statement(2, 0.05, 0.01, 3720)
     assert "3720" in text and "0.99" in text and "ε = 0.05" in text
+
+
+def test_pac_statement_uses_the_epsnet_over_confident_parts():
+    """Issue 10 §1: the claim is about δ-balls whose κ-confident part has mass ≥ ε, not balls holding a sample point."""
+    text = pac.pac_statement(delta=0.03, eps=0.05, eta=0.01, samples=3720, dim=2, kappa=0.9)
+    assert "contains a κ-confident" not in text and "sample point —" not in text
+    assert "whose κ-confident part" in text and "has probability mass at least ε = 0.05 under D_X" in text
+    assert "single affine piece on every 3δ-ball" in text and "equal outputs" in text
+    shifted = pac.pac_statement(delta=0.03, eps=0.05, eta=0.01, samples=3720, dim=2, kappa=0.9, tv=0.02)
+    assert "whose κ-confident part" in shifted and "under any distribution D'" in shifted

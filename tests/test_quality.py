@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from pacverify.distill.attack import pgd, pgd_robust, project, random_in_ball
+from pacverify.attacks import pgd, project, random_in_ball
+from pacverify.distill.attack import pgd_robust
 from pacverify.distill.quality import (
     agreement_and_eq13,
     gradient_alignment,

@@ -4,12 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from pacverify.verify.api import certified_radius, verify_points
-from pacverify.verify.network import Affine, Network
-from pacverify.verify.result import Verdict
-
 from helpers_nets import random_mlp
+
+from pacverify.network import Affine, Network
+from pacverify.verify.api import certified_radius, verify_points
+from pacverify.verify.result import PointVerdict
 
 
 def _linear_net(seed: int, m: int = 3, n: int = 4) -> Network:
@@ -54,8 +53,8 @@ def test_proven_radius_is_verified_and_below_attack_radius(norm):
     proven = result.radius > 0
     assert proven.any()
     check = verify_points(net, x[proven], result.radius[proven], norm, domain=(0.0, 1.0), attack=False)
-    assert all(v is Verdict.VERIFIED for v in check.verdicts)
-    assert [v is Verdict.VERIFIED for v in result.verdicts] == list(proven)
+    assert all(v is PointVerdict.VERIFIED for v in check.verdicts)
+    assert [v is PointVerdict.VERIFIED for v in result.verdicts] == list(proven)
 
 
 def test_misclassified_point_has_radius_zero_and_is_falsified():
@@ -64,7 +63,7 @@ def test_misclassified_point_has_radius_zero_and_is_falsified():
     own = net(torch.from_numpy(x)).argmax(1).numpy()
     wrong = (own + 1) % 4
     result = certified_radius(net, x, "2", labels=wrong, cap=1.0)
-    assert np.all(result.radius == 0) and all(v is Verdict.FALSIFIED for v in result.verdicts)
+    assert np.all(result.radius == 0) and all(v is PointVerdict.FALSIFIED for v in result.verdicts)
     for i, cex in result.counterexamples.items():
         np.testing.assert_array_equal(cex, x[i])
 

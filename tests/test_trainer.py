@@ -65,7 +65,7 @@ def test_the_teacher_is_never_trained(teacher, sample, method):
     for param in unfrozen.parameters():
         param.requires_grad_(True)
     distill(unfrozen, sample[0][:64], method=method, epochs=2, progress=False)
-    for before, after in zip(teacher.parameters(), unfrozen.parameters()):
+    for before, after in zip(teacher.parameters(), unfrozen.parameters(), strict=True):
         assert after.grad is None and torch.equal(before, after)
 
 
@@ -75,8 +75,8 @@ def test_same_seed_same_student_and_global_rng_untouched(teacher, sample):
     runs = [distill(teacher, x, student="mlp:2x8", epochs=3, progress=False, seed=s, dropout=0.2) for s in (4, 4, 5)]
     assert torch.equal(state, torch.get_rng_state())
     a, b, c = (list(r.student.parameters()) for r in runs)
-    assert all(torch.equal(p, q) for p, q in zip(a, b))
-    assert not all(torch.equal(p, q) for p, q in zip(a, c))
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(a, c, strict=True))
 
 
 def test_settings_are_validated():
@@ -141,7 +141,7 @@ def test_default_config_is_valid():
 
 
 def test_grad_warmup_ramps_the_gradient_weight():
-    from pacverify.distill.trainer import _ramped
+    from pacverify.distill.fit import _ramped
 
     cfg = make_config(lambda_g=4.0, igam_lambda_diff=2.0, grad_warmup=0.5, epochs=10)
     weights = [_ramped(cfg, epoch) for epoch in range(10)]

@@ -42,3 +42,40 @@ def test_accepted_values_are_converted():
     assert v.check_dim("12") == 12
     assert v.check_dim(3.0) == 3
     assert v.check_tv(0) == 0.0
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "x", True, None])
+def test_positive_int_for_counts_that_are_not_samples(bad):
+    with pytest.raises(InputError) as info:
+        v.check_positive_int(bad, "threads")
+    assert "threads" in str(info.value) and "integer" in str(info.value) and repr(bad) in str(info.value)
+    assert v.check_positive_int("4", "opset") == 4 and v.check_positive_int(17.0, "opset") == 17
+
+
+@pytest.mark.parametrize("given, expected", [
+    (None, None), ("0,1", (0.0, 1.0)), ("-3,3", (-3.0, 3.0)), (" -1.5 , -0.5 ", (-1.5, -0.5)),
+    ("-1e-3,2e0", (-0.001, 2.0)), ((0, 1), (0.0, 1.0)), ([-3, 3], (-3.0, 3.0)), (("0", "255"), (0.0, 255.0)),
+])
+def test_parse_domain_accepts_none_text_and_pairs(given, expected):
+    out = v.parse_domain(given)
+    assert out == expected and (out is None or all(type(b) is float for b in out))
+
+
+@pytest.mark.parametrize("bad", ["1,0", "2,2", "0", "0,1,2", "a,b", "", "inf,1", "0,nan", (1,), (0, 1, 2), (True, 2),
+                                 5, [math.inf, 0]])
+def test_parse_domain_names_the_option_the_form_and_the_value(bad):
+    with pytest.raises(InputError) as info:
+        v.parse_domain(bad)
+    message = str(info.value)
+    assert "--domain" in message and "LO,HI" in message and "LO < HI" in message and repr(bad) in message
+
+
+def test_there_is_one_domain_parser():
+    import pacverify.cli.certify as cli_certify
+    import pacverify.cli.distill as cli_distill
+    import pacverify.cli.verify as cli_verify
+    import pacverify.data as data
+
+    assert not hasattr(data, "check_domain")
+    for module in (cli_certify, cli_verify, cli_distill, data):
+        assert module.parse_domain is v.parse_domain, module.__name__

@@ -10,12 +10,11 @@ import csv
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from pacverify.verify.api import verify_vnnlib
 from pacverify.verify.result import VnnlibStatus
 from pacverify.verify.vnnlib import check_counterexample, read_vnnlib
-
-from conftest import SHARED
 
 VNN = SHARED / "vnncomp"
 pytestmark = pytest.mark.skipif(not VNN.is_dir(), reason="../shared/vnncomp (VNN-COMP 2022 data) is not present")

@@ -4,11 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 
 from pacverify.errors import InputError
-from pacverify.verify.vnnlib import parse_vnnlib, read_vnnlib
-
-from conftest import SHARED
+from pacverify.verify.vnnlib import VnnlibProperty, parse_vnnlib, read_vnnlib
 
 HEAD = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n" \
        "(declare-const Y_2 Real)\n"
@@ -16,9 +15,10 @@ BOX = "(assert (<= X_0 1.5)) (assert (>= X_0 -0.5)) (assert (<= X_1 2)) (assert 
 
 
 def test_box_and_single_comparison():
-    spec = parse_vnnlib(HEAD + "; a comment (assert (<= X_0 9))\n" + BOX + "(assert (>= Y_0 3.25))")
-    assert (spec.n_inputs, spec.n_outputs, len(spec.regions)) == (2, 3, 1)
-    region = spec.regions[0]
+    vnnlib = parse_vnnlib(HEAD + "; a comment (assert (<= X_0 9))\n" + BOX + "(assert (>= Y_0 3.25))")
+    assert isinstance(vnnlib, VnnlibProperty)
+    assert (vnnlib.n_inputs, vnnlib.n_outputs, len(vnnlib.regions)) == (2, 3, 1)
+    region = vnnlib.regions[0]
     np.testing.assert_array_equal(region.lower, [-0.5, 0.0])
     np.testing.assert_array_equal(region.upper, [1.5, 2.0])
     # Y_0 >= 3.25  <=>  -Y_0 <= -3.25
@@ -43,9 +43,9 @@ def test_input_disjunction_gives_two_regions_and_empty_boxes_are_dropped():
     text = HEAD + "(assert (or (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1))" \
                   "            (and (>= X_0 2) (<= X_0 3) (>= X_1 0) (<= X_1 1))" \
                   "            (and (>= X_0 5) (<= X_0 4) (>= X_1 0) (<= X_1 1))))\n(assert (<= Y_1 Y_0))"
-    spec = parse_vnnlib(text)
-    assert [r.lower[0] for r in spec.regions] == [0.0, 2.0]
-    assert all(r.prop.n_clauses == 1 for r in spec.regions)
+    vnnlib = parse_vnnlib(text)
+    assert [r.lower[0] for r in vnnlib.regions] == [0.0, 2.0]
+    assert all(r.prop.n_clauses == 1 for r in vnnlib.regions)
 
 
 def test_linear_terms_and_equality():
@@ -96,8 +96,9 @@ def test_vnncomp_files_parse():
 
 
 def test_property_whose_input_boxes_are_all_empty_is_unsat(tmp_path):
-    from pacverify.verify.api import verify_vnnlib
     from verify_nets import network_to_onnx, sum_threshold_net
+
+    from pacverify.verify.api import verify_vnnlib
 
     model = tmp_path / "net.onnx"
     network_to_onnx(sum_threshold_net(0.9), model)

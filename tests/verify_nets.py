@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pacverify.verify.network import Affine, Network, Relu
+from pacverify.network import Affine, Network, Relu
 
 
 def sum_threshold_net(threshold: float = 0.9) -> Network:
@@ -19,8 +19,8 @@ def sum_threshold_net(threshold: float = 0.9) -> Network:
 def network_to_onnx(net: Network, path, *, extra_op: str | None = None) -> None:
     """Write ``net`` as an ONNX graph of Gemm (transB=1) and Relu nodes with a dynamic batch; ``extra_op``
     appends one more unary node of that type (e.g. "Sigmoid", to make an unsupported model)."""
-    from onnx import TensorProto, helper, numpy_helper
     import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits, current = [], [], "x"
     for i, layer in enumerate(net.layers):

@@ -4,11 +4,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from pacverify.certify import certify
-from pacverify.errors import InputError
+from pacverify.certificate.gate import emit_github, requirements, write_junit
+from pacverify.cli.options import add_domain_option
 from pacverify.fileio import atomic_write_json
-from pacverify.gate import emit_github, requirements, write_junit
+from pacverify.names import BOUND_METHOD_NAMES, DEVICES, DISTILL_METHODS, NORMS
+from pacverify.validation import parse_domain
+
+if TYPE_CHECKING:
+    from pacverify.certificate.io import Certificate
 
 HELP = "certify a teacher: sample, distill, verify the student, attack the teacher, write the certificate"
 
@@ -28,18 +33,19 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
         p.add_argument("--trust-pickle", action="store_true",
                        help="allow a fully pickled teacher module (runs code from the file: only for files you trust)")
     p.add_argument("--kappa", default=0.9, help="confidence threshold κ, 0.5 <= κ < 1 (default 0.9)")
-    p.add_argument("--norm", default="2", help="perturbation norm: 2 or inf (default 2)")
+    p.add_argument("--norm", default="2", choices=NORMS, help="perturbation norm: 2 or inf (default 2)")
     p.add_argument("--tv", default=0.0, help="total-variation distance Λ to a shifted distribution (Obs 4.5)")
     p.add_argument("--samples", help="draw this many points (at least the Thm 3.8 minimum)")
     p.add_argument("--student", default="mlp:2x64", help="student architecture, e.g. mlp:2x64 or cnn:... (default mlp:2x64)")
-    p.add_argument("--method", default="kdiga", help="distillation loss: kdiga (default), kd, igam, igdm")
+    p.add_argument("--method", default="kdiga", choices=DISTILL_METHODS, help="distillation loss (default kdiga)")
     p.add_argument("--epochs", type=int, help="distillation epochs (default: the trainer's, with early stopping)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="device to train and bound on (default auto)")
     p.add_argument("--seed", default=0, help="seed fixing every random draw (default 0)")
-    p.add_argument("--verify-method", default="crown", help="bound method: ibp, crown (default), alpha-crown")
+    p.add_argument("--verify-method", default="crown", choices=BOUND_METHOD_NAMES,
+                   help="bound method of the verifier (default crown)")
     p.add_argument("--incomplete", action="store_true", help="skip branch and bound on points the bounds leave unknown")
     p.add_argument("--timeout", default=2.0, help="seconds of branch and bound per point (default 2)")
-    p.add_argument("--domain", help="input domain box LO,HI every perturbed input stays in, e.g. 0,1")
+    add_domain_option(p, "input domain box every perturbed input stays in, e.g. 0,1")
     p.add_argument("--json", metavar="FILE", help="also write the certificate JSON to FILE")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML file with one test case per requirement")
     p.add_argument("--min-delta-t", type=float, help="CI gate: fail (exit 1) when δ_T is below this")
@@ -50,20 +56,10 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("certify", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
     add_certify_arguments(p)
-    p.add_argument("--out", default="pacverify-out", help="output directory (default ./pacverify-out); reruns resume")
+    p.add_argument("--out", default="pacverify-out",
+                   help="output directory (default ./pacverify-out); a rerun reuses its trained student")
+    p.add_argument("--no-cache", action="store_true", help="retrain the student instead of reusing the cached one")
     p.set_defaults(func=run)
-
-
-def parse_domain(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"--domain must be LO,HI (two numbers), got {text!r}") from None
-    if not lo < hi:
-        raise InputError(f"--domain needs LO < HI, got {text!r}")
-    return lo, hi
 
 
 def settings_from(args: argparse.Namespace) -> dict:
@@ -80,20 +76,21 @@ def progress_printer(quiet: bool):
     return say
 
 
-def summarise(cert, out_dir) -> str:
-    body = cert.body
-    ver, rel = body["verification"], body["relaxation"]
-    lines = [f"verdict: {body['verdict']}"] + [f"  {r}" for r in body["reasons"]]
-    lines += ["", body["statements"]["pac"]]
-    if body["statements"].get("pac_delta_T"):
-        lines += ["", f"δ_T = {rel['delta_T']:.6g}: " + body["statements"]["pac_delta_T"]]
+def summarise(cert: Certificate, out_dir) -> str:
+    """The verdict, its reasons, the claims with their assumptions, and the counts, as printed text."""
+    record = cert.record
+    ver, st = record.verification, record.statements
+    lines = [f"verdict: {record.verdict.value}"] + [f"  {r}" for r in record.reasons]
+    lines += ["", st.pac]
+    if st.pac_delta_T:
+        lines += ["", f"δ_T = {cert.delta_T:.6g}: " + st.pac_delta_T]
     else:
         lines += ["", "δ_T = 0: no relaxed radius can be claimed."]
-    lines += ["", "Assumptions:"] + [f"  - {a}" for a in body["statements"]["assumptions"]]
-    lines += ["", body["statements"]["coverage"]]
-    lines += [f"warning: {w}" for w in body.get("warnings", [])]
-    lines += ["", f"points: {body['pac']['samples']} drawn, {ver['required']} κ-confident: {ver['verified']} verified, "
-                  f"{ver['falsified']} falsified, {ver['unknown']} unknown, {ver['disagree']} disagree",
+    lines += ["", "Assumptions:"] + [f"  - {a}" for a in st.assumptions]
+    lines += ["", st.coverage]
+    lines += [f"warning: {w}" for w in record.warnings]
+    lines += ["", f"points: {record.pac.samples} drawn, {ver.required} κ-confident: {ver.verified} verified, "
+                  f"{ver.falsified} falsified, {ver.unknown} unknown, {ver.disagree} disagree",
               f"certificate: {os.path.join(out_dir, 'certificate.json')}   report: {os.path.join(out_dir, 'report.html')}"]
     return "\n".join(lines)
 
@@ -104,7 +101,7 @@ def finish(cert, args: argparse.Namespace, out_dir) -> int:
     if args.json:
         atomic_write_json(args.json, cert.body)
     if args.junit:
-        write_junit(args.junit, reqs, time_s=sum(v for v in cert.body["timings"].values() if isinstance(v, float)))
+        write_junit(args.junit, reqs, time_s=sum(v for v in cert.record.timings.values() if isinstance(v, float)))
     annotations = emit_github(cert, reqs)
     if annotations:
         print(annotations)
@@ -118,7 +115,10 @@ def finish(cert, args: argparse.Namespace, out_dir) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pacverify.pipeline.run import certify  # torch and the whole pipeline: only once the arguments parsed
+
     cert = certify(args.teacher, out=args.out, progress=progress_printer(args.quiet), show_bars=not args.quiet,
+                   cache=not args.no_cache,
                    delta=args.delta, eps=args.eps, eta=args.eta, data=args.data, sampler=args.sampler,
                    synthetic=args.synthetic, arch=args.arch, trust_pickle=args.trust_pickle, **settings_from(args))
     return finish(cert, args, args.out)

@@ -1,29 +1,46 @@
-"""``pacverify check``: re-verify a certificate; exit with its verdict's code when confirmed, 1 when rejected."""
+"""``pacverify check``: re-derive a certificate from its evidence (exit: the verdict's code when confirmed, 3 when
+refuted, 1 when rejected or unchecked)."""
 from __future__ import annotations
 
 import argparse
 
-from pacverify.check import check_certificate
-
-HELP = "re-check a certificate: hashes, sample size, a fresh verification of the student, δ_T and the verdict"
+HELP = ("re-check a certificate: re-derive every claim from the files (sample, student proofs, δ_T, teacher attack, "
+        "coverage) and compare")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
     p.add_argument("certificate", help="certificate.json (or the directory holding it)")
-    p.add_argument("--teacher", help="the teacher file, when it has moved since certification")
+    p.add_argument("--teacher", help="the teacher file (needed when it is not in the certificate's directory)")
+    p.add_argument("--data", help="the data file the sample was drawn from (when not in the certificate's directory)")
+    p.add_argument("--sampler", metavar="MODULE:FUNCTION",
+                   help="your sampler, to re-derive a sampler-drawn sample (imports and runs your code)")
     p.add_argument("--timeout", type=float, help="seconds of branch and bound per point (default: twice the recorded)")
+    p.add_argument("--arch", help="MODULE:FACTORY building a state-dict teacher's architecture (imports your code; "
+                                  "never taken from the certificate)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling the teacher file (runs code from it; never taken from the certificate)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = check_certificate(args.certificate, teacher=args.teacher, timeout=args.timeout)
-    if result.confirmed:
-        print(f"CONFIRMED: {result.verdict.value}")
+    from pacverify.pipeline.check import Outcome, check_certificate
+
+    result = check_certificate(args.certificate, teacher=args.teacher, data=args.data, sampler=args.sampler,
+                               timeout=args.timeout, arch=args.arch, trust_pickle=args.trust_pickle)
+    said = result.verdict.value
+    if result.outcome is Outcome.CONFIRMED:
+        print(f"CONFIRMED: {said}")
+    elif result.outcome is Outcome.REFUTED:
+        print(f"REFUTED (the certificate says {said}; the teacher has a counterexample in a claimed ball)")
+    elif result.outcome is Outcome.UNCHECKED:
+        print(f"UNCHECKED (the certificate says {said}; some claims could not be re-derived)")
     else:
-        print(f"REJECTED (the certificate says {result.verdict.value})")
-        for problem in result.problems:
-            print(f"  - {problem}")
+        print(f"REJECTED (the certificate says {said})")
+    for problem in result.problems:
+        print(f"  - {problem}")
+    for item in result.unchecked:
+        print(f"  not re-derived: {item}")
     for note in result.notes:
         print(f"note: {note}")
     return result.exit_code

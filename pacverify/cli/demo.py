@@ -5,7 +5,6 @@ import argparse
 import os
 
 from pacverify.cli.certify import progress_printer, summarise
-from pacverify.demo import DEMO, TEACHER_SLOPE, run_demo
 
 HELP = "certify the paper's synthetic sigmoid teacher (004 §5) end to end and write the report"
 
@@ -19,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pacverify.pipeline.demo import DEMO, TEACHER_SLOPE, run_demo
+
     say = progress_printer(args.quiet)
     say("demo", f"teacher: sigmoid teacher of Eq 11 (a = {TEACHER_SLOPE}) as a ReLU network; D_X: two truncated "
                 f"Gaussians in R²; δ = {DEMO['delta']}, ε = {DEMO['eps']}, η = {DEMO['eta']}, κ = {DEMO['kappa']}")

@@ -10,14 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from pacverify.cli.options import add_domain_option
 from pacverify.data import ArraySampler, make_sampler
 from pacverify.distill import METHODS, DistillConfig, distill, make_config
-from pacverify.distill.trainer import OPTIMIZERS, SCHEDULES
+from pacverify.distill.fit import OPTIMIZERS, SCHEDULES
 from pacverify.errors import InputError
 from pacverify.fileio import atomic_write_json, ensure_dir, sha256_file
 from pacverify.models import DEVICES, load_teacher, save_student
 from pacverify.onnx_io.export import export_onnx
-from pacverify.validation import check_samples
+from pacverify.validation import NORMS, check_samples, parse_domain
 
 HELP = "distill a teacher into a small ReLU student with input-gradient alignment, export it to ONNX"
 DEFAULT_FRESH = 1000
@@ -31,17 +32,12 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--data", metavar="FILE", help="array file of i.i.d. points (.npy .npz .csv .pt), one row each")
     src.add_argument("--sampler", metavar="MODULE:FUNCTION", help="function(n, rng) returning n i.i.d. points")
     src.add_argument("--synthetic", metavar="NAME", help="built-in distribution: gaussians[:M] (004 §5, m = M)")
-    p.add_argument("--domain", metavar="LO,HI", help="clip every point into the box [LO, HI]^m")
+    add_domain_option(p, "clip every point into the box [LO, HI]^m")
 
 
 def sampler_from_args(args: argparse.Namespace):
     """The sampler the source arguments name."""
-    domain = None
-    if args.domain:
-        parts = args.domain.split(",")
-        if len(parts) != 2:
-            raise InputError(f"--domain must be LO,HI, got {args.domain!r}")
-        domain = tuple(parts)
+    domain = parse_domain(args.domain)
     for kind in ("data", "sampler", "synthetic"):
         if getattr(args, kind):
             return make_sampler(getattr(args, kind), seed=args.seed, domain=domain, kind=kind)
@@ -68,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{what} (default {getattr(d, name)})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {d.optimizer}")
     p.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {d.schedule})")
-    p.add_argument("--norm", help="perturbation norm for rho and IGDM: 2 or inf (default 2)")
+    p.add_argument("--norm", choices=NORMS, help="perturbation norm for rho and IGDM (default 2)")
     p.add_argument("--no-early-stop", dest="early_stop", action="store_false", default=None,
                    help="always train all epochs")
     p.add_argument("--device", default="auto", choices=DEVICES)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from pacverify.certificate import load_certificate
+from pacverify.certificate.io import load_certificate
 from pacverify.errors import InputError
-from pacverify.report import write_report
+from pacverify.report.render import write_report
 
 HELP = "render a certificate as a self-contained HTML page and/or Markdown with figures"
 

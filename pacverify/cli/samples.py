@@ -7,7 +7,7 @@ import sys
 
 from pacverify import pac
 from pacverify.errors import InputError
-from pacverify.validation import check_dim, check_norm
+from pacverify.validation import NORMS, check_dim, check_eps, check_eta, check_norm, check_samples, check_tv
 
 HELP = "how many sample points the ε-net theorem needs (or which ε / η a given number buys)"
 
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eta", help="failure probability η, 0 < η <= 0.5")
     p.add_argument("--samples", help="a sample size s: solve for the smallest ε (give --eta) or η (give --eps)")
     p.add_argument("--tv", default="0", help="total-variation distance Λ to a shifted distribution (Obs 4.5)")
-    p.add_argument("--norm", default="2", help="ball norm: 2 (d = m+1) or inf (d = 2m); default 2")
+    p.add_argument("--norm", default="2", choices=NORMS, help="ball norm: 2 (d = m+1) or inf (d = 2m); default 2")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -42,20 +42,21 @@ def compute(dims: list[int], *, eps: str | None, eta: str | None, samples: str |
     rows = []
     for dim in dims:
         row: dict = {"dim": dim, "d": pac.vc_dimension(dim, norm)}
+        # check_* turn the strings into numbers (a non-number is an InputError), in the order pac checks them
         if samples is None:
-            row["eps"], row["eta"] = float(eps), float(eta)
-            row["samples"] = pac.sample_size(dim, eps, eta, norm=norm)
+            row["eps"], row["eta"] = check_eps(eps), check_eta(eta)
+            row["samples"] = pac.sample_size(dim, row["eps"], row["eta"], norm=norm)
             row["solved_for"] = "samples"
         elif eps is None:
-            row["samples"], row["eta"] = int(samples), float(eta)
-            row["eps"] = pac.min_eps(samples, dim, eta, norm=norm)
+            row["samples"], row["eta"] = check_samples(samples), check_eta(eta)
+            row["eps"] = pac.min_eps(row["samples"], dim, row["eta"], norm=norm)
             row["solved_for"] = "eps"
         else:
-            row["samples"], row["eps"] = int(samples), float(eps)
-            row["eta"] = pac.min_eta(samples, dim, eps, norm=norm)
+            row["samples"], row["eps"] = check_samples(samples), check_eps(eps)
+            row["eta"] = pac.min_eta(row["samples"], dim, row["eps"], norm=norm)
             row["solved_for"] = "eta"
-        row["tv"] = float(tv)
-        row["shifted_eps"] = pac.shifted_eps(row["eps"], tv)
+        row["tv"] = check_tv(tv)
+        row["shifted_eps"] = pac.shifted_eps(row["eps"], row["tv"])
         rows.append(row)
     warnings = [
         f"m = {row['dim']}: s = {row['samples']} exceeds what a typical dataset holds "

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pacverify.cli.options import add_domain_option
 from pacverify.errors import InputError
 from pacverify.fileio import atomic_write_text, dumps_json
-from pacverify.validation import check_domain, check_radius, check_samples
+from pacverify.names import BACKEND_ALIASES, BACKENDS, BOUND_METHOD_NAMES
+from pacverify.validation import NORMS, check_positive_int, check_radius, parse_domain
 
 HELP = "prove (or refute) robustness of an ONNX ReLU network at points, or answer a VNN-LIB property"
+DEVICES = ("cpu", "cuda")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,19 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--points", metavar="FILE.npy", help="points to verify, shape (N, *input_shape) or (N, m)")
     what.add_argument("--vnnlib", metavar="PROP.vnnlib", help="a VNN-LIB property: prints sat / unsat / unknown")
     p.add_argument("--radius", help="ball radius (> 0), or 'max' for the certified radius of each point")
-    p.add_argument("--norm", help="ball norm: 2 or inf")
-    p.add_argument("--method", help="bound method: ibp, crown or alpha-crown (default: crown for --points, "
-                                    "alpha-crown for --vnnlib)")
+    p.add_argument("--norm", choices=NORMS, help="ball norm: 2 or inf")
+    p.add_argument("--method", choices=BOUND_METHOD_NAMES, help="bound method (default: crown for --points, "
+                                                                "alpha-crown for --vnnlib)")
     p.add_argument("--complete", action="store_true", help="branch and bound on points the bounds leave unknown")
     p.add_argument("--timeout", help="seconds per point for the complete search (per instance with --vnnlib)")
-    p.add_argument("--domain", metavar="LO,HI", help="box every perturbed input must stay in, e.g. 0,1 for pixels")
+    add_domain_option(p, "box every perturbed input must stay in, e.g. 0,1 for pixels")
     p.add_argument("--labels", metavar="FILE.npy", help="classes the points must keep (default: the model's own)")
-    p.add_argument("--backend", default="crown", help="crown (built in, default), marabou (L∞) or auto_lirpa")
+    p.add_argument("--backend", default="native", choices=BACKENDS + tuple(BACKEND_ALIASES),
+                   help="native (built in, default: IBP / CROWN / α-CROWN and branch and bound; 'crown' is its "
+                        "former name, still accepted), marabou (complete, L∞ only) or auto_lirpa")
     p.add_argument("--seed", default="0", help="seed of the attacks (default 0)")
     p.add_argument("--cap", default="1.0", help="with --radius max: largest radius tried (default 1.0)")
     p.add_argument("--tol", default="1e-3", help="with --radius max: bisection tolerance (default 1e-3)")
     p.add_argument("--no-attack", action="store_true", help="skip the PGD attack (then nothing is falsified early)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="cpu (default) or cuda")
     p.add_argument("--threads", help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
     p.add_argument("--json", metavar="OUT", help="write {summary, points} as JSON (written whole)")
     p.add_argument("--cex", metavar="FILE", help="with --vnnlib: write a counterexample in the VNN-COMP format")
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         import torch
-        torch.set_num_threads(check_samples(args.threads, "threads"))  # any positive integer
+        torch.set_num_threads(check_positive_int(args.threads, "threads"))
 
     if not Path(args.model).is_file():
         raise InputError(f"model file {args.model!r} does not exist")
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     points = _load_npy(args.points, "points")
     labels = None if args.labels is None else _load_npy(args.labels, "labels")
     common = dict(labels=labels, method=args.method or "crown", complete=args.complete, timeout=args.timeout,
-                  domain=check_domain(args.domain), attack=not args.no_attack, seed=args.seed, device=args.device,
+                  domain=parse_domain(args.domain), attack=not args.no_attack, seed=args.seed, device=args.device,
                   backend=args.backend)
     if args.radius.strip().lower() == "max":
         result = api.certified_radius(args.model, points, args.norm, cap=args.cap, tol=args.tol, **common)

@@ -6,9 +6,10 @@ the quality markers (:func:`quality_markers`, :func:`margin_gradient_ratio`) and
 """
 from __future__ import annotations
 
+from pacverify.distill.fit import DistillConfig, EpochRecord, make_config
 from pacverify.distill.losses import METHODS
 from pacverify.distill.quality import QualityMarkers, margin_gradient_ratio, quality_markers
-from pacverify.distill.trainer import DistillConfig, DistillResult, EpochRecord, distill, make_config
+from pacverify.distill.trainer import DistillResult, distill
 
 __all__ = ["METHODS", "DistillConfig", "DistillResult", "EpochRecord", "QualityMarkers", "distill",
            "make_config", "margin_gradient_ratio", "quality_markers"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pacverify.distill.trainer import DistillConfig, FitOutcome, Targets, fit_student, teacher_targets
+from pacverify.distill.fit import DistillConfig, EpochRecord, FitOutcome, Targets, fit_student, teacher_targets
 
 
 def self_distill(teacher: nn.Module, student: nn.Module, x: torch.Tensor, targets: Targets, cfg: DistillConfig, *,
@@ -24,7 +24,8 @@ def self_distill(teacher: nn.Module, student: nn.Module, x: torch.Tensor, target
 
     Returns the concatenated per-epoch history of all loops (each record carries its loop number).
     """
-    history, epochs_run, stopped = [], 0, False
+    history: list[EpochRecord] = []
+    epochs_run, stopped = 0, False
     loop_teacher, loop_targets = teacher, targets
     for loop in range(1, cfg.isd_loops + 1):
         lr = cfg.lr if loop == 1 else cfg.lr * cfg.isd_lr_decay

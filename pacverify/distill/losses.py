@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-METHODS = ("kd", "kdiga", "igam", "igdm")
+from pacverify.names import DISTILL_METHODS
+
+METHODS = DISTILL_METHODS
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,12 @@ class Batch:
     y: torch.Tensor
     teacher_logits: torch.Tensor
     teacher_grad: torch.Tensor | None = None
+
+    def required_teacher_grad(self) -> torch.Tensor:
+        """``teacher_grad``, which the gradient-matching losses (KDIGA, IGAM) need."""
+        if self.teacher_grad is None:
+            raise ValueError("this loss needs the teacher's input gradients (Batch.teacher_grad)")
+        return self.teacher_grad
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ def kdiga_loss(student: nn.Module, batch: Batch, w: Weights) -> LossValue:
     """
     logits, grad = ce_input_gradient(student, batch.x, batch.y, create_graph=True)
     terms = kd_terms(logits, batch, w)
-    terms["grad"] = gradient_gap(grad, batch.teacher_grad).mean()
+    terms["grad"] = gradient_gap(grad, batch.required_teacher_grad()).mean()
     terms["total"] = terms["total"] + w.lambda_g * terms["grad"]
     return _value(terms)
 
@@ -129,7 +137,7 @@ def igam_loss(student: nn.Module, batch: Batch, w: Weights, disc: GradientDiscri
     logits, grad = ce_input_gradient(student, batch.x, batch.y, create_graph=True)
     terms = kd_terms(logits, batch, w)
     terms["adv"] = (-F.softplus(disc(grad))).mean()
-    terms["diff"] = (gradient_gap(grad, batch.teacher_grad) ** 2).mean()
+    terms["diff"] = (gradient_gap(grad, batch.required_teacher_grad()) ** 2).mean()
     terms["total"] = terms["total"] + w.lambda_adv * terms["adv"] + w.lambda_diff * terms["diff"]
     return _value(terms)
 

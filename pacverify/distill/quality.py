@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pacverify.distill.attack import ascent_direction, project, random_in_ball
+from pacverify.attacks import ascent_direction, project, random_in_ball
 from pacverify.distill.losses import ce_input_gradient
 from pacverify.errors import InputError
 from pacverify.models import call_model, module_device
@@ -199,7 +199,7 @@ def rho_summary(rho: np.ndarray) -> tuple[dict, int]:
     finite = np.where(np.isinf(rho), np.finfo(np.float64).max, rho)
     values = np.quantile(finite, RHO_QUANTILES, method="lower")
     return ({f"{q:g}": (float("inf") if v == np.finfo(np.float64).max else float(v))
-             for q, v in zip(RHO_QUANTILES, values)}, int(np.isinf(rho).sum()))
+             for q, v in zip(RHO_QUANTILES, values, strict=True)}, int(np.isinf(rho).sum()))
 
 
 def quality_markers(teacher: nn.Module, student: nn.Module, x: np.ndarray | torch.Tensor,

@@ -1,4 +1,4 @@
-"""ONNX input and output: reading a model into the verifier's :class:`~pacverify.verify.network.Network`,
+"""ONNX input and output: reading a model into the verifier's :class:`~pacverify.network.Network`,
 exporting a student (:func:`export_onnx`, checked against onnxruntime), and evaluating an ONNX teacher
 with torch so that its input gradients exist (:func:`onnx_to_torch`).
 """

@@ -27,7 +27,7 @@ from torch import nn
 
 from pacverify.errors import InputError
 from pacverify.fileio import atomic_write_bytes
-from pacverify.validation import check_positive, check_samples, check_seed
+from pacverify.validation import check_positive, check_positive_int, check_seed
 
 VERIFIER_OPS = frozenset({"Gemm", "MatMul", "Add", "Relu", "Flatten", "Reshape", "Conv", "Constant"})
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -72,9 +72,10 @@ def onnx_bytes(student: nn.Module, input_shape: tuple[int, ...], *, opset: int =
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
-        torch.onnx.export(model, (torch.zeros((2,) + tuple(input_shape)),), buffer, **_legacy_exporter(),
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        # the TorchScript exporter writes to a file object too; torch's hint for f names paths only
+        torch.onnx.export(model, (torch.zeros((2,) + tuple(input_shape)),), buffer,  # type: ignore[arg-type]
+                          **_legacy_exporter(), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=opset, dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           do_constant_folding=True)
     return buffer.getvalue()
 
@@ -98,10 +99,10 @@ def export_onnx(student: nn.Module, path: str | Path, input_shape: tuple[int, ..
     A difference above ``tolerance`` (absolute, plus the same relative to the logit's size) is an
     error. Opset must be ≥ 13. Raises :class:`ExportError` (nothing written) on any failed check.
     """
-    opset = check_samples(opset, "opset")
+    opset = check_positive_int(opset, "opset")
     if opset < 13:
         raise InputError(f"opset must be >= 13, got {opset}")
-    tolerance, n_random = check_positive(tolerance, "tolerance"), check_samples(n_random, "n_random")
+    tolerance, n_random = check_positive(tolerance, "tolerance"), check_positive_int(n_random, "n_random")
     input_shape = tuple(int(s) for s in input_shape)
     model = copy.deepcopy(student).cpu().float().eval()
     data = onnx_bytes(model, input_shape, opset=opset)

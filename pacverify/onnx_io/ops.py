@@ -12,7 +12,7 @@ what the node does to the live tensor, on its entries flattened in C order:
 * :class:`Value` — a constant (Shape of a live tensor, whose shape is static).
 
 The traversal (:mod:`pacverify.onnx_io.reader`) composes the steps into the verifier's
-:class:`~pacverify.verify.network.Network`; rules never see more than their node.
+:class:`~pacverify.network.Network`; rules never see more than their node.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import onnx
 import torch
 
 from pacverify.errors import InputError, UnsupportedOperationError
+from pacverify.onnx_io import _attrs
 
 # Largest dense matrix (entries) a rule may build; Conv and broadcast MatMul are refused above it.
 DEFAULT_MAX_DENSE_ENTRIES = 2**26
@@ -95,8 +96,7 @@ def _relu(ctx: Context) -> Effect:
 
 
 def _flatten(ctx: Context) -> Effect:
-    axis = ctx.attrs.get("axis", 1)
-    axis = axis + len(ctx.shape) if axis < 0 else axis
+    axis = _attrs.normalize_axis(ctx.attrs.get("axis", 1), len(ctx.shape))
     if not 0 <= axis <= len(ctx.shape):
         raise ctx.refuse(f"axis {ctx.attrs.get('axis')} is out of range for shape {ctx.shape}")
     return Restructure((int(np.prod(ctx.shape[:axis])), int(np.prod(ctx.shape[axis:]))))
@@ -104,10 +104,10 @@ def _flatten(ctx: Context) -> Effect:
 
 def _reshape(ctx: Context) -> Effect:
     _live_only(ctx)
-    target = ctx.const(1)
-    if target is None:
+    given = ctx.const(1)
+    if given is None:
         raise ctx.refuse("the target shape must be a constant")
-    target = [int(v) for v in target.reshape(-1)]
+    target = [int(v) for v in given.reshape(-1)]
     if not ctx.attrs.get("allowzero", 0):
         target = [ctx.shape[i] if v == 0 and i < len(ctx.shape) else v for i, v in enumerate(target)]
     if target.count(-1) > 1:
@@ -123,19 +123,12 @@ def _reshape(ctx: Context) -> Effect:
     return Restructure(tuple(target))
 
 
-def _axes(ctx: Context) -> list[int] | None:
-    """The ``axes`` of Squeeze/Unsqueeze: an input from opset 13 on, an attribute before."""
-    axes = ctx.const(1)
-    return list(ctx.attrs["axes"]) if axes is None and "axes" in ctx.attrs else (
-        None if axes is None else [int(a) for a in axes.reshape(-1)])
-
-
 def _squeeze(ctx: Context) -> Effect:
     _live_only(ctx)
-    axes = _axes(ctx)
+    axes = _attrs.axes(ctx.const(1), ctx.attrs)
     if axes is None:
         return Restructure(tuple(d for d in ctx.shape if d != 1))
-    axes = [a + len(ctx.shape) if a < 0 else a for a in axes]
+    axes = [_attrs.normalize_axis(a, len(ctx.shape)) for a in axes]
     if any(not 0 <= a < len(ctx.shape) or ctx.shape[a] != 1 for a in axes):
         raise ctx.refuse(f"cannot squeeze axes {axes} of shape {ctx.shape}")
     return Restructure(tuple(d for i, d in enumerate(ctx.shape) if i not in axes))
@@ -143,12 +136,12 @@ def _squeeze(ctx: Context) -> Effect:
 
 def _unsqueeze(ctx: Context) -> Effect:
     _live_only(ctx)
-    axes = _axes(ctx)
+    axes = _attrs.axes(ctx.const(1), ctx.attrs)
     if not axes:
         raise ctx.refuse("Unsqueeze needs axes")
     rank = len(ctx.shape) + len(axes)
     shape = list(ctx.shape)
-    for a in sorted(a + rank if a < 0 else a for a in axes):
+    for a in sorted(_attrs.normalize_axis(a, rank) for a in axes):
         shape.insert(a, 1)
     return Restructure(tuple(shape))
 
@@ -322,10 +315,10 @@ def _conv(ctx: Context) -> Effect:
     strides = list(ctx.attrs.get("strides", [1] * spatial))
     dilations = list(ctx.attrs.get("dilations", [1] * spatial))
     group = int(ctx.attrs.get("group", 1))
-    pads = _conv_pads(ctx, weight.shape[2:], strides, dilations)
+    pads = _attrs.conv_pads(ctx.attrs, ctx.shape[2:], weight.shape[2:], strides, dilations)
     conv = torch.nn.functional.conv1d if spatial == 1 else torch.nn.functional.conv2d
     w = torch.as_tensor(weight)
-    torch_pad = [p for i in reversed(range(spatial)) for p in (pads[i], pads[i + spatial])]
+    torch_pad = _attrs.torch_pad_widths(pads)
 
     def apply(x: np.ndarray) -> np.ndarray:
         out = []
@@ -347,24 +340,6 @@ def _conv(ctx: Context) -> Effect:
     b = np.zeros(out_shape) if bias is None else np.broadcast_to(
         np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * spatial), out_shape)
     return Step(out_shape, np.array(b).reshape(-1), apply=apply)
-
-
-def _conv_pads(ctx: Context, kernel, strides, dilations) -> list[int]:
-    spatial = len(kernel)
-    auto_pad = ctx.attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad in ("NOTSET", ""):
-        return list(ctx.attrs.get("pads", [0] * 2 * spatial))
-    if auto_pad == "VALID":
-        return [0] * 2 * spatial
-    begin, end = [], []
-    for size, k, s, d in zip(ctx.shape[2:], kernel, strides, dilations):
-        out = -(-size // s)
-        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-        small, large = total // 2, total - total // 2
-        begin.append(small if auto_pad == "SAME_UPPER" else large)
-        end.append(large if auto_pad == "SAME_UPPER" else small)
-    return begin + end
 
 
 def _batchnorm(ctx: Context) -> Effect:

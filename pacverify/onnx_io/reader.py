@@ -1,4 +1,4 @@
-"""ONNX → :class:`~pacverify.verify.network.Network`: the traversal (the op rules live in :mod:`.ops`).
+"""ONNX → :class:`~pacverify.network.Network`: the traversal (the op rules live in :mod:`.ops`).
 
 The graph is read at batch size 1 (a dynamic batch dimension is set to 1; a fixed batch of 1 is
 kept), which defines the function of one point that the verifier bounds. Walking the nodes in
@@ -22,8 +22,8 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from pacverify.errors import InputError
+from pacverify.network import Affine, Network, Relu
 from pacverify.onnx_io import ops
-from pacverify.verify.network import Affine, Network, Relu
 
 
 @dataclass(frozen=True)
@@ -141,12 +141,14 @@ def _input_shape(value_info: onnx.ValueInfoProto) -> tuple[tuple[int, ...], str]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
     if not dims:
         raise InputError(f"the model input {value_info.name!r} is a scalar")
-    if any(d is None or d <= 0 for d in dims[1:]):
+    rest = [d for d in dims[1:] if d is not None and d > 0]
+    if len(rest) != len(dims) - 1:
         raise InputError(f"the model input {value_info.name!r} has dynamic dimensions {dims} other than the batch "
                          f"dimension; only the first dimension may be dynamic")
-    if dims[0] is None or dims[0] <= 0:
-        return (1, *dims[1:]), "dynamic"
-    return tuple(dims), ("fixed" if dims[0] == 1 and len(dims) > 1 else "none")
+    first = dims[0]
+    if first is None or first <= 0:
+        return (1, *rest), "dynamic"
+    return (first, *rest), ("fixed" if first == 1 and rest else "none")
 
 
 def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets: list, max_entries: int) -> None:
@@ -156,7 +158,7 @@ def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets:
         raise InputError(f"node {node.name or node.op_type} uses tensor {unknown[0]!r} that nothing produces")
     live_at = [i for i, n in enumerate(names) if n in live]
     if not live_at:
-        for name, value in zip(node.output, _fold(node, consts, opsets)):
+        for name, value in zip(node.output, _fold(node, consts, opsets), strict=True):
             consts[name] = value
         return
     if len(live_at) > 1:
@@ -223,6 +225,7 @@ def _compose(pending: _Pending, step: ops.Step, layers: list, max_entries: int, 
             layers.append(_affine(pending))
             return _Pending(step.shape, step.matrix, step.bias.copy(), pending.segment)
     else:
+        assert step.apply is not None  # a Step carries one of scale, matrix and apply
         rows = pending.size if R is None or R.ndim == 1 else R.shape[0]
         n_out = int(np.prod(step.shape))
         if rows * n_out > max_entries:

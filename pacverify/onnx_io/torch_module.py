@@ -22,16 +22,10 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 from pacverify.errors import InputError, UnsupportedOperationError
+from pacverify.onnx_io import _attrs
+from pacverify.onnx_io._attrs import ints, normalize_axis
 
 Tensors = list  # list[torch.Tensor | None], one entry per node input ('' inputs are None)
-
-
-def _ints(t: torch.Tensor | None) -> list[int]:
-    return [] if t is None else [int(v) for v in t.reshape(-1).tolist()]
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
 
 
 def _torch_dtype(onnx_type: int) -> torch.dtype:
@@ -74,7 +68,7 @@ def _softmax(log: bool) -> Callable:
         fn = torch.log_softmax if log else torch.softmax
         if opset >= 13:
             return fn(x[0], dim=a.get("axis", -1))
-        axis = _axis(a.get("axis", 1), x[0].dim())  # before opset 13: softmax of the flattened 2-D view
+        axis = normalize_axis(a.get("axis", 1), x[0].dim())  # before opset 13: softmax of the flattened 2-D view
         flat = x[0].reshape(math.prod(x[0].shape[:axis]), -1)
         return fn(flat, dim=1).reshape(x[0].shape)
     return run
@@ -93,20 +87,7 @@ def _gelu(x: Tensors, a: dict, opset: int) -> torch.Tensor:
 # ---------------------------------------------------------------- convolution, normalisation, pooling
 def _pads(x: torch.Tensor, a: dict, kernel: list[int], dilations: list[int]) -> list[int]:
     """ONNX pads [b_1, ..., b_k, e_1, ..., e_k] for the spatial dims, resolving auto_pad."""
-    k = len(kernel)
-    auto = a.get("auto_pad", "NOTSET")
-    if auto in ("NOTSET", ""):
-        return list(a.get("pads", [0] * 2 * k))
-    if auto == "VALID":
-        return [0] * 2 * k
-    strides = list(a.get("strides", [1] * k))
-    begin, end = [], []
-    for size, kern, stride, dil in zip(x.shape[2:], kernel, strides, dilations):
-        total = max((math.ceil(size / stride) - 1) * stride + (kern - 1) * dil + 1 - size, 0)
-        small, large = total // 2, total - total // 2
-        begin.append(small if auto == "SAME_UPPER" else large)
-        end.append(large if auto == "SAME_UPPER" else small)
-    return begin + end
+    return _attrs.conv_pads(a, x.shape[2:], kernel, list(a.get("strides", [1] * len(kernel))), dilations)
 
 
 def _padded(x: torch.Tensor, pads: list[int], value: float) -> tuple[torch.Tensor, list[int]]:
@@ -114,10 +95,7 @@ def _padded(x: torch.Tensor, pads: list[int], value: float) -> tuple[torch.Tenso
     k = len(pads) // 2
     if pads[:k] == pads[k:]:
         return x, pads[:k]
-    torch_pads = []
-    for i in reversed(range(k)):
-        torch_pads += [pads[i], pads[k + i]]
-    return F.pad(x, torch_pads, value=value), [0] * k
+    return F.pad(x, _attrs.torch_pad_widths(pads), value=value), [0] * k
 
 
 def _conv(x: Tensors, a: dict, opset: int) -> torch.Tensor:
@@ -139,7 +117,7 @@ def _batchnorm(x: Tensors, a: dict, opset: int) -> torch.Tensor:
 
 
 def _layernorm(x: Tensors, a: dict, opset: int) -> torch.Tensor:
-    axis = _axis(a.get("axis", -1), x[0].dim())
+    axis = normalize_axis(a.get("axis", -1), x[0].dim())
     dims = tuple(range(axis, x[0].dim()))
     mean = x[0].mean(dim=dims, keepdim=True)
     var = ((x[0] - mean) ** 2).mean(dim=dims, keepdim=True)
@@ -156,12 +134,12 @@ def _pool(kind: str) -> Callable:
         pads = _pads(x[0], a, kernel, dilations)
         if kind == "max":
             data, padding = _padded(x[0], pads, -math.inf)
-            pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[k]
-            return pool(data, kernel, strides, padding, dilations, ceil_mode=bool(a.get("ceil_mode", 0)))
+            max_pool: Callable[..., torch.Tensor] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[k]
+            return max_pool(data, kernel, strides, padding, dilations, ceil_mode=bool(a.get("ceil_mode", 0)))
         if pads[:k] != pads[k:] or any(d != 1 for d in dilations):
             raise UnsupportedOperationError("AveragePool with asymmetric pads or dilations is not supported")
-        pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[k]
-        return pool(x[0], kernel, strides, pads[:k], ceil_mode=bool(a.get("ceil_mode", 0)),
+        avg_pool: Callable[..., torch.Tensor] = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[k]
+        return avg_pool(x[0], kernel, strides, pads[:k], ceil_mode=bool(a.get("ceil_mode", 0)),
                     count_include_pad=bool(a.get("count_include_pad", 0)))
     return run
 
@@ -172,41 +150,42 @@ def _global_pool(fn: Callable) -> Callable:
 
 # ---------------------------------------------------------------- shapes and indexing
 def _flatten(x: Tensors, a: dict, opset: int) -> torch.Tensor:
-    axis = _axis(a.get("axis", 1), x[0].dim())
+    axis = normalize_axis(a.get("axis", 1), x[0].dim())
     return x[0].reshape(math.prod(x[0].shape[:axis]), -1)
 
 
 def _reshape(x: Tensors, a: dict, opset: int) -> torch.Tensor:
-    shape = _ints(x[1])
+    shape = ints(x[1])
     if not a.get("allowzero", 0):
         shape = [x[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
     return x[0].reshape(shape)
 
 
 def _axes(x: Tensors, a: dict, position: int) -> list[int] | None:
-    if len(x) > position and x[position] is not None:
-        return _ints(x[position])
-    return list(a["axes"]) if "axes" in a else None
+    return _attrs.axes(x[position] if len(x) > position else None, a)
 
 
 def _squeeze(x: Tensors, a: dict, opset: int) -> torch.Tensor:
     axes = _axes(x, a, 1)
     if axes is None:
         return x[0].squeeze()
-    return x[0].squeeze(tuple(_axis(ax, x[0].dim()) for ax in axes))
+    return x[0].squeeze(tuple(normalize_axis(ax, x[0].dim()) for ax in axes))
 
 
 def _unsqueeze(x: Tensors, a: dict, opset: int) -> torch.Tensor:
     out = x[0]
-    rank = out.dim() + len(_axes(x, a, 1))
-    for ax in sorted(_axis(ax, rank) for ax in _axes(x, a, 1)):
+    axes = _axes(x, a, 1)
+    if axes is None:
+        raise InputError("Unsqueeze needs axes (an operand from opset 13, an attribute before)")
+    rank = out.dim() + len(axes)
+    for ax in sorted(normalize_axis(ax, rank) for ax in axes):
         out = out.unsqueeze(ax)
     return out
 
 
 def _gather(x: Tensors, a: dict, opset: int) -> torch.Tensor:
     data, idx = x[0], x[1].long()
-    axis = _axis(a.get("axis", 0), data.dim())
+    axis = normalize_axis(a.get("axis", 0), data.dim())
     idx = torch.where(idx < 0, idx + data.shape[axis], idx)
     out = data.index_select(axis, idx.reshape(-1))
     return out.reshape(tuple(data.shape[:axis]) + tuple(idx.shape) + tuple(data.shape[axis + 1:]))
@@ -217,25 +196,25 @@ def _slice(x: Tensors, a: dict, opset: int) -> torch.Tensor:
     if opset < 10:
         starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
     else:
-        starts, ends = _ints(x[1]), _ints(x[2])
-        axes = _ints(x[3]) if len(x) > 3 and x[3] is not None else None
-        steps = _ints(x[4]) if len(x) > 4 and x[4] is not None else None
+        starts, ends = ints(x[1]), ints(x[2])
+        axes = ints(x[3]) if len(x) > 3 and x[3] is not None else None
+        steps = ints(x[4]) if len(x) > 4 and x[4] is not None else None
     axes = list(range(len(starts))) if axes is None else axes
     steps = [1] * len(starts) if steps is None else steps
     index = [slice(None)] * data.dim()
-    for start, end, ax, step in zip(starts, ends, axes, steps):
+    for start, end, ax, step in zip(starts, ends, axes, steps, strict=True):
         if step < 1:
             raise UnsupportedOperationError("Slice with a negative step is not supported")
-        size = data.shape[_axis(ax, data.dim())]
+        size = data.shape[normalize_axis(ax, data.dim())]
         start = max(min(start + size if start < 0 else start, size), 0)
         end = max(min(end + size if end < 0 else end, size), 0)
-        index[_axis(ax, data.dim())] = slice(start, end, step)
+        index[normalize_axis(ax, data.dim())] = slice(start, end, step)
     return data[tuple(index)]
 
 
 def _split(x: Tensors, a: dict, opset: int) -> tuple[torch.Tensor, ...]:
-    axis = _axis(a.get("axis", 0), x[0].dim())
-    sizes = _ints(x[1]) if len(x) > 1 and x[1] is not None else list(a.get("split", []))
+    axis = normalize_axis(a.get("axis", 0), x[0].dim())
+    sizes = ints(x[1]) if len(x) > 1 and x[1] is not None else list(a.get("split", []))
     if not sizes:
         parts = a.get("num_outputs") or a["_n_outputs"]
         return torch.tensor_split(x[0], parts, dim=axis)
@@ -250,7 +229,7 @@ def _reduce(fn: Callable) -> Callable:
             if a.get("noop_with_empty_axes", 0):
                 return x[0]
             axes = list(range(x[0].dim()))
-        return fn(x[0], dim=tuple(_axis(ax, x[0].dim()) for ax in axes), keepdim=keep)
+        return fn(x[0], dim=tuple(normalize_axis(ax, x[0].dim()) for ax in axes), keepdim=keep)
     return run
 
 
@@ -266,29 +245,26 @@ def _constant(x: Tensors, a: dict, opset: int) -> torch.Tensor:
 
 def _constant_of_shape(x: Tensors, a: dict, opset: int) -> torch.Tensor:
     value = torch.from_numpy(numpy_helper.to_array(a["value"]).copy()) if "value" in a else torch.zeros(1)
-    return torch.full(_ints(x[0]), value.item(), dtype=value.dtype, device=x[0].device)
+    return torch.full(ints(x[0]), value.item(), dtype=value.dtype, device=x[0].device)
 
 
 def _pad(x: Tensors, a: dict, opset: int) -> torch.Tensor:
-    pads = _ints(x[1]) if opset >= 11 else list(a["pads"])
+    pads = ints(x[1]) if opset >= 11 else list(a["pads"])
     value = float(x[2].item()) if len(x) > 2 and x[2] is not None else a.get("value", 0.0)
     rank = x[0].dim()
-    axes = [_axis(ax, rank) for ax in _ints(x[3])] if len(x) > 3 and x[3] is not None else list(range(rank))
+    axes = [normalize_axis(ax, rank) for ax in ints(x[3])] if len(x) > 3 and x[3] is not None else list(range(rank))
     k = len(axes)
     full = [0] * 2 * rank
     for i, ax in enumerate(axes):
         full[ax], full[rank + ax] = pads[i], pads[k + i]
-    torch_pads = []
-    for ax in reversed(range(rank)):
-        torch_pads += [full[ax], full[rank + ax]]
     mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}.get(a.get("mode", "constant"))
     if mode is None:
         raise UnsupportedOperationError(f"Pad mode {a.get('mode')!r} is not supported")
-    return F.pad(x[0], torch_pads, mode=mode, value=value if mode == "constant" else None)
+    return F.pad(x[0], _attrs.torch_pad_widths(full), mode=mode, value=value if mode == "constant" else None)
 
 
 def _expand(x: Tensors, a: dict, opset: int) -> torch.Tensor:
-    return x[0].expand(torch.broadcast_shapes(tuple(x[0].shape), tuple(_ints(x[1]))))
+    return x[0].expand(torch.broadcast_shapes(tuple(x[0].shape), tuple(ints(x[1]))))
 
 
 def _shape(x: Tensors, a: dict, opset: int) -> torch.Tensor:
@@ -327,7 +303,7 @@ OPS: dict[str, Callable] = {
     "Transpose": lambda x, a, opset: x[0].permute(a.get("perm", list(reversed(range(x[0].dim()))))),
     "Concat": lambda x, a, opset: torch.cat([t for t in x if t is not None], dim=a["axis"]),
     "Split": _split, "Gather": _gather, "Slice": _slice, "Expand": _expand, "Pad": _pad,
-    "Tile": lambda x, a, opset: x[0].repeat(_ints(x[1])),
+    "Tile": lambda x, a, opset: x[0].repeat(ints(x[1])),
     "Shape": _shape, "Constant": _constant, "ConstantOfShape": _constant_of_shape,
     "Identity": _unary(lambda t: t), "Dropout": _dropout,
     "Cast": lambda x, a, opset: x[0].to(_torch_dtype(a["to"])),
@@ -342,8 +318,7 @@ OPS: dict[str, Callable] = {
 def _attributes(node: onnx.NodeProto) -> dict:
     out = {}
     for attr in node.attribute:
-        value = onnx.helper.get_attribute_value(attr)
-        out[attr.name] = value.decode() if isinstance(value, bytes) else value
+        out[attr.name] = _attrs.text(onnx.helper.get_attribute_value(attr))
     out["_n_outputs"] = len(node.output)
     return out
 
@@ -388,7 +363,8 @@ class OnnxModule(torch.nn.Module):
             result = OPS[op](args, attrs, self.opset)
             if isinstance(result, torch.Tensor):
                 result = (result,)
-            for name, value in zip(outputs, result):
+            # a node may omit optional outputs (Dropout's mask) that the op still computes
+            for name, value in zip(outputs, result, strict=False):
                 if name:
                     env[name] = value
         return env[self.output_name]
@@ -396,8 +372,9 @@ class OnnxModule(torch.nn.Module):
 
 def onnx_to_torch(source: str | onnx.ModelProto) -> OnnxModule:
     """Load an ONNX model (path or ModelProto) as a differentiable :class:`OnnxModule` in eval mode."""
-    model = source
-    if not isinstance(source, onnx.ModelProto):
+    if isinstance(source, onnx.ModelProto):
+        model = source
+    else:
         try:
             model = onnx.load(str(source))
         except Exception as exc:  # onnx raises DecodeError, OSError, ... for unreadable files

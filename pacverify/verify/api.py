@@ -1,11 +1,12 @@
 """Public entry points of the verifier: local robustness of many points, certified radii, VNN-LIB.
 
-Each entry point takes a :class:`~pacverify.verify.network.Network` or an ONNX path, checks its
+Each entry point takes a :class:`~pacverify.network.Network` or an ONNX path, checks its
 arguments (bad input is an :class:`~pacverify.errors.InputError`), and runs the same pipeline:
 
 1. **attack** — PGD (:mod:`.attacks`) on every point; confirmed counterexamples are FALSIFIED;
-2. **bounds** — one batched pass of the chosen bound method (IBP, CROWN or α-CROWN) through the
-   backend; points whose margins' lower bounds are all > 0 are VERIFIED (DESIGN.md §2);
+2. **bounds** — one batched pass of the chosen bound method (IBP, CROWN or α-CROWN, named in
+   :data:`~pacverify.verify.bounds.BOUND_METHODS`) through the backend; points whose margins' lower
+   bounds are all > 0 are VERIFIED (DESIGN.md §2);
 3. **complete search** (``complete=True``, or a backend that is always complete such as Marabou) —
    branch and bound (:mod:`.bab`) or the backend's solver on the points left, ``timeout`` seconds
    each; the rest stay UNKNOWN.
@@ -20,16 +21,22 @@ import numpy as np
 import torch
 
 from pacverify.errors import InputError
+from pacverify.network import Network
 from pacverify.validation import check_norm, check_positive, check_radius, check_seed
 from pacverify.verify.attacks import attack_set, bound_guided_attack
 from pacverify.verify.backends import Backend, get_backend
-from pacverify.verify.network import Network
+from pacverify.verify.bounds import check_bound_method
 from pacverify.verify.property import OutputProperty, robustness_property
-from pacverify.verify.result import Decision, Verdict, VerificationResult, VnnlibResult, VnnlibStatus
+from pacverify.verify.result import (
+    Decision,
+    PointVerdict,
+    VerificationResult,
+    VnnlibResult,
+    VnnlibStatus,
+)
 from pacverify.verify.sets import Box, InputSet, perturbation_set
 from pacverify.verify.vnnlib import read_vnnlib
 
-METHODS = ("ibp", "crown", "alpha-crown")
 LOW_DIM = 10                    # inputs up to which a VNN-LIB box gets many PGD restarts (ACAS Xu has 5)
 VNNLIB_RESTARTS_LOW_DIM = 1000  # cheap in few dimensions, and needed: ACAS Xu counterexamples are small regions
 VNNLIB_RESTARTS = 20
@@ -48,7 +55,7 @@ def load(net_or_path: Network | str | os.PathLike, *, device: str = "cpu") -> Ne
 
 def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm, *, labels=None,
                   method: str = "crown", complete: bool = False, timeout: float | None = None, domain=None,
-                  attack: bool = True, seed: int = 0, device: str = "cpu", backend: str = "crown"
+                  attack: bool = True, seed: int = 0, device: str = "cpu", backend: str = "native"
                   ) -> VerificationResult:
     """Decide local robustness (Def 3.1 of 004) of the network at every point.
 
@@ -58,14 +65,15 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
         radius: the ball radius, a number or one per point (N,), each > 0.
         norm: 2 or inf (see :func:`pacverify.validation.check_norm`).
         labels: (N,) classes each point must keep; default: the network's own argmax at the points.
-        method: bound method of the incomplete pass: "ibp", "crown" or "alpha-crown".
+        method: bound method of the incomplete pass, a name in :data:`~pacverify.verify.bounds.BOUND_METHODS`:
+            "ibp", "crown" or "alpha-crown".
         complete: run branch and bound on the points the bounds leave unknown.
         timeout: seconds per point for the complete search (None: no limit).
         domain: optional (lower, upper) box every perturbed input must stay in (e.g. (0, 1) for pixels).
         attack: run PGD first (counterexamples only; never needed for soundness).
         seed: fixes every random draw (attack starts).
         device: "cpu" or "cuda".
-        backend: "crown" (built in), "marabou" (complete, L∞ only) or "auto_lirpa".
+        backend: "native" (built in; "crown" is its former name), "marabou" (complete, L∞ only) or "auto_lirpa".
 
     Returns:
         :class:`VerificationResult`; VERIFIED only where sound bounds (or a complete search) prove the
@@ -76,7 +84,7 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
     x = _points(points, net)
     radii = _radii(radius, x.shape[0])
     norm = check_norm(norm)
-    method, seed, timeout = _method(method), check_seed(seed), _timeout(timeout)
+    method, seed, timeout = check_bound_method(method), check_seed(seed), _timeout(timeout)
     chosen = get_backend(backend)
     y = _labels(labels, net, x)
     input_set = perturbation_set(x, radii, norm, domain, dtype=net.dtype, device=net.device)
@@ -92,7 +100,7 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
 def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, labels=None,
                      method: str = "crown", cap: float = 1.0, tol: float = 1e-3, complete: bool = False,
                      timeout: float | None = None, domain=None, attack: bool = True, seed: int = 0,
-                     device: str = "cpu", backend: str = "crown") -> VerificationResult:
+                     device: str = "cpu", backend: str = "native") -> VerificationResult:
     """The largest radius proven at each point, by bisection on r in [0, cap] (all points in lock step).
 
     Every step bounds all unfinished points in one call (and, with ``complete``, runs the complete
@@ -108,7 +116,7 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
     x = _points(points, net)
     norm = check_norm(norm)
     cap, tol = check_positive(cap, "cap"), check_positive(tol, "tol")
-    method, seed, timeout = _method(method), check_seed(seed), _timeout(timeout)
+    method, seed, timeout = check_bound_method(method), check_seed(seed), _timeout(timeout)
     chosen = get_backend(backend)
     y = _labels(labels, net, x)
     n = x.shape[0]
@@ -140,7 +148,7 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
             found = attack_set(net, perturbation_set(x[probe], hi[probe], norm, _domain_rows(domain, probe),
                                                      dtype=net.dtype), prop.select(probe), seed=seed)
             upper[probe[found.found]] = hi[probe[found.found]]
-    verdicts = [Verdict.FALSIFIED if bool(misclassified[i]) else Verdict.VERIFIED if lo[i] > 0 else Verdict.UNKNOWN
+    verdicts = [PointVerdict.FALSIFIED if bool(misclassified[i]) else PointVerdict.VERIFIED if lo[i] > 0 else PointVerdict.UNKNOWN
                 for i in range(n)]
     counterexamples = {int(i): x[i].numpy() for i in torch.nonzero(misclassified).reshape(-1)}
     lower = torch.full((n, net.out_features - 1), -torch.inf, dtype=torch.float64)
@@ -152,7 +160,7 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
 
 def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | os.PathLike,
                   timeout: float | None = None, *, method: str = "alpha-crown", seed: int = 0, device: str = "cpu",
-                  backend: str = "crown") -> VnnlibResult:
+                  backend: str = "native") -> VnnlibResult:
     """Answer a VNN-LIB instance: SAT (with a checked counterexample), UNSAT (proved) or UNKNOWN.
 
     Conjunctions get implied rows (:meth:`OutputProperty.with_implied_rows`). Every region (input box with
@@ -163,14 +171,14 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
     """
     start = time.perf_counter()
     net = load(net_or_path, device=device)
-    spec = read_vnnlib(vnnlib_path)
-    if spec.n_inputs != net.in_features or spec.n_outputs != net.out_features:
-        raise InputError(f"the VNN-LIB file declares {spec.n_inputs} inputs and {spec.n_outputs} outputs, the "
+    vnnlib = read_vnnlib(vnnlib_path)
+    if vnnlib.n_inputs != net.in_features or vnnlib.n_outputs != net.out_features:
+        raise InputError(f"the VNN-LIB file declares {vnnlib.n_inputs} inputs and {vnnlib.n_outputs} outputs, the "
                          f"network has {net.in_features} and {net.out_features}")
-    method, seed, timeout = _method(method), check_seed(seed), _timeout(timeout)
+    method, seed, timeout = check_bound_method(method), check_seed(seed), _timeout(timeout)
     chosen = get_backend(backend)
     regions = [(Box(torch.from_numpy(r.lower)[None], torch.from_numpy(r.upper)[None]), r.prop.with_implied_rows())
-               for r in spec.regions]
+               for r in vnnlib.regions]
     for box, _ in regions:
         chosen.check(box, complete=chosen.can_decide)
 
@@ -203,9 +211,9 @@ def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | o
                         f"region {k}: not proved by the bounds ({chosen.name} has no complete search)")
         box, prop = regions[k]
         decision = chosen.decide(net, box, prop, timeout=left, method=method, seed=seed)[0]
-        if decision.verdict is Verdict.FALSIFIED:
+        if decision.verdict is PointVerdict.FALSIFIED:
             return done(VnnlibStatus.SAT, f"region {k}: {decision.detail}", decision.counterexample)
-        if decision.verdict is Verdict.UNKNOWN:
+        if decision.verdict is PointVerdict.UNKNOWN:
             return done(VnnlibStatus.UNKNOWN, f"region {k}: {decision.detail}")
         details.append(f"region {k}: {decision.detail}")
     if not regions:
@@ -238,12 +246,6 @@ def _radii(radius, n: int) -> torch.Tensor:
         raise InputError(f"radius must be a number or one number per point ({n}), got shape {values.shape}")
     out = torch.tensor([check_radius(v, "radius") for v in values], dtype=torch.float64)
     return out.expand(n).clone() if out.shape[0] == 1 else out
-
-
-def _method(method: str) -> str:
-    if method not in METHODS:
-        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    return method
 
 
 def _timeout(timeout) -> float | None:
@@ -280,7 +282,7 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
             complete: bool, timeout: float | None, attack: bool, seed: int):
     """Attack, bound, then (optionally) complete search: (verdicts, lower bounds (N, R), counterexamples, stats)."""
     n = input_set.batch_size
-    verdicts = [Verdict.UNKNOWN] * n
+    verdicts = [PointVerdict.UNKNOWN] * n
     lower = torch.full(prop.C.shape[:2], -torch.inf, dtype=torch.float64)
     counterexamples: dict[int, np.ndarray] = {}
     stats = {"falsified_by_attack": 0, "verified_by_bounds": 0, "verified_by_search": 0, "falsified_by_search": 0}
@@ -288,7 +290,7 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
     if attack:
         found = attack_set(net, input_set, prop, seed=seed)
         for i in torch.nonzero(found.found).reshape(-1).tolist():
-            verdicts[i], counterexamples[i] = Verdict.FALSIFIED, found.inputs[i].numpy()
+            verdicts[i], counterexamples[i] = PointVerdict.FALSIFIED, found.inputs[i].numpy()
         stats["falsified_by_attack"] = len(counterexamples)
         todo = torch.nonzero(~found.found).reshape(-1)
     if todo.numel():
@@ -297,24 +299,25 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
             lower[todo] = bounds.detach().to("cpu", torch.float64)
             proven = prop.select(todo).proven(lower[todo])
             for i in todo[proven].tolist():
-                verdicts[i] = Verdict.VERIFIED
+                verdicts[i] = PointVerdict.VERIFIED
             stats["verified_by_bounds"] = int(proven.sum())
             todo = todo[~proven]
     if attack and todo.numel():
         found = bound_guided_attack(net, input_set.select(todo), prop.select(todo), seed=seed)
-        for i, x in zip(todo[found.found].tolist(), found.inputs[found.found]):
-            verdicts[i], counterexamples[i] = Verdict.FALSIFIED, x.numpy()
+        for i, x in zip(todo[found.found].tolist(), found.inputs[found.found], strict=True):
+            verdicts[i], counterexamples[i] = PointVerdict.FALSIFIED, x.numpy()
         stats["falsified_by_attack"] += int(found.found.sum())
         todo = todo[~found.found]
     if (complete or backend.always_complete) and todo.numel():
         decisions: list[Decision] = backend.decide(net, input_set.select(todo), prop.select(todo), timeout=timeout,
                                                    method=method, seed=seed)
-        for i, decision in zip(todo.tolist(), decisions):
+        for i, decision in zip(todo.tolist(), decisions, strict=True):
             verdicts[i] = decision.verdict
-            if decision.verdict is Verdict.FALSIFIED:
+            if decision.verdict is PointVerdict.FALSIFIED:
+                assert decision.counterexample is not None  # a FALSIFIED decision carries its counterexample
                 counterexamples[i] = decision.counterexample
                 stats["falsified_by_search"] += 1
-            elif decision.verdict is Verdict.VERIFIED:
+            elif decision.verdict is PointVerdict.VERIFIED:
                 stats["verified_by_search"] += 1
         stats["domains"] = sum(d.domains for d in decisions)
     return verdicts, lower, counterexamples, stats
@@ -327,4 +330,4 @@ def _prove(net: Network, x: torch.Tensor, r: torch.Tensor, norm: str, domain, pr
     input_set = perturbation_set(x, r, norm, _domain_rows(domain, index), dtype=net.dtype, device=net.device)
     verdicts, _, _, _ = _decide(net, input_set, prop, backend, method=method, complete=complete, timeout=timeout,
                                 attack=False, seed=seed)
-    return torch.tensor([v is Verdict.VERIFIED for v in verdicts], dtype=torch.bool)
+    return torch.tensor([v is PointVerdict.VERIFIED for v in verdicts], dtype=torch.bool)

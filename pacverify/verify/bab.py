@@ -40,17 +40,22 @@ import numpy as np
 import torch
 
 from pacverify.errors import InputError
+from pacverify.network import Affine, Network
 from pacverify.validation import check_positive
 from pacverify.verify.attacks import attack_set, bound_guided_attack, confirm
 from pacverify.verify.bab_leaf import decide_leaf, leaf_phases
-from pacverify.verify.linear_bounds import lower_bound_coefficients
-from pacverify.verify.network import Affine, Network
+from pacverify.verify.bounds import (
+    BOUND_METHODS,
+    alpha_crown,
+    check_bound_method,
+    crown,
+)
+from pacverify.verify.bounds.coefficients import lower_bound_coefficients
 from pacverify.verify.property import OutputProperty
-from pacverify.verify.result import Decision, Verdict
+from pacverify.verify.result import Decision, PointVerdict
 from pacverify.verify.sets import Box, InputSet
 
 SPLIT_MODES = ("auto", "input", "relu")
-METHODS = ("ibp", "crown", "alpha-crown")
 BRANCHING_RULES = ("bound", "gradient")   # input splitting: see _bisect
 FALSIFY_ROWS = 32     # open subdomains per round whose bound minimisers are checked as counterexamples
 
@@ -83,8 +88,7 @@ class BabConfig:
             check_positive(self.timeout, "timeout")
         if self.split not in SPLIT_MODES:
             raise InputError(f"split must be one of {', '.join(SPLIT_MODES)}, got {self.split!r}")
-        if self.method not in ("auto",) + METHODS:
-            raise InputError(f"method must be one of auto, {', '.join(METHODS)}, got {self.method!r}")
+        check_bound_method(self.method, extra=("auto",))
         for name in ("max_domains", "batch", "input_split_max_dim", "attack_every", "iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -92,18 +96,15 @@ class BabConfig:
 
 
 def bound_routine(method: str, iterations: int = 20):
-    """The bound function named ``method`` — ``ibp``, ``crown`` or ``alpha-crown`` (:mod:`pacverify.verify.bounds`,
-    α-CROWN with ``iterations`` steps) — called as ``f(net, input_set, C, splits=None, return_intermediate=False)``;
+    """The bound routine named ``method`` in :data:`~pacverify.verify.bounds.BOUND_METHODS` (α-CROWN with
+    ``iterations`` steps), called as ``f(net, input_set, C, splits=None, return_intermediate=False)``;
     only lower bounds are needed here, so CROWN and α-CROWN run in their lower-only mode."""
-    from pacverify.verify.bounds import alpha_crown, crown, ibp
-
-    if method == "ibp":
-        return ibp
-    if method == "crown":
-        return partial(crown, upper=False)
-    if method == "alpha-crown":
+    routine = BOUND_METHODS[check_bound_method(method)]
+    if routine is alpha_crown:
         return partial(alpha_crown, upper=False, iterations=iterations)
-    raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if routine is crown:
+        return partial(crown, upper=False)
+    return routine
 
 
 def branch_and_bound(net: Network, input_set: InputSet, prop: OutputProperty,
@@ -128,10 +129,15 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
     bounds prove are skipped; the others are searched from the easiest (highest root margin) to the
     hardest, each with an equal share of the time left, so what easy clauses leave goes to the hard
     ones. A counterexample to any clause ends the problem."""
-    input_splitting = _use_input_splitting(input_set, config)
-    search = _input_bab if input_splitting else _relu_bab
+    input_splitting = _use_input_splitting(input_set, config)  # True only for boxes
+
+    def search(prop: OutputProperty, deadline: float | None) -> Decision:
+        if input_splitting and isinstance(input_set, Box):
+            return _input_bab(net, input_set, prop, config, deadline)
+        return _relu_bab(net, input_set, prop, config, deadline)
+
     if prop.n_clauses == 1:
-        return search(net, input_set, prop, config, deadline)
+        return search(prop, deadline)
     method = config.method if config.method != "auto" else ("crown" if input_splitting else "alpha-crown")
     root = bound_routine(method, config.iterations)(net, input_set, prop.C.to(net.device, net.dtype))
     margin = prop.clause_values(root.lower.cpu().double() - prop.d.double())[0]        # (K,)
@@ -139,15 +145,15 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
     domains, open_details = 1, []
     for i, k in enumerate(todo):
         share = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / (len(todo) - i)
-        decision = search(net, input_set, prop.clause_property(k), config, share)
+        decision = search(prop.clause_property(k), share)
         domains += decision.domains
-        if decision.verdict is Verdict.FALSIFIED:
-            return Decision(Verdict.FALSIFIED, decision.counterexample, domains, f"clause {k}: {decision.detail}")
-        if decision.verdict is Verdict.UNKNOWN:
+        if decision.verdict is PointVerdict.FALSIFIED:
+            return Decision(PointVerdict.FALSIFIED, decision.counterexample, domains, f"clause {k}: {decision.detail}")
+        if decision.verdict is PointVerdict.UNKNOWN:
             open_details.append(f"clause {k}: {decision.detail}")
     if open_details:
-        return Decision(Verdict.UNKNOWN, domains=domains, detail="; ".join(open_details))
-    return Decision(Verdict.VERIFIED, domains=domains,
+        return Decision(PointVerdict.UNKNOWN, domains=domains, detail="; ".join(open_details))
+    return Decision(PointVerdict.VERIFIED, domains=domains,
                     detail=f"{prop.n_clauses} clauses proved one by one, {domains} subdomains")
 
 
@@ -198,10 +204,10 @@ def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, 
         for rule in BRANCHING_RULES:
             allowed = min(budget, config.max_domains - domains)
             if allowed <= 0 or (deadline is not None and time.monotonic() > deadline):
-                return Decision(Verdict.UNKNOWN, domains=domains, detail=last.detail if last else "budget spent")
+                return Decision(PointVerdict.UNKNOWN, domains=domains, detail=last.detail if last else "budget spent")
             last = _input_search(net, box, prop, config, deadline, rule, allowed)
             domains += last.domains
-            if last.verdict is not Verdict.UNKNOWN or last.detail.endswith("cannot be split"):
+            if last.verdict is not PointVerdict.UNKNOWN or last.detail.endswith("cannot be split"):
                 return Decision(last.verdict, last.counterexample, domains, last.detail)
         budget *= 2
 
@@ -217,7 +223,7 @@ def _input_search(net: Network, box: Box, prop: OutputProperty, config: BabConfi
     pace = _Pace(config, deadline)
     while lower.shape[0]:
         if (deadline is not None and time.monotonic() > deadline) or domains >= max_domains:
-            return Decision(Verdict.UNKNOWN, domains=domains, detail=f"input splitting: budget spent, "
+            return Decision(PointVerdict.UNKNOWN, domains=domains, detail=f"input splitting: budget spent, "
                                                                       f"{lower.shape[0]} subdomains open")
         now, rest = pace.take(priority)
         lo, hi = lower[now], upper[now]
@@ -232,18 +238,18 @@ def _input_search(net: Network, box: Box, prop: OutputProperty, config: BabConfi
             check = confirm(net, rep, (lo + hi) / 2, lo, hi)
             if check.found.any():
                 i = int(torch.nonzero(check.found)[0])
-                return Decision(Verdict.FALSIFIED, check.inputs[i].numpy(), domains, "input splitting: box centre")
+                return Decision(PointVerdict.FALSIFIED, check.inputs[i].numpy(), domains, "input splitting: box centre")
             found = _bound_candidates(net, Box(lo, hi), rep, None)
             if found is not None:
-                return Decision(Verdict.FALSIFIED, found, domains, "input splitting: bound minimiser")
+                return Decision(PointVerdict.FALSIFIED, found, domains, "input splitting: bound minimiser")
             lo, hi = _bisect(net, rep, lo, hi, rule)
             if lo is None:
-                return Decision(Verdict.UNKNOWN, domains=domains, detail="input splitting: a box cannot be split")
+                return Decision(PointVerdict.UNKNOWN, domains=domains, detail="input splitting: a box cannot be split")
             margin = margin.repeat(2)
         lower = torch.cat([lower[rest], lo])
         upper = torch.cat([upper[rest], hi])
         priority = torch.cat([priority[rest], margin])
-    return Decision(Verdict.VERIFIED, domains=domains,
+    return Decision(PointVerdict.VERIFIED, domains=domains,
                     detail=f"input splitting ({rule} branching): {domains} subdomains bounded")
 
 
@@ -286,13 +292,13 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
     pace = _Pace(config, deadline)
     while priority.shape[0]:
         if _out_of_budget(deadline, domains, config):
-            return Decision(Verdict.UNKNOWN, domains=domains, detail=f"ReLU splitting: budget spent, "
+            return Decision(PointVerdict.UNKNOWN, domains=domains, detail=f"ReLU splitting: budget spent, "
                                                                       f"{priority.shape[0] + stuck} subdomains open")
         rounds += 1
         if rounds % config.attack_every == 0:
             found = _attack_whole_set(net, input_set, prop, seed=config.seed + rounds)
             if found is not None:
-                return Decision(Verdict.FALSIFIED, found, domains, "ReLU splitting: PGD")
+                return Decision(PointVerdict.FALSIFIED, found, domains, "ReLU splitting: PGD")
         now, rest = pace.take(priority)
         batch_splits = [s[now] for s in splits]
         index = torch.zeros(now.shape[0], dtype=torch.long, device=net.device)
@@ -307,7 +313,7 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
             found = _bound_candidates(net, input_set.select(index[open_rows]), rep.select(open_rows.cpu()),
                                       [s[open_rows] for s in batch_splits])
             if found is not None:
-                return Decision(Verdict.FALSIFIED, found, domains, "ReLU splitting: bound minimiser")
+                return Decision(PointVerdict.FALSIFIED, found, domains, "ReLU splitting: bound minimiser")
         layer, neuron = _choose_neurons(result.pre_activation, batch_splits, importance, now.shape[0])
         leaf = open_ & (layer < 0)
         for row in torch.nonzero(leaf).reshape(-1).tolist():
@@ -324,15 +330,15 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
             pick = layer[grow] == k
             left[k][rows[pick], neuron[grow][pick]] = -1
             right[k][rows[pick], neuron[grow][pick]] = 1
-        splits = [torch.cat([s[rest], lc, rc]) for s, lc, rc in zip(splits, left, right)]
+        splits = [torch.cat([s[rest], lc, rc]) for s, lc, rc in zip(splits, left, right, strict=True)]
         priority = torch.cat([priority[rest], margin[grow].repeat(2)])
     if stuck:
         found = _attack_whole_set(net, input_set, prop, seed=config.seed + rounds + 1)
         if found is not None:
-            return Decision(Verdict.FALSIFIED, found, domains, "ReLU splitting: PGD")
-        return Decision(Verdict.UNKNOWN, domains=domains,
+            return Decision(PointVerdict.FALSIFIED, found, domains, "ReLU splitting: PGD")
+        return Decision(PointVerdict.UNKNOWN, domains=domains,
                         detail=f"ReLU splitting: {stuck} fully split subdomains not proved by the bounds")
-    return Decision(Verdict.VERIFIED, domains=domains, detail=f"ReLU splitting: {domains} subdomains bounded")
+    return Decision(PointVerdict.VERIFIED, domains=domains, detail=f"ReLU splitting: {domains} subdomains bounded")
 
 
 def _solve_leaf(net: Network, input_set: InputSet, prop: OutputProperty, pre_activation, splits, row: int
@@ -348,14 +354,15 @@ def _solve_leaf(net: Network, input_set: InputSet, prop: OutputProperty, pre_act
     if answer.candidate is not None:
         check = confirm(net, prop, torch.from_numpy(answer.candidate)[None], input_set.lower, input_set.upper)
         if bool(check.found[0]):
-            return Decision(Verdict.FALSIFIED, check.inputs[0].numpy(), detail="ReLU splitting: LP at a leaf")
+            return Decision(PointVerdict.FALSIFIED, check.inputs[0].numpy(), detail="ReLU splitting: LP at a leaf")
     return answer.proved
 
 
 def _importance(net: Network) -> list[torch.Tensor]:
     """Per ReLU layer, ``‖W_next[:, i]‖₁`` of each neuron: the weight it carries into the next affine
     layer (1 for a ReLU layer that no affine layer follows)."""
-    out, widths = [], net.relu_widths()
+    out: list[torch.Tensor] = []
+    widths = net.relu_widths()
     layers = list(net.layers)
     for i, layer in enumerate(layers):
         if not isinstance(layer, Affine):
@@ -368,22 +375,22 @@ def _importance(net: Network) -> list[torch.Tensor]:
 def _choose_neurons(pre_activation, splits, importance, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per subdomain, the (layer, neuron) to split: the unstable, unsplit neuron of highest score
     (layer −1 if none)."""
-    best_score, best_layer, best_neuron = None, None, None
-    for k, ((lo, hi), split) in enumerate(zip(pre_activation, splits)):
+    best: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # score, layer, neuron
+    for k, ((lo, hi), split) in enumerate(zip(pre_activation, splits, strict=True)):
         unstable = (lo < 0) & (hi > 0) & (split == 0)
         gap = -lo * hi / (hi - lo).clamp_min(torch.finfo(lo.dtype).tiny)
         score = torch.where(unstable, gap * importance[k], torch.full_like(gap, -1.0))
         value, neuron = score.max(dim=1)
-        if best_score is None:
-            best_score, best_layer, best_neuron = value, torch.zeros_like(neuron), neuron
+        if best is None:
+            best = value, torch.zeros_like(neuron), neuron
         else:
-            better = value > best_score
-            best_score = torch.where(better, value, best_score)
-            best_layer = torch.where(better, torch.full_like(neuron, k), best_layer)
-            best_neuron = torch.where(better, neuron, best_neuron)
-    if best_score is None:                      # a network without ReLUs: nothing to split
+            better = value > best[0]
+            best = (torch.where(better, value, best[0]), torch.where(better, torch.full_like(neuron, k), best[1]),
+                    torch.where(better, neuron, best[2]))
+    if best is None:                            # a network without ReLUs: nothing to split
         none = torch.full((batch,), -1, dtype=torch.long)
         return none, none.clone()
+    best_score, best_layer, best_neuron = best
     best_layer = torch.where(best_score < 0, torch.full_like(best_layer, -1), best_layer)
     return best_layer, best_neuron
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.optimize import linprog
 
-from pacverify.verify.network import Affine, Network
+from pacverify.network import Affine, Network
 
 _PROOF_MARGIN = 1e-9   # relative slack demanded of the closed-form Lagrangian bound
 
@@ -64,7 +64,7 @@ def decide_leaf(net: Network, lower: np.ndarray, upper: np.ndarray, phases: list
         b_ub = np.concatenate([-out_c, g_hat])
         cost = np.zeros(m + 1)
         cost[-1] = 1.0
-        bounds = [(float(lo), float(hi)) for lo, hi in zip(lower, upper)] + [(None, None)]
+        bounds = [(float(lo), float(hi)) for lo, hi in zip(lower, upper, strict=True)] + [(None, None)]
         res = linprog(cost, A_ub=A_ub, b_ub=b_ub, bounds=bounds, method="highs")
         if res.status != 0:
             return LeafAnswer(False, candidate)
@@ -110,7 +110,7 @@ def leaf_phases(pre_activation: list[tuple[torch.Tensor, torch.Tensor]], splits:
     """The fixed phase (+1/−1) of every neuron of subdomain ``row``: its split, else the sign its bounds give;
     None if some neuron is neither split nor stable."""
     out = []
-    for (lo, hi), split in zip(pre_activation, splits):
+    for (lo, hi), split in zip(pre_activation, splits, strict=True):
         s = split[row].to(torch.int64)
         phase = torch.where(s != 0, s, torch.where(lo[row] >= 0, 1, torch.where(hi[row] <= 0, -1, 0)))
         if bool((phase == 0).any()):

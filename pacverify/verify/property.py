@@ -29,7 +29,7 @@ from itertools import combinations
 
 import torch
 
-from pacverify.verify.spec import margin_spec
+from pacverify.verify.output_rows import margin_rows
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,8 @@ def robustness_property(labels: torch.Tensor, n_classes: int, *, dtype: torch.dt
                         ) -> OutputProperty:
     """Unsafe set of local robustness (Def 3.1 of 004) for classes ``labels`` (B,).
 
-    Rows ``C_j = e_y − e_j`` for the n − 1 classes j ≠ y (:func:`~pacverify.verify.spec.margin_spec`,
+    Rows ``C_j = e_y − e_j`` for the n − 1 classes j ≠ y (:func:`~pacverify.verify.output_rows.margin_rows`,
     increasing j), ``d = 0``, one clause per row, strict: the class changes when some ``z_j > z_y``.
     """
-    C = margin_spec(labels, n_classes, dtype=dtype)
+    C = margin_rows(labels, n_classes, dtype=dtype)
     return OutputProperty(C, torch.zeros(C.shape[:2], dtype=dtype), torch.arange(n_classes - 1), strict=True)

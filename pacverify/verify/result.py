@@ -14,7 +14,7 @@ from enum import Enum
 import numpy as np
 
 
-class Verdict(Enum):
+class PointVerdict(Enum):
     """Per-point outcome of local robustness verification."""
 
     VERIFIED = "verified"
@@ -39,7 +39,7 @@ class Decision:
     spent). ``domains``: how many subproblems were examined; ``detail``: a short account.
     """
 
-    verdict: Verdict
+    verdict: PointVerdict
     counterexample: np.ndarray | None = None
     domains: int = 0
     detail: str = ""
@@ -67,7 +67,7 @@ class VerificationResult:
       (an upper bound on the true robust radius; inf where none was found).
     """
 
-    verdicts: tuple[Verdict, ...]
+    verdicts: tuple[PointVerdict, ...]
     labels: np.ndarray
     radius: np.ndarray
     lower_bounds: np.ndarray
@@ -83,7 +83,7 @@ class VerificationResult:
     def __len__(self) -> int:
         return len(self.verdicts)
 
-    def count(self, verdict: Verdict) -> int:
+    def count(self, verdict: PointVerdict) -> int:
         return sum(v is verdict for v in self.verdicts)
 
     def summary(self) -> dict:
@@ -91,9 +91,9 @@ class VerificationResult:
         n = len(self.verdicts)
         out = {
             "points": n,
-            "verified": self.count(Verdict.VERIFIED),
-            "falsified": self.count(Verdict.FALSIFIED),
-            "unknown": self.count(Verdict.UNKNOWN),
+            "verified": self.count(PointVerdict.VERIFIED),
+            "falsified": self.count(PointVerdict.FALSIFIED),
+            "unknown": self.count(PointVerdict.UNKNOWN),
             "norm": self.norm,
             "method": self.method,
             "backend": self.backend,

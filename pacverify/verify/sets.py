@@ -1,7 +1,7 @@
 """Input sets the verifier bounds a network over: L∞ boxes and L2 balls, batched over points.
 
 Every set holds a batch of ``B`` points in ``R^n`` (inputs flattened in C order, as
-:class:`pacverify.verify.network.Network` takes them):
+:class:`pacverify.network.Network` takes them):
 
 * :class:`Box` — per-coordinate bounds ``lower <= x <= upper``, shape (B, n) each. An L∞ ball of
   radius r around x is the box ``[x - r, x + r]``; VNN-LIB properties give boxes directly.
@@ -171,7 +171,7 @@ class L2Ball:
             raise InputError(f"L2 ball radius must be >= 0, got {self.radius.min().item()!r}")
         if (self.domain_lower is None) != (self.domain_upper is None):
             raise InputError("give both domain bounds or neither")
-        if self.domain_lower is not None:
+        if self.domain_lower is not None and self.domain_upper is not None:  # both or neither (checked above)
             Box(self.domain_lower, self.domain_upper)  # shape, finiteness and order checks
             if self.domain_lower.shape != self.center.shape:
                 raise InputError(f"domain bounds must have the centre's shape {tuple(self.center.shape)}, "
@@ -202,7 +202,7 @@ class L2Ball:
         """The smallest box holding the set's ball-bounding box ∩ domain: ``[max(x0 - r, lo), min(x0 + r, hi)]``."""
         r = self.radius[:, None]
         lower, upper = self.center - r, self.center + r
-        if self.has_domain:
+        if self.domain_lower is not None and self.domain_upper is not None:
             lower, upper = torch.maximum(lower, self.domain_lower), torch.minimum(upper, self.domain_upper)
         return Box(lower, upper)
 
@@ -238,7 +238,7 @@ class L2Ball:
 
     def select(self, index) -> "L2Ball":
         """The sub-batch ``index`` (a slice, index tensor or boolean mask over the B points)."""
-        if not self.has_domain:
+        if self.domain_lower is None or self.domain_upper is None:
             return L2Ball(self.center[index], self.radius[index])
         return L2Ball(self.center[index], self.radius[index], self.domain_lower[index], self.domain_upper[index])
 
@@ -246,13 +246,13 @@ class L2Ball:
         """The set on ``device`` in ``dtype``, enlarged to contain the original set despite rounding: the radius
         grows by the distance the centre moved (rounded up), the domain is rounded outward."""
         if dtype is None or dtype == self.center.dtype:
-            moved = [t if t is None else t.to(device) for t in (self.center, self.radius, self.domain_lower,
-                                                                 self.domain_upper)]
-            return L2Ball(*moved)
+            return L2Ball(self.center.to(device), self.radius.to(device),
+                          None if self.domain_lower is None else self.domain_lower.to(device),
+                          None if self.domain_upper is None else self.domain_upper.to(device))
         center = self.center.to(dtype=dtype)
         shift = torch.linalg.vector_norm(self.center - center.to(self.center.dtype), dim=1)
         radius = round_outward(self.radius + shift * (1 + 4 * torch.finfo(self.center.dtype).eps), dtype, +1)
-        if not self.has_domain:
+        if self.domain_lower is None or self.domain_upper is None:
             return L2Ball(center.to(device), radius.to(device))
         return L2Ball(center.to(device), radius.to(device), round_outward(self.domain_lower, dtype, -1).to(device),
                       round_outward(self.domain_upper, dtype, +1).to(device))

@@ -16,11 +16,13 @@ more):
 
 The conjunction of all asserts is put in disjunctive normal form; its disjuncts are grouped by
 their input box, giving a list of :class:`VnnlibRegion` — an input box and the unsafe output set
-over it (an :class:`~pacverify.verify.property.OutputProperty`). The instance is ``unsat``
-exactly when every region's unsafe set is unreachable from its box.
+over it (an :class:`~pacverify.verify.property.OutputProperty`), held by a :class:`VnnlibProperty`
+(the whole file). The instance is ``unsat`` exactly when every region's unsafe set is unreachable
+from its box.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from itertools import product
@@ -48,7 +50,7 @@ class VnnlibRegion:
 
 
 @dataclass(frozen=True)
-class VnnlibSpec:
+class VnnlibProperty:
     """A parsed VNN-LIB file: ``n_inputs`` X variables, ``n_outputs`` Y variables, and the regions
     whose unsafe sets must all be unreachable for ``unsat``. No regions means every disjunct had an
     empty input box: trivially ``unsat``."""
@@ -185,7 +187,7 @@ def _show(form, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def parse_vnnlib(text: str, *, source: str = "<vnnlib>") -> VnnlibSpec:
+def parse_vnnlib(text: str, *, source: str = "<vnnlib>") -> VnnlibProperty:
     """Parse VNN-LIB ``text`` (the subset in the module doc) into input boxes and unsafe sets.
 
     Raises :class:`InputError` naming the construct when the file uses something unsupported,
@@ -231,10 +233,10 @@ def parse_vnnlib(text: str, *, source: str = "<vnnlib>") -> VnnlibSpec:
             raise parser.fail(f"input X_{unbounded[0]} has no finite lower and upper bound "
                               "(VNN-LIB inputs must lie in a box)")
     regions = tuple(VnnlibRegion(lo, hi, _output_property(clauses, n_outputs)) for lo, hi, clauses in groups.values())
-    return VnnlibSpec(n_inputs, n_outputs, regions)
+    return VnnlibProperty(n_inputs, n_outputs, regions)
 
 
-def read_vnnlib(path: str | Path) -> VnnlibSpec:
+def read_vnnlib(path: str | os.PathLike) -> VnnlibProperty:
     """Read and parse a ``.vnnlib`` file (see :func:`parse_vnnlib`); a missing or unreadable file is an InputError."""
     path = Path(path)
     try:
@@ -246,7 +248,8 @@ def read_vnnlib(path: str | Path) -> VnnlibSpec:
     return parse_vnnlib(text, source=str(path))
 
 
-def check_counterexample(onnx_path: str | Path, spec: VnnlibSpec, x: np.ndarray, *, tol: float = 1e-4) -> bool:
+def check_counterexample(onnx_path: str | Path, vnnlib_property: VnnlibProperty, x: np.ndarray, *,
+                         tol: float = 1e-4) -> bool:
     """VNN-COMP-style validation with onnxruntime (independent of pacverify's ONNX reader): ``x`` (flattened
     input) lies in some region's input box and the float32 onnxruntime output there is in that region's
     unsafe set, up to ``tol`` (the tolerance the VNN-COMP organisers used)."""
@@ -257,7 +260,7 @@ def check_counterexample(onnx_path: str | Path, spec: VnnlibSpec, x: np.ndarray,
     feed = session.get_inputs()[0]
     shape = [d if isinstance(d, int) else 1 for d in feed.shape]
     y = session.run(None, {feed.name: x.astype(np.float32).reshape(shape)})[0].reshape(1, -1).astype(np.float64)
-    for region in spec.regions:
+    for region in vnnlib_property.regions:
         if np.all(x >= region.lower - tol) and np.all(x <= region.upper + tol):
             if bool(region.prop.violation(torch.from_numpy(y))[0] <= tol):
                 return True

@@ -1,4 +1,4 @@
-"""Verification backends behind one interface (``--backend crown|marabou|auto_lirpa``).
+"""Verification backends behind one interface (``--backend native|marabou|auto_lirpa``).
 
 A backend answers two questions for a batch of problems (input sets and unsafe sets, see
 :class:`~pacverify.verify.property.OutputProperty`):
@@ -8,51 +8,29 @@ A backend answers two questions for a batch of problems (input sets and unsafe s
 - :meth:`Backend.decide`: a complete decision per problem within a time budget
   (VERIFIED / FALSIFIED with a checked counterexample / UNKNOWN).
 
-``crown`` is built in (pacverify's own bound propagation and branch and bound); ``marabou`` needs
-the ``pacverify[marabou]`` extra and handles boxes only; ``auto_lirpa`` needs an auto_LiRPA >= 0.5.
+``native`` is built in (pacverify's own bound propagation — IBP, CROWN, α-CROWN — and branch and
+bound; ``crown``, its former name, is still accepted: :data:`BACKEND_ALIASES`); ``marabou`` needs the
+``pacverify[marabou]`` extra and handles boxes only; ``auto_lirpa`` needs an auto_LiRPA >= 0.5.
 Unavailable backends raise :class:`~pacverify.errors.InputError` saying what to install.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import ClassVar
-
-import torch
-
 from pacverify.errors import InputError
-from pacverify.verify.network import Network
-from pacverify.verify.property import OutputProperty
-from pacverify.verify.result import Decision
-from pacverify.verify.sets import InputSet
+from pacverify.names import BACKEND_ALIASES, BACKENDS
+from pacverify.verify.backends.base import Backend
 
-BACKENDS = ("crown", "marabou", "auto_lirpa")
+# Former names still accepted (and documented by ``pacverify verify --help``): BACKEND_ALIASES, alias -> backend.
 
-
-class Backend(ABC):
-    """One way of bounding and deciding problems (module docstring)."""
-
-    name: ClassVar[str]
-    always_complete: ClassVar[bool] = False   # True: decide() runs even when completeness was not asked for
-    can_decide: ClassVar[bool] = True         # False: no complete search (decide() refuses)
-
-    def check(self, input_set: InputSet, *, complete: bool) -> None:
-        """Raise InputError before any work if this backend cannot handle ``input_set`` (default: all sets)."""
-
-    @abstractmethod
-    def bounds(self, net: Network, input_set: InputSet, prop: OutputProperty, *, method: str) -> torch.Tensor | None:
-        """Sound lower bounds (B, R) of ``prop.C[b]·f(x)`` over set b, or None if the backend has no bound pass."""
-
-    @abstractmethod
-    def decide(self, net: Network, input_set: InputSet, prop: OutputProperty, *, timeout: float | None,
-               method: str, seed: int) -> list[Decision]:
-        """A complete decision per problem, ``timeout`` seconds each (None: no limit)."""
+__all__ = ["BACKENDS", "BACKEND_ALIASES", "Backend", "get_backend"]
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called ``name`` (one of :data:`BACKENDS`); InputError if unknown or not installed."""
-    if name == "crown":
-        from pacverify.verify.backends.crown import CrownBackend
-        return CrownBackend()
+    """The backend called ``name`` (one of :data:`BACKENDS` or an alias in :data:`BACKEND_ALIASES`);
+    InputError if unknown or not installed."""
+    name = BACKEND_ALIASES.get(name, name) if isinstance(name, str) else name
+    if name == "native":
+        from pacverify.verify.backends.native import NativeBackend
+        return NativeBackend()
     if name == "marabou":
         from pacverify.verify.backends.marabou import MarabouBackend
         return MarabouBackend()

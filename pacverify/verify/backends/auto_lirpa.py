@@ -8,24 +8,25 @@ Bounds: the network is rebuilt as a ``torch.nn.Sequential`` (:meth:`Network.as_m
 with ``BoundedModule.compute_bounds(C=..., method=...)`` (IBP, CROWN or alpha-CROWN). Boxes use
 ``PerturbationLpNorm(norm=inf, x_L, x_U)``; L2 balls use ``PerturbationLpNorm(norm=2, eps=r)`` on the
 ball alone — a superset of ball ∩ domain, so the bounds stay sound. auto_LiRPA has no complete
-search: :meth:`AutoLirpaBackend.decide` refuses (use the crown or marabou backend for that).
+search: :meth:`AutoLirpaBackend.decide` refuses (use the native or marabou backend for that).
 """
 from __future__ import annotations
 
 import torch
 
 from pacverify.errors import InputError
-from pacverify.verify.backends import Backend
-from pacverify.verify.network import Network
+from pacverify.network import Network
+from pacverify.verify.backends.base import Backend
+from pacverify.verify.bounds import check_bound_method
 from pacverify.verify.property import OutputProperty
 from pacverify.verify.result import Decision
 from pacverify.verify.sets import Box, InputSet
 
 MIN_VERSION = (0, 5)
-_METHODS = {"ibp": "IBP", "crown": "CROWN", "alpha-crown": "alpha-CROWN"}
+_METHODS = {"ibp": "IBP", "crown": "CROWN", "alpha-crown": "alpha-CROWN"}   # BOUND_METHODS name -> auto_LiRPA name
 _MISSING = ("the auto_lirpa backend needs auto_LiRPA >= 0.5, which is not importable here (the registry's 0.3 "
             "does not run on torch 2; install a newer one from github.com/Verified-Intelligence/auto_LiRPA) — "
-            "or use --backend crown")
+            "or use --backend native")
 
 
 def _auto_lirpa():
@@ -51,12 +52,11 @@ class AutoLirpaBackend(Backend):
         _auto_lirpa()
         if complete:
             raise InputError("the auto_lirpa backend computes bounds only (no complete search); "
-                             "drop --complete or use --backend crown or marabou")
+                             "drop --complete or use --backend native or marabou")
 
     def bounds(self, net: Network, input_set: InputSet, prop: OutputProperty, *, method: str) -> torch.Tensor:
         BoundedModule, BoundedTensor, PerturbationLpNorm = _auto_lirpa()
-        if method not in _METHODS:
-            raise InputError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
+        method = check_bound_method(method)
         input_set = input_set.to(net.device, net.dtype)
         module = net.as_module().eval()
         bounded = BoundedModule(module, torch.zeros(1, net.in_features, dtype=net.dtype, device=net.device),
@@ -77,4 +77,4 @@ class AutoLirpaBackend(Backend):
     def decide(self, net: Network, input_set: InputSet, prop: OutputProperty, *, timeout: float | None,
                method: str, seed: int) -> list[Decision]:
         raise InputError("the auto_lirpa backend computes bounds only (no complete search); "
-                         "use --backend crown or marabou for complete verification")
+                         "use --backend native or marabou for complete verification")

@@ -1,6 +1,6 @@
 """Marabou backend: a complete SMT-based check for L∞ boxes (optional extra ``pacverify[marabou]``).
 
-The query is built from the :class:`~pacverify.verify.network.Network`'s weights directly: one
+The query is built from the :class:`~pacverify.network.Network`'s weights directly: one
 Marabou variable per input, per affine output and per ReLU output; an equation per affine row and
 a ReLU constraint per neuron; the input box as variable bounds. The unsafe set
 ``⋃_k ⋂_{r∈k} {C_r y ≤ d_r}`` is asked one clause at a time (one query per clause, each
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from pacverify.errors import InputError
-from pacverify.verify.backends import Backend
-from pacverify.verify.network import Affine, Network
+from pacverify.network import Affine, Network
+from pacverify.verify.backends.base import Backend
 from pacverify.verify.property import OutputProperty
-from pacverify.verify.result import Decision, Verdict
+from pacverify.verify.result import Decision, PointVerdict
 from pacverify.verify.sets import Box, InputSet
 
 INSTALL_HINT = 'the marabou backend needs maraboupy: pip install "pacverify[marabou]"'
@@ -58,7 +58,7 @@ def _network_query(core, net: Network, lower: np.ndarray, upper: np.ndarray):
         fresh = list(range(nxt, nxt + (len(current) if w is None else w[0].shape[0])))
         nxt += len(fresh)
         if w is None:
-            for a, b in zip(current, fresh):
+            for a, b in zip(current, fresh, strict=True):
                 core.addReluConstraint(query, a, b)
         else:
             W, bias = w
@@ -78,7 +78,7 @@ def _solve_clause(Marabou, core, net: Network, lower: np.ndarray, upper: np.ndar
     """One Marabou query: is ``C y ≤ d`` (the rows of one clause) reachable from the box?
     Returns Marabou's exit code and, for sat, its input clamped to the box."""
     query, xs, ys = _network_query(core, net, lower, upper)
-    for row, bound in zip(C, d):
+    for row, bound in zip(C, d, strict=True):
         eq = core.Equation(core.Equation.LE)
         for j in np.flatnonzero(row):
             eq.addAddend(float(row[j]), ys[j])
@@ -108,7 +108,7 @@ def decide_box(net: Network, lower: np.ndarray, upper: np.ndarray, prop: OutputP
         for slack in (0.0, 1e-6):
             left = None if timeout is None else timeout - (time.monotonic() - start)
             if left is not None and left <= 0:
-                return Decision(Verdict.UNKNOWN, domains=k, detail="marabou: time budget spent")
+                return Decision(PointVerdict.UNKNOWN, domains=k, detail="marabou: time budget spent")
             code, x = _solve_clause(Marabou, core, net, lower, upper, C[rows], d[rows] - slack * (1 + np.abs(d[rows])),
                                     left)
             if code == "unsat" and slack == 0.0:
@@ -117,16 +117,16 @@ def decide_box(net: Network, lower: np.ndarray, upper: np.ndarray, prop: OutputP
                 with torch.no_grad():
                     y = net.to("cpu", torch.float64)(torch.from_numpy(x)[None])
                 if bool(prop.to("cpu", torch.float64).is_unsafe(y)[0]):
-                    return Decision(Verdict.FALSIFIED, x, domains=k + 1, detail=f"marabou: clause {k} sat")
+                    return Decision(PointVerdict.FALSIFIED, x, domains=k + 1, detail=f"marabou: clause {k} sat")
             if code != "sat":
                 open_clauses += 1
                 break
         else:
             open_clauses += 1
     if open_clauses:
-        return Decision(Verdict.UNKNOWN, domains=prop.n_clauses,
+        return Decision(PointVerdict.UNKNOWN, domains=prop.n_clauses,
                         detail=f"marabou: {open_clauses} clause(s) neither proved nor falsified")
-    return Decision(Verdict.VERIFIED, domains=prop.n_clauses, detail="marabou: every clause unsat")
+    return Decision(PointVerdict.VERIFIED, domains=prop.n_clauses, detail="marabou: every clause unsat")
 
 
 class MarabouBackend(Backend):
@@ -138,7 +138,7 @@ class MarabouBackend(Backend):
     def check(self, input_set: InputSet, *, complete: bool) -> None:
         _marabou()
         if not isinstance(input_set, Box):
-            raise InputError("the marabou backend handles L∞ boxes only; use --norm inf or --backend crown")
+            raise InputError("the marabou backend handles L∞ boxes only; use --norm inf or --backend native")
 
     def bounds(self, net: Network, input_set: InputSet, prop: OutputProperty, *, method: str) -> None:
         return None
@@ -146,6 +146,7 @@ class MarabouBackend(Backend):
     def decide(self, net: Network, input_set: InputSet, prop: OutputProperty, *, timeout: float | None,
                method: str, seed: int) -> list[Decision]:
         self.check(input_set, complete=True)
+        assert isinstance(input_set, Box)  # check() refuses every other set
         lower, upper = input_set.lower.double().cpu().numpy(), input_set.upper.double().cpu().numpy()
         return [decide_box(net, lower[b], upper[b], prop.select(torch.tensor([b])), timeout=timeout)
                 for b in range(input_set.batch_size)]

@@ -14,12 +14,19 @@ from __future__ import annotations
 import torch
 
 from pacverify.errors import InputError
+from pacverify.network import Network
 from pacverify.validation import check_positive
-from pacverify.verify.bounds.common import Problem, finish, intersect, prepare, run_chunked, spec_rows
+from pacverify.verify.bounds.common import (
+    Problem,
+    finish,
+    intersect,
+    prepare,
+    run_chunked,
+    spec_rows,
+)
 from pacverify.verify.bounds.crown import backward_bounds, relax_network
 from pacverify.verify.bounds.linear import Rows, lower_values, pull_back
 from pacverify.verify.bounds.types import Bounds, PropagationResult
-from pacverify.verify.network import Network
 from pacverify.verify.sets import InputSet
 
 
@@ -95,9 +102,10 @@ def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], split: li
     with torch.enable_grad():
         for step in range(iterations + 1):
             slopes = [r.lo_slope.unsqueeze(1) + u * (a - r.lo_slope.unsqueeze(1))  # α where unstable
-                      for u, a, r in zip(unstable, alphas, relaxed.relaxations)]
-            terms = [None if b is None else -b * s for b, s in zip(betas, split)]
+                      for u, a, r in zip(unstable, alphas, relaxed.relaxations, strict=True)]
+            terms = [None if b is None or s is None else -b * s for b, s in zip(betas, split, strict=True)]
             rows_ = pull_back(relaxed.layers, start, relaxed.relaxations, slopes, both=False, lagrangian=terms)
+            assert rows_ is not None  # there are layers: alpha runs only with unstable or split ReLUs
             lower = torch.maximum(lower_values(rows_, problem.input_set), relaxed.ibp_output[0])
             best = torch.maximum(best, lower.detach())
             if step == iterations or (stop_when_positive and bool((best > 0).all())):

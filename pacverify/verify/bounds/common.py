@@ -16,21 +16,36 @@ weights on the absolute input (:func:`rounding_margins`, L the number of ReLU la
 margin ``(L + 2)·γ_N·M`` (N the total length of all accumulations) covers it. In float64 this is
 ~1e-12 relative and invisible; in float32 it is ~1e-4 relative and visibly loosens bounds — use
 float64 (the default of :func:`pacverify.onnx_io.load_network`) for verification decisions.
+
+Underflow: the relative model fails when products fall below the normal range (weights near the
+smallest subnormal: every product rounds to 0 and the bound can land on the wrong side of 0, issue 10
+§8). Each operation then also errs by an absolute η ≤ smallest subnormal / 2 (Higham §2.1, model with
+underflow); the margin charges η = tiny (the smallest normal number, which also covers results flushed
+to zero) per operation and adds ``2·(L + 2)·tiny·Q``: Q counts the operations of every layer (N each)
+times what amplifies their errors afterwards — ``|W|`` of the later layers for forward quantities, and
+for the backward pass's coefficients the magnitude ``‖M_j‖₁`` they multiply. On an L2 ball a row norm
+whose squares underflow is too small by up to ``√(n·tiny)``, hence ``2·(L + 2)·√tiny·P`` with
+``P = r·√n`` carried the same way. Quantities that depend on no nonzero weight, bias or input are
+exact and get no absolute term. For normal-magnitude weights the term is ~1e-35 (float32) or ~1e-305
+(float64). Flushing subnormal operands to zero (``torch.set_flush_denormal(True)``) is not covered.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, overload
 
 import torch
 
 from pacverify.errors import InputError
-from pacverify.verify.bounds.types import Bounds, PropagationResult
-from pacverify.verify.network import Affine, Network
+from pacverify.network import Affine, Network
+from pacverify.verify.bounds.types import Bounds, OutputRowsAffine, PropagationResult
+from pacverify.verify.output_rows import check_output_rows
 from pacverify.verify.sets import Box, InputSet, L2Ball, batched_matvec
-from pacverify.verify.spec import check_spec
 
 Interval = tuple[torch.Tensor, torch.Tensor]
+# an interval whose upper end may be None ('not computed')
+PartialInterval = tuple[torch.Tensor, torch.Tensor | None]
 
 # Memory budget (bytes) for one chunk of points when max_batch is not given.
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
@@ -74,7 +89,7 @@ def prepare(net: Network, input_set: InputSet, C, splits, intermediate) -> Probl
                          f"{net.in_features} inputs")
     input_set = input_set.to(device=net.device, dtype=net.dtype)
     batch, widths = input_set.batch_size, net.relu_widths()
-    C = check_spec(C, batch, net.out_features, dtype=net.dtype, device=net.device)
+    C = check_output_rows(C, batch, net.out_features, dtype=net.dtype, device=net.device)
     return Problem(input_set, C, _check_splits(splits, batch, widths, net.device),
                    _check_intermediate(intermediate, batch, widths, net))
 
@@ -85,7 +100,7 @@ def _check_splits(splits, batch: int, widths: list[int], device) -> list[torch.T
     if not isinstance(splits, (list, tuple)) or len(splits) != len(widths):
         raise InputError(f"splits must be a list with one tensor per ReLU layer ({len(widths)} layers)")
     out = []
-    for k, (split, width) in enumerate(zip(splits, widths)):
+    for k, (split, width) in enumerate(zip(splits, widths, strict=True)):
         split = torch.as_tensor(split, device=device)
         if split.shape != (batch, width) or split.is_floating_point():
             raise InputError(f"splits[{k}] must be an integer tensor of shape ({batch}, {width}), got "
@@ -102,7 +117,7 @@ def _check_intermediate(intermediate, batch: int, widths: list[int], net: Networ
     if not isinstance(intermediate, (list, tuple)) or len(intermediate) != len(widths):
         raise InputError(f"intermediate must be a list with one entry per ReLU layer ({len(widths)} layers)")
     out: list[Interval | None] = []
-    for k, (pair, width) in enumerate(zip(intermediate, widths)):
+    for k, (pair, width) in enumerate(zip(intermediate, widths, strict=True)):
         if pair is None:
             out.append(None)
             continue
@@ -133,7 +148,15 @@ def apply_split(lower: torch.Tensor, upper: torch.Tensor, split: torch.Tensor | 
     return lower, upper, infeasible
 
 
-def intersect(a: Interval, b: Interval | None) -> Interval:
+@overload
+def intersect(a: Interval, b: Interval | None) -> Interval: ...
+
+
+@overload
+def intersect(a: PartialInterval, b: Interval) -> Interval: ...
+
+
+def intersect(a: PartialInterval, b: Interval | None) -> PartialInterval:
     """The intersection of two intervals; ``b``, or either upper end, may be None for 'no information'."""
     if b is None:
         return a
@@ -153,33 +176,56 @@ def rounding_margins(net: Network, input_set: InputSet, C: torch.Tensor | None) 
     """First-order floating-point error bounds for every bound a propagation computes (module docstring).
 
     ``M`` runs the network on the largest absolute input of the chunk with ``|W|``, ``|b|`` and the
-    identity for ReLU (slopes lie in [0, 1]); the margin of a quantity is ``(L + 2)·γ_N·M``.
+    identity for ReLU (slopes lie in [0, 1]); the margin of a quantity is ``(L + 2)·γ_N·M`` plus the
+    underflow term ``2·(L + 2)·(tiny·Q + √tiny·P)``, which is 0 for a quantity that depends on no
+    nonzero weight, bias or input (it is then computed exactly).
     """
     lo, hi = input_set.interval()
     magnitude = torch.maximum(lo.abs(), hi.abs()).amax(dim=0)
     length = 16 + net.in_features
     n_relu = len(net.relu_widths())
-    unit = torch.finfo(net.dtype).eps / 2
+    info = torch.finfo(net.dtype)
+    unit = info.eps / 2
+    # Underflow: ``live`` is 1 where a quantity depends on some nonzero weight, bias or input (elsewhere it
+    # is computed exactly), 0 elsewhere; Q (units of tiny) and P (units of √tiny, L2 balls only) bound its
+    # absolute error. ``gain = |W|·live`` bounds how much |W| amplifies errors of at most 1 on the live
+    # entries. ``floor`` (units of tiny) sums count·‖M_j‖₁ over the layers so far: the errors of the
+    # backward pass's coefficients times the magnitudes they multiply, which no later |W| attenuates.
+    ball = isinstance(input_set, L2Ball)
+    live = (magnitude > 0).to(magnitude.dtype)
+    q = torch.full_like(magnitude, length)
+    p = torch.zeros_like(magnitude)
+    radius = input_set.radius.max() * math.sqrt(net.in_features) if isinstance(input_set, L2Ball) else 0.0
+    floor = torch.zeros((), dtype=magnitude.dtype, device=magnitude.device)
 
-    def margin(m: torch.Tensor) -> torch.Tensor:
+    def margin(m: torch.Tensor, live: torch.Tensor, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         gamma = length * unit / (1 - length * unit)
-        return (n_relu + 2) * gamma * m
+        absolute = info.tiny * q + math.sqrt(info.tiny) * p if ball else info.tiny * q
+        return (n_relu + 2) * gamma * m + 2 * (n_relu + 2) * torch.where(live > 0, absolute, 0.0)
 
     relu = []
     for layer in net.layers:
         if isinstance(layer, Affine):
-            magnitude = layer.weight.abs() @ magnitude + layer.bias.abs()
             length += layer.in_features + layer.out_features
+            floor = floor + length * magnitude.sum()
+            weight, bias = layer.weight.abs(), layer.bias.abs()
+            magnitude = weight @ magnitude + bias
+            gain = weight @ live
+            live = (gain + bias > 0).to(gain.dtype)
+            q = q.max() * gain + (length + floor)
+            p = p.max() * gain + radius
         else:
-            relu.append(margin(magnitude))
+            relu.append(margin(magnitude, live, q, p))
             length += 2
+            q = q + length
+    floor = floor + length * magnitude.sum()
     if C is None:
-        output = magnitude.unsqueeze(0)
+        output, gain = magnitude, live
     else:
         length += C.shape[-1]
-        output = C.abs() @ magnitude
-        output = output.unsqueeze(0) if output.dim() == 1 else output
-    return Margins(relu, margin(output))
+        output, gain = C.abs() @ magnitude, C.abs() @ live
+    output, gain = (output.unsqueeze(0), gain.unsqueeze(0)) if output.dim() == 1 else (output, gain)
+    return Margins(relu, margin(output, gain, q.max() * gain + (length + floor), p.max() * gain + radius))
 
 
 def widen(interval: Interval, margin: torch.Tensor) -> Interval:
@@ -238,9 +284,9 @@ def run_chunked(net: Network, problem: Problem, max_batch: int | None,
             pieces += [t for pair in part.pre_activation for t in pair]
         if not outputs:
             outputs = [piece.new_empty((batch,) + tuple(piece.shape[1:])) for piece in pieces]
-        for out, piece in zip(outputs, pieces):
+        for out, piece in zip(outputs, pieces, strict=True):
             out[start:start + piece.shape[0]] = piece
-    return PropagationResult(Bounds(*outputs[:3]), list(zip(outputs[3::2], outputs[4::2])))
+    return PropagationResult(Bounds(*outputs[:3]), list(zip(outputs[3::2], outputs[4::2], strict=True)))
 
 
 def output_layers(net: Network, C: torch.Tensor | None) -> tuple[list, torch.Tensor | None]:
@@ -249,19 +295,11 @@ def output_layers(net: Network, C: torch.Tensor | None) -> tuple[list, torch.Ten
     Folding gives tighter interval bounds (the product C·W is bounded as one matrix) and lets the
     backward pass start from C·W. A folded C (B, K, n) yields a batched final weight (B, K, m).
     """
-    layers = list(net.layers)
-    if C is None or not isinstance(layers[-1], Affine):
+    layers: list = list(net.layers)
+    last = layers[-1]
+    if C is None or not isinstance(last, Affine):
         return layers, C
-    last = layers.pop()
-    return layers + [_SpecAffine(C @ last.weight, C @ last.bias)], None
-
-
-@dataclass(frozen=True)
-class _SpecAffine:
-    """A final affine map with per-point weights: ``weight`` (K, m) or (B, K, m), ``bias`` (K,) or (B, K)."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor
+    return layers[:-1] + [OutputRowsAffine(C @ last.weight, C @ last.bias)], None
 
 
 

@@ -16,18 +16,28 @@ CROWN bound is at least as tight as IBP's (interval arithmetic is inclusion-mono
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 
-from pacverify.verify.bounds.common import Interval, Problem, finish, intersect, output_layers, prepare, \
-    rounding_margins, run_chunked, spec_rows
+from pacverify.network import Network
+from pacverify.verify.bounds.common import (
+    Interval,
+    PartialInterval,
+    Problem,
+    finish,
+    intersect,
+    output_layers,
+    prepare,
+    rounding_margins,
+    run_chunked,
+    spec_rows,
+)
 from pacverify.verify.bounds.ibp import propagate_intervals, spec_interval
 from pacverify.verify.bounds.linear import Rows, Select, lower_values, pull_back
 from pacverify.verify.bounds.relax import ReluRelaxation, relax_relu
 from pacverify.verify.bounds.types import Bounds, PropagationResult
-from pacverify.verify.network import Network
 from pacverify.verify.sets import InputSet
-
 
 # Above this fraction of unstable neurons, intermediate bounds use dense rows (all neurons) instead of
 # gathered sparse rows (unstable neurons only).
@@ -97,8 +107,8 @@ def relax_network(net: Network, problem: Problem) -> Relaxed:
 def _crown_chunk(net: Network, problem: Problem, upper: bool) -> PropagationResult:
     relaxed = relax_network(net, problem)
     bounds = backward_bounds(relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set, upper=upper)
-    lower, upper = intersect(bounds, relaxed.ibp_output)
-    return PropagationResult(finish(lower, upper, relaxed.infeasible, relaxed.output_margin), relaxed.pre_activation)
+    low, high = intersect(bounds, relaxed.ibp_output)
+    return PropagationResult(finish(low, high, relaxed.infeasible, relaxed.output_margin), relaxed.pre_activation)
 
 
 def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: InputSet,
@@ -122,15 +132,27 @@ def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: 
     owner, neuron = torch.nonzero(unstable, as_tuple=True)
     ones = torch.ones(owner.shape[0], dtype=lower.dtype, device=lower.device)
     start = Select(torch.cat([neuron, neuron]), torch.cat([owner, owner]), torch.cat([ones, -ones]))
-    values = lower_values(pull_back(layers, start, relaxations), input_set)
+    rows = pull_back(layers, start, relaxations)
+    assert rows is not None  # layers is not empty
+    values = lower_values(rows, input_set)
     half = owner.shape[0]
     out_lower = torch.full_like(lower, -torch.inf).index_put_((owner, neuron), values[:half])
     out_upper = torch.full_like(upper, torch.inf).index_put_((owner, neuron), -values[half:])
     return out_lower, out_upper
 
 
+@overload
 def backward_bounds(layers: list, A: torch.Tensor | None, relaxations: list[ReluRelaxation],
-                    input_set: InputSet, *, upper: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    input_set: InputSet, *, upper: Literal[True] = ...) -> Interval: ...
+
+
+@overload
+def backward_bounds(layers: list, A: torch.Tensor | None, relaxations: list[ReluRelaxation],
+                    input_set: InputSet, *, upper: bool) -> PartialInterval: ...
+
+
+def backward_bounds(layers: list, A: torch.Tensor | None, relaxations: list[ReluRelaxation],
+                    input_set: InputSet, *, upper: bool = True) -> PartialInterval:
     """Lower and upper bounds (B, K) of ``A · h(x)`` over the set, h the output of ``layers``.
 
     ``A`` is None (the identity: bounds on h itself), (K, n) or (B, K, n). ReLU layers use

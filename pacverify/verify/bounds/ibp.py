@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from pacverify.network import Network, Relu
 from pacverify.verify.bounds.common import (
     Interval,
     Problem,
@@ -26,7 +27,6 @@ from pacverify.verify.bounds.common import (
     widen,
 )
 from pacverify.verify.bounds.types import Bounds, PropagationResult
-from pacverify.verify.network import Network, Relu
 from pacverify.verify.sets import InputSet
 
 

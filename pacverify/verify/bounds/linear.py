@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pacverify.network import Relu
 from pacverify.verify.bounds.relax import ReluRelaxation, relu_backward_lower
-from pacverify.verify.network import Relu
 from pacverify.verify.sets import InputSet
 
 
@@ -65,8 +65,9 @@ def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluR
             rows = _materialise(rows, relax.lower.shape[1], both, relax.lower)
             slope = relax.lo_slope if lo_slopes is None else lo_slopes[k]
             rows = _relu(rows, slope, relax)
-            if lagrangian is not None and lagrangian[k] is not None:
-                rows = Rows(rows.A + lagrangian[k], rows.c, rows.owner)
+            term = None if lagrangian is None else lagrangian[k]
+            if term is not None:
+                rows = Rows(rows.A + term, rows.c, rows.owner)
         else:
             rows = _affine(rows, layer.weight, layer.bias, both)
     return rows if isinstance(rows, Rows) else None

@@ -35,3 +35,18 @@ class PropagationResult:
 
     bounds: Bounds
     pre_activation: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class OutputRowsAffine:
+    """The network's last affine layer with the output rows C folded in: ``x -> C (W x + b)``.
+
+    Not a :class:`~pacverify.network.Affine` (whose weight is one (out, in) matrix): ``weight`` is
+    ``C W``, (K, m) for rows shared by every point or (B, K, m) for per-point rows, and ``bias`` is
+    ``C b``, (K,) or (B, K). It only ever ends the layer list of a bound routine
+    (:func:`~pacverify.verify.bounds.common.output_layers`); the propagation steps treat every layer
+    that is not a ReLU as ``weight``/``bias``, which covers both kinds.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor

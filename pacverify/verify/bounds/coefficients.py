@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from pacverify.verify.network import Network
+from pacverify.network import Network
 from pacverify.verify.sets import InputSet
 
 

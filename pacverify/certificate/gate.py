@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from pacverify.certificate import Certificate
+from pacverify.certificate.io import Certificate
+from pacverify.certificate.schema import Verdict
 from pacverify.fileio import atomic_write_text
 
 
@@ -23,22 +24,23 @@ class Requirement:
 
 def requirements(cert: Certificate, *, min_delta_t: float | None = None,
                  min_coverage: float = 0.0) -> list[Requirement]:
-    """The requirements a CI gate checks, read from the certificate."""
-    body = cert.body
-    ver, teacher, cov = body["verification"], body["teacher_check"], body["coverage"]
+    """The requirements a CI gate checks, read from the certificate's typed sections."""
+    record = cert.record
+    ver, teacher, cov = record.verification, record.teacher_check, record.coverage
     out = [
-        Requirement("distillation agreement", ver["disagree"] == 0,
-                    f"student agrees with the teacher at {ver['required'] - ver['disagree']} of {ver['required']} "
+        Requirement("distillation agreement", ver.disagree == 0,
+                    f"student agrees with the teacher at {ver.required - ver.disagree} of {ver.required} "
                     "required points"),
-        Requirement("verification", ver["required"] > 0 and ver["verified"] == ver["required"],
-                    f"{ver['verified']} of {ver['required']} required points proven {ver['radius']:g}-robust "
-                    f"({ver['falsified']} falsified, {ver['unknown']} unknown)"),
-        Requirement("teacher cross-check", body["verdict"] != "REFUTED",
-                    f"{teacher['counterexamples_delta']} teacher counterexamples within 3δ, "
-                    f"{teacher['counterexamples_delta_T']} within 3·δ_T"),
-        Requirement("coverage", cov["lower"] >= min_coverage,
-                    f"at least {cov['lower']:.3g} of D_X lies in δ-balls of mass ≥ ε "
-                    f"(confidence {cov['confidence']:g}; required ≥ {min_coverage:g})"),
+        Requirement("verification", ver.required > 0 and ver.verified == ver.required,
+                    f"{ver.verified} of {ver.required} required points proven {ver.radius:g}-robust "
+                    f"({ver.falsified} falsified, {ver.unknown} unknown)"),
+        Requirement("teacher cross-check", record.verdict is not Verdict.REFUTED,
+                    f"{teacher.counterexamples_delta} teacher counterexamples within 3δ, "
+                    f"{teacher.counterexamples_delta_T} within 3·δ_T"),
+        Requirement("coverage", cov.lower >= min_coverage,
+                    f"at least {cov.lower:.3g} of D_X lies in δ-balls of mass ≥ ε "
+                    f"(confidence {cov.confidence:g}; required ≥ {min_coverage:g})" if cov.points else
+                    f"coverage was not estimated ({cov.note}); required ≥ {min_coverage:g}"),
     ]
     if min_delta_t is not None:
         dt = cert.delta_T
@@ -72,14 +74,13 @@ def github_annotations(cert: Certificate, reqs: list[Requirement]) -> str:
     for req in reqs:
         kind = "notice" if req.passed else "error"
         lines.append(f"::{kind} title=pacverify {req.name}::{_escape(req.message)}")
-    lines.append(f"::notice title=pacverify verdict::{cert.body['verdict']}; δ_T = {cert.delta_T:.6g}")
+    lines.append(f"::notice title=pacverify verdict::{cert.verdict.value}; δ_T = {cert.delta_T:.6g}")
     return "\n".join(lines)
 
 
 def step_summary(cert: Certificate, reqs: list[Requirement]) -> str:
     """Markdown for ``$GITHUB_STEP_SUMMARY``."""
-    body = cert.body
-    lines = [f"### pacverify: {body['verdict']}", "", body.get("statements", {}).get("pac", ""), "",
+    lines = [f"### pacverify: {cert.verdict.value}", "", cert.record.statements.pac, "",
              "| requirement | result | detail |", "|---|---|---|"]
     lines += [f"| {r.name} | {'pass' if r.passed else 'FAIL'} | {r.message} |" for r in reqs]
     return "\n".join(lines) + "\n"

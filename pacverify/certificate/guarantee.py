@@ -1,6 +1,6 @@
 """The mathematics of the certificate beyond sample sizes: δ_T, coverage, verdicts.
 
-Pure functions on arrays; the orchestration in :mod:`pacverify.certify` calls them.
+Pure functions on arrays; the pipeline stages (:mod:`pacverify.pipeline.stages`) call them.
 
 * :func:`relaxed_delta` — the δ_T relaxation of Prop 4.3 of 004 as DESIGN.md §2 fixes it.
 * :func:`coverage_lower_bound` — a finite-sample lower confidence bound on the fraction of
@@ -9,54 +9,67 @@ Pure functions on arrays; the orchestration in :mod:`pacverify.certify` calls th
 """
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
+from pacverify.certificate.schema import Verdict
 from pacverify.errors import InputError
-from pacverify.validation import check_eps, check_probability
+from pacverify.norms import vector_norm
+from pacverify.validation import check_probability
 
 
-class Verdict(enum.Enum):
-    """Outcome of ``pacverify certify`` / ``check``; ``exit_code`` is the CLI's (DESIGN.md §4)."""
+def teacher_radius_factor(rho: np.ndarray, margin_ratio: np.ndarray | None = None) -> np.ndarray:
+    """Per point, min over runner-ups j of min((g_T/g_S)_j · ρ_j, 1) (Prop 4.3 of 004, DESIGN.md §2).
 
-    CERTIFIED = "CERTIFIED"
-    NOT_CERTIFIED = "NOT_CERTIFIED"
-    REFUTED = "REFUTED"
+    ``rho`` and ``margin_ratio`` have shape (N,) or (N, J) (one column per runner-up class); a missing
+    ``margin_ratio`` is taken as 1 (equal margins). Under the premises of Prop 4.3 (equal classes, both
+    models affine on the ball with parallel margin gradients) the teacher's radius for margin j is
+    (g_T/g_S)·ρ_j times the student's, which is at least the student's certified radius r_i; the factor
+    is capped at 1 (never enlarged past the student's). ρ = +inf (zero teacher gradient) caps at 1; a
+    margin ratio ≤ 0 (the student's margin not positive) gives 0. NaN is refused.
+    """
+    rho = np.asarray(rho, dtype=np.float64)
+    ratio = np.ones_like(rho) if margin_ratio is None else np.asarray(margin_ratio, dtype=np.float64)
+    if rho.shape != ratio.shape:
+        raise InputError(f"rho and the margin ratios must have the same shape, got {rho.shape} and {ratio.shape}")
+    if np.isnan(rho).any() or np.isnan(ratio).any():
+        raise InputError("rho and the margin ratios must not contain NaN")
+    if (rho < 0).any():
+        raise InputError("rho must be >= 0")
+    with np.errstate(invalid="ignore"):
+        factor = np.where(ratio > 0, np.minimum(np.where(np.isinf(rho), 1.0, ratio * rho), 1.0), 0.0)
+    return factor if factor.ndim == 1 else (factor.min(axis=1) if factor.shape[1] else np.ones(len(factor)))
 
-    @property
-    def exit_code(self) -> int:
-        return {"CERTIFIED": 0, "NOT_CERTIFIED": 1, "REFUTED": 3}[self.value]
+
+def local_teacher_radii(certified_radii: np.ndarray, rho: np.ndarray,
+                        margin_ratio: np.ndarray | None = None) -> np.ndarray:
+    """The per-point teacher radii of Prop 4.3, :func:`teacher_radius_factor` · r_i (before the /3 of Thm 4.4)."""
+    radii = np.asarray(certified_radii, dtype=np.float64).reshape(-1)
+    factor = teacher_radius_factor(rho, margin_ratio)
+    if radii.shape != factor.shape:
+        raise InputError(f"certified radii and rho must have one entry per point, got {radii.shape} and "
+                         f"{np.shape(rho)}")
+    if np.isnan(radii).any():
+        raise InputError("certified radii must not contain NaN")
+    if (radii < 0).any():
+        raise InputError("certified radii must be >= 0")
+    return factor * radii
 
 
-def relaxed_delta(certified_radii: np.ndarray, rho: np.ndarray) -> float:
-    """δ_T = min_i min(ρ_i, 1) · r_i / 3 (Prop 4.3 of 004, DESIGN.md §2).
+def relaxed_delta(certified_radii: np.ndarray, rho: np.ndarray, margin_ratio: np.ndarray | None = None) -> float:
+    """δ_T = min_i min_j min((g_T/g_S)_j·ρ_ij, 1)·r_i / 3 (Prop 4.3 of 004, DESIGN.md §2).
 
     ``certified_radii`` (N,) are the student's proven radii r_i at the required points (0 where
-    nothing is proven), ``rho`` (N,) the margin-gradient ratios ρ_i = ‖∇g_S‖ / ‖∇g_T‖. The
-    teacher's local radius is min(ρ_i, 1)·r_i — shrunk when the student's margin is flatter than
-    the teacher's, never enlarged past the student's. The /3 turns local radii at sample points
-    into the global δ of Thm 4.4. An empty set of required points gives δ_T = 0 (nothing is
-    claimed). NaN entries are refused; ρ = +inf (zero teacher gradient) counts as min(ρ, 1) = 1.
+    nothing is proven); ``rho`` and ``margin_ratio`` as in :func:`teacher_radius_factor`. The /3 turns
+    local radii at sample points into the global δ of Thm 4.4. No required point gives δ_T = 0.
+
+    >>> round(relaxed_delta([2.2 + 3.0], [1.0], [2.2 / 5.2]), 6)  # teacher margin x1, student x1 + 3, at x1 = 2.2
+    0.733333
     """
-    radii = np.asarray(certified_radii, dtype=np.float64).reshape(-1)
-    rho = np.asarray(rho, dtype=np.float64).reshape(-1)
-    if radii.shape != rho.shape:
-        raise InputError(f"certified radii and rho must have one entry per point, got {radii.shape} and {rho.shape}")
-    if np.isnan(radii).any() or np.isnan(rho).any():
-        raise InputError("certified radii and rho must not contain NaN")
-    if (radii < 0).any() or (rho < 0).any():
-        raise InputError("certified radii and rho must be >= 0")
-    if radii.size == 0:
-        return 0.0
-    return float(np.min(np.minimum(rho, 1.0) * radii) / 3.0)
-
-
-def local_teacher_radii(certified_radii: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    """The per-point teacher radii min(ρ_i, 1) · r_i of Prop 4.3 (before the /3 of Thm 4.4)."""
-    return np.minimum(np.asarray(rho, dtype=np.float64), 1.0) * np.asarray(certified_radii, dtype=np.float64)
+    local = local_teacher_radii(certified_radii, rho, margin_ratio)
+    return float(local.min() / 3.0) if local.size else 0.0
 
 
 def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
@@ -68,7 +81,8 @@ def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
         raise InputError(f"need 0 <= successes <= trials and trials > 0, got {successes} of {trials}")
     if successes == 0:
         return 0.0
-    return float(stats.beta.ppf(alpha, successes, trials - successes + 1))
+    # the lower end of the two-sided exact interval at level 1 - 2·alpha is the one-sided bound at level alpha
+    return float(stats.binomtest(successes, trials).proportion_ci(1 - 2 * alpha, method="exact").low)
 
 
 @dataclass(frozen=True)
@@ -92,17 +106,18 @@ class CoverageBound:
 
 def coverage_lower_bound(hits: np.ndarray, batch: int, eps: float, *, alpha: float = 0.01,
                          alpha_point: float = 0.01) -> CoverageBound:
-    """Exact lower confidence bound on the fraction of D_X whose own δ-ball has mass ≥ ε.
+    """Exact lower confidence bound on q = Pr_{x~D_X}[ p(x) ≥ ε ] for a per-point mass p(x) seen through hits.
 
-    Set-up: n test points x_j ~ D_X i.i.d., and for each an independent batch of ``batch``
-    reference points from D_X; ``hits[j]`` counts the reference points of x_j's batch inside the
-    δ-ball around x_j, so hits[j] ~ Bin(batch, p(x_j)) given x_j. Point j is *declared covered*
-    when the Clopper–Pearson lower bound of p(x_j) at level ``alpha_point`` is ≥ ε. If
-    p(x_j) < ε this happens with probability ≤ alpha_point, so the declared indicator has mean
-    π ≤ q + alpha_point, where q = Pr[p(x) ≥ ε]. The declared indicators are i.i.d., hence with
-    probability ≥ 1 − alpha, q ≥ CP_lower(declared, n, alpha) − alpha_point.
+    Set-up: n test points x_j ~ D_X i.i.d., and for each an independent batch of ``batch`` reference
+    points from D_X; ``hits[j]`` counts the reference points of x_j's batch that fall in the set whose
+    mass p(x_j) is meant (for the PAC statement: the κ-confident part of the δ-ball around x_j), so
+    hits[j] ~ Bin(batch, p(x_j)) given x_j. Point j is *declared covered* when the Clopper–Pearson
+    lower bound of p(x_j) at level ``alpha_point`` is ≥ ε. If p(x_j) < ε this happens with
+    probability ≤ alpha_point, so the declared indicator has mean π ≤ q + alpha_point. The declared
+    indicators are i.i.d., hence with probability ≥ 1 − alpha, q ≥ CP_lower(declared, n, alpha) − alpha_point.
+    ``eps`` may be any threshold in (0, 1] (ε, or ε + 2Λ for a shifted distribution).
     """
-    eps = check_eps(eps)
+    eps = _in_unit_interval(eps, "coverage threshold")
     alpha = check_probability(alpha, "alpha")
     alpha_point = check_probability(alpha_point, "alpha_point")
     hits = np.asarray(hits).reshape(-1)
@@ -117,11 +132,19 @@ def coverage_lower_bound(hits: np.ndarray, batch: int, eps: float, *, alpha: flo
                          declared=declared, alpha_point=alpha_point)
 
 
-def ball_hits(centers: np.ndarray, references: np.ndarray, delta: float, norm: str) -> np.ndarray:
-    """hits[j] = #{k : ‖references[j, k] − centers[j]‖ ≤ δ} for centers (n, m), references (n, M, m)."""
-    diff = references - centers[:, None, :]
-    dist = np.linalg.norm(diff, axis=2) if norm == "2" else np.abs(diff).max(axis=2)
-    return (dist <= delta).sum(axis=1)
+def _in_unit_interval(value: float, name: str) -> float:
+    out = check_probability(value, name)
+    if out <= 0:
+        raise InputError(f"{name} must lie in (0, 1], got {value!r}")
+    return out
+
+
+def ball_hits(centers: np.ndarray, references: np.ndarray, delta: float, norm: str,
+              counted: np.ndarray | None = None) -> np.ndarray:
+    """hits[j] = #{k : ‖references[j, k] − centers[j]‖ ≤ δ and counted[j, k]} for centers (n, m), references
+    (n, M, m) and an optional (n, M) bool mask ``counted`` (e.g. the teacher is κ-confident at the reference)."""
+    inside = vector_norm(references - centers[:, None, :], norm, axis=2) <= delta
+    return (inside if counted is None else inside & np.asarray(counted, dtype=bool)).sum(axis=1)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""Linear output specifications: bounds are always computed on ``C @ logits``.
+"""Output rows: bounds are always computed on ``C @ logits``.
 
-A specification is a matrix ``C`` of shape (B, K, n) (one K×n matrix per point) or (K, n) (shared
-by every point); the bound routines return lower and upper bounds on ``C[b] @ f(x)`` of shape
-(B, K). Local robustness (Def 3.1 of 004, DESIGN.md §2) at a point of class y is the statement
-that every margin ``z_y - z_j`` (j ≠ y) stays positive: :func:`margin_spec` builds those rows.
+``C`` is a matrix of rows over the network's outputs, of shape (B, K, n) (one K×n matrix per point)
+or (K, n) (shared by every point); the bound routines return lower and upper bounds on
+``C[b] @ f(x)`` of shape (B, K). Local robustness (Def 3.1 of 004, DESIGN.md §2) at a point of class
+y is the statement that every margin ``z_y - z_j`` (j ≠ y) stays positive: :func:`margin_rows` builds
+those rows. (A whole robustness question — rows, thresholds and how they combine into an unsafe set —
+is an :class:`~pacverify.verify.property.OutputProperty`.)
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import torch
 from pacverify.errors import InputError
 
 
-def margin_spec(labels, n_classes: int, *, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
-    """The margin specification ``C`` of shape (B, n-1, n): row ``C[b, i] = e_y - e_j`` with ``y = labels[b]``.
+def margin_rows(labels, n_classes: int, *, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+    """The margin rows ``C`` of shape (B, n-1, n): row ``C[b, i] = e_y - e_j`` with ``y = labels[b]``.
 
     The rows run over ``j = 0 .. n-1`` in ascending order, skipping ``y``; so ``(C[b] @ z)[i] = z_y - z_j``.
     A point is verified when the lower bounds of all its rows are > 0.
@@ -37,7 +39,7 @@ def margin_spec(labels, n_classes: int, *, dtype: torch.dtype = torch.float64, d
     return C
 
 
-def check_spec(C, batch: int, n_outputs: int, *, dtype: torch.dtype, device) -> torch.Tensor | None:
+def check_output_rows(C, batch: int, n_outputs: int, *, dtype: torch.dtype, device) -> torch.Tensor | None:
     """``C`` validated and converted: None stays None (bounds on the logits), (K, n) stays shared, (B, K, n) batched.
 
     Raises InputError when the shape does not fit ``batch`` points and ``n_outputs`` network outputs,
@@ -48,8 +50,8 @@ def check_spec(C, batch: int, n_outputs: int, *, dtype: torch.dtype, device) -> 
     C = torch.as_tensor(C.detach() if isinstance(C, torch.Tensor) else np.asarray(C, dtype=np.float64))
     C = C.to(device=device, dtype=dtype)
     if C.dim() not in (2, 3) or C.shape[-1] != n_outputs or C.shape[-2] == 0 or (C.dim() == 3 and C.shape[0] != batch):
-        raise InputError(f"the specification C must have shape (K, {n_outputs}) or ({batch}, K, {n_outputs}), "
+        raise InputError(f"the output rows C must have shape (K, {n_outputs}) or ({batch}, K, {n_outputs}), "
                          f"got {tuple(C.shape)}")
     if not torch.isfinite(C).all():
-        raise InputError("the specification C must be finite")
+        raise InputError("the output rows C must be finite")
     return C

@@ -9,24 +9,24 @@ import html
 import os
 from pathlib import Path
 
-from pacverify import plots
-from pacverify.certificate import Certificate, status_names
+from pacverify.certificate.io import Certificate, status_names
 from pacverify.fileio import atomic_write_bytes, atomic_write_text
+from pacverify.report import plots
 
 
 def _figures(cert: Certificate) -> list[tuple[str, str, bytes]]:
     """(file name, caption, png) for each figure the certificate's data supports."""
-    body, arrays = cert.body, cert.arrays
+    record, arrays = cert.record, cert.arrays
     figs: list[tuple[str, str, bytes]] = []
     required = arrays.get("required")
     if "certified_radius" in arrays and required is not None and required.any():
         figs.append(("radius.png", "Certified radii of the student at the required points, against 3δ",
-                     plots.radius_histogram(arrays["certified_radius"][required], 3 * body["pac"]["delta"])))
+                     plots.radius_histogram(arrays["certified_radius"][required], 3 * record.pac.delta)))
     if "rho" in arrays and required is not None and required.any():
         figs.append(("rho.png", "Margin-gradient ratios ρ_i (Prop 4.3)", plots.rho_histogram(arrays["rho"][required])))
-    pac = body["pac"]
+    pac = record.pac
     figs.append(("samples.png", "Sample size against ε for this input dimension (Thm 3.8)",
-                 plots.sample_size_curve(pac["dim"], pac["eta"], pac["eps"], pac["norm"])))
+                 plots.sample_size_curve(pac.dim, pac.eta, pac.eps, pac.norm)))
     if "grid_label" in arrays and "points" in arrays and arrays["points"].reshape(len(arrays["points"]), -1).shape[1] == 2:
         figs.append(("regions.png", "Decision regions of the teacher; sample points coloured by verification status",
                      plots.decision_map(arrays["grid_x"], arrays["grid_y"], arrays["grid_label"],
@@ -44,9 +44,16 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _claims(cert: Certificate) -> list[tuple[str, str]]:
+    """The printed claims in reading order, each with its title (absent ones left out)."""
+    st = cert.record.statements
+    claims = [("PAC statement (δ)", st.pac), ("PAC statement (δ_T)", st.pac_delta_T), ("Coverage", st.coverage)]
+    return [(title, text) for title, text in claims if text]
+
+
 def _sections(cert: Certificate) -> list[tuple[str, list[tuple[str, str]]]]:
     """The evidence tables, as (title, [(key, value)]) in reading order."""
-    body = cert.body
+    body = cert.body  # the JSON form: the tables show every key as written
     order = [("PAC parameters", "pac"), ("Verification of the student", "verification"),
              ("Relaxed radius δ_T (Prop 4.3)", "relaxation"), ("Teacher cross-check", "teacher_check"),
              ("Guarantee coverage", "coverage"), ("Distillation quality", "distillation"),
@@ -63,17 +70,14 @@ def render_markdown(cert: Certificate, assets_dir: str | os.PathLike) -> str:
     """Markdown text; figures are written as PNG files into ``assets_dir`` and linked relatively."""
     assets = Path(assets_dir)
     assets.mkdir(parents=True, exist_ok=True)
-    body = cert.body
-    lines = [f"# pacverify certificate: **{body['verdict']}**", ""]
-    lines += [f"- {reason}" for reason in body.get("reasons", [])] + [""]
-    lines += [f"> **Warning:** {w}" for w in body.get("warnings", [])] + ([""] if body.get("warnings") else [])
-    statements = body.get("statements", {})
-    for key, title in (("pac", "PAC statement (δ)"), ("pac_delta_T", "PAC statement (δ_T)"),
-                       ("coverage", "Coverage")):
-        if statements.get(key):
-            lines += [f"**{title}.** {statements[key]}", ""]
-    if statements.get("assumptions"):
-        lines += ["**Assumptions.**", ""] + [f"1. {a}" for a in statements["assumptions"]] + [""]
+    record = cert.record
+    lines = [f"# pacverify certificate: **{record.verdict.value}**", ""]
+    lines += [f"- {reason}" for reason in record.reasons] + [""]
+    lines += [f"> **Warning:** {w}" for w in record.warnings] + ([""] if record.warnings else [])
+    for title, text in _claims(cert):
+        lines += [f"**{title}.** {text}", ""]
+    if record.statements.assumptions:
+        lines += ["**Assumptions.**", ""] + [f"1. {a}" for a in record.statements.assumptions] + [""]
     for title, rows in _sections(cert):
         lines += [f"## {title}", "", "| key | value |", "|---|---|"]
         lines += [f"| {k} | {v.replace('|', '/')} |" for k, v in rows] + [""]
@@ -86,9 +90,9 @@ def render_markdown(cert: Certificate, assets_dir: str | os.PathLike) -> str:
 
 def render_html(cert: Certificate) -> str:
     """One self-contained HTML page (figures embedded as data URIs)."""
-    body = cert.body
+    record = cert.record
     esc = html.escape
-    verdict = body["verdict"]
+    verdict = record.verdict.value
     colour = {"CERTIFIED": "#1b7f3b", "NOT_CERTIFIED": "#b36b00", "REFUTED": "#b3261e"}.get(verdict, "#333")
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>pacverify certificate</title>",
              "<style>body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
@@ -96,15 +100,13 @@ def render_html(cert: Certificate) -> str:
              "vertical-align:top;font-size:.9em}.stmt{background:#f5f7fa;padding:.8em;border-left:4px solid #4c78a8}"
              "figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-size:.85em;color:#555}</style>",
              "</head><body>", f"<h1>pacverify certificate: <span style='color:{colour}'>{esc(verdict)}</span></h1>",
-             "<ul>" + "".join(f"<li>{esc(r)}</li>" for r in body.get("reasons", [])) + "</ul>"]
-    parts += [f"<p style='color:#b36b00'><b>Warning:</b> {esc(w)}</p>" for w in body.get("warnings", [])]
-    statements = body.get("statements", {})
-    for key, title in (("pac", "PAC statement (δ)"), ("pac_delta_T", "PAC statement (δ_T)"), ("coverage", "Coverage")):
-        if statements.get(key):
-            parts.append(f"<p class='stmt'><b>{title}.</b> {esc(statements[key])}</p>")
-    if statements.get("assumptions"):
+             "<ul>" + "".join(f"<li>{esc(r)}</li>" for r in record.reasons) + "</ul>"]
+    parts += [f"<p style='color:#b36b00'><b>Warning:</b> {esc(w)}</p>" for w in record.warnings]
+    for title, text in _claims(cert):
+        parts.append(f"<p class='stmt'><b>{title}.</b> {esc(text)}</p>")
+    if record.statements.assumptions:
         parts.append("<p><b>Assumptions.</b></p><ol>" +
-                     "".join(f"<li>{esc(a)}</li>" for a in statements["assumptions"]) + "</ol>")
+                     "".join(f"<li>{esc(a)}</li>" for a in record.statements.assumptions) + "</ol>")
     for title, rows in _sections(cert):
         parts.append(f"<h2>{esc(title)}</h2><table>" +
                      "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>")

@@ -1,0 +1,2 @@
+"""The certificate: its typed schema, the guarantee's mathematics, the printed statements, reading and writing,
+``pacverify check`` and the CI gate."""

@@ -1,0 +1,445 @@
+"""The certificate's typed schema: one frozen dataclass per section of ``certificate.json``.
+
+``certificate.json`` is the JSON form of :class:`CertificateBody` (schema version :data:`SCHEMA`,
+documented key by key in docs/certificate.md). :func:`body_from_dict` reads it strictly: every
+section must have exactly its declared keys with values of the declared types — an unknown key, a
+missing key or a wrong type is an :class:`~pacverify.errors.InputError` naming the dotted key.
+:func:`json_schema` derives a JSON Schema (draft 2020-12) from the same dataclasses, so that other
+tools can validate certificates; docs/certificate.schema.json is its output (a test keeps them equal).
+
+Floats that are infinite are written as the strings ``"inf"`` / ``"-inf"`` (JSON has no infinity).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Union
+
+from pacverify.errors import InputError
+from pacverify.fileio import to_jsonable
+
+SCHEMA = "pacverify.certificate/2"
+
+
+class Verdict(enum.Enum):
+    """Outcome of ``pacverify certify`` / ``check``; ``exit_code`` is the CLI's (DESIGN.md §4)."""
+
+    CERTIFIED = "CERTIFIED"
+    NOT_CERTIFIED = "NOT_CERTIFIED"
+    REFUTED = "REFUTED"
+
+    @property
+    def exit_code(self) -> int:
+        return {"CERTIFIED": 0, "NOT_CERTIFIED": 1, "REFUTED": 3}[self.value]
+
+
+class PointStatus(enum.IntEnum):
+    """Per-point status codes stored in ``points.npz["status"]`` (the only table of them)."""
+
+    NOT_CONFIDENT = 0
+    VERIFIED = 1
+    FALSIFIED = 2
+    UNKNOWN = 3
+    DISAGREE = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+# --- sections ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Statements:
+    """The printed claims: each a sentence with its numbers. ``pac_delta_T`` is the δ_T claim, made only on a
+    CERTIFIED run with δ_T > 0; otherwise ``delta_T_note`` says what δ_T would need (or is None when δ_T = 0)."""
+
+    pac: str
+    pac_delta_T: str | None  # noqa: N815 - the paper's name
+    delta_T_note: str | None  # noqa: N815 - why δ_T is not claimed, when it is not
+    assumptions: list[str]
+    coverage: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class PacParameters:
+    delta: float
+    eps: float
+    eta: float
+    kappa: float
+    norm: str
+    dim: int
+    vc_dimension: int
+    samples: int
+    samples_required: int
+    tv: float
+    shifted_eps: float
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class FileRef:
+    path: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class DataSource:
+    kind: str
+    source: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Files:
+    teacher: FileRef
+    student_onnx: FileRef
+    student_pt: FileRef
+    data: DataSource
+    points: FileRef
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    steps: int
+    restarts: int
+
+
+@dataclass(frozen=True)
+class CoverageSettings:
+    points: int
+    batch: int | None
+
+
+@dataclass(frozen=True)
+class RadiusSearch:
+    cap: float
+    tol: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    seed: int
+    arch: str | None
+    trust_pickle: bool
+    student: str
+    method: str
+    epochs: int | None
+    distill_options: dict[str, Any]
+    verify_method: str
+    complete: bool
+    timeout_per_point: float
+    domain: list[float] | None
+    attack: AttackSettings
+    coverage: CoverageSettings
+    radius_search: RadiusSearch
+    device: str
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """The quality markers of :class:`pacverify.distill.quality.QualityMarkers` plus the run's facts."""
+
+    n: int
+    agreement: float
+    eq13_fraction: float
+    gd_mean: float
+    gc_mean: float
+    rho_quantiles: dict[str, float]
+    rho_inf: int
+    norm: str
+    n_fresh: int
+    agreement_fresh: float | None
+    eq13_fraction_fresh: float | None
+    gd_mean_fresh: float | None
+    gc_mean_fresh: float | None
+    llm_radius: float | None
+    llm_student_mean: float | None
+    llm_teacher_mean: float | None
+    epochs_run: int | None
+    stopped_early: bool | None
+    notes: list[str]
+    onnx_parity_max_abs_diff: float
+
+
+@dataclass(frozen=True)
+class Verification:
+    radius: float
+    norm: str
+    method: str
+    complete: bool
+    required: int
+    verified: int
+    falsified: int
+    unknown: int
+    disagree: int
+    not_confident: int
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """δ_T of Prop 4.3 with its premises and the measured quantities they are about (at the binding runner-up)."""
+
+    delta_T: float  # noqa: N815 - the paper's name
+    rho_quantiles: dict[str, float]
+    margin_ratio_quantiles: dict[str, float]
+    gradient_cosine_quantiles: dict[str, float]
+    certified_radius_quantiles: dict[str, float]
+    teacher_radius_quantiles: dict[str, float]
+    cap: float
+    tol: float
+    formula: str
+    premises: list[str]
+
+
+@dataclass(frozen=True)
+class TeacherCheck:
+    attack: str
+    steps: int
+    restarts: int
+    radius_delta: float
+    radius_delta_T: float  # noqa: N815
+    checked: int
+    counterexamples_delta: int
+    counterexamples_delta_T: int  # noqa: N815
+    note: str
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """A :class:`pacverify.certificate.guarantee.CoverageBound`, or ``points = 0`` and a ``note`` when skipped."""
+
+    lower: float
+    confidence: float | None
+    points: int
+    batch: int
+    declared_covered: int | None
+    alpha_point: float | None
+    threshold: float
+    note: str | None
+
+
+@dataclass(frozen=True)
+class Environment:
+    python: str
+    platform: str
+    torch: str
+    numpy: str
+    onnx: str
+    onnxruntime: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Integrity:
+    body_sha256: str
+
+
+@dataclass(frozen=True)
+class CertificateBody:
+    """Everything in ``certificate.json``. ``timings`` maps stage names to seconds, plus ``created`` (ISO time)
+    and ``verify_points_per_second``; it is excluded when two runs are compared for reproducibility."""
+
+    schema: str
+    tool: Tool
+    verdict: Verdict
+    reasons: list[str]
+    statements: Statements
+    pac: PacParameters
+    files: Files
+    warnings: list[str]
+    settings: Settings
+    distillation: Distillation
+    verification: Verification
+    relaxation: Relaxation
+    teacher_check: TeacherCheck
+    coverage: Coverage
+    timings: dict[str, float | str | None]
+    environment: Environment
+    integrity: Integrity
+
+    def to_dict(self) -> dict:
+        """The JSON-ready dict (infinite floats as strings), in field order."""
+        return to_jsonable(_to_plain(self))
+
+
+# --- strict reading ----------------------------------------------------------------------------------------------
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    return value
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _union_args(tp: Any) -> tuple | None:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return typing.get_args(tp)
+    return None
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise InputError(f"{where} must be a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        if math.isnan(value):
+            raise InputError(f"{where} must not be NaN")
+        return float(value)
+    if value in ("inf", "-inf"):
+        return float(value)
+    raise InputError(f"{where} must be a number, got {value!r}")
+
+
+def _read(tp: Any, value: Any, where: str) -> Any:
+    args = _union_args(tp)
+    if args is not None:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for candidate in inner:
+            try:
+                return _read(candidate, value, where)
+            except InputError as exc:
+                errors.append(str(exc))
+        raise InputError(errors[0] if len(inner) == 1 else f"{where} has an unexpected value {value!r}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise InputError(f"{where} must be an object, got {type(value).__name__}")
+        names = [f.name for f in dataclasses.fields(tp)]
+        unknown = sorted(set(value) - set(names))
+        missing = [n for n in names if n not in value]
+        if unknown:
+            raise InputError(f"{where} has unknown key(s) {', '.join(unknown)} (schema {SCHEMA})")
+        if missing:
+            raise InputError(f"{where} lacks key(s) {', '.join(missing)} (schema {SCHEMA})")
+        hints = _hints(tp)
+        return tp(**{n: _read(hints[n], value[n], f"{where}.{n}" if where else n) for n in names})
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            allowed = ", ".join(str(m.value) for m in tp)
+            raise InputError(f"{where} must be one of {allowed}, got {value!r}") from None
+    if tp is float:
+        return _float(value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise InputError(f"{where} must be a string, got {value!r}")
+        return value
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(value, list):
+            raise InputError(f"{where} must be a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_read(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"{where} must be an object, got {type(value).__name__}")
+        _, item = typing.get_args(tp)
+        return {k: _read(item, v, f"{where}.{k}") for k, v in value.items()}
+    raise TypeError(f"schema type {tp!r} at {where} is not supported")  # a bug in this module, not bad input
+
+
+def body_from_dict(data: Any) -> CertificateBody:
+    """The typed body of a parsed ``certificate.json``; InputError naming the first bad key otherwise."""
+    if not isinstance(data, dict):
+        raise InputError("a certificate must be a JSON object")
+    if data.get("schema") != SCHEMA:
+        raise InputError(f"not a pacverify certificate of schema {SCHEMA} (schema: {data.get('schema')!r})")
+    return _read(CertificateBody, data, "")
+
+
+# --- JSON Schema -------------------------------------------------------------------------------------------------
+
+
+def _schema_of(tp: Any, defs: dict[str, Any]) -> dict:
+    args = _union_args(tp)
+    if args is not None:
+        return {"anyOf": [_schema_of(a, defs) for a in args]}
+    if tp is type(None):
+        return {"type": "null"}
+    if tp is Any:
+        return {}
+    if dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}  # placeholder against recursion
+            hints = _hints(tp)
+            names = [f.name for f in dataclasses.fields(tp)]
+            defs[name] = {"type": "object", "additionalProperties": False, "required": names,
+                          "properties": {n: _schema_of(hints[n], defs) for n in names}}
+            if tp.__doc__ and not tp.__doc__.startswith(f"{name}("):
+                defs[name]["description"] = " ".join(tp.__doc__.split())
+        return {"$ref": f"#/$defs/{name}"}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"enum": [m.value for m in tp]}
+    if tp is float:
+        return {"anyOf": [{"type": "number"}, {"enum": ["inf", "-inf"]}]}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is str:
+        return {"type": "string"}
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return {"type": "array", "items": _schema_of(typing.get_args(tp)[0], defs)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema_of(typing.get_args(tp)[1], defs)}
+    raise TypeError(f"schema type {tp!r} is not supported")
+
+
+def json_schema() -> dict:
+    """A JSON Schema (draft 2020-12) of ``certificate.json``, derived from :class:`CertificateBody`."""
+    defs: dict[str, Any] = {}
+    root = _schema_of(CertificateBody, defs)
+    body = defs.pop("CertificateBody")
+    body["properties"]["schema"] = {"const": SCHEMA}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA,
+            "title": "pacverify certificate", **{k: v for k, v in body.items()}, "$defs": defs} if root else {}
+
+
+if __name__ == "__main__":  # regenerate docs/certificate.schema.json
+    import json
+    import sys
+
+    json.dump(json_schema(), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")

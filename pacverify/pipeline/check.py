@@ -1,0 +1,444 @@
+"""``pacverify check``: re-derive a certificate from its evidence and compare every claim.
+
+A certificate is CONFIRMED only when ``check`` can rebuild its whole body, claim by claim, from the
+files themselves and the user's own consent flags — never from values or flags it reads in the
+certificate. It:
+
+1. verifies the integrity digest and the file hashes; files are resolved relative to the
+   certificate's directory, and a recorded path that leaves it is refused unless the user names
+   the file on the command line;
+2. re-derives the sample when the source allows it (a built-in distribution; a data file whose
+   sha256 matches; a sampler only when the user passes ``--sampler``) and compares it with
+   ``points.npz``;
+3. ties ``student.pt`` to ``student.onnx`` (equal outputs on the sample) and re-verifies the ONNX
+   student at 3δ at every required point, re-proving each recorded certified radius;
+4. with the teacher: recomputes its labels and confidences, the margins, ρ and gradient cosines,
+   δ_T, the distillation markers, the coverage estimate, and attacks the teacher again in every
+   claimed ball with at least the recorded budget (any counterexample → REFUTED);
+5. assembles the body the evidence supports with the same sentences as ``certify`` and compares it
+   with the recorded one, field by field (timings and environment excepted).
+
+Outcomes: CONFIRMED (exit = the verdict's code), REJECTED (exit 1: a claim does not follow from the
+evidence), REFUTED (exit 3: a teacher counterexample lies in a claimed ball), UNCHECKED (exit 1: a
+claim could not be re-derived — which ones are listed; e.g. no teacher file).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from pacverify import pac
+from pacverify.certificate.io import Certificate, body_digest, load_certificate, read_body
+from pacverify.certificate.schema import CertificateBody, FileRef, Verdict
+from pacverify.data import make_sampler
+from pacverify.errors import InputError
+from pacverify.fileio import sha256_file
+from pacverify.models import load_student, load_teacher, resolve_device
+from pacverify.pipeline import stages as st
+from pacverify.pipeline.ball import assemble
+from pacverify.pipeline.settings import CertifySettings
+from pacverify.validation import check_positive
+
+REL_TOL = 1e-6
+PARITY_TOLERANCE = 1e-4
+IGNORED = ("timings", "environment", "integrity")
+
+
+class Outcome(enum.Enum):
+    CONFIRMED = "CONFIRMED"
+    REJECTED = "REJECTED"
+    REFUTED = "REFUTED"
+    UNCHECKED = "UNCHECKED"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """``outcome`` and why: ``problems`` (claims the evidence contradicts), ``unchecked`` (claims not
+    re-derived), ``notes`` (what was done)."""
+
+    certificate: Certificate
+    outcome: Outcome
+    problems: list[str]
+    unchecked: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def confirmed(self) -> bool:
+        return self.outcome is Outcome.CONFIRMED
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.certificate.verdict
+
+    @property
+    def exit_code(self) -> int:
+        """The verdict's exit code when confirmed (0/1/3); 3 when refuted; 1 when rejected or unchecked."""
+        if self.outcome is Outcome.CONFIRMED:
+            return self.verdict.exit_code
+        return 3 if self.outcome is Outcome.REFUTED else 1
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.unchecked: list[str] = []
+        self.notes: list[str] = []
+        self.refutations: list[str] = []
+
+
+def check_certificate(path: str | os.PathLike, *, teacher: str | os.PathLike | None = None,
+                      data: str | os.PathLike | None = None, sampler: str | None = None,
+                      timeout: float | None = None, arch: str | None = None,
+                      trust_pickle: bool = False) -> CheckResult:
+    """Re-check the certificate at ``path`` (``certificate.json`` or its directory); see the module docstring.
+
+    ``teacher`` / ``data``: files named by the user (they may lie anywhere). ``sampler``: the user's
+    ``module:function`` to re-derive a sampler-drawn sample (imports the user's code). ``arch`` /
+    ``trust_pickle``: the user's consent to import a teacher architecture or unpickle a teacher file.
+    ``timeout``: seconds of branch and bound per point (default: twice the recorded). Raises
+    :class:`InputError` only for a file that is not a readable certificate or a bad argument; every
+    other defect is in the result.
+    """
+    if timeout is not None:
+        timeout = check_positive(timeout, "--timeout")
+    raw, _, _ = read_body(path)
+    cert = load_certificate(path)
+    record = cert.record
+    log = _Log()
+    if raw["integrity"]["body_sha256"] != body_digest(raw) or cert.body != raw:
+        log.problems.append("the certificate body was edited after it was written (integrity digest mismatch)")
+    files = _resolve_files(cert, teacher, log)
+    if log.problems:  # nothing below can be trusted on swapped or edited files
+        return CheckResult(cert, Outcome.REJECTED, log.problems, log.unchecked, log.notes)
+    _check_sample_size(cert, log)
+    try:
+        expected, refuted = _rederive(cert, files, data, sampler, timeout, arch, trust_pickle, log)
+    except InputError as exc:
+        log.problems.append(f"the certificate's evidence could not be rechecked: {exc}")
+        expected, refuted = None, False
+    if expected is not None:
+        _compare(record, expected, log)
+    if log.problems:  # the certificate does not follow from its own evidence: that comes first
+        outcome = Outcome.REJECTED
+    elif refuted:
+        outcome = Outcome.REFUTED
+    elif log.unchecked:
+        outcome = Outcome.UNCHECKED
+    else:
+        outcome = Outcome.CONFIRMED
+    return CheckResult(cert, outcome, log.problems + log.refutations, log.unchecked, log.notes)
+
+
+# --- files -------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Files:
+    student_onnx: Path
+    student_pt: Path
+    teacher: Path | None
+
+
+def _inside(cert: Certificate, ref: FileRef, name: str, log: _Log) -> Path | None:
+    """The recorded file, resolved against the certificate's directory; None (and a problem) if it leaves it."""
+    assert cert.directory is not None
+    if ref.path is None:
+        log.problems.append(f"the certificate records no path for the {name}")
+        return None
+    path = (cert.directory / ref.path).resolve()
+    if not path.is_relative_to(cert.directory.resolve()):
+        log.problems.append(f"the {name} path {ref.path!r} leaves the certificate's directory; name the file on "
+                            "the command line to use it")
+        return None
+    if not path.is_file():
+        log.problems.append(f"the {name} file {path} is missing")
+        return None
+    if sha256_file(path) != ref.sha256:
+        log.problems.append(f"the {name} file {path} does not match its recorded sha256")
+        return None
+    return path
+
+
+def _resolve_files(cert: Certificate, teacher: str | os.PathLike | None, log: _Log) -> _Files:
+    rec = cert.record.files
+    onnx_path = _inside(cert, rec.student_onnx, "student ONNX", log)
+    pt_path = _inside(cert, rec.student_pt, "student.pt", log)
+    _inside(cert, rec.points, "points", log)
+    teacher_path: Path | None = None
+    if teacher is not None:
+        teacher_path = Path(teacher)
+        if not teacher_path.is_file():
+            raise InputError(f"teacher file {teacher_path} does not exist")
+        if sha256_file(teacher_path) != rec.teacher.sha256:
+            log.problems.append(f"teacher file {teacher_path} does not match its recorded sha256")
+            teacher_path = None
+    elif rec.teacher.path is not None:
+        assert cert.directory is not None
+        candidate = (cert.directory / rec.teacher.path).resolve()
+        if not candidate.is_relative_to(cert.directory.resolve()):
+            log.unchecked.append(f"the recorded teacher path {rec.teacher.path!r} leaves the certificate's directory "
+                                 "and was not opened: pass --teacher FILE")
+        elif candidate.is_file() and sha256_file(candidate) == rec.teacher.sha256:
+            teacher_path = candidate
+        elif candidate.is_file():
+            log.problems.append(f"teacher file {candidate} does not match its recorded sha256")
+        else:
+            log.unchecked.append(f"the teacher file {candidate} is missing: pass --teacher FILE")
+    else:
+        log.unchecked.append("the certificate names no teacher file (an in-memory teacher): pass --teacher FILE")
+    return _Files(onnx_path or Path(), pt_path or Path(), teacher_path)
+
+
+def _check_sample_size(cert: Certificate, log: _Log) -> None:
+    p = cert.record.pac
+    need = pac.sample_size(p.dim, p.eps, p.eta, norm=p.norm)
+    points = cert.arrays["points"]
+    if p.samples < need:
+        log.problems.append(f"the certificate claims {p.samples} samples, below the {need} that Thm 3.8 needs")
+    if len(points) != p.samples:
+        log.problems.append(f"the side file holds {len(points)} points, the certificate claims {p.samples}")
+    if int(np.prod(points.shape[1:])) != p.dim:
+        log.problems.append(f"the points have dimension {int(np.prod(points.shape[1:]))}, the certificate claims "
+                            f"{p.dim}")
+
+
+# --- re-derivation -----------------------------------------------------------------------------------------------
+
+def _settings(record: CertificateBody, data: str | None, sampler: str | None, arch: str | None,
+              trust_pickle: bool) -> CertifySettings:
+    s, p, src = record.settings, record.pac, record.files.data
+    source: dict[str, Any] = {"data": data or src.source} if src.kind == "data" else \
+        {"sampler": sampler or src.source} if src.kind == "sampler" else {"synthetic": src.source}
+    return CertifySettings(
+        delta=p.delta, eps=p.eps, eta=p.eta, kappa=p.kappa, norm=p.norm, tv=p.tv, samples=p.samples,
+        student=s.student, method=s.method, epochs=s.epochs, distill_options=dict(s.distill_options), device=s.device,
+        seed=s.seed, arch=arch, trust_pickle=trust_pickle, verify_method=s.verify_method, complete=s.complete,
+        timeout=s.timeout_per_point, radius_cap=record.relaxation.cap, radius_tol=record.relaxation.tol,
+        attack_steps=s.attack.steps, attack_restarts=s.attack.restarts, coverage_points=s.coverage.points,
+        coverage_batch=s.coverage.batch, domain=None if s.domain is None else (s.domain[0], s.domain[1]), **source)
+
+
+def _sampler(cert: Certificate, cfg: CertifySettings, data: str | os.PathLike | None, sampler: str | None,
+             log: _Log):
+    """The sampler that re-derives the sample, or None (and an unchecked claim) when the source does not allow it."""
+    src = cert.record.files.data
+    if src.kind == "synthetic":
+        return make_sampler(src.source, seed=cfg.seed, domain=cfg.domain, kind="synthetic")
+    if src.kind == "data":
+        path = Path(data) if data is not None else None
+        if path is None:
+            assert cert.directory is not None
+            candidate = (cert.directory / src.source).resolve()
+            if candidate.is_relative_to(cert.directory.resolve()) and candidate.is_file():
+                path = candidate
+        if path is None or not path.is_file():
+            log.unchecked.append(f"the sample could not be re-derived: the data file {src.source!r} is not in the "
+                                 "certificate's directory (pass --data FILE)")
+            return None
+        if sha256_file(path) != src.sha256:
+            log.problems.append(f"the data file {path} does not match the recorded sha256")
+            return None
+        return make_sampler(str(path), seed=cfg.seed, domain=cfg.domain, kind="data")
+    if sampler is None:
+        log.unchecked.append(f"the sample could not be re-derived: it was drawn by the sampler {src.source!r}, "
+                             "whose code check runs only when you pass --sampler MODULE:FUNCTION")
+        return None
+    return make_sampler(sampler, seed=cfg.seed, domain=cfg.domain, kind="sampler")
+
+
+def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arch, trust_pickle,
+              log: _Log) -> tuple[CertificateBody | None, bool]:
+    record, arrays = cert.record, cert.arrays
+    assert cert.directory is not None
+    cfg = _settings(record, None if data is None else str(data), sampler_spec, arch, trust_pickle).validated()
+    points = arrays["points"]
+    input_shape = tuple(points.shape[1:])
+    sampler = _sampler(cert, cfg, data, sampler_spec, log)
+    if sampler is not None:
+        drawn = sampler.draw(len(points))
+        if drawn.shape != points.shape or not np.array_equal(drawn.astype(np.float32), points.astype(np.float32)):
+            log.problems.append("the points in points.npz are not the sample the recorded source and seed draw")
+            return None, False
+        log.notes.append(f"the sample was re-derived from its source ({record.files.data.kind}) and matches")
+    teacher_model = None
+    if files.teacher is not None:
+        teacher_model = load_teacher(files.teacher, arch=arch, trust_pickle=trust_pickle, device="cpu")
+    setup = st.Setup(cfg=cfg, teacher=teacher_model, teacher_path=files.teacher,  # type: ignore[arg-type]
+                     teacher_hash=record.files.teacher.sha256 or "", sampler=sampler,  # type: ignore[arg-type]
+                     source=dataclasses.asdict(record.files.data), input_shape=input_shape,
+                     dim=record.pac.dim, samples=record.pac.samples, samples_required=record.pac.samples_required,
+                     out_dir=cert.directory, device=resolve_device("cpu"))
+    sample = st.Sample(points)
+    exported = _exported(setup, files, sample, log)
+    if teacher_model is None:
+        labels = st.Labels(arrays["teacher_label"], arrays["teacher_confidence"], record.pac.n_classes)
+        log.unchecked.append("without the teacher, its labels, confidences, the required set, ρ, margins, δ_T, the "
+                             "distillation markers, the coverage and the teacher attack were not re-derived")
+    else:
+        labels = st.label_sample(setup, sample)
+    # proofs get more branch-and-bound time than the run had (the recorded settings stay as they were)
+    longer = dataclasses.replace(setup, cfg=dataclasses.replace(cfg, timeout=timeout or 2 * cfg.timeout))
+    proof = st.verify_student(longer, sample, labels, exported)
+    radii = _reprove_radii(longer, sample, labels, exported, arrays, log)
+    if teacher_model is None:
+        _student_side_only(record, labels, exported, proof, log)
+        return None, False
+    relaxation = st.relax(setup, sample, labels, exported, radii)
+    attacks, refuted = _reattack(setup, sample, labels, relaxation, record, arrays, log)
+    fresh = st.draw_fresh(setup) if sampler is not None else st.Fresh(None)
+    coverage = st.estimate_coverage(setup) if sampler is not None else st.CoverageEstimate(
+        dataclasses.asdict(record.coverage))
+    if sampler is None:
+        log.unchecked.append("the coverage estimate and the held-out markers were not re-derived (no sampler)")
+    distill = _distill_summary(setup, record, sample, fresh)
+    results = {"sample": sample, "label": labels, "export": exported, "verify": proof, "radius": radii,
+               "rho": relaxation, "teacher_check": attacks, "coverage": coverage, "distill": distill,
+               "grid": st.DecisionGrid({})}
+    expected, _ = assemble(setup, results, record.timings)
+    log.notes.append("the distillation's training facts (epochs run, early stop, notes) are taken from the "
+                     "certificate: they describe the training run, not a claim")
+    return expected, refuted
+
+
+def _exported(setup: st.Setup, files: _Files, sample: st.Sample, log: _Log) -> st.Exported:
+    """The ONNX student's classes, and the tie between student.pt and student.onnx (equal outputs on the sample)."""
+    from pacverify.onnx_io.export import INPUT_NAME, OUTPUT_NAME
+    from pacverify.onnx_io.reader import load_network
+
+    student = load_student(files.student_pt)
+    session = ort.InferenceSession(str(files.student_onnx), providers=["CPUExecutionProvider"])
+    x = sample.points.astype(np.float32)
+    with torch.no_grad():
+        torch_out = student(torch.from_numpy(x)).numpy()
+    onnx_out = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + 4096]})[0]
+                               for i in range(0, len(x), 4096)]) if len(x) else np.zeros((0, 2))
+    diff = float(np.abs(torch_out - onnx_out).max()) if len(x) else 0.0
+    if diff > PARITY_TOLERANCE * (1.0 + float(np.abs(torch_out).max(initial=0.0))):
+        log.problems.append(f"student.pt and student.onnx are different networks (outputs differ by {diff:.3g} on the "
+                            "sample); ρ and δ_T come from student.pt")
+    network = load_network(files.student_onnx)
+    with torch.no_grad():
+        student_label = network(torch.as_tensor(sample.flat, dtype=network.dtype)).argmax(1).numpy()
+    # the recorded export parity is a fact of the export run (random inputs included): not compared
+    return st.Exported(sha256_file(files.student_onnx), sha256_file(files.student_pt), math.nan, student_label)
+
+
+def _reprove_radii(setup: st.Setup, sample: st.Sample, labels: st.Labels, exported: st.Exported,
+                   arrays: dict, log: _Log) -> st.Radii:
+    """Every recorded r_i > 0 is proven again (the radius search's incomplete bounds); unproven ones count as 0."""
+    from pacverify.verify.api import verify_points
+
+    idx = labels.required(setup.cfg.kappa)
+    recorded = np.asarray(arrays["certified_radius"], dtype=np.float64)[idx]
+    if np.isnan(recorded).any():
+        log.problems.append("a required point has no recorded certified radius")
+        return st.Radii(np.nan_to_num(recorded))
+    positive = np.nonzero(recorded > 0)[0]
+    if positive.size:
+        result = verify_points(st._student_network(setup), sample.flat[idx][positive], recorded[positive],
+                               setup.cfg.norm, labels=labels.label[idx][positive], method=setup.cfg.verify_method,
+                               complete=setup.cfg.complete, timeout=setup.cfg.timeout, domain=setup.cfg.domain,
+                               seed=setup.cfg.seed, attack=False)
+        failed = [i for i, v in zip(positive, result.verdicts, strict=True) if v.value != "verified"]
+        if failed:
+            log.problems.append(f"{len(failed)} recorded certified radii were not re-proven "
+                                f"(first: r = {recorded[failed[0]]:g})")
+    return st.Radii(recorded)
+
+
+def _reattack(setup: st.Setup, sample: st.Sample, labels: st.Labels, relaxation: st.Relaxation,
+              record: CertificateBody, arrays: dict, log: _Log) -> tuple[st.TeacherAttack, bool]:
+    """The recorded attack again (same seed and budget), plus an independent one (another seed), merged."""
+    attacks = st.attack_teacher_stage(setup, sample, labels, relaxation)
+    extra_setup = dataclasses.replace(setup, cfg=dataclasses.replace(setup.cfg, seed=setup.cfg.seed + 7919))
+    extra = st.attack_teacher_stage(extra_setup, sample, labels, relaxation)
+    new_only = (extra.found_delta & ~attacks.found_delta) | (extra.found_delta_t & ~attacks.found_delta_t)
+    log.notes.append(f"the teacher was attacked again in every claimed ball ({setup.cfg.attack_steps} steps × "
+                     f"{setup.cfg.attack_restarts} restarts, twice, with the recorded and another seed)")
+    found_any = bool(attacks.found_delta.any() or attacks.found_delta_t.any() or new_only.any())
+    refuted = False
+    if record.verdict is not Verdict.REFUTED and found_any:
+        claimed_delta = record.verdict is Verdict.CERTIFIED
+        hit_delta = (attacks.found_delta | extra.found_delta) if claimed_delta else np.zeros_like(attacks.found_delta)
+        hit_t = (attacks.found_delta_t | extra.found_delta_t) if relaxation.delta_t > 0 else \
+            np.zeros_like(attacks.found_delta_t)
+        if hit_delta.any() or hit_t.any():
+            refuted = True
+            log.refutations.append(f"the teacher has counterexamples in {int(hit_delta.sum())} claimed 3δ-balls and "
+                                f"{int(hit_t.sum())} claimed 3·δ_T-balls: the certificate's claim is refuted")
+    return attacks, refuted
+
+
+def _distill_summary(setup: st.Setup, record: CertificateBody, sample: st.Sample, fresh: st.Fresh) -> st.Distilled:
+    from pacverify.distill.quality import quality_markers
+
+    student = load_student(setup.out_dir / (record.files.student_pt.path or "student.pt"))
+    markers = quality_markers(setup.teacher, student, sample.points, fresh.points, norm=setup.cfg.norm)
+    d = record.distillation
+    summary = {"markers": markers.as_dict(), "epochs_run": d.epochs_run, "stopped_early": d.stopped_early,
+               "notes": list(d.notes)}
+    return st.Distilled(np.zeros(0, np.uint8), summary)
+
+
+def _student_side_only(record: CertificateBody, labels: st.Labels, exported: st.Exported, proof: st.StudentProof,
+                       log: _Log) -> None:
+    """Without the teacher: the student's verification counts on the recorded required set must still hold."""
+    idx = labels.required(record.pac.kappa)
+    agrees = exported.student_label[idx] == labels.label[idx]
+    ver = record.verification
+    verified = int((proof.verified & agrees).sum())
+    if ver.required != idx.size or verified < ver.verified:
+        log.problems.append(f"the verification counts do not match: recorded {ver.verified} of {ver.required}, "
+                            f"rechecked {verified} of {idx.size}")
+
+
+# --- comparison --------------------------------------------------------------------------------------------------
+
+def _compare(record: CertificateBody, expected: CertificateBody, log: _Log) -> None:
+    got, want = record.to_dict(), expected.to_dict()
+    for key in IGNORED:
+        got.pop(key, None)
+        want.pop(key, None)
+    got["files"]["teacher"].pop("path", None)  # the teacher may be named elsewhere on the command line
+    want["files"]["teacher"].pop("path", None)
+    for section, key in (("distillation", "onnx_parity_max_abs_diff"), ("files", "points")):
+        # the export's parity is a fact of that run (re-tested as the tie above); the side file's hash was checked
+        got[section].pop(key, None)
+        want[section].pop(key, None)
+    diffs = _differences(got, want, "")
+    for where, recorded, derived in diffs[:8]:
+        log.problems.append(f"{where}: the certificate says {_short(recorded)}, the evidence gives {_short(derived)}")
+    if len(diffs) > 8:
+        log.problems.append(f"… and {len(diffs) - 8} more fields differ")
+    if record.verdict is not expected.verdict:
+        log.problems.append(f"the evidence gives {expected.verdict.value}, the certificate says {record.verdict.value}")
+
+
+def _differences(a: Any, b: Any, where: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{where}[{i}]")]
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return [] if math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-9) else [(where, a, b)]
+    return [] if a == b else [(where, a, b)]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+__all__ = ["CheckResult", "Outcome", "check_certificate"]

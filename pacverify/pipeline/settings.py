@@ -1,0 +1,127 @@
+"""Every setting of a certification run, validated in one place before anything is loaded or sampled.
+
+:meth:`CertifySettings.validated` checks each field (DESIGN.md §2 ranges, the closed sets of names, the
+student architecture, every distillation option, the attack and coverage budgets) and returns a
+canonical copy; a bad value raises :class:`~pacverify.errors.InputError` naming the parameter, the
+allowed values and the bad value. The Python API and the CLI both go through it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pacverify.data import Sampler
+from pacverify.errors import InputError
+from pacverify.fileio import sha256_file
+from pacverify.names import BOUND_METHOD_NAMES, DEVICES, DISTILL_METHODS
+from pacverify.validation import (
+    check_choice,
+    check_delta,
+    check_eps,
+    check_eta,
+    check_kappa,
+    check_norm,
+    check_positive,
+    check_positive_int,
+    check_samples,
+    check_seed,
+    check_tv,
+    parse_domain,
+)
+
+
+@dataclass(frozen=True)
+class CertifySettings:
+    """Everything that determines a certification run (all checked by :meth:`validated`).
+
+    Sources: exactly one of ``data`` (array file), ``sampler`` (``module:function``, the user's own
+    code) or ``synthetic`` (built-in distribution name) — or a ready :class:`~pacverify.data.Sampler`.
+    ``samples``: draw this many points instead of the minimum of Thm 3.8 (never fewer).
+    ``student``: the student architecture (``mlp:2x64``, ``cnn:...``); ``method``: the distillation
+    loss; ``distill_options``: further :class:`~pacverify.distill.DistillConfig` fields.
+    ``complete``: branch and bound on points the bounds leave unknown, ``timeout`` s each.
+    ``radius_cap``/``radius_tol``: the certified-radius search (default 6δ and 3δ/64).
+    ``attack_steps``/``attack_restarts``: the teacher attack's budget per claimed ball.
+    ``coverage_points``/``coverage_batch``: the Monte Carlo coverage estimate (0 points: skip).
+    """
+
+    delta: float
+    eps: float
+    eta: float
+    kappa: float = 0.9
+    norm: str = "2"
+    tv: float = 0.0
+    data: str | None = None
+    sampler: str | Sampler | None = None
+    synthetic: str | None = None
+    samples: int | None = None
+    student: str = "mlp:2x64"
+    method: str = "kdiga"
+    epochs: int | None = None
+    distill_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    seed: int = 0
+    arch: str | None = None
+    trust_pickle: bool = False
+    verify_method: str = "crown"
+    complete: bool = True
+    timeout: float = 2.0
+    radius_cap: float | None = None
+    radius_tol: float | None = None
+    attack_steps: int = 50
+    attack_restarts: int = 5
+    coverage_points: int = 200
+    coverage_batch: int | None = None
+    domain: tuple[float, float] | None = None
+
+    def validated(self) -> CertifySettings:
+        """A canonical copy with every field checked; InputError on the first bad one."""
+        from pacverify.distill.fit import make_config
+        from pacverify.models import check_student_spec
+
+        sources = [s for s in (self.data, self.sampler, self.synthetic) if s is not None]
+        if len(sources) != 1:
+            raise InputError("give exactly one data source: --data FILE, --sampler MODULE:FUNCTION or --synthetic NAME")
+        delta = check_delta(self.delta)
+        method = check_choice(self.method, DISTILL_METHODS, "method")
+        student = check_student_spec(self.student)
+        norm = check_norm(self.norm)
+        seed = check_seed(self.seed)
+        epochs = None if self.epochs is None else check_positive_int(self.epochs, "epochs")
+        if not isinstance(self.distill_options, dict):
+            raise InputError(f"distill_options must be a dict of DistillConfig fields, got {self.distill_options!r}")
+        clash = sorted({"method", "student", "seed", "norm", "epochs"} & set(self.distill_options))
+        if clash:
+            raise InputError(f"distill_options must not set {', '.join(clash)}: pass them as certify settings")
+        make_config(**self.distill_options, method=method, student=student, seed=seed, norm=norm,
+                    **({} if epochs is None else {"epochs": epochs}))  # raises on an unknown or bad option
+        if not isinstance(self.trust_pickle, bool):
+            raise InputError(f"trust_pickle must be true or false, got {self.trust_pickle!r}")
+        if not isinstance(self.complete, bool):
+            raise InputError(f"complete must be true or false, got {self.complete!r}")
+        return replace(
+            self, delta=delta, eps=check_eps(self.eps), eta=check_eta(self.eta), kappa=check_kappa(self.kappa),
+            norm=norm, tv=check_tv(self.tv), seed=seed, method=method, student=student, epochs=epochs,
+            device=check_choice(self.device, DEVICES, "device"),
+            verify_method=check_choice(self.verify_method, BOUND_METHOD_NAMES, "verify method"),
+            samples=None if self.samples is None else check_samples(self.samples),
+            timeout=check_positive(self.timeout, "timeout"),
+            radius_cap=check_positive(self.radius_cap if self.radius_cap is not None else 6 * delta, "radius cap"),
+            radius_tol=check_positive(self.radius_tol if self.radius_tol is not None else 3 * delta / 64,
+                                      "radius tol"),
+            attack_steps=check_positive_int(self.attack_steps, "attack steps"),
+            attack_restarts=check_positive_int(self.attack_restarts, "attack restarts"),
+            coverage_points=0 if self.coverage_points == 0 else check_positive_int(self.coverage_points,
+                                                                                    "coverage points"),
+            coverage_batch=None if self.coverage_batch is None else check_positive_int(self.coverage_batch,
+                                                                                       "coverage batch"),
+            domain=parse_domain(self.domain))
+
+    def source_description(self) -> dict:
+        """``{kind, source, sha256}`` of the data source (the sha256 of a data file, None otherwise)."""
+        if self.data is not None:
+            return {"kind": "data", "source": str(self.data), "sha256": sha256_file(self.data)}
+        if self.synthetic is not None:
+            return {"kind": "synthetic", "source": str(self.synthetic), "sha256": None}
+        name = self.sampler if isinstance(self.sampler, str) else getattr(self.sampler, "description", "sampler")
+        return {"kind": "sampler", "source": str(name), "sha256": None}

@@ -1,0 +1,414 @@
+"""The stages of Algorithm 1 of 004 (DESIGN.md §1), one top-level function each, with its cache key beside it.
+
+Only the distillation is cached across runs: the student it produces is verified afresh every run, so a cached
+(or tampered) student cannot make a false claim. Evidence — the sample, the teacher's labels, the proofs, the
+radii and the teacher attack — is recomputed every run, never read back from ``OUT/.pacverify-cache``.
+
+Each stage takes the run-wide :class:`Setup` and the outputs of the stages it needs, and returns a
+small frozen dataclass. Data flows one way: sample → teacher labels → student → ONNX → verifier →
+δ_T and teacher check → coverage. :mod:`pacverify.pipeline.ball` lists them as the ball-mode pipeline
+and assembles the certificate; :class:`~pacverify.pipeline.runner.Runner` runs them.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pacverify.certificate.guarantee import ball_hits, coverage_lower_bound, relaxed_delta, teacher_radius_factor
+from pacverify.certificate.schema import PointStatus
+from pacverify.data import Sampler
+from pacverify.errors import InputError
+from pacverify.fileio import atomic_write_bytes, sha256_arrays, sha256_file
+from pacverify.models import load_student, teacher_logits
+from pacverify.pipeline.runner import Stage
+from pacverify.pipeline.settings import CertifySettings
+from pacverify.verify.result import PointVerdict
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every stage may read: the validated settings, the loaded teacher and sampler, and the run's facts."""
+
+    cfg: CertifySettings
+    teacher: torch.nn.Module
+    teacher_path: Path | None
+    teacher_hash: str
+    sampler: Sampler
+    source: dict
+    input_shape: tuple[int, ...]
+    dim: int
+    samples: int
+    samples_required: int
+    out_dir: Path
+    device: torch.device
+    show_bars: bool = False
+
+    @property
+    def base_key(self) -> dict:
+        cfg = self.cfg
+        return {"teacher": self.teacher_hash, "source": self.source, "seed": cfg.seed, "domain": cfg.domain}
+
+
+# --- sample ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sample:
+    points: np.ndarray  # (s, *input_shape)
+
+    @property
+    def flat(self) -> np.ndarray:
+        return self.points.reshape(len(self.points), -1).astype(np.float64)
+
+
+def draw_sample(setup: Setup) -> Sample:
+    """s i.i.d. draws from D_X (Thm 3.8 of 004 sizes s)."""
+    return Sample(setup.sampler.draw(setup.samples))
+
+
+SAMPLE = Stage("sample", draw_sample, Sample,
+               describe=lambda setup: f"drawing s = {setup.samples} points (m = {setup.dim})")
+
+
+# --- teacher labels ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Labels:
+    label: np.ndarray       # (s,) teacher argmax
+    confidence: np.ndarray  # (s,) teacher max softmax (Def 3.2)
+    n_classes: int
+
+    def required(self, kappa: float) -> np.ndarray:
+        """Indices of the κ-confident points: the ones the student must be proven robust at."""
+        return np.nonzero(self.confidence >= kappa)[0]
+
+
+def label_sample(setup: Setup, sample: Sample) -> Labels:
+    """The teacher's class and confidence at every sample point (float64 softmax of its logits)."""
+    logits = teacher_logits(setup.teacher, sample.points, device=setup.device)
+    if not torch.isfinite(logits).all():
+        raise InputError("the teacher returned NaN or infinite logits on the sample")
+    probs = torch.softmax(logits.double(), dim=1)
+    return Labels(logits.argmax(1).numpy(), probs.max(1).values.numpy(), int(logits.shape[1]))
+
+
+LABEL = Stage("label", label_sample, Labels, needs=("sample",),
+              describe=lambda setup, sample: "labelling with the teacher")
+
+
+# --- fresh held-out points ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fresh:
+    points: np.ndarray | None  # up to 1000 draws after the sample, for the quality markers
+
+
+def draw_fresh(setup: Setup) -> Fresh:
+    """A held-out sample for the quality markers, or None when a data file has no rows left."""
+    n = min(1000, setup.samples)
+    available = getattr(setup.sampler, "available_fresh", None)
+    if available is not None:
+        n = min(n, available(setup.samples))
+    return Fresh(setup.sampler.fresh(n, after=setup.samples) if n > 0 else None)
+
+
+FRESH = Stage("fresh", draw_fresh, Fresh)
+
+
+# --- distill -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Distilled:
+    student_pt: np.ndarray  # the bytes of student.pt (uint8)
+    summary: dict           # DistillResult.as_dict() without the history
+
+
+def distill_student(setup: Setup, sample: Sample, fresh: Fresh) -> Distilled:
+    """Distill the teacher into the student architecture with the chosen loss (DESIGN.md §3)."""
+    from pacverify.distill import distill
+    from pacverify.models import save_student
+
+    cfg = setup.cfg
+    options = dict(cfg.distill_options, method=cfg.method, seed=cfg.seed, norm=cfg.norm)
+    if cfg.epochs is not None:
+        options["epochs"] = cfg.epochs
+    result = distill(setup.teacher, sample.points, student=cfg.student, device=setup.device,
+                     progress=setup.show_bars, x_fresh=fresh.points, **options)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_student(result.student, Path(tmp) / "student.pt")
+        blob = (Path(tmp) / "student.pt").read_bytes()
+    summary = result.as_dict()
+    summary.pop("history", None)
+    return Distilled(np.frombuffer(blob, dtype=np.uint8), summary)
+
+
+def distill_key(setup: Setup, sample: Sample, fresh: Fresh) -> dict:
+    cfg = setup.cfg
+    return {"teacher": setup.teacher_hash, "points": sha256_arrays(sample.points), "student": cfg.student,
+            "method": cfg.method, "epochs": cfg.epochs, "options": cfg.distill_options, "seed": cfg.seed,
+            "norm": cfg.norm, "fresh": None if fresh.points is None else sha256_arrays(fresh.points)}
+
+
+DISTILL = Stage("distill", distill_student, Distilled, needs=("sample", "fresh"), key=distill_key,
+                describe=lambda setup, *_: f"distilling into {setup.cfg.student} with {setup.cfg.method}")
+
+
+# --- export ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Exported:
+    onnx_sha256: str
+    student_pt_sha256: str
+    parity_max_abs_diff: float
+    student_label: np.ndarray  # (s,) the ONNX student's class at every sample point
+
+
+def export_student(setup: Setup, distilled: Distilled, sample: Sample) -> Exported:
+    """Write student.pt and student.onnx (onnxruntime parity checked) and read the ONNX back for the verifier."""
+    from pacverify.onnx_io.export import export_onnx
+    from pacverify.onnx_io.reader import load_network
+
+    student_pt = atomic_write_bytes(setup.out_dir / "student.pt", distilled.student_pt.tobytes())
+    student = load_student(student_pt)
+    onnx_path = setup.out_dir / "student.onnx"
+    report = export_onnx(student, onnx_path, setup.input_shape, sample=sample.points[:4096], seed=setup.cfg.seed)
+    network = load_network(onnx_path)
+    with torch.no_grad():
+        student_label = network(torch.as_tensor(sample.flat, dtype=network.dtype)).argmax(1).numpy()
+    diffs = [d for d in (report.max_abs_diff_random, report.max_abs_diff_sample) if d is not None]
+    return Exported(sha256_file(onnx_path), sha256_file(student_pt), max(diffs), student_label)
+
+
+EXPORT = Stage("export", export_student, Exported, needs=("distill", "sample"),
+               describe=lambda setup, *_: "exporting the student to ONNX (onnxruntime parity)")
+
+
+# --- verify the student at 3δ ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudentProof:
+    verdict: np.ndarray  # (N,) PointStatus codes VERIFIED / FALSIFIED / UNKNOWN at the required points
+    cex: np.ndarray      # (N, m) student counterexamples (NaN rows where none)
+    time_s: float
+
+    @property
+    def verified(self) -> np.ndarray:
+        return self.verdict == PointStatus.VERIFIED
+
+
+_POINT_STATUS = {PointVerdict.VERIFIED: PointStatus.VERIFIED, PointVerdict.FALSIFIED: PointStatus.FALSIFIED,
+                 PointVerdict.UNKNOWN: PointStatus.UNKNOWN}
+
+
+def _student_network(setup: Setup):
+    from pacverify.onnx_io.reader import load_network
+
+    return load_network(setup.out_dir / "student.onnx")
+
+
+def verify_student(setup: Setup, sample: Sample, labels: Labels, exported: Exported) -> StudentProof:
+    """Sound bounds (and branch and bound when ``complete``) at radius 3δ at every κ-confident point."""
+    from pacverify.verify.api import verify_points
+
+    cfg = setup.cfg
+    idx = labels.required(cfg.kappa)
+    if idx.size == 0:
+        return StudentProof(np.zeros(0, np.int8), np.zeros((0, setup.dim)), 0.0)
+    result = verify_points(_student_network(setup), sample.flat[idx], 3 * cfg.delta, cfg.norm,
+                           labels=labels.label[idx], method=cfg.verify_method, complete=cfg.complete,
+                           timeout=cfg.timeout, domain=cfg.domain, seed=cfg.seed)
+    codes = np.array([_POINT_STATUS[v] for v in result.verdicts], dtype=np.int8)
+    cex = np.full((idx.size, setup.dim), np.nan)
+    for i, x in result.counterexamples.items():
+        cex[i] = np.asarray(x).reshape(-1)
+    return StudentProof(codes, cex, float(result.time_s))
+
+
+VERIFY = Stage("verify", verify_student, StudentProof, needs=("sample", "label", "export"),
+               describe=lambda setup, sample, labels, _: f"verifying the student at radius 3δ = "
+                                                         f"{3 * setup.cfg.delta:g} at "
+                                                         f"{labels.required(setup.cfg.kappa).size} points")
+
+
+# --- certified radii ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Radii:
+    radius: np.ndarray  # (N,) the student's proven radius r_i at the required points (0 where none)
+
+
+def certify_radii(setup: Setup, sample: Sample, labels: Labels, exported: Exported, proof: StudentProof) -> Radii:
+    """Largest radius proven per required point (bisection up to the cap); a point proven at 3δ keeps r_i ≥ 3δ."""
+    from pacverify.verify.api import certified_radius
+
+    cfg = setup.cfg
+    idx = labels.required(cfg.kappa)
+    if idx.size == 0:
+        return Radii(np.zeros(0))
+    result = certified_radius(_student_network(setup), sample.flat[idx], cfg.norm, labels=labels.label[idx],
+                              method=cfg.verify_method, cap=cfg.radius_cap, tol=cfg.radius_tol,
+                              domain=cfg.domain, seed=cfg.seed, attack=False)
+    radius = np.asarray(result.radius, dtype=np.float64)
+    return Radii(np.where(proof.verified, np.maximum(radius, 3 * cfg.delta), radius))
+
+
+RADIUS = Stage("radius", certify_radii, Radii, needs=("sample", "label", "export", "verify"),
+               describe=lambda setup, *_: "searching certified radii")
+
+
+# --- margin-gradient ratios and δ_T ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Relaxation:
+    """Prop 4.3 at the required points, at the runner-up class j that binds (the smallest factor)."""
+
+    rho: np.ndarray           # (N,) ρ_j = ‖∇g_S‖_* / ‖∇g_T‖_*
+    margin_ratio: np.ndarray  # (N,) g_T / g_S
+    cosine: np.ndarray        # (N,) cosine between the two margin gradients
+    factor: np.ndarray        # (N,) min_j min((g_T/g_S)_j·ρ_j, 1): the teacher's radius over the student's
+    delta_t: float            # δ_T = min_i factor_i·r_i / 3
+
+
+def relax(setup: Setup, sample: Sample, labels: Labels, exported: Exported, radii: Radii) -> Relaxation:
+    """Margins, gradient ratios and cosines against every runner-up class, and δ_T (Prop 4.3, DESIGN.md §2)."""
+    from pacverify.distill.margins import margin_alignment
+
+    idx = labels.required(setup.cfg.kappa)
+    if idx.size == 0:
+        empty = np.zeros(0)
+        return Relaxation(empty, empty, empty, empty, 0.0)
+    student = load_student(setup.out_dir / "student.pt")
+    m = margin_alignment(setup.teacher, student, sample.points[idx], labels.label[idx], setup.cfg.norm)
+    rho, ratio = m.rho, m.margin_ratio
+    per_j = np.stack([teacher_radius_factor(rho[:, j], ratio[:, j]) for j in range(rho.shape[1])], 1)
+    binding = per_j.argmin(1)
+    rows = np.arange(idx.size)
+    factor = per_j[rows, binding]
+    return Relaxation(rho[rows, binding], ratio[rows, binding], m.cosine[rows, binding], factor,
+                      relaxed_delta(radii.radius, rho, ratio))
+
+
+RELAX = Stage("rho", relax, Relaxation, needs=("sample", "label", "export", "radius"),
+              describe=lambda setup, *_: "margins and margin-gradient ratios against every runner-up class")
+
+
+# --- the teacher check -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TeacherAttack:
+    found_delta: np.ndarray    # (N,) a teacher counterexample within 3δ
+    cex_delta: np.ndarray      # (N, m)
+    found_delta_t: np.ndarray  # (N,) a teacher counterexample within 3·δ_T
+    cex_delta_t: np.ndarray    # (N, m)
+
+
+def attack_teacher_stage(setup: Setup, sample: Sample, labels: Labels, relaxation: Relaxation) -> TeacherAttack:
+    """PGD on the teacher in every claimed ball: 3δ and 3·δ_T around each required point (DESIGN.md §2)."""
+    from pacverify.pipeline.teacher_check import TeacherModel, attack_teacher
+
+    cfg = setup.cfg
+    idx = labels.required(cfg.kappa)
+    teacher = TeacherModel(setup.teacher, setup.input_shape, device=setup.device)
+    kwargs: dict[str, Any] = dict(n_classes=labels.n_classes, domain=cfg.domain, steps=cfg.attack_steps,
+                                  restarts=cfg.attack_restarts, seed=cfg.seed)
+    at_delta = attack_teacher(teacher, sample.flat[idx], labels.label[idx], 3 * cfg.delta, cfg.norm, **kwargs)
+    at_dt = attack_teacher(teacher, sample.flat[idx], labels.label[idx], 3 * relaxation.delta_t, cfg.norm,
+                           **kwargs)
+    return TeacherAttack(at_delta.found, at_delta.counterexamples, at_dt.found, at_dt.counterexamples)
+
+
+def teacher_check_key(setup: Setup, sample: Sample, labels: Labels, relaxation: Relaxation) -> dict:
+    cfg = setup.cfg
+    return dict(setup.base_key, points=sha256_arrays(sample.points),
+                required=sha256_arrays(labels.required(cfg.kappa)), delta=cfg.delta, delta_t=relaxation.delta_t,
+                norm=cfg.norm, steps=cfg.attack_steps, restarts=cfg.attack_restarts)
+
+
+TEACHER_CHECK = Stage("teacher_check", attack_teacher_stage, TeacherAttack, needs=("sample", "label", "rho"),
+                      key=teacher_check_key, describe=lambda setup, *_: "attacking the teacher in the claimed balls")
+
+
+# --- coverage ----------------------------------------------------------------------------------------------------
+
+MAX_COVERAGE_FLOATS = 20_000_000
+
+
+@dataclass(frozen=True)
+class CoverageEstimate:
+    section: dict  # the certificate's ``coverage`` section
+
+
+def estimate_coverage(setup: Setup) -> CoverageEstimate:
+    """How much of the distribution the PAC statement speaks about (DESIGN.md §2, docs/theory.md).
+
+    A fresh point counts when the κ-confident part of its own δ-ball has mass ≥ ε (the teacher's
+    confidence evaluated at each reference draw); the bound is
+    :func:`~pacverify.certificate.guarantee.coverage_lower_bound`, sized to the data and memory. With
+    ``tv`` = Λ > 0 the statement is about D′: a ball whose confident part has D_X-mass ≥ ε + 2Λ has D′-mass
+    ≥ ε + Λ, and Pr_D′ ≥ Pr_D_X − Λ, so the D_X estimate at threshold ε + 2Λ minus Λ bounds D′'s coverage.
+    """
+    cfg, dim, after = setup.cfg, setup.dim, setup.samples
+    n = cfg.coverage_points
+    threshold = cfg.eps + 2 * cfg.tv
+    batch = cfg.coverage_batch or max(200, math.ceil(50 / cfg.eps))
+    budget = MAX_COVERAGE_FLOATS // max(dim, 1)
+    available = getattr(setup.sampler, "available_fresh", None)
+    if available is not None:
+        budget = min(budget, available(after))
+    if n and budget < n * (batch + 1):
+        batch = budget // max(n, 1) - 1
+    if n == 0 or batch < 1 or threshold > 1:
+        why = ("coverage off (coverage_points = 0)" if n == 0 else
+               f"ε + 2Λ = {threshold:g} exceeds 1" if threshold > 1 else
+               "too few fresh points: the data file has no rows to spare beyond the sample")
+        return CoverageEstimate({"lower": 0.0, "confidence": None, "points": 0, "batch": 0, "declared_covered": None,
+                                 "alpha_point": None, "threshold": threshold, "note": f"not estimated: {why}"})
+    draws = setup.sampler.fresh(n * (batch + 1), after=after)
+    confident = teacher_confidence(setup, draws[n:]) >= cfg.kappa
+    flat = draws.reshape(n * (batch + 1), -1).astype(np.float64)
+    centers, refs = flat[:n], flat[n:].reshape(n, batch, -1)
+    hits = ball_hits(centers, refs, cfg.delta, cfg.norm, counted=confident.reshape(n, batch))
+    bound = coverage_lower_bound(hits, batch, threshold)
+    section = dict(bound.as_dict(), threshold=threshold, note=None)
+    section["lower"] = max(0.0, bound.lower - cfg.tv)
+    return CoverageEstimate(section)
+
+
+def teacher_confidence(setup: Setup, points: np.ndarray) -> np.ndarray:
+    """conf_T(x) = max softmax of the teacher's logits (Def 3.2), float64, for points (N, *input_shape)."""
+    logits = teacher_logits(setup.teacher, points, device=setup.device)
+    return torch.softmax(logits.double(), dim=1).max(1).values.numpy()
+
+
+COVERAGE = Stage("coverage", estimate_coverage, CoverageEstimate,
+                 describe=lambda setup: "estimating the coverage of the statement")
+
+
+# --- the 2-D map -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecisionGrid:
+    arrays: dict  # grid_x, grid_y, grid_label for 2-D inputs; empty otherwise
+
+
+def decision_grid(setup: Setup, sample: Sample, size: int = 160) -> DecisionGrid:
+    """The teacher's class on a size×size grid around a 2-D sample, for the report's map."""
+    if setup.dim != 2:
+        return DecisionGrid({})
+    points = sample.points
+    flat = points.reshape(len(points), 2)
+    lo, hi = flat.min(0), flat.max(0)
+    pad = 0.05 * (hi - lo) + 1e-6
+    gx, gy = np.meshgrid(np.linspace(lo[0] - pad[0], hi[0] + pad[0], size),
+                         np.linspace(lo[1] - pad[1], hi[1] + pad[1], size))
+    grid_points = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32).reshape(-1, *points.shape[1:])
+    labels = teacher_logits(setup.teacher, grid_points, device=setup.device).argmax(1).numpy().reshape(size, size)
+    return DecisionGrid({"grid_x": gx, "grid_y": gy, "grid_label": labels})
+
+
+GRID = Stage("grid", decision_grid, DecisionGrid, needs=("sample",))

@@ -1,0 +1,1 @@
+"""Rendering a certificate: Markdown / HTML (:mod:`.render`) and its figures (:mod:`.plots`)."""
