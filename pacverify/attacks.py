@@ -23,9 +23,10 @@ batched over problems and restarts, seeded (a CPU generator: the same seed gives
 Losses for labelled points (:func:`objective`): ``"margin"``, the clauses ``z_y − z_j`` (j ≠ y; a
 point breaks when one is < 0), and ``"ce"``, minus the cross-entropy (one clause; PGD ascends CE).
 
-**Front ends**: :func:`attack` (labelled points, confirmed counterexamples), :func:`pgd`
-(a perturbation δ per point, for training) and the primitives :func:`project`,
-:func:`random_in_ball`, :func:`ascent_direction` for custom ascents.
+**Front ends**: :func:`attack` (labelled points, confirmed counterexamples), :func:`random_search`
+(dense random sampling in the same sets: forward passes only, for regions no descent path reaches),
+:func:`pgd` (a perturbation δ per point, for training) and the primitives :func:`project`,
+:func:`random_in_ball`, :func:`spread_in_ball`, :func:`ascent_direction` for custom ascents.
 
 **Guarantee**: :func:`attack` reports ``found`` only for a point that lies in the set (checked in
 float64) and whose label changes in a final forward pass of the model (a tie is no change). An
@@ -46,7 +47,7 @@ from pacverify.norms import vector_norm
 from pacverify.validation import check_choice, check_norm, check_positive, check_samples
 
 LOSSES = ("margin", "ce")
-STARTS = ("centre+box", "ball", "centre")
+STARTS = ("centre+box", "ball", "centre", "spread")
 _SHRINK = 1.0 - 1e-9   # radial safety factor for the L2 ball against rounding in the final check
 
 
@@ -214,6 +215,36 @@ def random_in_ball(shape: tuple[int, ...], radius: float | torch.Tensor, norm: s
     return direction * r
 
 
+def spread_in_ball(shape: tuple[int, ...], k: int, radius: float | torch.Tensor, norm: str,
+                   generator: torch.Generator) -> torch.Tensor:
+    """``k`` points per row spread over the ball about 0 (float32, CPU): (shape[0]·k, \\*shape[1:]), the k points of
+    row b consecutive; ``radius`` a number or (shape[0],).
+
+    Radii are stratified: the j-th point lies in the j-th of k shells of equal volume (radius·((j + U)/k)^(1/d),
+    the shells shuffled per row), so each point is marginally uniform in the ball for either norm. Directions
+    are antithetic and orthogonal: ±q₁, ±q₂, … for a random orthonormal set q (a fresh set for every d
+    directions); for L∞ each is scaled onto the cube's surface. So the k points of a row cover every shell
+    and opposite sides of the ball instead of clustering.
+    """
+    k = check_samples(k, "k (points per row)")
+    n, d = shape[0], int(np.prod(shape[1:]))
+    frac = ((torch.arange(k) + torch.rand(n, k, generator=generator)) / k) ** (1.0 / d)
+    frac = frac.gather(1, torch.argsort(torch.rand(n, k, generator=generator), dim=1))
+    groups, left = [], (k + 1) // 2
+    while left > 0:
+        g = min(left, d)
+        q, _ = torch.linalg.qr(torch.randn(n, d, g, generator=generator))   # (n, d, g), orthonormal columns
+        groups.append(q.transpose(1, 2))
+        left -= g
+    q = torch.cat(groups, 1)
+    direction = torch.stack([q, -q], 2).reshape(n, -1, d)[:, :k]
+    if norm == "inf":
+        direction = direction / direction.abs().amax(2, keepdim=True).clamp_min(1e-12)
+    radius = torch.as_tensor(radius, dtype=torch.float32).expand(n)
+    points = direction * (frac * radius[:, None])[..., None]
+    return points.reshape(n * k, *shape[1:])
+
+
 def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     """Steepest-ascent direction of unit size in the norm: sign(g) for L∞, g/‖g‖₂ for L2 (per row)."""
     if norm == "inf":
@@ -258,7 +289,9 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
     given, else at the ball's centre (the box midpoint when there is no ball or the ball is L∞), the
     others uniform in the box (the ball's bounding box when there is no box: pass a box no larger than
     the set), projected; ``"ball"`` — all uniform in the ball (:func:`random_in_ball`), projected;
-    ``"centre"`` — all at ``start``/the centre.
+    ``"centre"`` — all at ``start``/the centre; ``"spread"`` — the first as for ``"centre+box"``, the others
+    spread over the set by :func:`spread_in_ball` (an L2 ball: around its centre; otherwise the box around its
+    midpoint, per coordinate), projected.
 
     Steps: ``steps`` steepest-descent steps (sign of the gradient for a box or L∞ ball, normalised
     gradient for L2), each followed by the projection. ``step_size`` None: a cosine schedule from 0.25 to
@@ -316,6 +349,7 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
     total = batch * restarts
     everything = torch.arange(total, device=device)
     first = torch.arange(batch, device=device) * restarts
+    restart_no = torch.arange(restarts, device=device).repeat(batch)
     if starts == "ball":
         if ctr is None:
             raise InputError("pgd_search: starts='ball' needs a center")
@@ -325,6 +359,19 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
             x = init_lo + (init_hi - init_lo) * torch.rand(init_lo.shape, generator=gen,
                                                            dtype=torch.float64).to(device, dtype)
             pick = first
+        elif starts == "spread":
+            x = torch.empty_like(ctr if ctr is not None else lo)
+            pick = first
+            others = restart_no > 0
+            if restarts > 1:
+                shape = (batch, *x.shape[1:])
+                if ball:
+                    unit = spread_in_ball(shape, restarts - 1, 1.0, "2", gen).to(device, dtype)
+                    x[others] = ctr[others] + unit * _per_row(rad[others], ndim)
+                else:
+                    unit = spread_in_ball(shape, restarts - 1, 1.0, "inf", gen).to(device, dtype)
+                    mid, half = (init_lo[others] + init_hi[others]) / 2, (init_hi[others] - init_lo[others]) / 2
+                    x[others] = mid + unit * half
         else:
             x = torch.empty_like(ctr if ctr is not None else lo)
             pick = everything
@@ -338,7 +385,6 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
     if step_size is None:
         scale = (hi - lo) / 2 if not ball else _per_row(rad, ndim).expand_as(x)
     problem = torch.arange(batch, device=device).repeat_interleave(restarts)
-    restart_no = torch.arange(restarts, device=device).repeat(batch)
     best_x = x.clone() if keep == "best" else None
     best_v = torch.full((total,), torch.inf, device=device, dtype=dtype)
     rows = everything                      # rows still attacked: problems not yet below stop_below
@@ -385,13 +431,16 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
 # ------------------------------------------------------------------------------------------ front ends
 def _labelled_set(x: torch.Tensor, radius: float | torch.Tensor, norm: str, domain: tuple[float, float] | None):
     """Box and ball of :func:`attack`: L∞ → the box ``[x − r, x + r] ∩ domain`` (:func:`linf_box`), attacked
-    as a box; L2 → the ball with its bounding box clipped to the domain."""
+    as a box; L2 → the ball with its bounding box clipped to the domain, or the ball alone (no box: a plain
+    radial projection) when every ball's bounding box lies inside the domain."""
     r = torch.as_tensor(radius, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
     rb = _per_row(r, x.dim())
     lo_dom, hi_dom = (-math.inf, math.inf) if domain is None else domain
     if norm == "inf":
         lower, upper = linf_box(x, r)
         return lower.clamp(min=lo_dom), upper.clamp(max=hi_dom), x, r
+    if bool(((x - rb) >= lo_dom).all()) and bool(((x + rb) <= hi_dom).all()):
+        return None, None, x, r
     lower = torch.full_like(x, lo_dom).maximum(x - rb)
     upper = torch.full_like(x, hi_dom).minimum(x + rb)
     return lower, upper, x, r
@@ -413,14 +462,15 @@ def confirm_labels(model: Attackable, x: torch.Tensor, labels: torch.Tensor, low
 
 def attack(model: Attackable, x: torch.Tensor, labels: torch.Tensor, radius: float | torch.Tensor, *,
            norm: str = "2", loss: str = "margin", domain: tuple[float, float] | None = None, steps: int = 50,
-           restarts: int = 5, seed: int = 0, target: float = 1e-5) -> AttackResult:
+           restarts: int = 5, seed: int = 0, target: float = 1e-5, starts: str = "centre+box") -> AttackResult:
     """Look for a point in the ``norm`` ball of ``radius`` (number or (B,)) around each ``x`` (B, \\*shape),
     clipped to ``domain`` (lo, hi), where ``model``'s class differs from ``labels`` (B,).
 
     :func:`pgd_search` with ``loss`` ("margin": the clauses ``z_y − z_j``, stopping once every problem's
     margin is below ``−target``; "ce": ascend the cross-entropy), first start at the centre (for L∞, the
-    midpoint of the clipped box), the others uniform in the box, cosine step schedule; then
-    :func:`confirm_labels`. Runs in ``x``'s dtype and device; only confirmed counterexamples are ``found``.
+    midpoint of the clipped box), the others uniform in the box (``starts="centre+box"``) or spread over the
+    set (``starts="spread"``, :func:`spread_in_ball`), cosine step schedule; then :func:`confirm_labels`.
+    Runs in ``x``'s dtype and device; only confirmed counterexamples are ``found``.
     """
     norm, loss = check_norm(norm), check_choice(loss, LOSSES, "loss")
     if not isinstance(radius, torch.Tensor):
@@ -431,8 +481,51 @@ def attack(model: Attackable, x: torch.Tensor, labels: torch.Tensor, radius: flo
     ball = norm == "2"     # an L∞ ball is searched as its box (first start at the box midpoint)
     found = pgd_search(model, objective(loss, labels), lower, upper, center=center if ball else None,
                        radius=r if ball else None, norm=norm, steps=steps, restarts=restarts, seed=seed,
-                       stop_below=-target if loss == "margin" else None)
+                       stop_below=-target if loss == "margin" else None,
+                       starts=check_choice(starts, ("centre+box", "spread"), "starts"))
     return confirm_labels(model, found.inputs, labels, lower, upper, center, r, norm=norm)
+
+
+def random_search(model: Attackable, x: torch.Tensor, labels: torch.Tensor, radius: float | torch.Tensor, *,
+                  norm: str = "2", domain: tuple[float, float] | None = None, samples: int = 2000, seed: int = 0,
+                  chunk: int = 1 << 19) -> AttackResult:
+    """Dense random sampling in the sets of :func:`attack`: ``samples`` points per ``x`` (B, \\*shape), one forward
+    pass each and no gradient, then :func:`confirm_labels` on each problem's point of smallest margin.
+
+    The points are uniform in the set: L∞ — in the box ``[x − r, x + r] ∩ domain``; L2 — in the ball
+    (:func:`random_in_ball`), clamped to the domain (clamping toward a box that holds the centre stays in the
+    ball). It finds what descent cannot: a region of another class inside the ball that no gradient leads to
+    (a flat or opposing slope around it). A region filling a fraction p of the set is missed with probability
+    (1 − p)^samples. At most ``chunk`` input values are evaluated per forward pass. Runs in ``x``'s dtype and
+    device; only confirmed counterexamples are ``found``.
+    """
+    norm = check_norm(norm)
+    samples = check_samples(samples, "samples")
+    if not isinstance(radius, torch.Tensor):
+        check_positive(radius, "radius")
+    x = x.detach()
+    labels = torch.as_tensor(labels, dtype=torch.long, device=x.device)
+    lower, upper, center, r = _labelled_set(x, radius, norm, domain)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    batch, shape = x.shape[0], tuple(x.shape[1:])
+    per = max(1, chunk // (samples * max(1, int(np.prod(shape)))))
+    best = x.clone()
+    for start in range(0, batch, per):
+        rows = torch.arange(start, min(batch, start + per), device=x.device).repeat_interleave(samples)
+        if norm == "inf":
+            u = torch.rand((len(rows), *shape), generator=gen, dtype=torch.float32).to(x)
+            points = lower[rows] + (upper[rows] - lower[rows]) * u
+        else:   # in the ball up to rounding (confirm_labels pulls the chosen point in); clamped to the domain
+            points = x[rows] + random_in_ball((len(rows), *shape), r[rows].float().cpu(), norm, gen).to(x)
+            if lower is not None:
+                points = _clamp(points, lower[rows], upper[rows])
+        with torch.no_grad():
+            z = model(points)
+            y = labels[rows].to(z.device)[:, None]
+            margin = z.gather(1, y).squeeze(1) - z.scatter(1, y, -torch.inf).amax(dim=1)
+        pick = margin.reshape(-1, samples).argmin(dim=1)
+        best[start:start + len(pick)] = points.reshape(-1, samples, *shape)[torch.arange(len(pick)), pick]
+    return confirm_labels(model, best, labels, lower, upper, center, r, norm=norm)
 
 
 def pgd(model: Attackable, x: torch.Tensor, y: torch.Tensor, *, radius: float, norm: str = "2", steps: int = 10,

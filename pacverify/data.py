@@ -11,8 +11,15 @@ for a held-out sample that shares no point with it):
   i.i.d. rows; the training and fresh draws use independent child streams of the seed.
 * :class:`TruncatedGaussians` — the two-class synthetic distribution of 004 §5 in any dimension.
 
-Every draw is checked: numeric, shape ``(n, *input_shape)``, finite; it is returned as float32,
-optionally clipped to a box ``domain = (lo, hi)``. The same seed gives the same points.
+Every draw is checked: real numbers (complex values are refused, never truncated), at least one
+point, shape ``(n, *input_shape)``, finite, representable in float32; it is returned as float32.
+With a box ``domain = (lo, hi)`` a draw holding a point outside the box is refused, naming how many
+and the first one: data are never moved into the box, because the PAC statement speaks of D_X as
+drawn (the built-in Gaussians have unbounded support, so with a domain a draw is refused as soon as
+one point falls outside). The PAC sample (:meth:`Sampler.draw`) is also checked for exact duplicate
+rows (:func:`count_duplicates`, :data:`DUPLICATE_LIMIT`; docs/theory.md). Before a draw whose size
+is known the memory it needs is estimated and a draw that cannot fit is refused. The same seed
+gives the same points.
 """
 from __future__ import annotations
 
@@ -26,14 +33,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from scipy import stats
 
 from pacverify.errors import InputError
 from pacverify.validation import (
     check_dim,
+    check_memory,
     check_positive,
     check_samples,
     check_seed,
+    error_line,
     parse_domain,
 )
 
@@ -42,59 +50,170 @@ SYNTHETIC = ("gaussians",)
 
 _TRAIN_STREAM, _FRESH_STREAM = 0, 1
 
+DUPLICATE_LIMIT = 0.01
+"""Largest fraction of exact duplicate rows a PAC sample may hold without ``allow_duplicates`` (docs/theory.md):
+more than 1% of the drawn points repeating an earlier one is refused (so any duplicate in fewer than 100 points)."""
+
+DRAW_BYTES_PER_VALUE = 24
+"""Memory a draw needs per coordinate: generation in float64 (8), the float32 result (4) and one copy of each."""
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def check_points(x: Any, *, name: str, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Return ``x`` as a float32 array of shape (N, *input_shape) after checking it.
 
-    Raises :class:`InputError` if ``x`` is not numeric, has fewer than 2 dimensions (one row per
-    point is required), does not match ``input_shape``, or holds NaN or ±inf (the row is named).
+    Raises :class:`InputError` (one sentence) if ``x`` is not an array of real numbers (complex values
+    are refused, not truncated to their real part), holds no point or no feature, has fewer than 2
+    dimensions (one row per point is required), does not match ``input_shape``, holds NaN or ±inf,
+    or holds values beyond the float32 range (the row is named).
     """
     try:
         arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name}: cannot read the points as a numeric array ({exc})") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{name}: cannot read the points as a numeric array ({first})") from None
+    if arr.dtype.kind == "c":
+        raise InputError(f"{name}: the points are complex numbers (dtype {arr.dtype}); pacverify needs real "
+                         "inputs and does not drop imaginary parts: convert them yourself (e.g. real and "
+                         "imaginary parts as separate features)")
     if arr.dtype.kind not in "biuf":
         raise InputError(f"{name}: points must be numbers, got dtype {arr.dtype}")
     if arr.ndim < 2:
+        if arr.size == 0:
+            raise InputError(f"{name}: holds no points (an empty array of shape {arr.shape})")
         raise InputError(f"{name}: expected one row per point, shape (N, features...), got shape {arr.shape}; "
                          "reshape 1-D inputs to (N, 1)")
+    if arr.shape[0] == 0:
+        raise InputError(f"{name}: holds no points (0 rows, shape {arr.shape})")
+    if arr.size == 0:
+        raise InputError(f"{name}: the points have no features (shape {arr.shape})")
     if input_shape is not None and tuple(arr.shape[1:]) != tuple(input_shape):
         raise InputError(f"{name}: each point must have shape {tuple(input_shape)}, got {tuple(arr.shape[1:])}")
-    arr = arr.astype(np.float32, copy=False)
-    bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+    rows = arr.reshape(arr.shape[0], -1)
+    bad = ~np.isfinite(rows).all(axis=1)
     if bad.any():
         raise InputError(f"{name}: {int(bad.sum())} point(s) contain NaN or inf (first at row {int(np.argmax(bad))}); "
                          "remove or repair them")
-    return arr
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        huge = (np.abs(rows) > _FLOAT32_MAX).any(axis=1)
+        if huge.any():
+            raise InputError(f"{name}: {int(huge.sum())} point(s) hold values beyond the float32 range ±3.4e38 "
+                             f"(first at row {int(np.argmax(huge))}); rescale the data")
+    return arr.astype(np.float32, copy=False)
 
 
-def _clip(arr: np.ndarray, domain: tuple[float, float] | None) -> np.ndarray:
-    return arr if domain is None else np.clip(arr, domain[0], domain[1]).astype(np.float32, copy=False)
+def check_in_domain(points: np.ndarray, domain: tuple[float, float] | None, *, name: str) -> np.ndarray:
+    """``points`` unchanged if every coordinate lies in the box ``domain = (lo, hi)`` (or there is no domain).
+
+    Otherwise raises :class:`InputError` naming how many points lie outside and the first one: pacverify
+    never moves data into the box (clipping would certify a different distribution than D_X).
+    """
+    if domain is None or len(points) == 0:
+        return points
+    lo, hi = domain
+    rows = points.reshape(len(points), -1)
+    outside = ((rows < lo) | (rows > hi)).any(axis=1)
+    if outside.any():
+        first = int(np.argmax(outside))
+        col = int(np.argmax((rows[first] < lo) | (rows[first] > hi)))
+        raise InputError(f"{name}: {int(outside.sum())} of the {len(points)} drawn points lie outside the domain box "
+                         f"[{lo:g}, {hi:g}] (first: row {first}, coordinate {col} = {float(rows[first, col]):.6g}); "
+                         "pacverify never moves data into the box: widen --domain, drop it, or remove those points")
+    return points
+
+
+def count_duplicates(points: np.ndarray) -> int:
+    """How many rows of ``points`` (N, ...) repeat an earlier row exactly (N minus the number of distinct rows).
+
+    Rows are compared by value (+0.0 and -0.0 are equal). A sample of N distinct points has 0.
+
+    >>> count_duplicates(np.array([[0.0, 1.0], [0.0, 1.0], [-0.0, 1.0], [2.0, 3.0]], dtype=np.float32))
+    2
+    """
+    arr = np.asarray(points)
+    if len(arr) < 2:
+        return 0
+    rows = np.ascontiguousarray(arr.reshape(len(arr), -1) + arr.dtype.type(0))  # -0.0 + 0.0 = +0.0
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    return int(len(arr) - np.unique(keys).size)
+
+
+def check_duplicates(points: np.ndarray, *, name: str, allow: bool = False) -> int:
+    """The number of exact duplicate rows of a PAC sample; :class:`InputError` above :data:`DUPLICATE_LIMIT`
+    unless ``allow`` (docs/theory.md: i.i.d. draws from a continuous D_X almost never repeat)."""
+    n, dups = len(points), count_duplicates(points)
+    if dups > DUPLICATE_LIMIT * n and not allow:
+        raise InputError(f"{name}: {dups} of the {n} drawn points ({100 * dups / n:.3g}%) repeat an earlier point "
+                         f"exactly, more than the {100 * DUPLICATE_LIMIT:g}% pacverify accepts as i.i.d. draws "
+                         "from D_X (repeated rows usually mean an oversampled, padded or augmented file); remove "
+                         "them, or pass --allow-duplicates (allow_duplicates=True) if D_X really repeats points")
+    return dups
 
 
 @dataclass(frozen=True)
 class Sampler(ABC):
-    """Base of all samplers. Subclasses implement :meth:`_draw` for a stream (train or fresh)."""
+    """Base of all samplers. Subclasses implement :meth:`_draw` for a stream (train or fresh).
+
+    ``domain``: the box every point must lie in (a point outside is refused, never clipped).
+    ``allow_duplicates``: accept a PAC sample with more than :data:`DUPLICATE_LIMIT` exact duplicate rows.
+    """
 
     seed: int
     domain: tuple[float, float] | None = None
+    allow_duplicates: bool = False
 
     @property
     @abstractmethod
     def description(self) -> str:
         """One line naming the distribution, for certificates and reports."""
 
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The shape of one point, when known before drawing (None for a user's function)."""
+        return None
+
+    @property
+    def label(self) -> str:
+        """The name that messages about this sampler's points start with."""
+        return self.description
+
     @abstractmethod
     def _draw(self, n: int, stream: int) -> np.ndarray:
         """n i.i.d. points from the given stream (train or fresh)."""
 
     def draw(self, n: int) -> np.ndarray:
-        """The PAC sample: n i.i.d. points, float32 array of shape (n, *input_shape)."""
-        return _clip(self._draw(check_samples(n, "n (points to draw)"), _TRAIN_STREAM), self.domain)
+        """The PAC sample: n i.i.d. points, float32 array of shape (n, *input_shape).
+
+        Refused (:class:`InputError`) when a point lies outside ``domain`` or more than
+        :data:`DUPLICATE_LIMIT` of the rows repeat an earlier one (unless ``allow_duplicates``).
+        """
+        n = check_samples(n, "n (points to draw)")
+        self._check_memory(n, "the sample")
+        points = self._checked(self._draw(n, _TRAIN_STREAM))
+        check_duplicates(points, name=self.label, allow=self.allow_duplicates)
+        return points
 
     def fresh(self, n: int, *, after: int = 0) -> np.ndarray:
         """n held-out points, independent of (for files: disjoint from) a ``draw(after)``."""
-        return _clip(self._draw_fresh(check_samples(n, "n (fresh points)"), after), self.domain)
+        n = check_samples(n, "n (fresh points)")
+        self._check_memory(n, "the fresh sample")
+        return self._checked(self._draw_fresh(n, after))
+
+    def preview(self, n: int) -> np.ndarray:
+        """Up to n points of the sample's stream, checked like :meth:`draw` except for duplicates: for probing the
+        input shape, the teacher and the time a draw takes before the sample itself is drawn."""
+        return self._checked(self._draw(check_samples(n, "n (points to preview)"), _TRAIN_STREAM))
+
+    def _checked(self, points: np.ndarray) -> np.ndarray:
+        return check_in_domain(points, self.domain, name=self.label)
+
+    def _check_memory(self, n: int, what: str) -> None:
+        shape = self.input_shape
+        if shape is not None:
+            values = n * math.prod(shape)
+            check_memory(values * DRAW_BYTES_PER_VALUE, f"drawing {what} of {n} points of shape {tuple(shape)}",
+                         "draw fewer points (a larger eps or eta, or a smaller --samples)")
 
     def _draw_fresh(self, n: int, after: int) -> np.ndarray:
         return self._draw(n, _FRESH_STREAM)
@@ -123,8 +242,18 @@ class ArraySampler(Sampler):
         return f"{self.source} ({self.rows.shape[0]} rows, assumed i.i.d.)"
 
     @property
+    def label(self) -> str:
+        return self.source
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.rows.shape[1:])
+
+    def _check_memory(self, n: int, what: str) -> None:
+        return None  # the rows are in memory already; a draw copies at most all of them
+
+    def preview(self, n: int) -> np.ndarray:
+        return super().preview(min(check_samples(n, "n (points to preview)"), self.rows.shape[0]))
 
     def _permutation(self) -> np.ndarray:
         return _rng(self.seed, _TRAIN_STREAM).permutation(self.rows.shape[0])
@@ -163,7 +292,14 @@ class CallableSampler(Sampler):
         return f"sampler {self.name}"
 
     def _draw(self, n: int, stream: int) -> np.ndarray:
-        out = check_points(self.fn(n, _rng(self.seed, stream)), name=f"sampler {self.name}")
+        try:
+            raw = self.fn(n, _rng(self.seed, stream))
+        except MemoryError:
+            raise InputError(f"sampler {self.name} ran out of memory drawing {n} points; draw fewer points "
+                             "(a larger eps or eta, or a smaller --samples)") from None
+        except Exception as exc:  # the user's code: any error is theirs to fix, reported in one line
+            raise InputError(f"sampler {self.name} failed when asked for {n} points: {error_line(exc)}") from None
+        out = check_points(raw, name=f"sampler {self.name}")
         if out.shape[0] != n:
             raise InputError(f"sampler {self.name} returned {out.shape[0]} rows when asked for {n}")
         return out
@@ -179,7 +315,8 @@ class TruncatedGaussians(Sampler):
     N(μ, σ²) truncated to t ≥ gap/2. So each class is N(c·μ·u, σ²I) conditioned on lying at
     distance ≥ gap/2 from the hyperplane on its own side: the classes are split by x·1 = 0 with a
     margin of ``gap`` between them. Defaults μ = 1, σ = 0.5, gap = 0.5. Sampling is exact (no
-    rejection loop).
+    rejection loop). The support is unbounded: with a ``domain`` a draw with a point outside the box
+    is refused (the distribution is not redefined as its restriction to the box).
     """
 
     dim: int = 2
@@ -202,8 +339,14 @@ class TruncatedGaussians(Sampler):
     def input_shape(self) -> tuple[int, ...]:
         return (self.dim,)
 
+    @property
+    def label(self) -> str:
+        return f"synthetic gaussians:{self.dim}"
+
     def draw_labeled(self, n: int, stream: int = _TRAIN_STREAM) -> tuple[np.ndarray, np.ndarray]:
         """n points and their side of the hyperplane (label 0: x·1 > 0, label 1: x·1 < 0)."""
+        from scipy import stats  # slow to import (seconds): only when the Gaussians are drawn
+
         rng = _rng(self.seed, stream)
         side = rng.integers(0, 2, size=n)
         lo = (self.gap / 2 - self.mu) / self.sigma
@@ -212,7 +355,7 @@ class TruncatedGaussians(Sampler):
         z = rng.normal(0.0, self.sigma, size=(n, self.dim))
         z -= np.outer(z @ u, u)
         x = np.where(side[:, None] == 0, 1.0, -1.0) * t[:, None] * u + z
-        return _clip(x.astype(np.float32), self.domain), side.astype(np.int64)
+        return self._checked(x.astype(np.float32)), side.astype(np.int64)
 
     def _draw(self, n: int, stream: int) -> np.ndarray:
         return self.draw_labeled(n, stream)[0]
@@ -255,6 +398,8 @@ def _pick(arrays: dict, path: Path) -> Any:
             return arrays[key]
     if len(arrays) == 1:
         return next(iter(arrays.values()))
+    if not arrays:
+        raise InputError(f"data file {path} holds no arrays")
     raise InputError(f"data file {path} holds several arrays ({', '.join(map(str, arrays))}); "
                      "name the one with the points 'x'")
 
@@ -284,7 +429,9 @@ def load_callable(spec: str) -> Callable:
         else:
             module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InputError(f"cannot import {module_name!r} for {spec!r}: {exc}") from None
+        raise InputError(f"cannot import {module_name!r} for {spec!r}: {error_line(exc)}") from None
+    except Exception as exc:  # the user's module failed while it was imported: theirs to fix, in one line
+        raise InputError(f"importing {module_name!r} for {spec!r} failed: {error_line(exc)}") from None
     fn = getattr(module, func_name, None)
     if not callable(fn):
         raise InputError(f"{module_name!r} has no function {func_name!r}")
@@ -300,23 +447,28 @@ def _import_file(path: Path):
     return module
 
 
-def synthetic(name: str, *, seed: int, domain: tuple[float, float] | None = None) -> Sampler:
+def synthetic(name: str, *, seed: int, domain: tuple[float, float] | None = None,
+              allow_duplicates: bool = False) -> Sampler:
     """A built-in distribution by name: ``gaussians`` (m = 2) or ``gaussians:M`` (m = M)."""
     base, _, arg = name.partition(":")
     if base.strip().lower() != "gaussians":
         raise InputError(f"unknown synthetic distribution {name!r}; built in: gaussians[:M]")
     dim = check_dim(arg, "gaussians dimension M") if arg else 2
-    return TruncatedGaussians(seed=seed, domain=domain, dim=dim)
+    return TruncatedGaussians(seed=seed, domain=domain, allow_duplicates=allow_duplicates, dim=dim)
 
 
-def make_sampler(source: str, *, seed: int, domain: Any = None, kind: str | None = None) -> Sampler:
+def make_sampler(source: str, *, seed: int, domain: Any = None, kind: str | None = None,
+                 allow_duplicates: bool = False) -> Sampler:
     """Build a sampler from a source string; ``kind`` is ``data``, ``sampler`` or ``synthetic``; ``domain``
-    (clipping box: None, "LO,HI" or a pair) is read by :func:`~pacverify.validation.parse_domain`.
+    (the box every point must lie in: None, "LO,HI" or a pair) is read by
+    :func:`~pacverify.validation.parse_domain`; ``allow_duplicates`` lifts the duplicate-row limit.
 
     Without ``kind`` the source is read as: ``synthetic:NAME`` → built-in distribution; a path with
     an array suffix → :class:`ArraySampler`; ``MODULE:FUNCTION`` → :class:`CallableSampler`.
     """
     seed, domain = check_seed(seed), parse_domain(domain)
+    if not isinstance(allow_duplicates, bool):
+        raise InputError(f"allow_duplicates must be true or false, got {allow_duplicates!r}")
     if kind is None:
         if source.startswith("synthetic:"):
             kind, source = "synthetic", source[len("synthetic:"):]
@@ -325,9 +477,11 @@ def make_sampler(source: str, *, seed: int, domain: Any = None, kind: str | None
         else:
             kind = "sampler"
     if kind == "synthetic":
-        return synthetic(source, seed=seed, domain=domain)
+        return synthetic(source, seed=seed, domain=domain, allow_duplicates=allow_duplicates)
     if kind == "data":
-        return ArraySampler(seed=seed, domain=domain, rows=load_array(source), source=str(source))
+        return ArraySampler(seed=seed, domain=domain, allow_duplicates=allow_duplicates, rows=load_array(source),
+                            source=str(source))
     if kind == "sampler":
-        return CallableSampler(seed=seed, domain=domain, fn=load_callable(source), name=source)
+        return CallableSampler(seed=seed, domain=domain, allow_duplicates=allow_duplicates,
+                               fn=load_callable(source), name=source)
     raise InputError(f"unknown sampler kind {kind!r}; use data, sampler or synthetic")

@@ -7,8 +7,11 @@ Each function returns the value converted to its canonical type, or raises
 """
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
+import os
+import re
 from typing import Any
 
 from pacverify.errors import InputError
@@ -85,6 +88,14 @@ def _integer(name: str, value: Any) -> int:
             return int(value.strip())
         except ValueError:
             pass
+        try:  # 1e6, 2.5e3, 100.0: integral values written as decimals, read exactly
+            number = decimal.Decimal(value.strip())
+        except decimal.InvalidOperation:
+            number = None
+        if number is not None and number.is_finite() and number == number.to_integral_value():
+            if number.adjusted() > 30:
+                raise InputError(f"{name} must be an integer of at most 30 digits, got {value!r}")
+            return int(number)
     raise InputError(f"{name} must be an integer, got {value!r}")
 
 
@@ -190,4 +201,56 @@ def parse_domain(value: Any) -> tuple[float, float] | None:
     return lo, hi
 
 
-# The former name, kept while callers move to :func:`parse_domain` (the same function).
+# --- memory ------------------------------------------------------------------------------------------------------
+
+GIB = 1024 ** 3
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation without swapping (Linux ``MemAvailable``), else the free
+    physical memory ``os.sysconf`` reports, else None (unknown: then nothing is refused)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(needed: float, what: str, advice: str) -> None:
+    """Raise :class:`InputError` when ``needed`` bytes (an estimate) exceed the available memory.
+
+    The message gives both sizes in GiB, ``what`` needs the memory, and ``advice`` on what to change.
+    """
+    available = available_memory()
+    if available is not None and needed > available:
+        raise InputError(f"{what} needs about {needed / GIB:.3g} GiB of memory but about {available / GIB:.3g} GiB "
+                         f"are available; {advice}")
+
+
+# --- errors of other people's code, in one line ------------------------------------------------------------------
+
+_TORCHSCRIPT = "The following operation failed in the TorchScript interpreter"
+_RAISED = re.compile(r"^(?:builtins\.)?([A-Za-z_][\w.]*(?:Error|Exception)): (.*)$")
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` for an exception raised by code pacverify calls (a user's sampler, a
+    teacher). A TorchScript error's first line only says that the interpreter failed: the line naming the
+    exception the scripted code raised is used instead."""
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    name = type(exc).__name__
+    if lines and lines[0].startswith(_TORCHSCRIPT):
+        for line in lines[1:]:
+            match = _RAISED.match(line)
+            if match:
+                return f"TorchScript {match.group(1).rpartition('.')[2]}: {match.group(2)}"
+        name = "TorchScript error"
+    return f"{name}: {lines[0]}" if lines else name
+

@@ -19,6 +19,8 @@ from pacverify.attacks import (
     pgd_search,
     project,
     project_l2_box,
+    random_search,
+    spread_in_ball,
 )
 from pacverify.errors import InputError
 from pacverify.norms import dual_norm, vector_norm
@@ -157,3 +159,64 @@ def test_search_arguments_are_checked():
         pgd_search(model, obj)  # neither a box nor a ball
     with pytest.raises(InputError):
         attack(model, x, torch.tensor([0]), 0.1, loss="hinge")
+
+
+@pytest.mark.parametrize("norm", ["2", "inf"])
+@pytest.mark.parametrize("dim", [1, 2, 7])
+def test_spread_points_lie_in_the_ball_cover_every_shell_and_come_in_opposite_pairs(norm, dim):
+    gen = torch.Generator().manual_seed(dim)
+    k, radius = 6, torch.tensor([0.5, 2.0, 1.0])
+    pts = spread_in_ball((3, dim), k, radius, norm, gen)
+    assert pts.shape == (3 * k, dim)
+    size = vector_norm(pts, norm, axis=1).reshape(3, k)
+    assert (size <= radius[:, None] * (1 + 1e-6)).all()
+    # one point in each of the k equal-volume shells: sorted radii fraction^d fall one per interval [j/k, (j+1)/k)
+    shell = torch.floor((size / radius[:, None]) ** dim * k).clamp(max=k - 1).sort(dim=1).values
+    assert torch.equal(shell, torch.arange(k, dtype=shell.dtype).expand(3, k))
+    # consecutive points of a row pair up along opposite directions
+    unit = (pts / vector_norm(pts, "2", axis=1)[:, None]).reshape(3, k // 2, 2, dim)
+    torch.testing.assert_close(unit[:, :, 0], -unit[:, :, 1])
+
+
+@pytest.mark.parametrize("norm", ["2", "inf"])
+def test_spread_starts_keep_the_first_start_at_the_centre_and_stay_in_the_set(norm):
+    model = _linear([[1.0, 0.0], [-1.0, 0.0]])
+    x = torch.tensor([[0.5, 0.5], [0.2, 0.9]], dtype=torch.float64)
+    lo, hi = torch.zeros_like(x), torch.ones_like(x)
+    r = torch.full((2,), 0.3, dtype=torch.float64)
+    found = pgd_search(model, objective("margin", torch.zeros(2, dtype=torch.long)), lo, hi, center=x, radius=r,
+                       norm=norm, steps=0, restarts=1, starts="spread")
+    # one start: the centre of an L2 ball, the midpoint of the box an L∞ ball makes with the domain
+    first = x if norm == "2" else (torch.maximum(lo, x - r[:, None]) + torch.minimum(hi, x + r[:, None])) / 2
+    torch.testing.assert_close(found.inputs, first)
+    found = pgd_search(model, objective("margin", torch.zeros(2, dtype=torch.long)), lo, hi, center=x, radius=r,
+                       norm=norm, steps=5, restarts=8, starts="spread", seed=1)
+    assert in_set(found.inputs, lo - 1e-12, hi + 1e-12, x, r * (1 + 1e-9), norm=norm).all()
+    res = attack(model, x, torch.zeros(2, dtype=torch.long), 0.6, norm=norm, starts="spread", restarts=4)
+    assert res.found.all()
+
+
+def _bump(centre, width):
+    """Class 1 only within L1 distance ``width``·0.5 of ``centre``: a pocket no gradient outside it leads to."""
+    centre = torch.as_tensor(centre, dtype=torch.float64)
+
+    def model(x):
+        inside = torch.relu(1 - (x - centre).abs().sum(1) / width)
+        return torch.stack([torch.full_like(inside, 0.5), inside], 1)
+
+    return model
+
+
+@pytest.mark.parametrize("norm", ["2", "inf"])
+def test_random_search_finds_a_flat_pocket_and_reports_only_confirmed_points_in_the_set(norm):
+    model = _bump([0.3, -0.2], 0.1)
+    x = torch.tensor([[0.0, 0.0], [3.0, 3.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 0])
+    assert not attack(model, x, labels, 0.45, norm=norm, steps=30, restarts=1).found.any()   # flat: no gradient
+    res = random_search(model, x, labels, 0.45, norm=norm, samples=2000, seed=0, chunk=1000)
+    assert res.found.tolist() == [True, False]
+    assert in_set(res.inputs, center=x, radius=torch.full((2,), 0.45), norm=norm).all()
+    assert int(res.outputs[0].argmax()) == 1
+    # the domain cuts the pocket off: nothing is found, every point stays in the domain
+    res = random_search(model, x, labels, 0.45, norm=norm, samples=500, domain=(0.0, 5.0))
+    assert not res.found.any() and float(res.inputs.min()) >= 0.0

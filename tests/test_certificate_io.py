@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from pacverify.certificate import schema as S
+from pacverify.certificate.gate import emit_github, junit_xml, requirements
 from pacverify.certificate.io import body_digest, load_certificate, write_certificate
 from pacverify.errors import InputError
-from pacverify.certificate.gate import emit_github, junit_xml, requirements
 from pacverify.report.render import write_report
 
 
@@ -42,8 +42,10 @@ def _body(verdict="CERTIFIED", disagree=0, verified=5, delta_t=0.02):
         relaxation=S.Relaxation(delta_T=delta_t, rho_quantiles={"0.5": float("inf")}, margin_ratio_quantiles={},
                                 gradient_cosine_quantiles={}, certified_radius_quantiles={},
                                 teacher_radius_quantiles={}, cap=0.3, tol=0.002, formula="f", premises=["p"]),
-        teacher_check=S.TeacherCheck(attack="pgd", steps=50, restarts=5, radius_delta=0.15, radius_delta_T=0.06,
-                                     checked=5, counterexamples_delta=0, counterexamples_delta_T=0, note="n"),
+        teacher_check=S.TeacherCheck(attack="pgd+random", steps=50, restarts=10, starts="spread", random_samples=2000,
+                                     fresh_points=1000, fresh_points_attacked=40, fresh_points_attacked_delta_T=30,
+                                     radius_delta=0.15, radius_delta_T=0.06, checked=5, counterexamples_delta=0,
+                                     counterexamples_delta_T=0, note="n"),
         coverage=S.Coverage(lower=0.4, confidence=0.99, points=200, batch=200, declared_covered=90,
                             alpha_point=0.01, threshold=0.5, note=None),
         timings={"verify": 0.1, "created": "now"},

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from test_certificate_io import _arrays, _body
 
 from pacverify.certificate import schema as S
 from pacverify.certificate.io import load_certificate, write_certificate
 from pacverify.errors import InputError
-from test_certificate_io import _arrays, _body
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "docs" / "certificate.schema.json"
 

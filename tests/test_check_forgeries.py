@@ -12,13 +12,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers_certify import TINY, robust_teacher
 
 from pacverify.certificate.io import body_digest
 from pacverify.fileio import sha256_file
 from pacverify.pipeline.check import Outcome, check_certificate
 from pacverify.pipeline.run import certify
-
-from helpers_certify import TINY, robust_teacher
 
 
 def _onnx(model, path):

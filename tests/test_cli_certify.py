@@ -1,14 +1,12 @@
 """``pacverify certify`` / ``check`` / ``report`` through the real entry point: gate files and bad input."""
 from __future__ import annotations
 
-import io
 import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 import torch
-
 from helpers_certify import robust_teacher
 
 TINY_ARGS = ["--delta", "0.05", "--eps", "0.5", "--eta", "0.1", "--epochs", "30", "--timeout", "1"]
@@ -42,7 +40,7 @@ def test_certify_check_report_gate(cli, teacher_file, tmp_path):
     cases = {c.get("name"): c.find("failure") is None for c in ET.parse(tmp_path / "junit.xml").iter("testcase")}
     assert cases == {"distillation agreement": True, "verification": True, "teacher cross-check": True,
                      "coverage": True}
-    res = cli("check", out / "certificate.json")
+    res = cli("check", out / "certificate.json", "--teacher", teacher_file)  # the teacher lies outside the run's dir
     assert res.returncode == 0 and res.stdout.startswith("CONFIRMED: CERTIFIED"), res.stdout
     res = cli("report", out / "certificate.json", "--html", tmp_path / "r.html", "--markdown", tmp_path / "r.md")
     assert res.returncode == 0 and (tmp_path / "r.html").read_text().count("<figure>") == 4
@@ -71,7 +69,7 @@ def test_bad_input_exits_2_without_files(cli, teacher_file, tmp_path, case):
     teacher = teacher_file
     extra: list = []
     words = {"missing": "does not exist", "corrupt": "could not be loaded", "pickle": "trust-pickle",
-             "wrong_dim": "shape", "nan": "NaN", "eps": "(0, 0.5]", "few_rows": "rows", "unwritable": "output",
+             "wrong_dim": "shape", "nan": "NaN", "eps": "(0, 0.5]", "few_rows": "rows", "unwritable": "--out",
              "no_source": "--data", "kappa": "kappa"}[case]
     if case == "missing":
         teacher = tmp_path / "nope.pt"

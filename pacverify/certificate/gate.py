@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,12 +91,12 @@ def _escape(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def emit_github(cert: Certificate, reqs: list[Requirement], environ: dict | None = None) -> str | None:
+def emit_github(cert: Certificate, reqs: list[Requirement], environ: Mapping[str, str] | None = None) -> str | None:
     """When running under GitHub Actions, return the annotation lines and append the step summary."""
-    environ = os.environ if environ is None else environ
-    if environ.get("GITHUB_ACTIONS") != "true":
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if env.get("GITHUB_ACTIONS") != "true":
         return None
-    summary = environ.get("GITHUB_STEP_SUMMARY")
+    summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:  # the runner's own append-only file
             handle.write(step_summary(cert, reqs))

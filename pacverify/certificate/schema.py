@@ -206,9 +206,21 @@ class Relaxation:
 
 @dataclass(frozen=True)
 class TeacherCheck:
+    """The attack on the teacher in the claimed balls and its budget per ball: ``attack`` names the searches
+    ("pgd", "pgd+random"); PGD ``steps`` × ``restarts`` placed by ``starts`` ("spread" over the ball, or "box":
+    uniform in its bounding box); ``random_samples`` uniform draws; and the δ-balls (δ_T-balls) of
+    ``fresh_points_attacked`` (``fresh_points_attacked_delta_T``) of ``fresh_points`` held-out draws — those
+    κ-confident within 2δ (2δ_T) of a required point, so inside its claimed ball. ``counterexamples_*`` count the
+    claimed balls holding a confirmed counterexample."""
+
     attack: str
     steps: int
     restarts: int
+    starts: str
+    random_samples: int
+    fresh_points: int
+    fresh_points_attacked: int
+    fresh_points_attacked_delta_T: int  # noqa: N815
     radius_delta: float
     radius_delta_T: float  # noqa: N815
     checked: int
@@ -332,7 +344,7 @@ def _read(tp: Any, value: Any, where: str) -> Any:
         raise InputError(errors[0] if len(inner) == 1 else f"{where} has an unexpected value {value!r}")
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise InputError(f"{where} must be an object, got {type(value).__name__}")
         names = [f.name for f in dataclasses.fields(tp)]
@@ -398,7 +410,7 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict:
         return {"type": "null"}
     if tp is Any:
         return {}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         name = tp.__name__
         if name not in defs:
             defs[name] = {}  # placeholder against recursion

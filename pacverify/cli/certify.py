@@ -32,6 +32,9 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
         p.add_argument("--arch", help="MODULE:FACTORY building the teacher's architecture (state-dict teachers)")
         p.add_argument("--trust-pickle", action="store_true",
                        help="allow a fully pickled teacher module (runs code from the file: only for files you trust)")
+        p.add_argument("--allow-duplicates", action="store_true",
+                       help="accept a sample in which more than 1%% of the points repeat an earlier one exactly "
+                            "(refused by default: i.i.d. draws from a continuous D_X almost never repeat)")
     p.add_argument("--kappa", default=0.9, help="confidence threshold κ, 0.5 <= κ < 1 (default 0.9)")
     p.add_argument("--norm", default="2", choices=NORMS, help="perturbation norm: 2 or inf (default 2)")
     p.add_argument("--tv", default=0.0, help="total-variation distance Λ to a shifted distribution (Obs 4.5)")
@@ -66,7 +69,7 @@ def settings_from(args: argparse.Namespace) -> dict:
     return dict(kappa=args.kappa, norm=args.norm, tv=args.tv, samples=args.samples, student=args.student,
                 method=args.method, epochs=args.epochs, device=args.device, seed=args.seed,
                 verify_method=args.verify_method, complete=not args.incomplete, timeout=args.timeout,
-                domain=parse_domain(args.domain))
+                domain=parse_domain(args.domain), allow_duplicates=getattr(args, "allow_duplicates", False))
 
 
 def progress_printer(quiet: bool):
@@ -84,6 +87,8 @@ def summarise(cert: Certificate, out_dir) -> str:
     lines += ["", st.pac]
     if st.pac_delta_T:
         lines += ["", f"δ_T = {cert.delta_T:.6g}: " + st.pac_delta_T]
+    elif st.delta_T_note:
+        lines += ["", st.delta_T_note]
     else:
         lines += ["", "δ_T = 0: no relaxed radius can be claimed."]
     lines += ["", "Assumptions:"] + [f"  - {a}" for a in st.assumptions]

@@ -2,23 +2,27 @@
 
 Writes ``student.onnx`` (checked against onnxruntime), ``student.pt`` (spec + state dict, loadable
 with ``weights_only=True``) and ``distill.json`` (markers, losses, settings, time) into ``--out``,
-each whole; if anything fails before the files are written, none is.
+each whole; if anything fails, none is left behind. Before any point is drawn the teacher is run on a
+probe batch and the memory the run needs is estimated (a run that cannot fit is refused).
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from pacverify.cli.options import add_domain_option
-from pacverify.data import ArraySampler, make_sampler
+from pacverify.data import ArraySampler, count_duplicates, make_sampler
 from pacverify.distill import METHODS, DistillConfig, distill, make_config
 from pacverify.distill.fit import OPTIMIZERS, SCHEDULES
 from pacverify.errors import InputError
-from pacverify.fileio import atomic_write_json, ensure_dir, sha256_file
-from pacverify.models import DEVICES, load_teacher, save_student
+from pacverify.fileio import atomic_write_json, ensure_dir, remove_new, sha256_file, snapshot
+from pacverify.models import DEVICES, load_teacher, resolve_device, save_student, teacher_logits
 from pacverify.onnx_io.export import export_onnx
-from pacverify.validation import NORMS, check_samples, parse_domain
+from pacverify.validation import NORMS, check_memory, check_samples, error_line, parse_domain
 
 HELP = "distill a teacher into a small ReLU student with input-gradient alignment, export it to ONNX"
 DEFAULT_FRESH = 1000
@@ -32,7 +36,9 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--data", metavar="FILE", help="array file of i.i.d. points (.npy .npz .csv .pt), one row each")
     src.add_argument("--sampler", metavar="MODULE:FUNCTION", help="function(n, rng) returning n i.i.d. points")
     src.add_argument("--synthetic", metavar="NAME", help="built-in distribution: gaussians[:M] (004 §5, m = M)")
-    add_domain_option(p, "clip every point into the box [LO, HI]^m")
+    add_domain_option(p, "the box [LO, HI]^m every point must lie in (a point outside is refused, never clipped)")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="accept a sample in which more than 1%% of the points repeat an earlier one exactly")
 
 
 def sampler_from_args(args: argparse.Namespace):
@@ -40,7 +46,8 @@ def sampler_from_args(args: argparse.Namespace):
     domain = parse_domain(args.domain)
     for kind in ("data", "sampler", "synthetic"):
         if getattr(args, kind):
-            return make_sampler(getattr(args, kind), seed=args.seed, domain=domain, kind=kind)
+            return make_sampler(getattr(args, kind), seed=args.seed, domain=domain, kind=kind,
+                                allow_duplicates=bool(getattr(args, "allow_duplicates", False)))
     raise InputError("give one of --data, --sampler or --synthetic")
 
 
@@ -82,34 +89,67 @@ def run(args: argparse.Namespace) -> int:
     config = make_config(**overrides)
     n = check_samples(args.samples, "samples")
     sampler = sampler_from_args(args)
-    x = sampler.draw(n)
-    x_fresh = _fresh(sampler, n, args.fresh)
     teacher = load_teacher(args.teacher, arch=args.arch, trust_pickle=args.trust_pickle, device=args.device)
+    probe = sampler.preview(_PROBE_POINTS)
+    n_classes = int(_teacher_on(teacher, probe, args.device).shape[1])  # a teacher that fails on batches: here
+    k = _fresh_count(sampler, n, args.fresh)
+    dim = int(np.prod(probe.shape[1:]))
+    check_memory((n + k) * (dim * _BYTES_PER_VALUE + 16 * n_classes),
+                 f"distilling on {n} points (and {k} fresh ones) of dimension m = {dim}",
+                 "use fewer points (a smaller --samples or --fresh) or a machine with more memory")
+    x = sampler.draw(n)
+    x_fresh = sampler.fresh(k, after=n) if k else None
     result = distill(teacher, x, config=config, device=args.device, progress=not args.quiet,
                      checkpoint_dir=args.checkpoint_dir, x_fresh=x_fresh)
-    out = ensure_dir(args.out)
-    report = export_onnx(result.student, out / "student.onnx", tuple(x.shape[1:]), sample=x, seed=config.seed)
-    save_student(result.student, out / "student.pt")
-    summary = result.as_dict()
-    summary["data"] = {"source": sampler.description, "samples": n, "fresh": 0 if x_fresh is None else len(x_fresh),
-                       "seed": config.seed}
-    summary["teacher"] = {"path": str(args.teacher), "sha256": sha256_file(args.teacher)}
-    summary["export"] = report.as_dict()
-    atomic_write_json(out / "distill.json", summary)
+    target = Path(args.out)
+    created = not target.exists()
+    out = ensure_dir(target)
+    before = set() if created else snapshot(out)
+    try:
+        report = export_onnx(result.student, out / "student.onnx", tuple(x.shape[1:]), sample=x, seed=config.seed)
+        save_student(result.student, out / "student.pt")
+        summary = result.as_dict()
+        summary["data"] = {"source": sampler.description, "samples": n,
+                           "fresh": 0 if x_fresh is None else len(x_fresh), "seed": config.seed,
+                           "duplicates": count_duplicates(x)}
+        summary["teacher"] = {"path": str(args.teacher), "sha256": sha256_file(args.teacher)}
+        summary["export"] = report.as_dict()
+        atomic_write_json(out / "distill.json", summary)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            remove_new(out, before)
+        raise
     print(_summary(result, report, out))
     for note in result.notes:
         print(f"warning: {note}", file=sys.stderr)
     return 0
 
 
-def _fresh(sampler, n: int, requested: str | None):
+_PROBE_POINTS = 64
+_BYTES_PER_VALUE = 48  # per coordinate: the float32 points, their tensors and input gradients, transient copies
+
+
+def _teacher_on(teacher, points, device):
+    """The teacher's logits on a probe batch; any failure of the teacher's own code is an :class:`InputError`."""
+    try:
+        return teacher_logits(teacher, points, device=resolve_device(device))
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:  # e.g. torch.jit.Error from a TorchScript teacher, which is no RuntimeError
+        raise InputError(f"the teacher failed on a probe batch of {len(points)} points of shape "
+                         f"{tuple(points.shape[1:])}: {error_line(exc)}") from None
+
+
+def _fresh_count(sampler, n: int, requested: str | None) -> int:
+    """How many fresh points to draw: ``--fresh`` (0 = none), else up to the default (for --data: the rows left)."""
     if requested is not None:
-        k = int(requested) if str(requested).strip() == "0" else check_samples(requested, "fresh")
-        return sampler.fresh(k, after=n) if k else None
+        return 0 if str(requested).strip() == "0" else check_samples(requested, "fresh")
     k = DEFAULT_FRESH
     if isinstance(sampler, ArraySampler):
         k = min(k, sampler.available_fresh(n))
-    return sampler.fresh(k, after=n) if k else None
+    return k
 
 
 def _summary(result, report, out: Path) -> str:

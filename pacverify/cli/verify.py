@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pacverify.cli.options import add_domain_option
+from pacverify.data import check_points
 from pacverify.errors import InputError
 from pacverify.fileio import atomic_write_text, dumps_json
 from pacverify.names import BACKEND_ALIASES, BACKENDS, BOUND_METHOD_NAMES
@@ -53,6 +54,15 @@ def _load_npy(path: str, what: str) -> np.ndarray:
         raise InputError(f"cannot read {what} file {path!r} as a .npy array: {exc}") from None
 
 
+def _check_labels(labels: np.ndarray, path: str) -> np.ndarray:
+    """Class indices: integers (a float array of whole numbers is accepted); complex or text is refused."""
+    if labels.dtype.kind not in "biuf":
+        raise InputError(f"labels file {path}: labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.dtype.kind == "f" and not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+        raise InputError(f"labels file {path}: labels must be integer class indices, got non-integral values")
+    return labels
+
+
 def run(args: argparse.Namespace) -> int:
     from pacverify.verify import api
 
@@ -66,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_vnnlib(args, api)
     if args.radius is None or args.norm is None:
         raise InputError("--points needs --radius R (or max) and --norm 2|inf")
-    points = _load_npy(args.points, "points")
-    labels = None if args.labels is None else _load_npy(args.labels, "labels")
+    points = check_points(_load_npy(args.points, "points"), name=f"points file {args.points}")
+    labels = None if args.labels is None else _check_labels(_load_npy(args.labels, "labels"), args.labels)
     common = dict(labels=labels, method=args.method or "crown", complete=args.complete, timeout=args.timeout,
                   domain=parse_domain(args.domain), attack=not args.no_attack, seed=args.seed, device=args.device,
                   backend=args.backend)

@@ -7,6 +7,7 @@ certificate sections of :mod:`pacverify.certificate.schema` and the per-point ar
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def point_status(required: np.ndarray, s: int, agrees: np.ndarray, proof_codes: 
     return status
 
 
-def assemble(setup: Setup, results: dict[str, Any], timings: dict[str, float]) -> tuple[S.CertificateBody, dict]:
+def assemble(setup: Setup, results: dict[str, Any],
+             timings: Mapping[str, float | str | None]) -> tuple[S.CertificateBody, dict]:
     """The certificate body (``files.points`` and ``integrity`` filled in when written) and the side-file arrays."""
     cfg, s = setup.cfg, setup.samples
     labels, exported = results["label"], results["export"]
@@ -76,7 +78,8 @@ def assemble(setup: Setup, results: dict[str, Any], timings: dict[str, float]) -
     def count(code: PointStatus) -> int:
         return int((status[idx] == code).sum())
 
-    common = dict(eps=cfg.eps, eta=cfg.eta, samples=s, dim=setup.dim, kappa=cfg.kappa, norm=cfg.norm, tv=cfg.tv)
+    common: dict[str, Any] = dict(eps=cfg.eps, eta=cfg.eta, samples=s, dim=setup.dim, kappa=cfg.kappa, norm=cfg.norm,
+                                  tv=cfg.tv)
     markers = dict(distilled.get("markers", {}))
     verify_time = proof.time_s
     record = S.CertificateBody(
@@ -129,7 +132,11 @@ def assemble(setup: Setup, results: dict[str, Any], timings: dict[str, float]) -
                                 teacher_radius_quantiles=quantiles(relaxation.factor * radii.radius),
                                 cap=float(cfg.radius_cap or 0.0), tol=float(cfg.radius_tol or 0.0),
                                 formula=RELAXATION_FORMULA, premises=list(DELTA_T_PREMISES)),
-        teacher_check=S.TeacherCheck(attack="pgd", steps=cfg.attack_steps, restarts=cfg.attack_restarts,
+        teacher_check=S.TeacherCheck(attack="pgd+random" if attacks.random_samples else "pgd",
+                                     steps=cfg.attack_steps, restarts=cfg.attack_restarts, starts=cfg.attack_starts,
+                                     random_samples=attacks.random_samples, fresh_points=attacks.fresh_points,
+                                     fresh_points_attacked=attacks.fresh_attacked_delta,
+                                     fresh_points_attacked_delta_T=attacks.fresh_attacked_delta_t if delta_t > 0 else 0,
                                      radius_delta=3 * cfg.delta, radius_delta_T=3 * delta_t, checked=int(idx.size),
                                      counterexamples_delta=int(np.sum(attacks.found_delta)),
                                      counterexamples_delta_T=int(np.sum(attacks.found_delta_t)) if delta_t > 0 else 0,

@@ -33,9 +33,9 @@ def write_demo_teacher(path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(2, 2),), buffer, **_legacy_exporter(), input_names=["x"],
-                          output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=17)
+        torch.onnx.export(model, (torch.zeros(2, 2),), buffer,  # type: ignore[arg-type]  # file objects work
+                          **_legacy_exporter(), input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
     return atomic_write_bytes(path, buffer.getvalue())
 
 

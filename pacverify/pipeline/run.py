@@ -8,9 +8,11 @@ so a rerun with the same inputs and seed reuses finished stages.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +22,25 @@ from pacverify import pac
 from pacverify.certificate.io import Certificate, write_certificate
 from pacverify.data import Sampler, make_sampler
 from pacverify.errors import InputError
-from pacverify.fileio import ensure_dir, sha256_arrays, sha256_file
+from pacverify.fileio import (
+    acquire_lock,
+    check_output_dir,
+    check_unlocked,
+    ensure_dir,
+    release_lock,
+    remove_new,
+    sha256_arrays,
+    sha256_file,
+    snapshot,
+)
 from pacverify.models import load_teacher, resolve_device, teacher_logits
 from pacverify.pipeline.ball import BALL_MODE, assemble
-from pacverify.pipeline.cache import StageCache
+from pacverify.pipeline.cache import CACHE_DIR, StageCache
 from pacverify.pipeline.runner import Progress, Runner, quiet
 from pacverify.pipeline.settings import CertifySettings
-from pacverify.pipeline.stages import Setup
+from pacverify.pipeline.stages import MAX_COVERAGE_FLOATS, Setup
 from pacverify.report.render import write_report
+from pacverify.validation import GIB, check_memory, error_line
 
 __all__ = ["CertifySettings", "certify"]
 
@@ -44,14 +57,23 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
     evidence is always recomputed, :mod:`pacverify.pipeline.stages`). Returns the
     :class:`~pacverify.certificate.io.Certificate`; its verdict is CERTIFIED only if every κ-confident
     sample point was proven 3δ-robust for the student, the student agrees with the teacher there, and
-    the teacher attack found no counterexample in a claimed ball. Bad input raises :class:`InputError`
-    before anything is written.
+    the teacher attack found no counterexample in a claimed ball.
+
+    Bad input raises :class:`InputError` before anything is written, or — for what only the sample shows
+    (points outside ``domain``, too many duplicate rows, a teacher that fails on it or is κ-confident at no
+    sample point) — after removing everything this run wrote. Before the sample is drawn the memory the run
+    needs is estimated from s and m (and the time of drawing and labelling it from a short probe); a run that
+    cannot fit is refused with the estimate. The run holds ``OUT/.pacverify.lock``: a second run into the
+    same directory while one is active is refused ("another pacverify run is using OUT").
     """
     try:
         cfg = CertifySettings(**settings).validated()
     except TypeError as exc:
         raise InputError(f"certify: {exc}") from None
     say = progress or quiet
+    if out is not None:
+        check_output_dir(out, "output directory (--out)")
+        check_unlocked(out)
     device = resolve_device(cfg.device)
     # everything that can be checked is checked before anything is written
     if isinstance(teacher, torch.nn.Module):
@@ -61,11 +83,21 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
         teacher_path = Path(teacher).resolve()
         teacher_model = load_teacher(teacher_path, arch=cfg.arch, trust_pickle=cfg.trust_pickle, device=device)
         teacher_hash = sha256_file(teacher_path)
-    sampler = cfg.sampler if isinstance(cfg.sampler, Sampler) else make_sampler(
-        str(cfg.data or cfg.sampler or cfg.synthetic), seed=cfg.seed, domain=cfg.domain,
-        kind="data" if cfg.data else "sampler" if cfg.sampler else "synthetic")
-    probe = sampler.draw(1)
-    teacher_logits(teacher_model, probe, device=device)  # a teacher of another input shape fails here
+    if isinstance(cfg.sampler, Sampler):
+        sampler = cfg.sampler
+        if cfg.allow_duplicates and not sampler.allow_duplicates:
+            sampler = dataclasses.replace(sampler, allow_duplicates=True)
+    else:
+        sampler = make_sampler(str(cfg.data or cfg.sampler or cfg.synthetic), seed=cfg.seed, domain=cfg.domain,
+                               kind="data" if cfg.data else "sampler" if cfg.sampler else "synthetic",
+                               allow_duplicates=cfg.allow_duplicates)
+    # a short probe: a batch of points through the sampler and the teacher (shape, batches, time per point)
+    start = time.perf_counter()
+    probe = sampler.preview(_PROBE_POINTS)
+    draw_s = time.perf_counter() - start
+    start = time.perf_counter()
+    probe_logits = _teacher_on(teacher_model, probe, device, "on a probe batch of")
+    label_s = time.perf_counter() - start
     input_shape = tuple(probe.shape[1:])
     dim = int(np.prod(input_shape))
     required_s = pac.sample_size(dim, cfg.eps, cfg.eta, norm=cfg.norm)
@@ -76,20 +108,100 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
     available = getattr(sampler, "available_fresh", None)
     if available is not None and available(0) < s:
         sampler.draw(s)  # raises the sampler's own message: how many rows, how many needed, what to do
-    target = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="pacverify-"))
-    created = not target.exists()
+    needed = _memory_estimate(cfg, s, dim, int(probe_logits.shape[1]))
+    check_memory(needed, f"certify with s = {s} points of dimension m = {dim}",
+                 f"fewer points need less (a larger --eps or --eta: pacverify samples --dim {dim} shows the sizes"
+                 f"{'' if cfg.samples is None else ', or a smaller --samples'}), or use a machine with more memory")
+    per_point = (draw_s + label_s) / max(len(probe), 1)
+    say("plan", f"s = {s} points of m = {dim}: about {needed / GIB:.2g} GiB of memory; drawing and labelling them "
+                f"about {_duration(per_point * s)} (from a probe of {len(probe)} points)")
+    if out is None:
+        target, created = Path(tempfile.mkdtemp(prefix="pacverify-")), True
+    else:
+        target = Path(out)
+        created = not target.exists()
     out_dir = ensure_dir(target)
-    setup = Setup(cfg=cfg, teacher=teacher_model, teacher_path=teacher_path, teacher_hash=teacher_hash,
-                  sampler=sampler, source=cfg.source_description(), input_shape=input_shape, dim=dim, samples=s,
-                  samples_required=required_s, out_dir=out_dir, device=device, show_bars=show_bars)
+    lock = acquire_lock(out_dir)  # refused while another run uses the directory: then nothing here is touched
+    before = set() if created else snapshot(out_dir)
     try:
+        setup = Setup(cfg=cfg, teacher=teacher_model, teacher_path=teacher_path, teacher_hash=teacher_hash,
+                      sampler=sampler, source=cfg.source_description(), input_shape=input_shape, dim=dim,
+                      samples=s, samples_required=required_s, out_dir=out_dir, device=device, show_bars=show_bars)
         runner = Runner(setup, StageCache(out_dir if cache else None), say)
-        results = runner.run(BALL_MODE)
+        # sample and labels first: what only the sample shows stops the run before a student is trained
+        at = [stage.name for stage in BALL_MODE].index("label")
+        results = runner.run(BALL_MODE[:at])
+        try:
+            results = runner.run(BALL_MODE[at:at + 1], results)
+        except (InputError, MemoryError):
+            raise
+        except Exception as exc:  # the teacher's own code failed on the sample
+            raise InputError(f"the teacher failed while labelling the {s} sample points: {error_line(exc)}") from None
+        _check_confident(results["label"], cfg.kappa, s)
+        results = runner.run(BALL_MODE[at + 1:], results)
         record, arrays = assemble(setup, results, runner.timings)
         cert = write_certificate(record, arrays, out_dir)
         write_report(cert, html_path=out_dir / "report.html", markdown_path=out_dir / "report.md")
         return cert
+    except MemoryError:
+        _clean(out_dir, created, before)
+        raise InputError(f"certify ran out of memory with s = {s} points of dimension m = {dim}; fewer points "
+                         "need less (a larger --eps or --eta), or use a machine with more memory") from None
     except InputError:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
+        _clean(out_dir, created, before)
         raise
+    except Exception:
+        _clean(out_dir, created, before, keep=(CACHE_DIR,))  # an internal error: keep what a rerun can resume from
+        raise
+    finally:
+        release_lock(lock)
+
+
+_PROBE_POINTS = 64
+_BYTES_PER_VALUE = 48
+"""Memory per coordinate of the sample: float32 points (4), their float64 copies (2 × 8), the distillation tensors
+and input gradients (3 × 4), the cache and points.npz buffers (2 × 4), with room for transient copies."""
+_BYTES_PER_POINT = 512  # labels, confidences, logits, status, radii, ρ and the other per-point arrays
+
+
+def _memory_estimate(cfg: CertifySettings, s: int, dim: int, n_classes: int) -> float:
+    """Bytes a run with s points of dimension m needs at its peak (an estimate, generous rather than tight)."""
+    fresh = min(1000, s) * dim * 4 * 2
+    coverage = 0 if cfg.coverage_points == 0 else MAX_COVERAGE_FLOATS * (4 + 8 + 8)
+    return s * (dim * _BYTES_PER_VALUE + _BYTES_PER_POINT + 16 * n_classes) + fresh + coverage
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.2g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
+def _teacher_on(model: torch.nn.Module, points: np.ndarray, device: torch.device, what: str) -> torch.Tensor:
+    """The teacher's logits on ``points``; any failure of the teacher's own code is an :class:`InputError`."""
+    try:
+        return teacher_logits(model, points, device=device)
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:  # e.g. torch.jit.Error from a TorchScript teacher, which is no RuntimeError
+        raise InputError(f"the teacher failed {what} {len(points)} points of shape {tuple(points.shape[1:])}: "
+                         f"{error_line(exc)}") from None
+
+
+def _check_confident(labels, kappa: float, s: int) -> None:
+    """Stop before distillation when no sample point is κ-confident: there would be nothing to verify."""
+    if labels.required(kappa).size == 0:
+        top = float(np.max(labels.confidence)) if len(labels.confidence) else float("nan")
+        raise InputError(f"the teacher is κ-confident at no sample point (its largest confidence on the {s} points "
+                         f"is {top:.4g} < κ = {kappa:g}), so there is nothing to verify; lower --kappa (at least 0.5) "
+                         "or check that the teacher and the data belong together")
+
+
+def _clean(out_dir: Path, created: bool, before: set[Path], keep: tuple[str, ...] = ()) -> None:
+    """Remove what this run wrote: the whole directory if it created it, else the new entries (``keep`` stays)."""
+    if created and not keep:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        remove_new(out_dir, before, keep=keep)

@@ -41,8 +41,13 @@ class CertifySettings:
     loss; ``distill_options``: further :class:`~pacverify.distill.DistillConfig` fields.
     ``complete``: branch and bound on points the bounds leave unknown, ``timeout`` s each.
     ``radius_cap``/``radius_tol``: the certified-radius search (default 6δ and 3δ/64).
-    ``attack_steps``/``attack_restarts``: the teacher attack's budget per claimed ball.
+    ``attack_steps``/``attack_restarts``: the teacher attack's PGD budget per claimed ball, its restarts placed by
+    ``attack_starts`` ("spread" over the ball, or "box": uniform in the bounding box, the older behaviour);
+    ``attack_random_samples``: uniform draws per claimed ball (None: 2000 for m ≤ 16, else 250; 0: none);
+    ``attack_fresh_points``: held-out draws whose δ-balls are attacked too where they lie within 2δ of a
+    required point (0: none).
     ``coverage_points``/``coverage_batch``: the Monte Carlo coverage estimate (0 points: skip).
+    ``allow_duplicates``: accept a sample with more than 1% exact duplicate rows (:data:`pacverify.data.DUPLICATE_LIMIT`).
     """
 
     delta: float
@@ -69,10 +74,14 @@ class CertifySettings:
     radius_cap: float | None = None
     radius_tol: float | None = None
     attack_steps: int = 50
-    attack_restarts: int = 5
+    attack_restarts: int = 10
+    attack_starts: str = "spread"
+    attack_random_samples: int | None = None
+    attack_fresh_points: int = 1000
     coverage_points: int = 200
     coverage_batch: int | None = None
     domain: tuple[float, float] | None = None
+    allow_duplicates: bool = False
 
     def validated(self) -> CertifySettings:
         """A canonical copy with every field checked; InputError on the first bad one."""
@@ -93,12 +102,16 @@ class CertifySettings:
         clash = sorted({"method", "student", "seed", "norm", "epochs"} & set(self.distill_options))
         if clash:
             raise InputError(f"distill_options must not set {', '.join(clash)}: pass them as certify settings")
-        make_config(**self.distill_options, method=method, student=student, seed=seed, norm=norm,
-                    **({} if epochs is None else {"epochs": epochs}))  # raises on an unknown or bad option
+        options: dict[str, Any] = dict(self.distill_options, method=method, student=student, seed=seed, norm=norm)
+        if epochs is not None:
+            options["epochs"] = epochs
+        make_config(None, **options)  # raises on an unknown or bad option
         if not isinstance(self.trust_pickle, bool):
             raise InputError(f"trust_pickle must be true or false, got {self.trust_pickle!r}")
         if not isinstance(self.complete, bool):
             raise InputError(f"complete must be true or false, got {self.complete!r}")
+        if not isinstance(self.allow_duplicates, bool):
+            raise InputError(f"allow_duplicates must be true or false, got {self.allow_duplicates!r}")
         return replace(
             self, delta=delta, eps=check_eps(self.eps), eta=check_eta(self.eta), kappa=check_kappa(self.kappa),
             norm=norm, tv=check_tv(self.tv), seed=seed, method=method, student=student, epochs=epochs,
@@ -111,6 +124,11 @@ class CertifySettings:
                                       "radius tol"),
             attack_steps=check_positive_int(self.attack_steps, "attack steps"),
             attack_restarts=check_positive_int(self.attack_restarts, "attack restarts"),
+            attack_starts=check_choice(self.attack_starts, ("spread", "box"), "attack starts"),
+            attack_random_samples=None if self.attack_random_samples is None else 0 if self.attack_random_samples == 0
+            else check_positive_int(self.attack_random_samples, "attack random samples"),
+            attack_fresh_points=0 if self.attack_fresh_points == 0 else check_positive_int(self.attack_fresh_points,
+                                                                                           "attack fresh points"),
             coverage_points=0 if self.coverage_points == 0 else check_positive_int(self.coverage_points,
                                                                                     "coverage points"),
             coverage_batch=None if self.coverage_batch is None else check_positive_int(self.coverage_batch,

@@ -251,7 +251,8 @@ def certify_radii(setup: Setup, sample: Sample, labels: Labels, exported: Export
     if idx.size == 0:
         return Radii(np.zeros(0))
     result = certified_radius(_student_network(setup), sample.flat[idx], cfg.norm, labels=labels.label[idx],
-                              method=cfg.verify_method, cap=cfg.radius_cap, tol=cfg.radius_tol,
+                              method=cfg.verify_method, cap=float(cfg.radius_cap or 6 * cfg.delta),
+                              tol=float(cfg.radius_tol or 3 * cfg.delta / 64),
                               domain=cfg.domain, seed=cfg.seed, attack=False)
     radius = np.asarray(result.radius, dtype=np.float64)
     return Radii(np.where(proof.verified, np.maximum(radius, 3 * cfg.delta), radius))
@@ -305,32 +306,63 @@ class TeacherAttack:
     cex_delta: np.ndarray      # (N, m)
     found_delta_t: np.ndarray  # (N,) a teacher counterexample within 3·δ_T
     cex_delta_t: np.ndarray    # (N, m)
+    random_samples: int = 0          # uniform draws per claimed ball (the resolved budget)
+    fresh_points: int = 0            # held-out draws considered
+    fresh_attacked_delta: int = 0    # of them, κ-confident within 2δ of a required point: δ-balls attacked
+    fresh_attacked_delta_t: int = 0  # the same for δ_T
+
+
+def _attack_fresh_draws(setup: Setup) -> np.ndarray | None:
+    """``cfg.attack_fresh_points`` held-out draws (fewer when a data file has no more rows to spare), flat."""
+    n, sampler = setup.cfg.attack_fresh_points, setup.sampler
+    available = getattr(sampler, "available_fresh", None)
+    if sampler is not None and available is not None:
+        n = min(n, available(setup.samples))
+    if sampler is None or n <= 0:
+        return None
+    return sampler.fresh(n, after=setup.samples).reshape(n, -1).astype(np.float64)
 
 
 def attack_teacher_stage(setup: Setup, sample: Sample, labels: Labels, relaxation: Relaxation) -> TeacherAttack:
-    """PGD on the teacher in every claimed ball: 3δ and 3·δ_T around each required point (DESIGN.md §2)."""
-    from pacverify.pipeline.teacher_check import TeacherModel, attack_teacher
+    """Attack the teacher in every claimed ball, 3δ and 3·δ_T around each required point (DESIGN.md §2): PGD and
+    random sampling in each ball, the same in the δ- (δ_T-) balls of fresh κ-confident draws within 2δ (2δ_T)
+    of a required point, every counterexample then checked against every claimed ball
+    (:mod:`pacverify.pipeline.teacher_check`)."""
+    from pacverify.pipeline.teacher_check import (
+        TeacherModel,
+        attack_fresh,
+        attack_teacher,
+        default_random_samples,
+        merge_checks,
+    )
 
     cfg = setup.cfg
     idx = labels.required(cfg.kappa)
+    centers, claimed = sample.flat[idx], labels.label[idx]
     teacher = TeacherModel(setup.teacher, setup.input_shape, device=setup.device)
+    samples = default_random_samples(setup.dim) if cfg.attack_random_samples is None else cfg.attack_random_samples
     kwargs: dict[str, Any] = dict(n_classes=labels.n_classes, domain=cfg.domain, steps=cfg.attack_steps,
-                                  restarts=cfg.attack_restarts, seed=cfg.seed)
-    at_delta = attack_teacher(teacher, sample.flat[idx], labels.label[idx], 3 * cfg.delta, cfg.norm, **kwargs)
-    at_dt = attack_teacher(teacher, sample.flat[idx], labels.label[idx], 3 * relaxation.delta_t, cfg.norm,
-                           **kwargs)
-    return TeacherAttack(at_delta.found, at_delta.counterexamples, at_dt.found, at_dt.counterexamples)
-
-
-def teacher_check_key(setup: Setup, sample: Sample, labels: Labels, relaxation: Relaxation) -> dict:
-    cfg = setup.cfg
-    return dict(setup.base_key, points=sha256_arrays(sample.points),
-                required=sha256_arrays(labels.required(cfg.kappa)), delta=cfg.delta, delta_t=relaxation.delta_t,
-                norm=cfg.norm, steps=cfg.attack_steps, restarts=cfg.attack_restarts)
+                                  restarts=cfg.attack_restarts, seed=cfg.seed, starts=cfg.attack_starts,
+                                  random_samples=samples)
+    fresh = _attack_fresh_draws(setup)
+    checks = {}
+    for name, radius in (("delta", 3 * cfg.delta), ("delta_t", 3 * relaxation.delta_t)):
+        same = name == "delta_t" and radius == 3 * cfg.delta
+        checks[name] = checks["delta"] if same else (
+            attack_teacher(teacher, centers, claimed, radius, cfg.norm, **kwargs),
+            attack_fresh(teacher, fresh, centers, claimed, radius, cfg.norm, kappa=cfg.kappa, **kwargs))
+    every = [c for pair in checks.values() for c in pair]
+    final = {name: merge_checks(pair[0], *every, centers=centers, labels=claimed, norm=cfg.norm, domain=cfg.domain,
+                                seed=cfg.seed) for name, pair in checks.items()}
+    return TeacherAttack(final["delta"].found, final["delta"].counterexamples, final["delta_t"].found,
+                         final["delta_t"].counterexamples, random_samples=int(samples),
+                         fresh_points=0 if fresh is None else len(fresh),
+                         fresh_attacked_delta=checks["delta"][1].attacked,
+                         fresh_attacked_delta_t=checks["delta_t"][1].attacked)
 
 
 TEACHER_CHECK = Stage("teacher_check", attack_teacher_stage, TeacherAttack, needs=("sample", "label", "rho"),
-                      key=teacher_check_key, describe=lambda setup, *_: "attacking the teacher in the claimed balls")
+                      describe=lambda setup, *_: "attacking the teacher in the claimed balls")
 
 
 # --- coverage ----------------------------------------------------------------------------------------------------

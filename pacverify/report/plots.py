@@ -45,7 +45,7 @@ def rho_histogram(rho: np.ndarray) -> bytes:
     rho = rho[np.isfinite(rho) & (rho > 0)]
     if rho.size:
         bins = np.logspace(np.log10(rho.min()) - 0.05, np.log10(rho.max()) + 0.05, 30)
-        ax.hist(rho, bins=bins, color="#72b7b2")
+        ax.hist(rho, bins=bins.tolist(), color="#72b7b2")
         ax.set_xscale("log")
     ax.axvline(1.0, color="black", linestyle="--", label="ρ = 1")
     ax.set_xlabel("margin-gradient ratio ρ_i (student / teacher)")

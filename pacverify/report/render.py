@@ -47,7 +47,8 @@ def _fmt(value) -> str:
 def _claims(cert: Certificate) -> list[tuple[str, str]]:
     """The printed claims in reading order, each with its title (absent ones left out)."""
     st = cert.record.statements
-    claims = [("PAC statement (δ)", st.pac), ("PAC statement (δ_T)", st.pac_delta_T), ("Coverage", st.coverage)]
+    claims = [("PAC statement (δ)", st.pac), ("PAC statement (δ_T)", st.pac_delta_T), ("δ_T (not claimed)", st.delta_T_note),
+              ("Coverage", st.coverage)]
     return [(title, text) for title, text in claims if text]
 
 
