@@ -158,3 +158,11 @@ def test_coverage_sentence_speaks_of_the_confident_part_and_of_d_prime():
     shifted = coverage_sentence(cov, 0.1, 0.05, 0.9, tv=0.01)
     assert "any D' with TV(D_X, D') ≤ Λ = 0.01" in shifted and "ε + Λ = 0.06" in shifted
     assert "not estimated" in coverage_sentence({"points": 0, "note": "not estimated: x"}, 0.1, 0.05, 0.9)
+
+
+def test_vectorised_clopper_pearson_equals_the_scalar_one():
+    from pacverify.certificate.guarantee import clopper_pearson_lower_many
+
+    ks = np.array([0, 1, 3, 50, 199, 200])
+    many = clopper_pearson_lower_many(ks, 200, 0.01)
+    assert many.tolist() == pytest.approx([clopper_pearson_lower(int(k), 200, 0.01) for k in ks], rel=1e-9)
