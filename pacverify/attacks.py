@@ -131,8 +131,8 @@ def project_ball(x: torch.Tensor, center: torch.Tensor, radius: torch.Tensor) ->
     return center + diff * scale
 
 
-def project_l2_box(x: torch.Tensor, center: torch.Tensor, radius: torch.Tensor, lower: torch.Tensor,
-                   upper: torch.Tensor, *, iters: int = 8) -> torch.Tensor:
+def project_l2_box(x: torch.Tensor, center: torch.Tensor, radius: torch.Tensor, lower: torch.Tensor | None,
+                   upper: torch.Tensor | None, *, iters: int = 8) -> torch.Tensor:
     """A point of ``{‖z − center‖₂ ≤ radius} ∩ [lower, upper]`` near ``x`` (all (B, \\*shape); radius (B,)).
 
     Dykstra's alternating projections (``iters`` rounds, converging to the exact projection onto the
@@ -315,6 +315,7 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
     if center is not None and radius is None:
         raise InputError("pgd_search: a center needs a radius")
     ref = center if center is not None else lower
+    assert ref is not None                      # a ball or a box, checked above
     batch, device, dtype = ref.shape[0], ref.device, ref.dtype
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
 
@@ -322,16 +323,18 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
         return None if t is None else t.to(device, dtype).repeat_interleave(restarts, 0)
 
     lo, hi, ctr = rep(lower), rep(upper), rep(center)
-    rad = None
-    if center is not None:
-        rad = torch.as_tensor(radius).to(device, dtype).reshape(-1).expand(batch).repeat_interleave(restarts, 0)
-    ndim = ctr.dim() if ctr is not None else lo.dim()
+    rad = torch.as_tensor(radius if center is not None else 0.0).to(device, dtype).reshape(-1).expand(batch)
+    rad = rad.repeat_interleave(restarts, 0)    # (zeros, never read, without a ball)
+    ndim = ref.dim()
     ball = ctr is not None and norm == "2"
     if ctr is not None and norm == "inf":       # an L∞ ball ∩ box is a box
         ball_lo, ball_hi = linf_box(ctr, rad)
         lo = ball_lo if lo is None else torch.maximum(lo, ball_lo)
         hi = ball_hi if hi is None else torch.minimum(hi, ball_hi)
+    init_lo: torch.Tensor | None
+    init_hi: torch.Tensor | None
     if ball and starts == "centre+box" and (lo is None or hi is None):   # random starts need a bounded box
+        assert ctr is not None
         r = _per_row(rad, ndim)
         init_lo = ctr - r if lo is None else lo
         init_hi = ctr + r if hi is None else hi
@@ -340,7 +343,9 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
 
     def project_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if not ball:
+            assert lo is not None and hi is not None
             return torch.minimum(torch.maximum(x, lo[rows]), hi[rows])
+        assert ctr is not None
         if lo is None and hi is None:
             return project_ball(x, ctr[rows], rad[rows])
         return project_l2_box(x, ctr[rows], rad[rows], None if lo is None else lo[rows],
@@ -356,34 +361,42 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
         x = ctr + random_in_ball(tuple(ctr.shape), rad.cpu(), norm, gen).to(ctr)
     else:
         if starts == "centre+box":
+            assert init_lo is not None and init_hi is not None
             x = init_lo + (init_hi - init_lo) * torch.rand(init_lo.shape, generator=gen,
                                                            dtype=torch.float64).to(device, dtype)
             pick = first
         elif starts == "spread":
-            x = torch.empty_like(ctr if ctr is not None else lo)
+            x = torch.empty((total, *ref.shape[1:]), device=device, dtype=dtype)
             pick = first
             others = restart_no > 0
             if restarts > 1:
                 shape = (batch, *x.shape[1:])
                 if ball:
+                    assert ctr is not None
                     unit = spread_in_ball(shape, restarts - 1, 1.0, "2", gen).to(device, dtype)
                     x[others] = ctr[others] + unit * _per_row(rad[others], ndim)
                 else:
+                    assert init_lo is not None and init_hi is not None
                     unit = spread_in_ball(shape, restarts - 1, 1.0, "inf", gen).to(device, dtype)
                     mid, half = (init_lo[others] + init_hi[others]) / 2, (init_hi[others] - init_lo[others]) / 2
                     x[others] = mid + unit * half
         else:
-            x = torch.empty_like(ctr if ctr is not None else lo)
+            x = torch.empty((total, *ref.shape[1:]), device=device, dtype=dtype)
             pick = everything
         if start is not None:
             x[pick] = start.to(device, dtype).repeat_interleave(len(pick) // batch, 0)
         elif ctr is not None and (ball or starts == "centre"):
             x[pick] = ctr[pick]
         else:
+            assert lo is not None and hi is not None
             x[pick] = (lo[pick] + hi[pick]) / 2
     x = project_rows(x, everything)
     if step_size is None:
-        scale = (hi - lo) / 2 if not ball else _per_row(rad, ndim).expand_as(x)
+        if ball:
+            scale = _per_row(rad, ndim).expand_as(x)
+        else:
+            assert lo is not None and hi is not None
+            scale = (hi - lo) / 2
     problem = torch.arange(batch, device=device).repeat_interleave(restarts)
     best_x = x.clone() if keep == "best" else None
     best_v = torch.full((total,), torch.inf, device=device, dtype=dtype)
@@ -399,7 +412,7 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
                 n_clauses = max(per_clause.shape[1], 1)
                 target_of = torch.where(restart_no > 0, (restart_no - 1) % n_clauses, torch.full_like(restart_no, -1))
             v = per_clause.detach().amin(dim=1)
-            if keep == "best":
+            if best_x is not None:
                 better = v < best_v[rows]
                 best_v[rows[better]] = v[better]
                 best_x[rows[better]] = xr.detach()[better]
@@ -422,7 +435,7 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
                 x[rows] = project_rows(xr.detach() - step_size * direction, rows)
         if t % 5 == 4:
             rows = everything[~done]
-    if keep == "last":
+    if best_x is None:
         return SearchResult(x.detach()[first], None)
     pick = best_v.reshape(batch, restarts).argmin(1) + first
     return SearchResult(best_x[pick], best_v[pick])

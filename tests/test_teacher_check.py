@@ -198,3 +198,14 @@ def test_bad_attack_budgets_are_refused(bad):
 
     with pytest.raises(InputError, match="attack"):
         CertifySettings(delta=0.1, eps=0.5, eta=0.1, synthetic="gaussians", **bad).validated()
+
+
+def test_merge_takes_the_refutations_of_a_check_of_the_same_claims_as_they_are():
+    centers, labels = np.array([X0, -X0]), np.array([0, 1])
+    none = TeacherCheck(np.zeros(2, bool), np.full((2, 2), np.nan), np.full(2, -1), RADIUS, 50, 10)
+    fresh = TeacherCheck(np.array([True, False]), np.array([[0.8, 0.6], [np.nan, np.nan]]), np.array([1, -1]),
+                         RADIUS, 50, 10, attacked=1)
+    merged = merge_checks(none, same=(fresh,), centers=centers, labels=labels, norm="2")
+    assert merged.found.tolist() == [True, False]
+    np.testing.assert_array_equal(merged.counterexamples[0], [0.8, 0.6])
+    assert merged.cex_class.tolist() == [1, -1]

@@ -222,7 +222,9 @@ def _settings(record: CertificateBody, data: str | None, sampler: str | None, ar
         student=s.student, method=s.method, epochs=s.epochs, distill_options=dict(s.distill_options), device=s.device,
         seed=s.seed, arch=arch, trust_pickle=trust_pickle, verify_method=s.verify_method, complete=s.complete,
         timeout=s.timeout_per_point, radius_cap=record.relaxation.cap, radius_tol=record.relaxation.tol,
-        attack_steps=s.attack.steps, attack_restarts=s.attack.restarts, coverage_points=s.coverage.points,
+        attack_steps=s.attack.steps, attack_restarts=s.attack.restarts, attack_starts=record.teacher_check.starts,
+        attack_random_samples=record.teacher_check.random_samples,
+        attack_fresh_points=record.teacher_check.fresh_points, coverage_points=s.coverage.points,
         coverage_batch=s.coverage.batch, domain=None if s.domain is None else (s.domain[0], s.domain[1]), **source)
 
 
@@ -303,6 +305,11 @@ def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arc
                "rho": relaxation, "teacher_check": attacks, "coverage": coverage, "distill": distill,
                "grid": st.DecisionGrid({})}
     expected, _ = assemble(setup, results, record.timings)
+    if sampler is None:  # the fresh draws could not be made: the fresh-point attack counts are not compared
+        expected = dataclasses.replace(expected, teacher_check=dataclasses.replace(
+            expected.teacher_check, fresh_points=record.teacher_check.fresh_points,
+            fresh_points_attacked=record.teacher_check.fresh_points_attacked,
+            fresh_points_attacked_delta_T=record.teacher_check.fresh_points_attacked_delta_T))
     log.notes.append("the distillation's training facts (epochs run, early stop, notes) are taken from the "
                      "certificate: they describe the training run, not a claim")
     return expected, refuted

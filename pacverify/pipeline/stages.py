@@ -329,6 +329,7 @@ def attack_teacher_stage(setup: Setup, sample: Sample, labels: Labels, relaxatio
     of a required point, every counterexample then checked against every claimed ball
     (:mod:`pacverify.pipeline.teacher_check`)."""
     from pacverify.pipeline.teacher_check import (
+        TeacherCheck,
         TeacherModel,
         attack_fresh,
         attack_teacher,
@@ -345,15 +346,15 @@ def attack_teacher_stage(setup: Setup, sample: Sample, labels: Labels, relaxatio
                                   restarts=cfg.attack_restarts, seed=cfg.seed, starts=cfg.attack_starts,
                                   random_samples=samples)
     fresh = _attack_fresh_draws(setup)
-    checks = {}
+    checks: dict[str, tuple[TeacherCheck, TeacherCheck]] = {}
     for name, radius in (("delta", 3 * cfg.delta), ("delta_t", 3 * relaxation.delta_t)):
         same = name == "delta_t" and radius == 3 * cfg.delta
         checks[name] = checks["delta"] if same else (
             attack_teacher(teacher, centers, claimed, radius, cfg.norm, **kwargs),
             attack_fresh(teacher, fresh, centers, claimed, radius, cfg.norm, kappa=cfg.kappa, **kwargs))
     every = [c for pair in checks.values() for c in pair]
-    final = {name: merge_checks(pair[0], *every, centers=centers, labels=claimed, norm=cfg.norm, domain=cfg.domain,
-                                seed=cfg.seed) for name, pair in checks.items()}
+    final = {name: merge_checks(pair[0], *every, same=(pair[1],), centers=centers, labels=claimed, norm=cfg.norm,
+                                domain=cfg.domain, seed=cfg.seed) for name, pair in checks.items()}
     return TeacherAttack(final["delta"].found, final["delta"].counterexamples, final["delta_t"].found,
                          final["delta_t"].counterexamples, random_samples=int(samples),
                          fresh_points=0 if fresh is None else len(fresh),

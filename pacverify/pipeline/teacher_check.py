@@ -172,14 +172,19 @@ def _pool(checks: tuple[TeacherCheck, ...], seed: int, cap: int = POOL_CAP) -> t
 
 
 def merge_checks(primary: TeacherCheck, *others: TeacherCheck, centers: np.ndarray, labels: np.ndarray, norm: str,
-                 domain: tuple[float, float] | None = None, seed: int = 0) -> TeacherCheck:
+                 domain: tuple[float, float] | None = None, seed: int = 0,
+                 same: tuple[TeacherCheck, ...] = ()) -> TeacherCheck:
     """``primary`` (a check of the claimed balls around ``centers``) completed with the counterexamples of
-    ``others`` (checks of other balls, e.g. at another radius or around fresh points): each claimed ball
-    ``primary`` left unrefuted gets any pooled counterexample that lies in it with another class
-    (:func:`assign_counterexamples`, at most :data:`POOL_CAP` pooled points)."""
-    points, classes = _pool((primary, *others), seed)
-    open_ = ~primary.found
+    other checks: those in ``same`` test the same claims (same centres, labels and radius, e.g. the
+    :func:`attack_fresh` of them) and add their refutations as they are; then each claimed ball still unrefuted
+    gets any counterexample of any check (``others`` and ``same``: other radii, other balls) that lies in it with
+    another class (:func:`assign_counterexamples`, at most :data:`POOL_CAP` pooled points)."""
+    points, classes = _pool((primary, *others, *same), seed)
     found, cex, cls = primary.found.copy(), primary.counterexamples.copy(), primary.cex_class.copy()
+    for other in same:
+        add = other.found & ~found
+        found[add], cex[add], cls[add] = True, other.counterexamples[add], other.cex_class[add]
+    open_ = ~found
     if open_.any() and len(points):
         f, x, c = assign_counterexamples(points, classes, np.asarray(centers)[open_], np.asarray(labels)[open_],
                                          primary.radius, norm, domain)
@@ -236,25 +241,25 @@ def near_claims(points: np.ndarray, centers: np.ndarray, reach: float, norm: str
                 chunk: int = 1 << 22) -> np.ndarray:
     """(F,) bool: which ``points`` (F, m) lie within ``reach`` (float64, ``norm``) of some centre (N, m)."""
     points = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
-    centers = torch.as_tensor(np.asarray(centers, dtype=np.float64).reshape(len(centers), -1))
+    ctr = torch.as_tensor(np.asarray(centers, dtype=np.float64).reshape(len(centers), -1))
     near = np.zeros(len(points), dtype=bool)
-    if len(points) == 0 or len(centers) == 0 or reach <= 0:
+    if len(points) == 0 or len(ctr) == 0 or reach <= 0:
         return near
-    rows = max(1, chunk // max(1, centers.numel()))
+    rows = max(1, chunk // max(1, ctr.numel()))
     for start in range(0, len(points), rows):
         p = torch.as_tensor(points[start:start + rows])
-        dist = vector_norm(p[:, None, :] - centers[None, :, :], norm, axis=2)
+        dist = vector_norm(p[:, None, :] - ctr[None, :, :], norm, axis=2)
         near[start:start + len(p)] = (dist <= reach).any(dim=1).numpy()
     return near
 
 
-def attack_fresh(teacher: Attackable, fresh: np.ndarray, centers: np.ndarray, labels: np.ndarray, radius: float,
+def attack_fresh(teacher: Attackable, fresh: np.ndarray | None, centers: np.ndarray, labels: np.ndarray, radius: float,
                  norm: str, *, n_classes: int, kappa: float | None = None,
                  domain: tuple[float, float] | None = None, steps: int = 50, restarts: int = 5, seed: int = 0,
                  batch_size: int = 1024, starts: str = "spread", random_samples: int = 2000) -> TeacherCheck:
     """Attack the teacher around fresh points to test the claims of radius ``radius`` (= 3δ) around ``centers``.
 
-    A fresh point x (a held-out draw, (F, m)) that is κ-confident for the teacher (``kappa``; None: every x)
+    A fresh point x (a held-out draw, (F, m); None: none) that is κ-confident for the teacher (``kappa``; None: every x)
     and lies within 2δ = ``2·radius/3`` of a required point x_i has its δ-ball inside x_i's claimed 3δ-ball
     (triangle inequality). Each such δ-ball is searched as in :func:`attack_teacher` for a point of another
     class than x's; the counterexamples found, and the fresh points themselves, are then matched to the claimed
