@@ -231,7 +231,7 @@ class ArraySampler(Sampler):
     seeded permutation ``perm`` of the N rows, so the two are disjoint whenever n + k ≤ N.
     """
 
-    rows: np.ndarray = field(default=None, repr=False)
+    rows: np.ndarray = field(kw_only=True, repr=False)  # required, by keyword
     source: str = "array"
 
     def __post_init__(self) -> None:
@@ -284,7 +284,7 @@ class ArraySampler(Sampler):
 class CallableSampler(Sampler):
     """A user function ``fn(n, rng) -> array (n, *shape)`` of i.i.d. draws, ``rng`` a numpy Generator."""
 
-    fn: Callable[[int, np.random.Generator], Any] = field(default=None, repr=False)
+    fn: Callable[[int, np.random.Generator], Any] = field(kw_only=True, repr=False)  # required, by keyword
     name: str = "callable"
 
     @property
@@ -442,6 +442,8 @@ def _import_file(path: Path):
     if not path.is_file():
         raise ImportError(f"file {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"pacverify_user_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"file {path} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

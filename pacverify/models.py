@@ -372,7 +372,7 @@ def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` with a clear :class:`InputError` if it fails or does not return (B, n ≥ 2) logits."""
     try:
         out = model(x)
-    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as exc:
+    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError, torch.jit.Error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"the model failed on inputs of shape {tuple(x.shape)}: {first}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2:

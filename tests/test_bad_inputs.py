@@ -78,7 +78,9 @@ def inputs(tmp_path_factory) -> Path:
         flat[0].weight.zero_()
         flat[0].bias.zero_()
     _onnx(flat, d / "flat.onnx")  # softmax 0.5 / 0.5 everywhere: never κ-confident
-    torch.jit.save(torch.jit.script(_OnlyOne()), str(d / "onlyone.pt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit announces its deprecation
+        torch.jit.save(torch.jit.script(_OnlyOne()), str(d / "onlyone.pt"))
     save_student(build_student("mlp:1x4", (2,), 2), d / "student.pt")
     rng = np.random.default_rng(0)
     np.save(d / "zero.npy", np.zeros((0, 2), np.float32))
@@ -346,3 +348,17 @@ def test_a_data_file_with_no_rows_left_for_coverage_gives_a_verdict_not_a_crash(
     assert body["coverage"]["points"] == 0 and "not estimated" in body["coverage"]["note"]
     assert not (out / LOCK_FILE).exists()  # the run's lock is gone with the run
 
+
+
+def test_m_5000_is_refused_with_the_memory_estimate_before_sampling(tmp_path):
+    """Audit: m = 5,000 tried to allocate 426 GiB. The estimate refuses it first, saying what to change."""
+    from pacverify.pipeline.run import certify
+    from pacverify.validation import available_memory
+
+    with pytest.raises(InputError) as info:
+        certify(nn.Sequential(nn.Linear(5000, 2)), out=tmp_path / "out", delta=0.05, eps=0.05, eta=0.01,
+                synthetic="gaussians:5000")
+    text = str(info.value)
+    assert "m = 5000" in text and "GiB of memory" in text and "--eps or --eta" in text, text
+    assert available_memory() is None or "available" in text
+    assert not (tmp_path / "out").exists()

@@ -41,6 +41,7 @@ def test_distill_writes_student_onnx_and_json(cli, teacher_file, tmp_path):
     summary = json.loads((out / "distill.json").read_text())
     assert summary["settings"]["method"] == "kdiga" and summary["settings"]["seed"] == 3
     assert summary["data"]["samples"] == 200 and summary["data"]["fresh"] == 100
+    assert summary["data"]["duplicates"] == 0  # exact duplicate rows in the sample (refused above 1%)
     assert summary["markers"]["n"] == 200 and summary["markers"]["n_fresh"] == 100
     assert len(summary["history"]) == summary["epochs_run"] <= 8
     assert summary["export"]["max_abs_diff_sample"] < 1e-4

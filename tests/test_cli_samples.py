@@ -55,6 +55,8 @@ def test_inf_norm_uses_2m(cli):
     (["--dim", "2", "--eps", "0.05", "--eta", "0.01", "--norm", "1"], "norm"),
     (["--dim", "2", "--eps", "0.05", "--eta", "0.01", "--tv", "1.5"], "tv"),
     (["--eps", "0.05", "--eta", "0.01"], "--dim"),
+    (["--dim", "2", "--samples", "1.5", "--eta", "0.01"], "integer"),
+    (["--dim", "2", "--samples", "1e-3", "--eta", "0.01"], "integer"),
 ])
 def test_bad_input_exits_2_with_one_line(cli, args, word):
     out = cli("samples", *args)

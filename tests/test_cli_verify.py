@@ -116,6 +116,12 @@ def _bad_cases(model, points, tmp_path):
     np.save(nan, np.array([[0.1, 0.2, np.nan, 0.3]]))
     labels = tmp_path / "labels.npy"
     np.save(labels, np.full(12, 7))
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 4)))
+    complex_points = tmp_path / "complex.npy"
+    np.save(complex_points, np.ones((3, 4), dtype=np.complex128))
+    text_labels = tmp_path / "text_labels.npy"
+    np.save(text_labels, np.array(["a"] * 12))
     base = ["--points", str(points), "--radius", "0.1", "--norm", "inf"]
     return [
         ([str(sigmoid), *base], "Sigmoid"),
@@ -136,6 +142,11 @@ def _bad_cases(model, points, tmp_path):
         ([str(model), *base, "--threads", "0"], "threads"),
         ([str(model), *base, "--backend", "auto_lirpa"], "auto_LiRPA >= 0.5"),
         ([str(model), "--vnnlib", str(tmp_path / "missing.vnnlib")], "does not exist"),
+        ([str(model), "--points", str(empty), "--radius", "0.1", "--norm", "2"], "holds no points"),
+        ([str(model), "--points", str(complex_points), "--radius", "0.1", "--norm", "2"], "complex"),
+        ([str(model), *base, "--labels", str(text_labels)], "integer class indices"),
+        ([str(model), *base, "--json", str(tmp_path)], "is a directory"),
+        ([str(model), *base, "--json", str(tmp_path / "nodir" / "o.json")], "does not exist"),
     ]
 
 

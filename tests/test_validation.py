@@ -79,3 +79,53 @@ def test_there_is_one_domain_parser():
     assert not hasattr(data, "check_domain")
     for module in (cli_certify, cli_verify, cli_distill, data):
         assert module.parse_domain is v.parse_domain, module.__name__
+
+
+# --- integers written as decimals, memory, other code's errors ------------------------------------------------------
+
+@pytest.mark.parametrize("given, expected", [("1e12", 10**12), ("1E3", 1000), ("100.0", 100), ("2.5e1", 25),
+                                             (" 7 ", 7), (1e6, 10**6)])
+def test_integral_decimals_are_integers(given, expected):
+    assert v.check_samples(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["1.5", "1e-3", "nan", "inf", "-inf", "1e999999999", "", "0x10"])
+def test_non_integral_or_absurd_counts_are_refused(bad):
+    with pytest.raises(InputError, match="samples .* integer"):
+        v.check_samples(bad)
+
+
+def test_available_memory_is_read_and_check_memory_refuses_with_both_sizes(monkeypatch):
+    available = v.available_memory()
+    assert available is None or available > 0
+    monkeypatch.setattr(v, "available_memory", lambda: 2 * v.GIB)
+    v.check_memory(v.GIB, "a small job", "never shown")
+    with pytest.raises(InputError) as info:
+        v.check_memory(3.5 * v.GIB, "a big job", "use fewer points")
+    assert str(info.value) == ("a big job needs about 3.5 GiB of memory but about 2 GiB are available; "
+                               "use fewer points")
+    monkeypatch.setattr(v, "available_memory", lambda: None)
+    v.check_memory(1e30, "anything", "unknown memory: nothing is refused")
+
+
+def test_available_memory_falls_back_without_proc(monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path) == "/proc/meminfo":
+            raise OSError("no /proc here")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    value = v.available_memory()
+    assert value is None or value > 0
+
+
+def test_error_line_is_one_line_and_names_the_exception():
+    assert v.error_line(ValueError("first\nsecond")) == "ValueError: first"
+    assert v.error_line(KeyError()) == "KeyError"
+    scripted = RuntimeError("The following operation failed in the TorchScript interpreter.\nTraceback of "
+                            "TorchScript (most recent call last):\n  File x\nbuiltins.RuntimeError: batches\nsecond")
+    assert v.error_line(scripted) == "TorchScript RuntimeError: batches"

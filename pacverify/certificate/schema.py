@@ -97,9 +97,12 @@ class FileRef:
 
 @dataclass(frozen=True)
 class DataSource:
+    """Where the sample came from; ``duplicates`` counts sample rows that repeat an earlier one."""
+
     kind: str
     source: str
     sha256: str | None
+    duplicates: int
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class Settings:
     coverage: CoverageSettings
     radius_search: RadiusSearch
     device: str
+    allow_duplicates: bool
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     config = make_config(**overrides)
     n = check_samples(args.samples, "samples")
     sampler = sampler_from_args(args)
+    if isinstance(sampler, ArraySampler) and sampler.available_fresh(0) < n:
+        sampler.draw(n)  # raises the sampler's own message: how many rows, how many needed, what to do
     teacher = load_teacher(args.teacher, arch=args.arch, trust_pickle=args.trust_pickle, device=args.device)
     probe = sampler.preview(_PROBE_POINTS)
     n_classes = int(_teacher_on(teacher, probe, args.device).shape[1])  # a teacher that fails on batches: here

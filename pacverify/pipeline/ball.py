@@ -27,6 +27,7 @@ from pacverify.certificate.statements import (
     quantiles,
     weak_evidence_flags,
 )
+from pacverify.data import count_duplicates
 from pacverify.pipeline.stages import (
     COVERAGE,
     DISTILL,
@@ -103,7 +104,7 @@ def assemble(setup: Setup, results: dict[str, Any],
             teacher=S.FileRef(_recorded_path(setup.teacher_path, setup.out_dir), setup.teacher_hash),
             student_onnx=S.FileRef("student.onnx", exported.onnx_sha256),
             student_pt=S.FileRef("student.pt", exported.student_pt_sha256),
-            data=S.DataSource(**setup.source),
+            data=S.DataSource(**setup.source, duplicates=count_duplicates(results["sample"].points)),
             points=S.FileRef("points.npz", None)),
         warnings=weak_evidence_flags(markers, coverage),
         settings=S.Settings(
@@ -114,7 +115,7 @@ def assemble(setup: Setup, results: dict[str, Any],
             attack=S.AttackSettings(cfg.attack_steps, cfg.attack_restarts),
             coverage=S.CoverageSettings(cfg.coverage_points, cfg.coverage_batch),
             radius_search=S.RadiusSearch(float(cfg.radius_cap or 0.0), float(cfg.radius_tol or 0.0)),
-            device=cfg.device),
+            device=cfg.device, allow_duplicates=cfg.allow_duplicates),
         distillation=S.Distillation(**{**_marker_defaults(), **markers},
                                     epochs_run=distilled.get("epochs_run"),
                                     stopped_early=distilled.get("stopped_early"),

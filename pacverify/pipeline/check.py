@@ -225,7 +225,8 @@ def _settings(record: CertificateBody, data: str | None, sampler: str | None, ar
         attack_steps=s.attack.steps, attack_restarts=s.attack.restarts, attack_starts=record.teacher_check.starts,
         attack_random_samples=record.teacher_check.random_samples,
         attack_fresh_points=record.teacher_check.fresh_points, coverage_points=s.coverage.points,
-        coverage_batch=s.coverage.batch, domain=None if s.domain is None else (s.domain[0], s.domain[1]), **source)
+        coverage_batch=s.coverage.batch, domain=None if s.domain is None else (s.domain[0], s.domain[1]),
+        allow_duplicates=s.allow_duplicates, **source)
 
 
 def _sampler(cert: Certificate, cfg: CertifySettings, data: str | os.PathLike | None, sampler: str | None,
@@ -233,7 +234,8 @@ def _sampler(cert: Certificate, cfg: CertifySettings, data: str | os.PathLike | 
     """The sampler that re-derives the sample, or None (and an unchecked claim) when the source does not allow it."""
     src = cert.record.files.data
     if src.kind == "synthetic":
-        return make_sampler(src.source, seed=cfg.seed, domain=cfg.domain, kind="synthetic")
+        return make_sampler(src.source, seed=cfg.seed, domain=cfg.domain, kind="synthetic",
+                            allow_duplicates=cfg.allow_duplicates)
     if src.kind == "data":
         path = Path(data) if data is not None else None
         if path is None:
@@ -248,12 +250,14 @@ def _sampler(cert: Certificate, cfg: CertifySettings, data: str | os.PathLike | 
         if sha256_file(path) != src.sha256:
             log.problems.append(f"the data file {path} does not match the recorded sha256")
             return None
-        return make_sampler(str(path), seed=cfg.seed, domain=cfg.domain, kind="data")
+        return make_sampler(str(path), seed=cfg.seed, domain=cfg.domain, kind="data",
+                            allow_duplicates=cfg.allow_duplicates)
     if sampler is None:
         log.unchecked.append(f"the sample could not be re-derived: it was drawn by the sampler {src.source!r}, "
                              "whose code check runs only when you pass --sampler MODULE:FUNCTION")
         return None
-    return make_sampler(sampler, seed=cfg.seed, domain=cfg.domain, kind="sampler")
+    return make_sampler(sampler, seed=cfg.seed, domain=cfg.domain, kind="sampler",
+                        allow_duplicates=cfg.allow_duplicates)
 
 
 def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arch, trust_pickle,
@@ -275,7 +279,8 @@ def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arc
         teacher_model = load_teacher(files.teacher, arch=arch, trust_pickle=trust_pickle, device="cpu")
     setup = st.Setup(cfg=cfg, teacher=teacher_model, teacher_path=files.teacher,  # type: ignore[arg-type]
                      teacher_hash=record.files.teacher.sha256 or "", sampler=sampler,  # type: ignore[arg-type]
-                     source=dataclasses.asdict(record.files.data), input_shape=input_shape,
+                     source={k: v for k, v in dataclasses.asdict(record.files.data).items() if k != "duplicates"},
+                     input_shape=input_shape,
                      dim=record.pac.dim, samples=record.pac.samples, samples_required=record.pac.samples_required,
                      out_dir=cert.directory, device=resolve_device("cpu"))
     sample = st.Sample(points)

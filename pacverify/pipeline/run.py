@@ -9,6 +9,7 @@ so a rerun with the same inputs and seed reuses finished stages.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -167,7 +168,8 @@ _BYTES_PER_POINT = 512  # labels, confidences, logits, status, radii, ρ and the
 def _memory_estimate(cfg: CertifySettings, s: int, dim: int, n_classes: int) -> float:
     """Bytes a run with s points of dimension m needs at its peak (an estimate, generous rather than tight)."""
     fresh = min(1000, s) * dim * 4 * 2
-    coverage = 0 if cfg.coverage_points == 0 else MAX_COVERAGE_FLOATS * (4 + 8 + 8)
+    batch = cfg.coverage_batch or max(200, math.ceil(50 / cfg.eps))  # as the coverage stage sizes it, at most
+    coverage = min(cfg.coverage_points * (batch + 1) * dim, MAX_COVERAGE_FLOATS) * (4 + 8 + 8)
     return s * (dim * _BYTES_PER_VALUE + _BYTES_PER_POINT + 16 * n_classes) + fresh + coverage
 
 
