@@ -368,13 +368,23 @@ def teacher_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size
     return torch.cat(outs) if outs else torch.empty(0, 0)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error a model raised, on one line (TorchScript: the model's own error after the interpreter's preamble)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if isinstance(exc, torch.jit.Error):
+        starts = [i for i, line in enumerate(lines) if re.match(r"^[\w.]*(Error|Exception)\b[^:]*:", line)]
+        return " ".join(lines[starts[-1]:]) if starts else lines[-1]
+    return " ".join(lines)
+
+
 def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` with a clear :class:`InputError` if it fails or does not return (B, n ≥ 2) logits."""
     try:
         out = model(x)
     except (RuntimeError, ValueError, TypeError, AssertionError, IndexError, torch.jit.Error) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"the model failed on inputs of shape {tuple(x.shape)}: {first}") from None
+        raise InputError(f"the model failed on inputs of shape {tuple(x.shape)}: {_one_line(exc)}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputError(f"a classifier must return logits of shape (batch, classes >= 2), got {shape} "

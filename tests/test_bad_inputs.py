@@ -124,7 +124,7 @@ CASES = [
      ["samplers.py:boom", "ValueError: no data today"]),
     # --- certify: the teacher ---------------------------------------------------------------------------------------
     ("certify-torchscript-fails-on-batches", ["certify", "{i}/onlyone.pt", "--trust-pickle", "--synthetic",
-                                              "gaussians", *TINY], ["teacher failed", "RuntimeError: batches"]),
+                                              "gaussians", *TINY], ["failed", "batches"]),
     ("certify-never-kappa-confident", ["certify", "{i}/flat.onnx", "--synthetic", "gaussians", *TINY, "--out",
                                        "earlier-run"], ["κ-confident at no sample point", "--kappa"]),
     # --- certify: settings and output locations ---------------------------------------------------------------------
@@ -158,7 +158,7 @@ CASES = [
                                 "run"], ["holds no points"]),
     ("distill-torchscript-fails-on-batches", ["distill", "{i}/onlyone.pt", "--trust-pickle", "--synthetic",
                                               "gaussians", "--samples", "20", "--out", "run"],
-     ["teacher failed", "RuntimeError: batches"]),
+     ["failed", "batches"]),
     ("distill-checkpoint-dir-is-a-file", ["distill", "{i}/teacher.onnx", "--synthetic", "gaussians", "--samples",
                                           "20", "--checkpoint-dir", "{i}/afile", "--out", "run"],
      ["--checkpoint-dir", "not a directory"]),

@@ -74,6 +74,12 @@ def test_flattened_student_on_non_robust_teacher_is_not_certified(tmp_path):
     settings = dict(TINY, epochs=2, method="kd")
     cert = certify(non_robust_teacher(), out=tmp_path, delta=0.1, seed=1, **settings)
     assert cert.verdict in (Verdict.NOT_CERTIFIED, Verdict.REFUTED)
+    # issue 10 §2: no δ_T claim on a run that is not CERTIFIED; at most "the radius the evidence would support if …"
+    st = cert.record.statements
+    assert st.pac_delta_T is None
+    assert (st.delta_T_note is None) == (cert.delta_T == 0)
+    if st.delta_T_note:
+        assert "would support if" in st.delta_T_note
 
 
 def test_check_confirms_genuine(robust_run):

@@ -166,3 +166,11 @@ def test_vectorised_clopper_pearson_equals_the_scalar_one():
     ks = np.array([0, 1, 3, 50, 199, 200])
     many = clopper_pearson_lower_many(ks, 200, 0.01)
     assert many.tolist() == pytest.approx([clopper_pearson_lower(int(k), 200, 0.01) for k in ks], rel=1e-9)
+
+
+def test_delta_t_note_only_when_not_certified():
+    from pacverify.certificate.statements import delta_t_note
+
+    assert delta_t_note(0.2, certified=True) is None
+    assert delta_t_note(0.0, certified=False) is None
+    assert "would support if" in delta_t_note(0.2, certified=False)
