@@ -55,29 +55,21 @@ class _OnlyOne(nn.Module):
         return self.lin(x)
 
 
-def _onnx(model: nn.Module, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(2, 2),), str(path), dynamo=False, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
-    return path
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """Every input file the cases read (outputs never go here)."""
-    from helpers_certify import robust_teacher
+    from helpers_certify import onnx_teacher, robust_teacher
 
     from pacverify.certificate.schema import SCHEMA
     from pacverify.models import build_student, save_student
 
     d = tmp_path_factory.mktemp("inputs")
-    _onnx(robust_teacher(), d / "teacher.onnx")
+    onnx_teacher(robust_teacher(), d / "teacher.onnx")
     flat = nn.Sequential(nn.Linear(2, 2))
     with torch.no_grad():
         flat[0].weight.zero_()
         flat[0].bias.zero_()
-    _onnx(flat, d / "flat.onnx")  # softmax 0.5 / 0.5 everywhere: never κ-confident
+    onnx_teacher(flat, d / "flat.onnx")  # softmax 0.5 / 0.5 everywhere: never κ-confident
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit announces its deprecation
         torch.jit.save(torch.jit.script(_OnlyOne()), str(d / "onlyone.pt"))
@@ -334,9 +326,9 @@ def test_a_data_file_with_no_rows_left_for_coverage_gives_a_verdict_not_a_crash(
     from pacverify.data import TruncatedGaussians
 
     np.save(tmp_path / "rows.npy", TruncatedGaussians(seed=5).draw(250))
-    from helpers_certify import robust_teacher
+    from helpers_certify import onnx_teacher, robust_teacher
 
-    teacher = _onnx(robust_teacher(), tmp_path / "teacher.onnx")
+    teacher = onnx_teacher(robust_teacher(), tmp_path / "teacher.onnx")
     out = tmp_path / "out"
     proc = cli("certify", teacher, "--data", tmp_path / "rows.npy", "--delta", "0.05", "--eps", "0.5", "--eta", "0.1",
                "--epochs", "30", "--timeout", "1", "--quiet", "--out", out, "--json", tmp_path / "cert.json",

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers_certify import TINY, non_robust_teacher, robust_teacher
+from helpers_certify import TINY, non_robust_teacher, onnx_teacher, robust_teacher
 
 from pacverify.certificate.io import body_digest
 from pacverify.certificate.schema import Verdict
@@ -17,21 +17,10 @@ from pacverify.synthetic import sigmoid_radius
 from pacverify.testing import assert_certified
 
 
-def _onnx_teacher(model, path):
-    """The teacher saved as ONNX inside the run's directory, so that ``check`` can re-derive every claim."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(2, 2),), str(path), dynamo=False, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
-    return path
-
-
 @pytest.fixture(scope="module")
 def robust_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("robust")
-    teacher = _onnx_teacher(robust_teacher(), out / "teacher.onnx")
+    teacher = onnx_teacher(robust_teacher(), out / "teacher.onnx")
     return certify(teacher, out=out, delta=0.05, seed=0, **TINY), out
 
 
@@ -138,7 +127,7 @@ def test_check_rejects_swapped_onnx(robust_run, tmp_path):
 
 def test_same_seed_same_certificate(robust_run, tmp_path):
     cert, _ = robust_run
-    teacher = _onnx_teacher(robust_teacher(), tmp_path / "teacher.onnx")
+    teacher = onnx_teacher(robust_teacher(), tmp_path / "teacher.onnx")
     again = certify(teacher, out=tmp_path, delta=0.05, seed=0, **TINY)
 
     def stable(body):

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 
 import numpy as np
 import pytest
-import torch
-from helpers_certify import TINY, robust_teacher
+from helpers_certify import TINY, onnx_teacher, robust_teacher
 
 from pacverify.certificate.io import body_digest
 from pacverify.fileio import sha256_file
@@ -20,18 +18,10 @@ from pacverify.pipeline.check import Outcome, check_certificate
 from pacverify.pipeline.run import certify
 
 
-def _onnx(model, path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(2, 2),), str(path), dynamo=False, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
-    return path
-
-
 @pytest.fixture(scope="module")
 def genuine(tmp_path_factory):
     out = tmp_path_factory.mktemp("genuine")
-    cert = certify(_onnx(robust_teacher(), out / "teacher.onnx"), out=out, delta=0.05, seed=0, **TINY)
+    cert = certify(onnx_teacher(robust_teacher(), out / "teacher.onnx"), out=out, delta=0.05, seed=0, **TINY)
     assert check_certificate(out).outcome is Outcome.CONFIRMED
     return cert, out
 
@@ -120,7 +110,7 @@ def test_deleted_teacher_counterexamples_are_found_again(tmp_path):
 
     out = tmp_path / "run"
     out.mkdir()
-    cert = certify(_onnx(non_robust_teacher(), out / "teacher.onnx"), out=out, delta=0.1, seed=0, **TINY)
+    cert = certify(onnx_teacher(non_robust_teacher(), out / "teacher.onnx"), out=out, delta=0.1, seed=0, **TINY)
     if cert.record.teacher_check.counterexamples_delta == 0:
         pytest.skip("this seed found no teacher counterexample at 3δ")
 

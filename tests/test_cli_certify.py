@@ -7,25 +7,14 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import torch
-from helpers_certify import robust_teacher
+from helpers_certify import onnx_teacher, robust_teacher
 
 TINY_ARGS = ["--delta", "0.05", "--eps", "0.5", "--eta", "0.1", "--epochs", "30", "--timeout", "1"]
 
 
-def _script(model, path, dim=2):
-    """The teacher as ONNX: a format pacverify reads without running code from the file (no --trust-pickle)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(2, dim),), str(path), dynamo=False, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
-    return path
-
-
 @pytest.fixture(scope="module")
 def teacher_file(tmp_path_factory):
-    return _script(robust_teacher(), tmp_path_factory.mktemp("t") / "teacher.onnx")
+    return onnx_teacher(robust_teacher(), tmp_path_factory.mktemp("t") / "teacher.onnx")
 
 
 def test_certify_check_report_gate(cli, teacher_file, tmp_path):
@@ -79,7 +68,7 @@ def test_bad_input_exits_2_without_files(cli, teacher_file, tmp_path, case):
     elif case == "pickle":
         teacher = _pickled(tmp_path / "pickled.pt")
     elif case == "wrong_dim":
-        teacher = _script(torch.nn.Sequential(torch.nn.Linear(3, 2)), tmp_path / "three.onnx", dim=3)
+        teacher = onnx_teacher(torch.nn.Sequential(torch.nn.Linear(3, 2)), tmp_path / "three.onnx", dim=3)
     elif case == "nan":
         rows = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
         rows[7, 1] = np.nan
