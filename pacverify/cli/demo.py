@@ -1,4 +1,4 @@
-"""``pacverify demo``: the whole pipeline on the paper's synthetic teacher (about 20 s on an idle 2-core CPU)."""
+"""``pacverify demo``: the whole pipeline on the paper's synthetic teacher (22 s wall on an idle 2-core CPU)."""
 from __future__ import annotations
 
 import argparse
