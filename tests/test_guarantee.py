@@ -174,3 +174,16 @@ def test_delta_t_note_only_when_not_certified():
     assert delta_t_note(0.2, certified=True) is None
     assert delta_t_note(0.0, certified=False) is None
     assert "would support if" in delta_t_note(0.2, certified=False)
+
+
+def test_shifted_coverage_raises_the_threshold_by_two_lambda_and_subtracts_lambda():
+    from pacverify.certificate.guarantee import shifted_coverage
+
+    hits = np.full(100, 80)  # every point: 80 of 200 reference draws, p ≈ 0.4 (exact lower bound ≈ 0.32)
+    plain = shifted_coverage(hits, 200, 0.2, 0.0)
+    assert plain["threshold"] == 0.2 and plain["lower"] == coverage_lower_bound(hits, 200, 0.2).lower > 0.9
+    shifted = shifted_coverage(hits, 200, 0.2, 0.02)
+    assert shifted["threshold"] == pytest.approx(0.24)
+    assert shifted["lower"] == pytest.approx(coverage_lower_bound(hits, 200, 0.24).lower - 0.02)
+    # a Λ that pushes the threshold above what the draws show leaves nothing covered
+    assert shifted_coverage(hits, 200, 0.2, 0.1)["lower"] == 0.0

@@ -141,6 +141,19 @@ def coverage_lower_bound(hits: np.ndarray, batch: int, eps: float, *, alpha: flo
                          declared=declared, alpha_point=alpha_point)
 
 
+def shifted_coverage(hits: np.ndarray, batch: int, eps: float, tv: float, **kwargs) -> dict:
+    """Coverage for any D' with TV(D_X, D') ≤ Λ = ``tv`` (Obs 4.5), from draws of D_X.
+
+    A confident part of D_X-mass ≥ ε + 2Λ has D'-mass ≥ ε + Λ, and D' gives any event at least its
+    D_X-probability minus Λ; so :func:`coverage_lower_bound` at threshold ε + 2Λ, minus Λ, bounds the fraction
+    of D' whose own ball's confident part has D'-mass ≥ ε + Λ. ``tv = 0`` is the plain bound at ε.
+    Returns the certificate's ``coverage`` section (``threshold`` = ε + 2Λ).
+    """
+    threshold = eps + 2 * tv
+    bound = coverage_lower_bound(hits, batch, threshold, **kwargs)
+    return dict(bound.as_dict(), lower=max(0.0, bound.lower - tv), threshold=threshold, note=None)
+
+
 def _in_unit_interval(value: float, name: str) -> float:
     out = check_probability(value, name)
     if out <= 0:

@@ -18,6 +18,7 @@ from torch import nn
 from pacverify.models import call_model, module_device
 from pacverify.norms import dual_norm
 from pacverify.validation import check_norm
+from pacverify.verify.output_rows import margin_rows
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,9 @@ def margin_alignment(teacher: nn.Module, student: nn.Module, x: np.ndarray | tor
         xb, yb = x[start:start + batch_size], torch.as_tensor(labels[start:start + batch_size])
         z_t, j_t = _jacobian(teacher, xb)
         z_s, j_s = _jacobian(student, xb)
-        n = z_t.shape[1]
-        rows = torch.arange(len(yb))
-        others = torch.stack([torch.tensor([j for j in range(n) if j != y]) for y in yb.tolist()])  # (B, n-1)
-        g_t = z_t[rows, yb][:, None] - z_t.gather(1, others)
-        g_s = z_s[rows, yb][:, None] - z_s.gather(1, others)
-        d_t = j_t[rows, yb][:, None, :] - j_t[rows[:, None], others]  # (B, n-1, m)
-        d_s = j_s[rows, yb][:, None, :] - j_s[rows[:, None], others]
+        rows = margin_rows(yb, z_t.shape[1])  # (B, n-1, n): e_y − e_j, ascending j ≠ y
+        g_t, g_s = (rows @ z_t[:, :, None])[..., 0], (rows @ z_s[:, :, None])[..., 0]
+        d_t, d_s = rows @ j_t, rows @ j_s  # (B, n-1, m): the margin gradients
         n_t, n_s = dual_norm(d_t, norm), dual_norm(d_s, norm)
         l2_t, l2_s = torch.linalg.vector_norm(d_t, dim=-1), torch.linalg.vector_norm(d_s, dim=-1)
         denom = l2_t * l2_s

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pacverify.certificate.guarantee import ball_hits, coverage_lower_bound, relaxed_delta, teacher_radius_factor
+from pacverify.certificate.guarantee import ball_hits, relaxed_delta, shifted_coverage, teacher_radius_factor
 from pacverify.certificate.schema import PointStatus
 from pacverify.data import Sampler
 from pacverify.errors import InputError
@@ -48,11 +48,6 @@ class Setup:
     out_dir: Path
     device: torch.device
     show_bars: bool = False
-
-    @property
-    def base_key(self) -> dict:
-        cfg = self.cfg
-        return {"teacher": self.teacher_hash, "source": self.source, "seed": cfg.seed, "domain": cfg.domain}
 
 
 # --- sample ------------------------------------------------------------------------------------------------------
@@ -406,10 +401,7 @@ def estimate_coverage(setup: Setup) -> CoverageEstimate:
     flat = draws.reshape(n * (batch + 1), -1).astype(np.float64)
     centers, refs = flat[:n], flat[n:].reshape(n, batch, -1)
     hits = ball_hits(centers, refs, cfg.delta, cfg.norm, counted=confident.reshape(n, batch))
-    bound = coverage_lower_bound(hits, batch, threshold)
-    section = dict(bound.as_dict(), threshold=threshold, note=None)
-    section["lower"] = max(0.0, bound.lower - cfg.tv)
-    return CoverageEstimate(section)
+    return CoverageEstimate(shifted_coverage(hits, batch, cfg.eps, cfg.tv))
 
 
 def teacher_confidence(setup: Setup, points: np.ndarray) -> np.ndarray:
