@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pacverify.certificate.io import Certificate
-from pacverify.certificate.schema import Verdict
+from pacverify.certificate.schema import MassCertificateBody, Verdict
 from pacverify.fileio import atomic_write_text
 
 
@@ -27,6 +27,8 @@ def requirements(cert: Certificate, *, min_delta_t: float | None = None,
                  min_coverage: float = 0.0) -> list[Requirement]:
     """The requirements a CI gate checks, read from the certificate's typed sections."""
     record = cert.record
+    if isinstance(record, MassCertificateBody):
+        return _mass_requirements(record, cert.delta_T, min_delta_t)
     ver, teacher, cov = record.verification, record.teacher_check, record.coverage
     out = [
         Requirement("distillation agreement", ver.disagree == 0,
@@ -46,6 +48,24 @@ def requirements(cert: Certificate, *, min_delta_t: float | None = None,
     if min_delta_t is not None:
         dt = cert.delta_T
         out.append(Requirement("minimum delta_T", dt >= min_delta_t, f"δ_T = {dt:.6g}, required ≥ {min_delta_t:g}"))
+    return out
+
+
+def _mass_requirements(record: MassCertificateBody, radius: float, min_delta_t: float | None) -> list[Requirement]:
+    """Mass mode: M(κ) ≥ δ, the oracle consistent with the attack, the held-out check not significant."""
+    p, o, h = record.pac, record.oracle, record.holdout
+    out = [
+        Requirement("mass guarantee", radius >= p.delta,
+                    f"M(κ) = {radius:.6g} at κ = {p.kappa:g}, required ≥ δ = {p.delta:g}"),
+        Requirement("oracle consistency", o.inconsistent == 0,
+                    f"{o.inconsistent} sample points with a teacher counterexample closer than the proven radius"),
+        Requirement("held-out check", not h.significant,
+                    f"{h.members} of {h.points} fresh draws in R(M(κ), κ)" + (f", p-value {h.p_value:.3g}"
+                                                                             if h.p_value is not None else "")),
+    ]
+    if min_delta_t is not None:
+        out.append(Requirement("minimum delta_T", radius >= min_delta_t,
+                               f"M(κ) = {radius:.6g}, required ≥ {min_delta_t:g}"))
     return out
 
 

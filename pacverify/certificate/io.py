@@ -16,14 +16,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pacverify.certificate.schema import (
+    MASS_SCHEMA,
     SCHEMA,
     CertificateBody,
     FileRef,
     Integrity,
+    MassCertificateBody,
     PointStatus,
     Verdict,
     body_from_dict,
@@ -53,9 +56,14 @@ class Certificate:
     ``body`` is the JSON form of ``record`` (what ``certificate.json`` holds).
     """
 
-    record: CertificateBody
+    record: CertificateBody | MassCertificateBody
     arrays: dict = field(default_factory=dict)
     directory: Path | None = None
+
+    @property
+    def mass(self) -> bool:
+        """True for a mass-mode certificate (``--guarantee mass``)."""
+        return isinstance(self.record, MassCertificateBody)
 
     @property
     def body(self) -> dict:
@@ -81,7 +89,7 @@ class Certificate:
         return rel if rel.is_absolute() or self.directory is None else self.directory / rel
 
 
-def write_certificate(record: CertificateBody, arrays: dict[str, np.ndarray],
+def write_certificate(record: CertificateBody | MassCertificateBody, arrays: dict[str, np.ndarray],
                       out_dir: str | os.PathLike) -> Certificate:
     """Write ``points.npz`` then ``certificate.json`` into ``out_dir``, each whole.
 
@@ -90,14 +98,15 @@ def write_certificate(record: CertificateBody, arrays: dict[str, np.ndarray],
     """
     directory = ensure_dir(out_dir)
     points_path = atomic_save_npz(directory / POINTS_FILE, **arrays)
-    files = dataclasses.replace(record.files, points=FileRef(POINTS_FILE, sha256_file(points_path)))
-    record = dataclasses.replace(record, schema=SCHEMA, files=files, integrity=Integrity(""))
+    files: Any = dataclasses.replace(record.files, points=FileRef(POINTS_FILE, sha256_file(points_path)))
+    schema = MASS_SCHEMA if isinstance(record, MassCertificateBody) else SCHEMA
+    record = dataclasses.replace(record, schema=schema, files=files, integrity=Integrity(""))
     record = dataclasses.replace(record, integrity=Integrity(body_digest(record.to_dict())))
     atomic_write_json(directory / CERTIFICATE_FILE, record.to_dict())
     return Certificate(record=record, arrays=dict(arrays), directory=directory.resolve())
 
 
-def read_body(path: str | os.PathLike) -> tuple[dict, CertificateBody, Path]:
+def read_body(path: str | os.PathLike) -> tuple[dict, CertificateBody | MassCertificateBody, Path]:
     """The raw JSON dict and the typed body of a certificate file (or its directory), and the file's path."""
     path = Path(path)
     if path.is_dir():

@@ -291,6 +291,182 @@ class CertificateBody:
         return to_jsonable(_to_plain(self))
 
 
+# --- mass mode (``--guarantee mass``, docs/theory.md "Mass mode") ------------------------------------------------
+
+MASS_SCHEMA = "pacverify.certificate.mass/1"
+
+
+@dataclass(frozen=True)
+class MassStatements:
+    """The printed claims of mass mode: ``pac`` (the mass bound for every κ, and the verdict's reading at the
+    requested (δ, κ)), ``conditional`` (the bound on Pr[not M(κ)-robust | κ-confident], None when p̲(κ) = 0),
+    the assumptions as the proof uses them, the oracle that gave the lower radii and why, and the scope."""
+
+    pac: str
+    conditional: str | None
+    assumptions: list[str]
+    oracle: str
+    holdout: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class MassParameters:
+    guarantee: str
+    delta: float
+    eps: float
+    eta: float
+    kappa: float
+    norm: str
+    dim: int
+    vc_dimension: int
+    bound: str
+    samples: int
+    samples_required: int
+    tv: float
+    shifted_eps: float
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class MassFiles:
+    """``student_onnx`` / ``student_pt`` are None when the teacher oracle ran (no student is trained)."""
+
+    teacher: FileRef
+    student_onnx: FileRef | None
+    student_pt: FileRef | None
+    data: DataSource
+    points: FileRef
+
+
+@dataclass(frozen=True)
+class MassAttackSettings:
+    steps: int
+    restarts: int
+    bisection: int
+
+
+@dataclass(frozen=True)
+class MassSettings:
+    seed: int
+    arch: str | None
+    trust_pickle: bool
+    oracle: str
+    verify_method: str
+    radius_search: RadiusSearch
+    attack: MassAttackSettings
+    holdout: int
+    domain: list[float] | None
+    device: str
+    allow_duplicates: bool
+    student: str
+    method: str
+    epochs: int | None
+    distill_options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """Where the lower radii l_i ≤ rob_T(x_i) came from (``used``: "teacher" or "student"; ``reason``: why) and
+    the attack upper radii u_i ≥ rob_T(x_i); ``inconsistent`` counts points with u_i < l_i (then REFUTED).
+    ``student_disagrees`` (student oracle only) counts points where the student's class differs (l_i = 0 there)."""
+
+    requested: str
+    used: str
+    reason: str
+    method: str
+    cap: float
+    tol: float
+    proven: int
+    lower_quantiles: dict[str, float]
+    upper_quantiles: dict[str, float]
+    attacked_found: int
+    inconsistent: int
+    student_disagrees: int | None
+    premises: list[str]
+
+
+@dataclass(frozen=True)
+class MapRow:
+    """One row of the M(κ) table: ``confident`` sample points, p̲(κ) and ε/p̲(κ) (inf when p̲ = 0)."""
+
+    kappa: float
+    radius: float
+    confident: int
+    p_lower: float
+    conditional_eps: float
+
+
+@dataclass(frozen=True)
+class ConfidenceMap:
+    """M(κ) = min{l_i : conf_i ≥ κ}: ``radius`` at the requested ``kappa``; ``steps`` the whole step function as
+    [κ_k, M_k] pairs (M(κ) = M_k for κ_{k−1} < κ ≤ κ_k; +inf above the last κ_k); ``table`` at fixed κ values;
+    ``dkw_margin`` the one-sided DKW deviation subtracted to get p̲."""
+
+    kappa: float
+    radius: float
+    steps: list[list[float]]
+    table: list[MapRow]
+    dkw_margin: float
+
+
+@dataclass(frozen=True)
+class MassRelaxation:
+    """``delta_T`` is M(κ) at the requested κ: the radius the mass statement is about (DESIGN.md §4 keeps the key)."""
+
+    delta_T: float  # noqa: N815 - the key scripts rely on
+    formula: str
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The held-out check (docs/theory.md): of ``points`` fresh draws disjoint from the sample, ``confident`` are
+    κ-confident, ``attacked`` were attacked at radius M(κ), ``members`` hold a teacher counterexample within M(κ)
+    (members of R(M(κ), κ)); ``rate`` with a 95% Clopper–Pearson ``interval``; ``p_value`` = Pr[Bin(points, ε) ≥
+    members]; ``significant`` when it is below η."""
+
+    points: int
+    confident: int
+    attacked: int
+    members: int
+    radius: float
+    rate: float | None
+    interval: list[float] | None
+    p_value: float | None
+    significant: bool
+    note: str | None
+
+
+@dataclass(frozen=True)
+class MassCertificateBody:
+    """Everything in a mass-mode ``certificate.json`` (schema :data:`MASS_SCHEMA`)."""
+
+    schema: str
+    tool: Tool
+    verdict: Verdict
+    reasons: list[str]
+    statements: MassStatements
+    pac: MassParameters
+    files: MassFiles
+    warnings: list[str]
+    settings: MassSettings
+    oracle: Oracle
+    confidence_map: ConfidenceMap
+    relaxation: MassRelaxation
+    holdout: Holdout
+    timings: dict[str, float | str | None]
+    environment: Environment
+    integrity: Integrity
+
+    def to_dict(self) -> dict:
+        """The JSON-ready dict (infinite floats as strings), in field order."""
+        return to_jsonable(_to_plain(self))
+
+
+AnyBody = Union[CertificateBody, MassCertificateBody]  # noqa: UP007 - used at run time
+BODIES: dict[str, type] = {SCHEMA: CertificateBody, MASS_SCHEMA: MassCertificateBody}
+
+
 # --- strict reading ----------------------------------------------------------------------------------------------
 
 
@@ -355,9 +531,9 @@ def _read(tp: Any, value: Any, where: str) -> Any:
         unknown = sorted(set(value) - set(names))
         missing = [n for n in names if n not in value]
         if unknown:
-            raise InputError(f"{where} has unknown key(s) {', '.join(unknown)} (schema {SCHEMA})")
+            raise InputError(f"{where} has unknown key(s) {', '.join(unknown)}")
         if missing:
-            raise InputError(f"{where} lacks key(s) {', '.join(missing)} (schema {SCHEMA})")
+            raise InputError(f"{where} lacks key(s) {', '.join(missing)}")
         hints = _hints(tp)
         return tp(**{n: _read(hints[n], value[n], f"{where}.{n}" if where else n) for n in names})
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -394,13 +570,16 @@ def _read(tp: Any, value: Any, where: str) -> Any:
     raise TypeError(f"schema type {tp!r} at {where} is not supported")  # a bug in this module, not bad input
 
 
-def body_from_dict(data: Any) -> CertificateBody:
-    """The typed body of a parsed ``certificate.json``; InputError naming the first bad key otherwise."""
+def body_from_dict(data: Any) -> CertificateBody | MassCertificateBody:
+    """The typed body of a parsed ``certificate.json`` (ball or mass mode, by its ``schema``); InputError naming
+    the first bad key otherwise."""
     if not isinstance(data, dict):
         raise InputError("a certificate must be a JSON object")
-    if data.get("schema") != SCHEMA:
-        raise InputError(f"not a pacverify certificate of schema {SCHEMA} (schema: {data.get('schema')!r})")
-    return _read(CertificateBody, data, "")
+    body = BODIES.get(data.get("schema"))  # type: ignore[arg-type]
+    if body is None:
+        raise InputError(f"not a pacverify certificate of schema {SCHEMA} or {MASS_SCHEMA} "
+                         f"(schema: {data.get('schema')!r})")
+    return _read(body, data, "")
 
 
 # --- JSON Schema -------------------------------------------------------------------------------------------------
@@ -444,13 +623,15 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict:
 
 
 def json_schema() -> dict:
-    """A JSON Schema (draft 2020-12) of ``certificate.json``, derived from :class:`CertificateBody`."""
+    """A JSON Schema (draft 2020-12) of ``certificate.json``: one of :class:`CertificateBody` (ball mode) or
+    :class:`MassCertificateBody` (mass mode), told apart by their ``schema`` constant."""
     defs: dict[str, Any] = {}
-    root = _schema_of(CertificateBody, defs)
-    body = defs.pop("CertificateBody")
-    body["properties"]["schema"] = {"const": SCHEMA}
+    for version, body in BODIES.items():
+        _schema_of(body, defs)
+        defs[body.__name__]["properties"]["schema"] = {"const": version}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA,
-            "title": "pacverify certificate", **{k: v for k, v in body.items()}, "$defs": defs} if root else {}
+            "title": "pacverify certificate",
+            "oneOf": [{"$ref": f"#/$defs/{body.__name__}"} for body in BODIES.values()], "$defs": defs}
 
 
 if __name__ == "__main__":  # regenerate docs/certificate.schema.json

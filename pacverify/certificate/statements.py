@@ -114,3 +114,77 @@ def weak_evidence_flags(markers: dict, coverage: dict) -> list[str]:
                    "the PAC statement may be about no point at all; a larger δ or a smaller ε (more samples) makes it "
                    "say more")
     return out
+
+
+# --- mass mode (docs/theory.md, "Mass mode") ---------------------------------------------------------------------
+
+def _norm_name(norm: str) -> str:
+    return "L2" if norm == "2" else "L∞"
+
+
+def mass_statement(*, delta: float, eps: float, eta: float, kappa: float, radius: float, samples: int, norm: str,
+                   bound: str, oracle: str, tv: float = 0.0) -> str:
+    """The mass guarantee with its numbers: for every κ at once the κ-confident inputs that are not M(κ)-robust
+    have mass < ε (with prob ≥ 1 − η over the sample), and its reading at the requested (δ, κ)."""
+    where = "D_X" if tv == 0 else f"any D' with TV(D_X, D') ≤ Λ = {tv:g}"
+    mass = f"ε = {eps:g}" if tv == 0 else f"ε + Λ = {eps + tv:g}"
+    premise = ("the lower radii come from sound bound propagation on the teacher itself" if oracle == "teacher" else
+               "given the transfer premises listed (the lower radii are the student's certified radii carried to "
+               "the teacher by Prop 4.3 of 004)")
+    at = (f"At the requested κ = {kappa:g}: M(κ) = {radius:.6g}"
+          + (f" ≥ δ = {delta:g}, so the inputs where the teacher is κ-confident and not δ-robust have {where}-mass "
+             f"below {mass}." if radius >= delta else
+             f" < δ = {delta:g}: the sample does not support the claim at δ."))
+    return (f"With probability at least {1 - eta:g} (η = {eta:g}) over the draw of the {samples} i.i.d. sample points "
+            f"(ε-net of the ranges {{x : conf_T(x) ≥ κ, rob_T(x) < ρ}}, VC dimension 2, {bound} bound), for every "
+            f"κ at once, the inputs where the teacher's top softmax probability is at least κ and the teacher is not "
+            f"M(κ)-robust ({_norm_name(norm)}: its class changes within distance M(κ)) have {where}-mass below "
+            f"{mass}, where M(κ) is the smallest lower radius proven at a κ-confident sample point; {premise}, and "
+            f"under i.i.d. sampling. {at}")
+
+
+def mass_conditional_statement(*, eta: float, kappa: float, radius: float, p_lower: float, cond_eps: float,
+                               margin: float, samples: int) -> str | None:
+    """The conditional form (union bound of the ε-net event and the one-sided DKW event, η each); None when
+    p̲(κ) = 0 (the bound says nothing)."""
+    if p_lower <= 0:
+        return None
+    return (f"With probability at least {max(1 - 2 * eta, 0):g} (the ε-net event, η = {eta:g}, and the one-sided "
+            f"DKW bound on the confidence distribution from the same {samples} points, η = {eta:g}, by the union "
+            f"bound): Pr[conf_T(x) ≥ κ] ≥ p̲(κ) = {p_lower:.4g} (the sample fraction minus {margin:.4g}) for every κ, "
+            f"so at κ = {kappa:g}, among the κ-confident inputs the fraction where the teacher is not "
+            f"M(κ)-robust (M(κ) = {radius:.6g}) is below ε/p̲(κ) = {cond_eps:.4g}.")
+
+
+def mass_assumptions(*, oracle: str, source_kind: str, tv: float, premises: tuple[str, ...] = ()) -> list[str]:
+    """The assumptions of the mass statement, as its proof uses them (docs/theory.md)."""
+    out = [
+        "i.i.d. sampling (the ε-net theorem): the sample points are independent draws from the input distribution "
+        "D_X" + (" — the rows of the data file are assumed to be such draws (not sorted, deduplicated or augmented)."
+                 if source_kind == "data" else "."),
+        "Fixed ranges: the ranges {x : conf_T(x) ≥ κ, rob_T(x) < ρ} are defined by the teacher alone, before "
+        "sampling; M(κ) may depend on the sample because the ε-net event covers every range at once.",
+    ]
+    if oracle == "student":
+        out.append("Transfer (Prop 4.3 of 004): at every sample point the student's certified radius, scaled by "
+                   "min_j min((g_T/g_S)_j·ρ_j, 1), is at most the teacher's robust radius: " + "; ".join(premises)
+                   + ". This is not proven; the teacher attack looks for contradictions (u_i < l_i).")
+    if tv > 0:
+        out.append(f"Distribution shift (Obs 4.5 of 004): the deployment distribution D' is within total-variation "
+                   f"distance Λ = {tv:g} of D_X; this bound is the user's, not checked.")
+    return out
+
+
+def holdout_sentence(h: dict, eps: float, eta: float, kappa: float) -> str:
+    """What the held-out check found (``h``: the certificate's holdout section as a dict)."""
+    if not h["points"]:
+        return f"No held-out check ({h['note'] or 'no fresh points'})."
+    lo, hi = h["interval"]
+    text = (f"Held-out check: of {h['points']} fresh draws, {h['confident']} are κ-confident (κ = {kappa:g}) and "
+            f"{h['members']} of them have a teacher counterexample within M(κ) = {h['radius']:.6g}: a rate of "
+            f"{h['rate']:.4g} (95% Clopper–Pearson [{lo:.4g}, {hi:.4g}]) against ε = {eps:g}; binomial p-value "
+            f"{h['p_value']:.3g}.")
+    if h["significant"]:
+        text += (f" The rate is significantly above ε (p < η = {eta:g}): the guarantee failed here — an unlucky "
+                 "sample, non-i.i.d. data, or a broken transfer assumption.")
+    return text

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pacverify.certificate.gate import emit_github, requirements, write_junit
 from pacverify.cli.options import add_domain_option
 from pacverify.fileio import atomic_write_json
-from pacverify.names import BOUND_METHOD_NAMES, DEVICES, DISTILL_METHODS, NORMS
+from pacverify.names import BOUND_METHOD_NAMES, BOUNDS, DEVICES, DISTILL_METHODS, GUARANTEES, NORMS, ORACLES
 from pacverify.validation import parse_domain
 
 if TYPE_CHECKING:
@@ -32,6 +32,16 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
         p.add_argument("--arch", help="MODULE:FACTORY building the teacher's architecture (state-dict teachers)")
         p.add_argument("--trust-pickle", action="store_true",
                        help="allow a fully pickled teacher module (runs code from the file: only for files you trust)")
+        p.add_argument("--guarantee", default="ball", choices=GUARANTEES,
+                       help="ball: δ-balls of mass >= ε (Thm 4.4, s grows with the dimension; default); mass: the "
+                            "dimension-free map M(κ) — the κ-confident inputs that are not M(κ)-robust have mass < ε")
+        p.add_argument("--bound", choices=BOUNDS,
+                       help="ε-net sample size: thm38 (Thm 3.8, default of ball mode) or tight (default of mass mode)")
+        p.add_argument("--oracle", default="auto", choices=ORACLES,
+                       help="mass mode: lower radii from the teacher itself (sound), from the student (transfer "
+                            "assumptions), or auto (the teacher when the engine reads it within the budget)")
+        p.add_argument("--holdout", type=int,
+                       help="mass mode: fresh draws for the held-out check (default up to 3000 as the data allows)")
         p.add_argument("--allow-duplicates", action="store_true",
                        help="accept a sample in which more than 1%% of the points repeat an earlier one exactly "
                             "(refused by default: i.i.d. draws from a continuous D_X almost never repeat)")
@@ -69,7 +79,8 @@ def settings_from(args: argparse.Namespace) -> dict:
     return dict(kappa=args.kappa, norm=args.norm, tv=args.tv, samples=args.samples, student=args.student,
                 method=args.method, epochs=args.epochs, device=args.device, seed=args.seed,
                 verify_method=args.verify_method, complete=not args.incomplete, timeout=args.timeout,
-                domain=parse_domain(args.domain), allow_duplicates=getattr(args, "allow_duplicates", False))
+                domain=parse_domain(args.domain), allow_duplicates=getattr(args, "allow_duplicates", False),
+                **{k: getattr(args, k) for k in ("guarantee", "bound", "oracle", "holdout") if hasattr(args, k)})
 
 
 def progress_printer(quiet: bool):
@@ -81,7 +92,11 @@ def progress_printer(quiet: bool):
 
 def summarise(cert: Certificate, out_dir) -> str:
     """The verdict, its reasons, the claims with their assumptions, and the counts, as printed text."""
+    from pacverify.certificate.schema import MassCertificateBody
+
     record = cert.record
+    if isinstance(record, MassCertificateBody):
+        return summarise_mass(record, out_dir)
     ver, st = record.verification, record.statements
     lines = [f"verdict: {record.verdict.value}"] + [f"  {r}" for r in record.reasons]
     lines += ["", st.pac]
@@ -96,6 +111,24 @@ def summarise(cert: Certificate, out_dir) -> str:
     lines += [f"warning: {w}" for w in record.warnings]
     lines += ["", f"points: {record.pac.samples} drawn, {ver.required} κ-confident: {ver.verified} verified, "
                   f"{ver.falsified} falsified, {ver.unknown} unknown, {ver.disagree} disagree",
+              f"certificate: {os.path.join(out_dir, 'certificate.json')}   report: {os.path.join(out_dir, 'report.html')}"]
+    return "\n".join(lines)
+
+
+def summarise_mass(record, out_dir) -> str:
+    """:func:`summarise` for a mass-mode certificate: the statements, the M(κ) table, the oracle and the held-out
+    check."""
+    st, o, cmap = record.statements, record.oracle, record.confidence_map
+    lines = [f"verdict: {record.verdict.value}"] + [f"  {r}" for r in record.reasons]
+    lines += ["", st.pac] + (["", st.conditional] if st.conditional else [])
+    lines += ["", "Assumptions:"] + [f"  - {a}" for a in st.assumptions]
+    lines += ["", st.oracle, "", "  κ      M(κ)        confident  p̲(κ)    ε/p̲(κ)"]
+    lines += [f"  {row.kappa:<6g} {row.radius:<11.5g} {row.confident:<10d} {row.p_lower:<8.4f} "
+              f"{row.conditional_eps:.4g}" for row in cmap.table]
+    lines += ["", st.holdout] + [f"warning: {w}" for w in record.warnings]
+    lines += ["", f"points: {record.pac.samples} drawn ({record.pac.bound} bound, VC dimension "
+                  f"{record.pac.vc_dimension}); lower radius proven > 0 at {o.proven}; attack found counterexamples "
+                  f"at {o.attacked_found}; u_i < l_i at {o.inconsistent}",
               f"certificate: {os.path.join(out_dir, 'certificate.json')}   report: {os.path.join(out_dir, 'report.html')}"]
     return "\n".join(lines)
 

@@ -38,7 +38,7 @@ import torch
 
 from pacverify import pac
 from pacverify.certificate.io import Certificate, body_digest, load_certificate, read_body
-from pacverify.certificate.schema import CertificateBody, FileRef, Verdict
+from pacverify.certificate.schema import CertificateBody, FileRef, MassCertificateBody, MassParameters, Verdict
 from pacverify.data import make_sampler
 from pacverify.errors import InputError
 from pacverify.fileio import sha256_file
@@ -121,7 +121,8 @@ def check_certificate(path: str | os.PathLike, *, teacher: str | os.PathLike | N
         return CheckResult(cert, Outcome.REJECTED, log.problems, log.unchecked, log.notes)
     _check_sample_size(cert, log)
     try:
-        expected, refuted = _rederive(cert, files, data, sampler, timeout, arch, trust_pickle, log)
+        rederive = _rederive_mass if isinstance(record, MassCertificateBody) else _rederive
+        expected, refuted = rederive(cert, files, data, sampler, timeout, arch, trust_pickle, log)
     except InputError as exc:
         log.problems.append(f"the certificate's evidence could not be rechecked: {exc}")
         expected, refuted = None, False
@@ -169,8 +170,8 @@ def _inside(cert: Certificate, ref: FileRef, name: str, log: _Log) -> Path | Non
 
 def _resolve_files(cert: Certificate, teacher: str | os.PathLike | None, log: _Log) -> _Files:
     rec = cert.record.files
-    onnx_path = _inside(cert, rec.student_onnx, "student ONNX", log)
-    pt_path = _inside(cert, rec.student_pt, "student.pt", log)
+    onnx_path = None if rec.student_onnx is None else _inside(cert, rec.student_onnx, "student ONNX", log)
+    pt_path = None if rec.student_pt is None else _inside(cert, rec.student_pt, "student.pt", log)
     _inside(cert, rec.points, "points", log)
     teacher_path: Path | None = None
     if teacher is not None:
@@ -199,10 +200,17 @@ def _resolve_files(cert: Certificate, teacher: str | os.PathLike | None, log: _L
 
 def _check_sample_size(cert: Certificate, log: _Log) -> None:
     p = cert.record.pac
-    need = pac.sample_size(p.dim, p.eps, p.eta, norm=p.norm)
+    if isinstance(p, MassParameters):
+        need = pac.sample_size(p.dim, p.eps, p.eta, norm=p.norm, bound=p.bound, guarantee="mass")
+        if p.guarantee != "mass" or p.vc_dimension != 2:
+            log.problems.append(f"a mass-mode certificate must have guarantee 'mass' and VC dimension 2, not "
+                                f"{p.guarantee!r} and {p.vc_dimension}")
+    else:
+        need = pac.sample_size(p.dim, p.eps, p.eta, norm=p.norm)
     points = cert.arrays["points"]
     if p.samples < need:
-        log.problems.append(f"the certificate claims {p.samples} samples, below the {need} that Thm 3.8 needs")
+        log.problems.append(f"the certificate claims {p.samples} samples, below the {need} that the ε-net bound "
+                            "needs")
     if len(points) != p.samples:
         log.problems.append(f"the side file holds {len(points)} points, the certificate claims {p.samples}")
     if int(np.prod(points.shape[1:])) != p.dim:
@@ -263,7 +271,7 @@ def _sampler(cert: Certificate, cfg: CertifySettings, data: str | os.PathLike | 
 def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arch, trust_pickle,
               log: _Log) -> tuple[CertificateBody | None, bool]:
     record, arrays = cert.record, cert.arrays
-    assert cert.directory is not None
+    assert cert.directory is not None and isinstance(record, CertificateBody)
     cfg = _settings(record, None if data is None else str(data), sampler_spec, arch, trust_pickle).validated()
     points = arrays["points"]
     input_shape = tuple(points.shape[1:])
@@ -412,16 +420,166 @@ def _student_side_only(record: CertificateBody, labels: st.Labels, exported: st.
                             f"rechecked {verified} of {idx.size}")
 
 
+# --- mass mode -----------------------------------------------------------------------------------------------------
+
+def _mass_settings(record: MassCertificateBody, data: str | None, sampler: str | None, arch: str | None,
+                   trust_pickle: bool) -> CertifySettings:
+    s, p, src = record.settings, record.pac, record.files.data
+    source: dict[str, Any] = {"data": data or src.source} if src.kind == "data" else \
+        {"sampler": sampler or src.source} if src.kind == "sampler" else {"synthetic": src.source}
+    return CertifySettings(
+        delta=p.delta, eps=p.eps, eta=p.eta, kappa=p.kappa, norm=p.norm, tv=p.tv, samples=p.samples,
+        guarantee="mass", bound=p.bound, oracle=s.oracle, holdout=s.holdout, attack_bisection=s.attack.bisection,
+        student=s.student, method=s.method, epochs=s.epochs, distill_options=dict(s.distill_options), device=s.device,
+        seed=s.seed, arch=arch, trust_pickle=trust_pickle, verify_method=s.verify_method,
+        radius_cap=s.radius_search.cap, radius_tol=s.radius_search.tol, attack_steps=s.attack.steps,
+        attack_restarts=s.attack.restarts, domain=None if s.domain is None else (s.domain[0], s.domain[1]),
+        allow_duplicates=s.allow_duplicates, **source)
+
+
+def _rederive_mass(cert: Certificate, files: _Files, data, sampler_spec, timeout, arch, trust_pickle,
+                   log: _Log) -> tuple[MassCertificateBody | None, bool]:
+    """Mass mode: the sample, the teacher's labels and confidences, every recorded lower radius re-proven (on the
+    teacher, or on the student with the transfer factor recomputed), every recorded attack radius's counterexample
+    confirmed, an independent attack looking for u < l, the held-out check redone; then M(κ), the verdict and the
+    statements are assembled again and compared."""
+    from pacverify.pipeline import mass as ms
+    from pacverify.verify.oracle import attack_radii, teacher_network
+
+    record, arrays = cert.record, cert.arrays
+    assert isinstance(record, MassCertificateBody) and cert.directory is not None
+    cfg = _mass_settings(record, None if data is None else str(data), sampler_spec, arch, trust_pickle).validated()
+    points = arrays["points"]
+    sampler = _sampler(cert, cfg, data, sampler_spec, log)
+    if sampler is not None:
+        drawn = sampler.draw(len(points))
+        if drawn.shape != points.shape or not np.array_equal(drawn.astype(np.float32), points.astype(np.float32)):
+            log.problems.append("the points in points.npz are not the sample the recorded source and seed draw")
+            return None, False
+        log.notes.append(f"the sample was re-derived from its source ({record.files.data.kind}) and matches")
+    recorded = {name: np.asarray(arrays[name], dtype=np.float64) for name in ("lower", "upper", "teacher_confidence")}
+    cmap = ms.confidence_map(recorded["teacher_confidence"], recorded["lower"], cfg.kappa, cfg.eps, cfg.eta)
+    if cmap != record.confidence_map:
+        log.problems.append("the map M(κ) in the certificate is not the one its recorded confidences and lower radii "
+                            "give")
+    if files.teacher is None:
+        log.unchecked.append("without the teacher, its labels, confidences, the lower radii, the attack radii and the "
+                             "held-out check were not re-derived")
+        return None, False
+    teacher_model = load_teacher(files.teacher, arch=arch, trust_pickle=trust_pickle, device="cpu")
+    input_shape = tuple(points.shape[1:])
+    oracle = record.oracle.used
+    network, why = (teacher_network(teacher_model, files.teacher, input_shape) if oracle == "teacher"
+                    else (None, record.oracle.reason))
+    if oracle == "teacher" and network is None:
+        log.problems.append(f"the certificate says the teacher oracle ran, but {why}")
+        return None, False
+    setup = st.Setup(cfg=cfg, teacher=teacher_model, teacher_path=files.teacher, teacher_hash=record.files.teacher.sha256
+                     or "", sampler=sampler,  # type: ignore[arg-type]
+                     source={k: v for k, v in dataclasses.asdict(record.files.data).items() if k != "duplicates"},
+                     input_shape=input_shape, dim=record.pac.dim, samples=record.pac.samples,
+                     samples_required=record.pac.samples_required, out_dir=cert.directory,
+                     device=resolve_device("cpu"), oracle=oracle, oracle_reason=record.oracle.reason,
+                     teacher_network=network)
+    sample = st.Sample(points)
+    labels = st.label_sample(setup, sample)
+    lower = recorded["lower"]
+    results: dict[str, Any] = {"sample": sample, "label": labels}
+    if oracle == "student":
+        exported = _exported(setup, files, sample, log)
+        results["export"] = exported
+        radius = np.asarray(arrays["student_radius"], dtype=np.float64)
+        _reprove(st._student_network(setup), sample.flat, radius, labels.label, cfg, timeout, "student radii", log)
+        from pacverify.certificate.guarantee import teacher_radius_factor
+        from pacverify.distill.margins import margin_alignment
+
+        m = margin_alignment(teacher_model, load_student(files.student_pt), sample.points, labels.label, cfg.norm)
+        factor = teacher_radius_factor(m.rho, m.margin_ratio)
+        radius = np.where(exported.student_label != labels.label, 0.0, radius)
+        if not np.allclose(factor * radius, lower, rtol=REL_TOL, atol=1e-12):
+            log.problems.append("the recorded lower radii are not the student's radii times the transfer factor")
+        low = ms.Lower(lower, radius, factor, 0.0)
+    else:
+        _reprove(network, sample.flat, lower, labels.label, cfg, timeout, "lower radii", log)
+        low = ms.Lower(lower, np.zeros(0), np.zeros(0), 0.0)
+    model = ms._teacher_model(setup)
+    upper = recorded["upper"]
+    finite = np.nonzero(np.isfinite(upper))[0]
+    index = np.asarray(arrays["upper_cex_index"], dtype=np.int64)
+    cex = np.asarray(arrays["upper_cex"], dtype=np.float64)
+    if not np.array_equal(index, finite) or len(cex) != len(finite):
+        log.problems.append("the recorded attack radii and their counterexamples do not match")
+    elif finite.size:
+        import torch
+
+        from pacverify.norms import vector_norm
+
+        with torch.no_grad():
+            classes = model(torch.as_tensor(cex, dtype=torch.float64)).argmax(1).numpy()
+        dist = vector_norm(cex - sample.flat[finite], cfg.norm)
+        bad = (classes == labels.label[finite]) | (dist > upper[finite] * (1 + 1e-9) + 1e-12)
+        if bad.any():
+            log.problems.append(f"{int(bad.sum())} recorded attack radii are not backed by a teacher counterexample "
+                                "at that distance")
+    full_cex = np.full((len(upper), sample.flat.shape[1]), np.nan)
+    if len(cex) == len(finite):
+        full_cex[finite] = cex
+    results["lower"], results["upper"] = low, ms.Upper(upper, full_cex, 0.0)
+    again, _ = attack_radii(model, sample.flat, labels.label, cfg.norm, hi=float(cfg.radius_cap or 2 * cfg.delta),
+                            steps=cfg.attack_steps, restarts=cfg.attack_restarts, bisection=cfg.attack_bisection,
+                            domain=cfg.domain, seed=cfg.seed + 7919)
+    refuted = False
+    hits = np.asarray(again) < lower
+    if hits.any() and record.verdict is not Verdict.REFUTED:
+        refuted = True
+        log.refutations.append(f"an independent attack found teacher counterexamples closer than the proven lower "
+                               f"radius at {int(hits.sum())} sample point(s): the certificate's claim is refuted")
+    log.notes.append("the teacher was attacked again at every sample point with another seed (u < l refutes)")
+    if sampler is not None:
+        results["holdout"] = ms.held_out(setup, labels, low)
+    else:
+        results["holdout"] = ms.HeldOut(np.asarray(arrays["holdout_confidence"], dtype=np.float64),
+                                        np.asarray(arrays["holdout_member"], dtype=bool), record.holdout.radius,
+                                        record.holdout.note)
+        log.unchecked.append("the held-out check was not re-derived (no sampler)")
+    expected, _ = ms.assemble(setup, results, record.timings)
+    return expected, refuted
+
+
+def _reprove(network, flat: np.ndarray, radius: np.ndarray, labels: np.ndarray, cfg: CertifySettings, timeout,
+             what: str, log: _Log) -> None:
+    """Every recorded radius > 0 is proven again by the bounds (and branch and bound, ``timeout`` s per point)."""
+    from pacverify.verify.api import verify_points
+
+    positive = np.nonzero(radius > 0)[0]
+    if not positive.size:
+        return
+    result = verify_points(network, flat[positive], radius[positive], cfg.norm, labels=labels[positive],
+                           method=cfg.verify_method, complete=True, timeout=timeout or 2 * cfg.timeout,
+                           domain=cfg.domain, seed=cfg.seed, attack=False)
+    failed = [i for i, v in zip(positive, result.verdicts, strict=True) if v.value != "verified"]
+    if failed:
+        log.problems.append(f"{len(failed)} recorded {what} were not re-proven (first: r = {radius[failed[0]]:g})")
+    else:
+        log.notes.append(f"all {positive.size} recorded {what} > 0 were re-proven")
+
+
 # --- comparison --------------------------------------------------------------------------------------------------
 
-def _compare(record: CertificateBody, expected: CertificateBody, log: _Log) -> None:
+def _compare(record: CertificateBody | MassCertificateBody, expected: CertificateBody | MassCertificateBody,
+             log: _Log) -> None:
     got, want = record.to_dict(), expected.to_dict()
     for key in IGNORED:
         got.pop(key, None)
         want.pop(key, None)
+    if isinstance(record, MassCertificateBody):  # the auto choice's cost estimate is a timing, not a claim
+        for d in (got, want):
+            d["oracle"].pop("reason", None)
+            d["statements"].pop("oracle", None)
     got["files"]["teacher"].pop("path", None)  # the teacher may be named elsewhere on the command line
     want["files"]["teacher"].pop("path", None)
-    for section, key in (("distillation", "onnx_parity_max_abs_diff"), ("files", "points")):
+    for section, key in (("distillation", "onnx_parity_max_abs_diff"), ("files", "points")) if not \
+            isinstance(record, MassCertificateBody) else (("files", "points"),):
         # the export's parity is a fact of that run (re-tested as the tie above); the side file's hash was checked
         got[section].pop(key, None)
         want[section].pop(key, None)

@@ -37,6 +37,8 @@ from pacverify.fileio import (
 from pacverify.models import load_teacher, resolve_device, teacher_logits
 from pacverify.pipeline.ball import BALL_MODE, assemble
 from pacverify.pipeline.cache import CACHE_DIR, StageCache
+from pacverify.pipeline.mass import assemble as assemble_mass
+from pacverify.pipeline.mass import mass_mode
 from pacverify.pipeline.runner import Progress, Runner, quiet
 from pacverify.pipeline.settings import CertifySettings
 from pacverify.pipeline.stages import MAX_COVERAGE_FLOATS, Setup
@@ -101,14 +103,20 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
     label_s = time.perf_counter() - start
     input_shape = tuple(probe.shape[1:])
     dim = int(np.prod(input_shape))
-    required_s = pac.sample_size(dim, cfg.eps, cfg.eta, norm=cfg.norm)
+    mass = cfg.guarantee == "mass"
+    required_s = pac.sample_size(dim, cfg.eps, cfg.eta, norm=cfg.norm, bound=str(cfg.bound),
+                                 guarantee=cfg.guarantee)
     if cfg.samples is not None and cfg.samples < required_s:
-        raise InputError(f"samples = {cfg.samples} is below the {required_s} that Thm 3.8 needs for m = {dim}, "
-                         f"eps = {cfg.eps:g}, eta = {cfg.eta:g}")
+        raise InputError(f"samples = {cfg.samples} is below the {required_s} that the ε-net bound ({cfg.bound}, "
+                         f"{cfg.guarantee} mode) needs for m = {dim}, eps = {cfg.eps:g}, eta = {cfg.eta:g}")
     s = cfg.samples or required_s
     available = getattr(sampler, "available_fresh", None)
     if available is not None and available(0) < s:
+        if not mass:
+            raise InputError(_too_few_rows_for_ball(cfg, dim, s, available(0)))
         sampler.draw(s)  # raises the sampler's own message: how many rows, how many needed, what to do
+    oracle, oracle_reason, network = ("", "", None) if not mass else \
+        choose_oracle(cfg, teacher_model, teacher_path, input_shape, s)
     needed = _memory_estimate(cfg, s, dim, int(probe_logits.shape[1]))
     check_memory(needed, f"certify with s = {s} points of dimension m = {dim}",
                  f"fewer points need less (a larger --eps or --eta: pacverify samples --dim {dim} shows the sizes"
@@ -127,20 +135,22 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
     try:
         setup = Setup(cfg=cfg, teacher=teacher_model, teacher_path=teacher_path, teacher_hash=teacher_hash,
                       sampler=sampler, source=cfg.source_description(), input_shape=input_shape, dim=dim,
-                      samples=s, samples_required=required_s, out_dir=out_dir, device=device, show_bars=show_bars)
+                      samples=s, samples_required=required_s, out_dir=out_dir, device=device, show_bars=show_bars,
+                      oracle=oracle, oracle_reason=oracle_reason, teacher_network=network)
         runner = Runner(setup, StageCache(out_dir if cache else None), say)
+        stages = mass_mode(oracle) if mass else BALL_MODE
         # sample and labels first: what only the sample shows stops the run before a student is trained
-        at = [stage.name for stage in BALL_MODE].index("label")
-        results = runner.run(BALL_MODE[:at])
+        at = [stage.name for stage in stages].index("label")
+        results = runner.run(stages[:at])
         try:
-            results = runner.run(BALL_MODE[at:at + 1], results)
+            results = runner.run(stages[at:at + 1], results)
         except (InputError, MemoryError):
             raise
         except Exception as exc:  # the teacher's own code failed on the sample
             raise InputError(f"the teacher failed while labelling the {s} sample points: {error_line(exc)}") from None
         _check_confident(results["label"], cfg.kappa, s)
-        results = runner.run(BALL_MODE[at + 1:], results)
-        record, arrays = assemble(setup, results, runner.timings)
+        results = runner.run(stages[at + 1:], results)
+        record, arrays = (assemble_mass if mass else assemble)(setup, results, runner.timings)
         cert = write_certificate(record, arrays, out_dir)
         write_report(cert, html_path=out_dir / "report.html", markdown_path=out_dir / "report.md")
         return cert
@@ -156,6 +166,45 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
         raise
     finally:
         release_lock(lock)
+
+
+def choose_oracle(cfg: CertifySettings, teacher: torch.nn.Module, teacher_path: Path | None,
+                  input_shape: tuple[int, ...], s: int) -> tuple[str, str, object]:
+    """Mass mode: which oracle gives the lower radii, why, and the teacher's Network when it is the teacher.
+
+    ``teacher``: the engine must read the teacher (else InputError saying why and what to do). ``student``: always.
+    ``auto``: the teacher when the engine reads it and the estimated cost of its radius search at the s points fits
+    ``cfg.oracle_budget`` seconds; else the student.
+    """
+    from pacverify.verify.oracle import estimate_cost, teacher_network
+
+    if cfg.oracle == "student":
+        return "student", "requested (--oracle student): the teacher's radii come from the student by Prop 4.3", None
+    network, why = teacher_network(teacher, teacher_path, input_shape)
+    if network is None:
+        if cfg.oracle == "teacher":
+            raise InputError(f"--oracle teacher: {why}; use --oracle student (the distilled student's radii, under "
+                             "the transfer assumptions) or --oracle auto")
+        return "student", f"chosen by --oracle auto because {why}", None
+    if cfg.oracle == "teacher":
+        return "teacher", f"requested (--oracle teacher); {why}", network
+    cost = estimate_cost(network, s)
+    if cost > cfg.oracle_budget:
+        return "student", (f"chosen by --oracle auto: {why}, but its radius search at {s} points would take about "
+                           f"{_duration(cost)}, over the budget of {_duration(cfg.oracle_budget)}"), None
+    return "teacher", f"chosen by --oracle auto: {why}; estimated cost {_duration(cost)} at {s} points", network
+
+
+def _too_few_rows_for_ball(cfg: CertifySettings, dim: int, s: int, rows: int) -> str:
+    """Ball mode refused for a data source with fewer rows than s, with what mass mode needs and reaches."""
+    need = pac.sample_size(dim, cfg.eps, cfg.eta, norm=cfg.norm, guarantee="mass", bound="tight")
+    try:
+        reach = f"; {rows} rows reach ε = {pac.min_eps(rows, dim, cfg.eta, norm=cfg.norm, guarantee='mass', bound='tight'):.4g}"
+    except InputError:
+        reach = ""
+    return (f"ball mode needs s = {s} rows for m = {dim} (ε = {cfg.eps:g}, η = {cfg.eta:g}, {cfg.bound} bound) but the "
+            f"data has {rows}; the dimension-free mass mode (--guarantee mass) needs s = {need} at these ε and η"
+            f"{reach} (pacverify samples --dim {dim} --samples {rows} --eta {cfg.eta:g} shows both)")
 
 
 _PROBE_POINTS = 64

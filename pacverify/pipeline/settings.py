@@ -13,7 +13,7 @@ from typing import Any
 from pacverify.data import Sampler
 from pacverify.errors import InputError
 from pacverify.fileio import sha256_file
-from pacverify.names import BOUND_METHOD_NAMES, DEVICES, DISTILL_METHODS
+from pacverify.names import BOUND_METHOD_NAMES, BOUNDS, DEVICES, DISTILL_METHODS, GUARANTEES, ORACLES
 from pacverify.validation import (
     check_choice,
     check_delta,
@@ -48,6 +48,14 @@ class CertifySettings:
     required point (0: none).
     ``coverage_points``/``coverage_batch``: the Monte Carlo coverage estimate (0 points: skip).
     ``allow_duplicates``: accept a sample with more than 1% exact duplicate rows (:data:`pacverify.data.DUPLICATE_LIMIT`).
+    ``guarantee``: "ball" (Thm 4.4 of 004: δ-balls of mass ≥ ε, d = m + 1) or "mass" (the dimension-free
+    confidence→robustness map M(κ), d = 2; docs/theory.md). ``bound``: the ε-net sample size, "thm38" (Thm 3.8,
+    the default of ball mode) or "tight" (the double-sampling bound, the default of mass mode). Mass mode only:
+    ``oracle`` ("teacher": the teacher's own certified radii; "student": the distilled student's, transferred by
+    Prop 4.3; "auto": the teacher when the engine reads it and its estimated cost fits ``oracle_budget`` seconds),
+    ``holdout`` fresh draws for the held-out check (None: up to 3000 as the source allows; 0: none),
+    ``attack_bisection`` radii tried per point by the teacher attack's upper-bound search. In mass mode the radius
+    search defaults to cap 2δ and tol δ/32.
     """
 
     delta: float
@@ -82,6 +90,12 @@ class CertifySettings:
     coverage_batch: int | None = None
     domain: tuple[float, float] | None = None
     allow_duplicates: bool = False
+    guarantee: str = "ball"
+    bound: str | None = None
+    oracle: str = "auto"
+    oracle_budget: float = 1800.0
+    holdout: int | None = None
+    attack_bisection: int = 6
 
     def validated(self) -> CertifySettings:
         """A canonical copy with every field checked; InputError on the first bad one."""
@@ -112,16 +126,25 @@ class CertifySettings:
             raise InputError(f"complete must be true or false, got {self.complete!r}")
         if not isinstance(self.allow_duplicates, bool):
             raise InputError(f"allow_duplicates must be true or false, got {self.allow_duplicates!r}")
+        guarantee = check_choice(self.guarantee, GUARANTEES, "guarantee")
+        mass = guarantee == "mass"
+        bound = check_choice(self.bound if self.bound is not None else "tight" if mass else "thm38", BOUNDS, "bound")
+        cap = self.radius_cap if self.radius_cap is not None else (2 * delta if mass else 6 * delta)
+        tol = self.radius_tol if self.radius_tol is not None else (delta / 32 if mass else 3 * delta / 64)
         return replace(
-            self, delta=delta, eps=check_eps(self.eps), eta=check_eta(self.eta), kappa=check_kappa(self.kappa),
+            self, delta=delta, guarantee=guarantee, bound=bound,
+            oracle=check_choice(self.oracle, ORACLES, "oracle"),
+            oracle_budget=check_positive(self.oracle_budget, "oracle budget"),
+            holdout=None if self.holdout is None else 0 if self.holdout == 0 else check_positive_int(self.holdout,
+                                                                                                      "holdout"),
+            attack_bisection=check_positive_int(self.attack_bisection, "attack bisection"), eps=check_eps(self.eps), eta=check_eta(self.eta), kappa=check_kappa(self.kappa),
             norm=norm, tv=check_tv(self.tv), seed=seed, method=method, student=student, epochs=epochs,
             device=check_choice(self.device, DEVICES, "device"),
             verify_method=check_choice(self.verify_method, BOUND_METHOD_NAMES, "verify method"),
             samples=None if self.samples is None else check_samples(self.samples),
             timeout=check_positive(self.timeout, "timeout"),
-            radius_cap=check_positive(self.radius_cap if self.radius_cap is not None else 6 * delta, "radius cap"),
-            radius_tol=check_positive(self.radius_tol if self.radius_tol is not None else 3 * delta / 64,
-                                      "radius tol"),
+            radius_cap=check_positive(cap, "radius cap"),
+            radius_tol=check_positive(tol, "radius tol"),
             attack_steps=check_positive_int(self.attack_steps, "attack steps"),
             attack_restarts=check_positive_int(self.attack_restarts, "attack restarts"),
             attack_starts=check_choice(self.attack_starts, ("spread", "box"), "attack starts"),

@@ -48,6 +48,9 @@ class Setup:
     out_dir: Path
     device: torch.device
     show_bars: bool = False
+    oracle: str = ""                 # mass mode: the oracle that runs ("teacher" or "student")
+    oracle_reason: str = ""          # mass mode: why that oracle
+    teacher_network: Any = None      # mass mode, teacher oracle: the verifier's Network of the teacher
 
 
 # --- sample ------------------------------------------------------------------------------------------------------

@@ -87,3 +87,40 @@ def decision_map(grid_x: np.ndarray, grid_y: np.ndarray, grid_label: np.ndarray,
     ax.set_title("teacher decision regions and sample points")
     ax.legend(loc="best", fontsize=8, markerscale=2)
     return _png(fig)
+
+
+def confidence_map_plot(lower: np.ndarray, upper: np.ndarray, confidence: np.ndarray, steps: list,
+                        delta: float, kappa: float, holdout_confidence: np.ndarray | None = None,
+                        holdout_member: np.ndarray | None = None, holdout_radius: float | None = None) -> bytes:
+    """Mass mode's robustness–confidence plot: each sample point at (l_i, conf_i) with a bar up to its attack radius
+    u_i (to the right edge when none was found), M(κ) as a step curve, the requested (δ, κ) marked, and the
+    held-out members of R(M(κ), κ) at M(κ)."""
+    fig = Figure(figsize=(6.2, 4.0))
+    ax = fig.add_subplot()
+    lower = np.asarray(lower, dtype=float)
+    upper = np.asarray(upper, dtype=float)
+    conf = np.asarray(confidence, dtype=float)
+    finite = upper[np.isfinite(upper)]
+    right = float(max(lower.max(initial=0.0), finite.max(initial=0.0), 2 * delta)) * 1.05
+    bar_end = np.where(np.isfinite(upper), upper, right)
+    ax.hlines(conf, lower, bar_end, colors="#c9d6e8", linewidth=0.6, zorder=1)
+    ax.scatter(lower, conf, s=5, color="#4c78a8", zorder=2, label="lower radius l_i (bar: up to attack radius u_i)")
+    bad = upper < lower
+    if bad.any():
+        ax.scatter(upper[bad], conf[bad], s=30, marker="x", color="#d62728", zorder=4, label="u_i < l_i (refuted)")
+    if steps:
+        ks = [float(k) for k, _ in steps]
+        ms = [min(float(m), right) for _, m in steps]
+        ax.step(ms, ks, where="pre", color="black", linewidth=1.2, zorder=3, label="M(κ)")
+    ax.axvline(delta, color="#d62728", linestyle="--", linewidth=1, label=f"δ = {delta:g}")
+    ax.axhline(kappa, color="#7b2cbf", linestyle=":", linewidth=1, label=f"κ = {kappa:g}")
+    if holdout_confidence is not None and holdout_member is not None and holdout_radius is not None \
+            and np.asarray(holdout_member).any():
+        hc = np.asarray(holdout_confidence, dtype=float)[np.asarray(holdout_member, bool)]
+        ax.scatter(np.full(hc.size, min(holdout_radius, right)), hc, s=25, marker="D", color="#ff9f1c", zorder=5,
+                   label="held-out member of R(M(κ), κ)")
+    ax.set_xlim(0, right)
+    ax.set_xlabel("robust radius of the teacher (lower bound l_i)")
+    ax.set_ylabel("teacher confidence conf_T(x_i)")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)

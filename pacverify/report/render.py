@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from pacverify.certificate.io import Certificate, status_names
+from pacverify.certificate.schema import MassCertificateBody, MassStatements
 from pacverify.fileio import atomic_write_bytes, atomic_write_text
 from pacverify.report import plots
 
@@ -18,6 +19,15 @@ def _figures(cert: Certificate) -> list[tuple[str, str, bytes]]:
     """(file name, caption, png) for each figure the certificate's data supports."""
     record, arrays = cert.record, cert.arrays
     figs: list[tuple[str, str, bytes]] = []
+    if isinstance(record, MassCertificateBody):
+        if "lower" in arrays:
+            figs.append(("confidence_map.png", "Robustness–confidence plot: lower radius l_i and attack radius u_i "
+                         "against the teacher's confidence, with M(κ), δ and κ",
+                         plots.confidence_map_plot(arrays["lower"], arrays["upper"], arrays["teacher_confidence"],
+                                                   record.confidence_map.steps, record.pac.delta, record.pac.kappa,
+                                                   arrays.get("holdout_confidence"), arrays.get("holdout_member"),
+                                                   record.holdout.radius)))
+        return figs
     required = arrays.get("required")
     if "certified_radius" in arrays and required is not None and required.any():
         figs.append(("radius.png", "Certified radii of the student at the required points, against 3δ",
@@ -47,6 +57,10 @@ def _fmt(value) -> str:
 def _claims(cert: Certificate) -> list[tuple[str, str]]:
     """The printed claims in reading order, each with its title (absent ones left out)."""
     st = cert.record.statements
+    if isinstance(st, MassStatements):
+        mass = [("Mass statement", st.pac), ("Conditional form", st.conditional), ("Oracle", st.oracle),
+                ("Held-out check", st.holdout), ("Scope", st.scope)]
+        return [(title, text) for title, text in mass if text]
     claims = [("PAC statement (δ)", st.pac), ("PAC statement (δ_T)", st.pac_delta_T), ("δ_T (not claimed)", st.delta_T_note),
               ("Coverage", st.coverage)]
     return [(title, text) for title, text in claims if text]
@@ -55,11 +69,19 @@ def _claims(cert: Certificate) -> list[tuple[str, str]]:
 def _sections(cert: Certificate) -> list[tuple[str, list[tuple[str, str]]]]:
     """The evidence tables, as (title, [(key, value)]) in reading order."""
     body = cert.body  # the JSON form: the tables show every key as written
-    order = [("PAC parameters", "pac"), ("Verification of the student", "verification"),
+    order = [("PAC parameters", "pac"), ("Oracle", "oracle"), ("Held-out check", "holdout"),
+             ("Settings", "settings"), ("Files", "files"), ("Timings (s)", "timings"),
+             ("Environment", "environment")] if cert.mass else [("PAC parameters", "pac"), ("Verification of the student", "verification"),
              ("Relaxed radius δ_T (Prop 4.3)", "relaxation"), ("Teacher cross-check", "teacher_check"),
              ("Guarantee coverage", "coverage"), ("Distillation quality", "distillation"),
              ("Settings", "settings"), ("Files", "files"), ("Timings (s)", "timings"), ("Environment", "environment")]
     out = []
+    if cert.mass:
+        cmap = body["confidence_map"]
+        out.append(("The map M(κ)", [(f"κ = {r['kappa']:g}", f"M = {_fmt(r['radius'])}; {r['confident']} confident; "
+                                      f"p̲ = {_fmt(r['p_lower'])}; ε/p̲ = {_fmt(r['conditional_eps'])}")
+                                     for r in cmap["table"]] + [("requested κ", f"{cmap['kappa']:g}: M(κ) = "
+                                                                                 f"{_fmt(cmap['radius'])}")]))
     for title, key in order:
         section = body.get(key)
         if isinstance(section, dict):

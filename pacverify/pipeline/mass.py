@@ -1,0 +1,331 @@
+"""Mass mode (``--guarantee mass``, docs/theory.md "Mass mode"): its stages and the certificate it assembles.
+
+The sample is sized by the ε-net bound with VC dimension 2 (the ranges {x : conf_T(x) ≥ κ, rob_T(x) < ρ}), so it
+does not grow with the input dimension. At every sample point an *oracle* gives a lower radius l_i ≤ rob_T(x_i):
+
+* ``teacher`` — the teacher's own certified radius from pacverify's bound propagation (:data:`TEACHER_ORACLE`);
+* ``student`` — the distilled student's certified radius carried to the teacher by Prop 4.3 of 004
+  (:data:`STUDENT_ORACLE`; needs the transfer premises).
+
+A bisected PGD attack on the teacher gives an upper radius u_i ≥ rob_T(x_i) (u_i < l_i refutes the oracle), and
+fresh draws check the guarantee on held-out data. :func:`assemble` builds the
+:class:`~pacverify.certificate.schema.MassCertificateBody` and the per-point arrays of ``points.npz``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pacverify import pac
+from pacverify._version import __version__
+from pacverify.certificate import schema as S
+from pacverify.certificate.mass import (
+    KAPPA_TABLE,
+    MassEvidence,
+    conditional_eps,
+    confidence_steps,
+    confident_fraction_lower,
+    dkw_margin,
+    holdout_test,
+    mass_verdict,
+    radius_at,
+)
+from pacverify.certificate.statements import (
+    DELTA_T_PREMISES,
+    environment,
+    holdout_sentence,
+    mass_assumptions,
+    mass_conditional_statement,
+    mass_statement,
+    quantiles,
+)
+from pacverify.data import count_duplicates
+from pacverify.pipeline.ball import _recorded_path
+from pacverify.pipeline.runner import Stage
+from pacverify.pipeline.stages import (
+    DISTILL,
+    EXPORT,
+    FRESH,
+    LABEL,
+    SAMPLE,
+    Exported,
+    Labels,
+    Sample,
+    Setup,
+    _student_network,
+    teacher_confidence,
+)
+
+DEFAULT_HOLDOUT = 3000
+SCOPE = ("The statement is about probability mass, not about balls: it bounds how much of D_X is κ-confident and "
+         "not M(κ)-robust; it says nothing about a particular input and nothing where the teacher is not κ-confident.")
+FORMULA = "delta_T = M(kappa) = min{ l_i : conf_T(x_i) >= kappa } (mass mode: the radius the mass statement is about)"
+
+
+# --- lower radii ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Lower:
+    """l_i ≤ rob_T(x_i) at every sample point (under the student oracle: under the transfer premises)."""
+
+    lower: np.ndarray          # (s,)
+    student_radius: np.ndarray  # (s,) the student's certified radius r_i (student oracle; empty otherwise)
+    factor: np.ndarray         # (s,) min_j min((g_T/g_S)_j·ρ_j, 1) (student oracle; empty otherwise)
+    time_s: float
+
+
+def teacher_lower(setup: Setup, sample: Sample, labels: Labels) -> Lower:
+    """The teacher's own certified radius at every point: bisection with sound bounds, up to the cap."""
+    import time
+
+    from pacverify.verify.oracle import teacher_lower_radii
+
+    cfg = setup.cfg
+    start = time.perf_counter()
+    lower = teacher_lower_radii(setup.teacher_network, sample.flat, labels.label, cfg.norm,
+                                cap=float(cfg.radius_cap or 2 * cfg.delta), tol=float(cfg.radius_tol or cfg.delta / 32),
+                                method=cfg.verify_method, domain=cfg.domain, seed=cfg.seed)
+    empty = np.zeros(0)
+    return Lower(np.asarray(lower, dtype=np.float64), empty, empty, time.perf_counter() - start)
+
+
+def student_lower(setup: Setup, sample: Sample, labels: Labels, exported: Exported) -> Lower:
+    """l_i = min_j min((g_T/g_S)_j·ρ_j, 1)·r_i (Prop 4.3 of 004), r_i the student's certified radius for the
+    teacher's class (0 where the student disagrees with the teacher)."""
+    import time
+
+    from pacverify.certificate.guarantee import teacher_radius_factor
+    from pacverify.distill.margins import margin_alignment
+    from pacverify.models import load_student
+    from pacverify.verify.api import certified_radius
+
+    cfg = setup.cfg
+    start = time.perf_counter()
+    result = certified_radius(_student_network(setup), sample.flat, cfg.norm, labels=labels.label,
+                              method=cfg.verify_method, cap=float(cfg.radius_cap or 2 * cfg.delta),
+                              tol=float(cfg.radius_tol or cfg.delta / 32), domain=cfg.domain, seed=cfg.seed,
+                              attack=False)
+    radius = np.asarray(result.radius, dtype=np.float64)
+    radius[exported.student_label != labels.label] = 0.0
+    student = load_student(setup.out_dir / "student.pt")
+    m = margin_alignment(setup.teacher, student, sample.points, labels.label, cfg.norm)
+    factor = teacher_radius_factor(m.rho, m.margin_ratio)
+    return Lower(factor * radius, radius, factor, time.perf_counter() - start)
+
+
+def _describe_lower(setup: Setup, *_: Any) -> str:
+    return f"proving lower radii at {setup.samples} points with the {setup.oracle} oracle"
+
+
+TEACHER_LOWER = Stage("lower", teacher_lower, Lower, needs=("sample", "label"), describe=_describe_lower)
+STUDENT_LOWER = Stage("lower", student_lower, Lower, needs=("sample", "label", "export"), describe=_describe_lower)
+
+
+# --- attack upper radii --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Upper:
+    """u_i ≥ rob_T(x_i): the distance of the closest confirmed teacher counterexample found (+inf: none)."""
+
+    upper: np.ndarray  # (s,)
+    cex: np.ndarray    # (s, m), NaN rows where none
+    time_s: float
+
+
+def _teacher_model(setup: Setup):
+    from pacverify.pipeline.teacher_check import TeacherModel
+
+    return TeacherModel(setup.teacher, setup.input_shape, device=setup.device)
+
+
+def teacher_upper(setup: Setup, sample: Sample, labels: Labels) -> Upper:
+    """Bisected PGD on the teacher over radii in (0, cap]; the distance of each confirmed counterexample."""
+    import time
+
+    from pacverify.verify.oracle import attack_radii
+
+    cfg = setup.cfg
+    start = time.perf_counter()
+    upper, cex = attack_radii(_teacher_model(setup), sample.flat, labels.label, cfg.norm,
+                              hi=float(cfg.radius_cap or 2 * cfg.delta), steps=cfg.attack_steps,
+                              restarts=cfg.attack_restarts, bisection=cfg.attack_bisection, domain=cfg.domain,
+                              seed=cfg.seed)
+    return Upper(np.asarray(upper, dtype=np.float64), np.asarray(cex, dtype=np.float64), time.perf_counter() - start)
+
+
+UPPER = Stage("upper", teacher_upper, Upper, needs=("sample", "label"),
+              describe=lambda setup, *_: "attacking the teacher for upper radii")
+
+
+# --- held-out check ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HeldOut:
+    confidence: np.ndarray  # (n,) conf_T at the fresh draws
+    found: np.ndarray       # (n,) a teacher counterexample within M(κ) (κ-confident draws only)
+    radius: float           # M(κ) attacked at
+    note: str | None
+
+
+def holdout_points(setup: Setup) -> int:
+    """How many fresh draws the held-out check uses: ``cfg.holdout``, or up to 3000 as the source allows."""
+    cfg = setup.cfg
+    want = DEFAULT_HOLDOUT if cfg.holdout is None else cfg.holdout
+    available = getattr(setup.sampler, "available_fresh", None)
+    if available is not None:
+        want = min(want, available(setup.samples))
+    return max(int(want), 0)
+
+
+def held_out(setup: Setup, labels: Labels, lower: Lower) -> HeldOut:
+    """Fresh draws disjoint from the sample: the κ-confident ones are attacked at radius M(κ); a confirmed
+    counterexample makes the draw a member of R(M(κ), κ) (docs/theory.md)."""
+    from pacverify.attacks import attack
+
+    cfg = setup.cfg
+    n = holdout_points(setup)
+    radius = float(radius_at(labels.confidence, lower.lower, cfg.kappa)[0])
+    if n == 0:
+        why = "holdout = 0" if cfg.holdout == 0 else "the data file has no rows to spare beyond the sample"
+        return HeldOut(np.zeros(0), np.zeros(0, bool), radius, f"not run: {why}")
+    points = setup.sampler.fresh(n, after=setup.samples)
+    conf = teacher_confidence(setup, points)
+    found = np.zeros(n, bool)
+    idx = np.nonzero(conf >= cfg.kappa)[0]
+    if idx.size and 0 < radius < np.inf:
+        import torch
+
+        model = _teacher_model(setup)
+        x = torch.as_tensor(points.reshape(n, -1)[idx], dtype=torch.float64)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        result = attack(model, x, y, radius, norm=cfg.norm, domain=cfg.domain, steps=cfg.attack_steps,
+                        restarts=cfg.attack_restarts, seed=cfg.seed, starts="spread")
+        found[idx] = result.found.cpu().numpy()
+    note = None if 0 < radius < np.inf else f"M(κ) = {radius:g}: the range R(M(κ), κ) holds no input to attack"
+    return HeldOut(conf, found, radius, note)
+
+
+HOLDOUT = Stage("holdout", held_out, HeldOut, needs=("label", "lower"),
+                describe=lambda setup, *_: f"held-out check on {holdout_points(setup)} fresh draws")
+
+
+TEACHER_ORACLE = (SAMPLE, LABEL, TEACHER_LOWER, UPPER, HOLDOUT)
+STUDENT_ORACLE = (SAMPLE, LABEL, FRESH, DISTILL, EXPORT, STUDENT_LOWER, UPPER, HOLDOUT)
+
+
+def mass_mode(oracle: str) -> tuple[Stage, ...]:
+    """The stages of mass mode for the oracle that runs ("teacher" or "student")."""
+    return TEACHER_ORACLE if oracle == "teacher" else STUDENT_ORACLE
+
+
+# --- the certificate -----------------------------------------------------------------------------------------------
+
+def confidence_map(confidence: np.ndarray, lower: np.ndarray, kappa: float, eps: float, eta: float) -> S.ConfidenceMap:
+    """M(κ) at the requested κ, as a step function and as a table with p̲(κ) and ε/p̲(κ)."""
+    table = np.asarray(KAPPA_TABLE, dtype=np.float64)
+    radii = radius_at(confidence, lower, table)
+    p_lower = confident_fraction_lower(confidence, table, eta)
+    cond = conditional_eps(eps, p_lower)
+    counts = [(np.asarray(confidence) >= k).sum() for k in table]
+    rows = [S.MapRow(float(k), float(r), int(c), float(p), float(e))
+            for k, r, c, p, e in zip(table, radii, counts, p_lower, cond, strict=True)]
+    return S.ConfidenceMap(kappa=kappa, radius=float(radius_at(confidence, lower, kappa)[0]),
+                           steps=[[k, m] for k, m in confidence_steps(confidence, lower)], table=rows,
+                           dkw_margin=dkw_margin(len(confidence), eta))
+
+
+def assemble(setup: Setup, results: dict[str, Any],
+             timings: Mapping[str, float | str | None]) -> tuple[S.MassCertificateBody, dict]:
+    """The mass-mode certificate body (``files.points`` and ``integrity`` filled in when written) and its arrays."""
+    cfg, s = setup.cfg, setup.samples
+    labels, low, up, hold = results["label"], results["lower"], results["upper"], results["holdout"]
+    oracle = setup.oracle
+    cmap = confidence_map(labels.confidence, low.lower, cfg.kappa, cfg.eps, cfg.eta)
+    inconsistent = int((up.upper < low.lower).sum())
+    verdict, reasons = mass_verdict(MassEvidence(cmap.radius, cfg.delta, inconsistent))
+    p_here = float(confident_fraction_lower(labels.confidence, cfg.kappa, cfg.eta)[0])
+    cond_here = float(conditional_eps(cfg.eps, np.array([p_here]))[0])
+    confident = hold.confidence >= cfg.kappa
+    test = holdout_test(int(hold.found.sum()), len(hold.confidence), int(confident.sum()),
+                        int(confident.sum()) if 0 < hold.radius < np.inf else 0, cfg.eps, cfg.eta)
+    holdout = S.Holdout(points=test.points, confident=test.confident, attacked=test.attacked, members=test.members,
+                        radius=hold.radius, rate=test.rate, interval=None if test.interval is None
+                        else list(test.interval), p_value=test.p_value, significant=test.significant, note=hold.note)
+    warnings = []
+    if test.significant:
+        warnings.append(f"the held-out violation rate {test.rate:.4g} is significantly above ε = {cfg.eps:g} "
+                        f"(p = {test.p_value:.3g} < η): the guarantee failed on held-out data")
+    if inconsistent:
+        warnings.append(f"{inconsistent} sample point(s) have a teacher counterexample closer than the proven lower "
+                        "radius (u_i < l_i): the oracle is wrong there")
+    exported = results.get("export")
+    student_disagrees = None if exported is None else int((exported.student_label != labels.label).sum())
+    premises = list(DELTA_T_PREMISES) if oracle == "student" else []
+    record = S.MassCertificateBody(
+        schema=S.MASS_SCHEMA,
+        tool=S.Tool("pacverify", __version__),
+        verdict=verdict,
+        reasons=reasons,
+        statements=S.MassStatements(
+            pac=mass_statement(delta=cfg.delta, eps=cfg.eps, eta=cfg.eta, kappa=cfg.kappa, radius=cmap.radius,
+                               samples=s, norm=cfg.norm, bound=str(cfg.bound), oracle=oracle, tv=cfg.tv),
+            conditional=mass_conditional_statement(eta=cfg.eta, kappa=cfg.kappa, radius=cmap.radius, p_lower=p_here,
+                                                   cond_eps=cond_here, margin=cmap.dkw_margin, samples=s),
+            assumptions=mass_assumptions(oracle=oracle, source_kind=setup.source["kind"], tv=cfg.tv,
+                                         premises=tuple(premises)),
+            oracle=f"{oracle} oracle: {setup.oracle_reason}",
+            holdout=holdout_sentence(_plain(holdout), cfg.eps, cfg.eta, cfg.kappa),
+            scope=SCOPE),
+        pac=S.MassParameters(guarantee="mass", delta=cfg.delta, eps=cfg.eps, eta=cfg.eta, kappa=cfg.kappa,
+                             norm=cfg.norm, dim=setup.dim,
+                             vc_dimension=pac.vc_dimension(setup.dim, cfg.norm, guarantee="mass"),
+                             bound=str(cfg.bound), samples=s, samples_required=setup.samples_required, tv=cfg.tv,
+                             shifted_eps=pac.shifted_eps(cfg.eps, cfg.tv), n_classes=labels.n_classes),
+        files=S.MassFiles(
+            teacher=S.FileRef(_recorded_path(setup.teacher_path, setup.out_dir), setup.teacher_hash),
+            student_onnx=None if exported is None else S.FileRef("student.onnx", exported.onnx_sha256),
+            student_pt=None if exported is None else S.FileRef("student.pt", exported.student_pt_sha256),
+            data=S.DataSource(**setup.source, duplicates=count_duplicates(results["sample"].points)),
+            points=S.FileRef("points.npz", None)),
+        warnings=warnings,
+        settings=S.MassSettings(
+            seed=cfg.seed, arch=cfg.arch, trust_pickle=cfg.trust_pickle, oracle=cfg.oracle,
+            verify_method=cfg.verify_method,
+            radius_search=S.RadiusSearch(float(cfg.radius_cap or 0.0), float(cfg.radius_tol or 0.0)),
+            attack=S.MassAttackSettings(cfg.attack_steps, cfg.attack_restarts, cfg.attack_bisection),
+            holdout=holdout_points(setup), domain=None if cfg.domain is None else list(cfg.domain),
+            device=cfg.device, allow_duplicates=cfg.allow_duplicates, student=cfg.student, method=cfg.method,
+            epochs=cfg.epochs, distill_options=dict(cfg.distill_options)),
+        oracle=S.Oracle(requested=cfg.oracle, used=oracle, reason=setup.oracle_reason, method=cfg.verify_method,
+                        cap=float(cfg.radius_cap or 0.0), tol=float(cfg.radius_tol or 0.0),
+                        proven=int((low.lower > 0).sum()), lower_quantiles=quantiles(low.lower),
+                        upper_quantiles=quantiles(up.upper), attacked_found=int(np.isfinite(up.upper).sum()),
+                        inconsistent=inconsistent, student_disagrees=student_disagrees, premises=premises),
+        confidence_map=cmap,
+        relaxation=S.MassRelaxation(delta_T=cmap.radius, formula=FORMULA),
+        holdout=holdout,
+        timings={**timings, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+        environment=S.Environment(**environment(str(setup.device))),
+        integrity=S.Integrity(""),
+    )
+    arrays = {"points": results["sample"].points, "teacher_label": labels.label,
+              "teacher_confidence": labels.confidence, "lower": low.lower, "upper": up.upper,
+              "upper_cex_index": np.nonzero(np.isfinite(up.upper))[0],
+              "upper_cex": up.cex[np.isfinite(up.upper)],
+              "holdout_confidence": hold.confidence, "holdout_member": hold.found}
+    if oracle == "student":
+        assert exported is not None
+        arrays.update(student_label=exported.student_label, student_radius=low.student_radius,
+                      teacher_radius_factor=low.factor)
+    return record, arrays
+
+
+def _plain(section: Any) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(section)

@@ -1,0 +1,527 @@
+"""The teacher as its own oracle (mass mode, issue 11): at every sample point x_i, a sound lower bound
+``l_i ≤ rob_T(x_i)`` on the teacher's robust radius and an attack upper bound ``u_i ≥ rob_T(x_i)``.
+
+``rob_T(x)`` is the largest r such that the teacher's argmax is constant on the closed ``norm``-ball of radius
+r around x (intersected with the input domain box when one is given).
+
+* :func:`teacher_network` — the verifier's :class:`~pacverify.network.Network` for the teacher (its ONNX file,
+  or the torch module exported to ONNX), checked to reproduce the teacher's logits; or None and why not.
+* :func:`teacher_lower_radii` — ``l_i``: the largest radius (up to ``cap``, to within ``tol``) at which sound
+  bounds (IBP, CROWN, α-CROWN) PROVE the ball robust; every l_i is a radius at which point i was proved, so
+  ``l_i ≤ rob_N(x_i)`` for the function N the Network computes (in exact arithmetic: the bounds carry their
+  own rounding margins). N is the teacher's ONNX graph read in float64; the teacher itself may run in float32,
+  which differs from N by rounding (:func:`teacher_network` checks ≤ 1e-4 relative on sample points).
+* :func:`attack_radii` — ``u_i``: the distance to the closest CONFIRMED counterexample found by PGD bisected
+  on the radius (+inf where none was found up to ``hi``); ``u_i ≥ rob_T(x_i)`` because the teacher's class
+  at that point (re-evaluated, in the teacher's own dtype) differs from the label.
+* :func:`teacher_oracle` runs both (:class:`OracleResult`); :func:`estimate_cost` times a short probe so that
+  a caller can decide whether the teacher fits a time budget.
+
+Search for l_i (``search="itp"``, the default): each pass bounds every unfinished point once, at its own radius
+(one batched call of the bound routine). The first pass is at ``cap`` (points proved there are done). Then each
+point keeps a bracket ``[a_i, b_i]`` — a_i proved (0 at the start), b_i not proved — and the lower bound
+of the margin ``f_i(r) = min_j lower(z_y − z_j)`` over the r-ball at both ends (``f_i(0)`` is the margin at the
+point itself); the next radius is chosen by the ITP rule (Oliveira & Takahashi, *An Enhancement of the
+Bisection Method Average Performance Preserving Minmax Optimality*, ACM TOMS 2020): regula falsi on f, moved
+toward the midpoint and kept within a shrinking distance of it, which never takes more passes than bisection
+plus one and usually far fewer, since f is smooth in r between changes of the set of unstable neurons. A point
+stops when ``b_i − a_i ≤ tol`` (as in :func:`~pacverify.verify.api.certified_radius`). ``search="bisect"``
+calls :func:`~pacverify.verify.api.certified_radius` itself (bisection). Either way, the result at each point
+is a radius that was proved.
+
+For CROWN and α-CROWN on a network whose first layer is an affine map followed by a ReLU, the first ReLU
+layer's CROWN pre-activation bounds equal the exact range of that affine map over the set, which the engine's
+interval pass already computes (:func:`~pacverify.verify.bounds.ibp.forward_interval`); the search therefore
+passes ``(−inf, +inf)`` as that layer's ``intermediate`` bounds (trivially sound: the engine intersects them with
+the interval image and widens by its rounding margin) and skips recomputing them, about 4× less work per pass
+on a one-hidden-layer MLP.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pacverify.attacks import Attackable, attack, margin_loss
+from pacverify.errors import InputError
+from pacverify.network import Affine, Network, Relu
+from pacverify.norms import vector_norm
+from pacverify.validation import check_choice, check_norm, check_positive, check_positive_int, check_seed
+from pacverify.verify.bounds import BOUND_METHODS, check_bound_method
+from pacverify.verify.bounds.common import default_max_batch
+from pacverify.verify.property import robustness_property
+from pacverify.verify.sets import perturbation_set
+
+SEARCHES = ("itp", "bisect")
+PARITY_RTOL = 1e-4          # teacher_network: |Network − teacher| ≤ PARITY_RTOL · max(1, max |teacher logit|)
+ALPHA_ITERATIONS = 20       # α-CROWN steps per bound call (as branch and bound's incomplete pass)
+ITP_KAPPA1 = 0.1           # ITP truncation δ = κ1 · width² with κ1 = ITP_KAPPA1 / cap
+SEGMENT_STEPS = 12          # attack_radii: bisection steps on the segment from x_i to a counterexample
+
+
+# ------------------------------------------------------------------------------------------ the network
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _module_dtype(module: torch.nn.Module) -> torch.dtype:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def teacher_network(teacher: torch.nn.Module, teacher_path: Path | str | None, input_shape: tuple[int, ...], *,
+                    sample: np.ndarray | None = None, n_check: int = 8, seed: int = 0
+                    ) -> tuple[Network | None, str]:
+    """The verifier's Network for the teacher and a one-line reason, or ``(None, why not)``.
+
+    An ONNX teacher file (``teacher_format(teacher_path) == "onnx"``) is read as it is (:func:`load_network`);
+    any other teacher is exported from the torch module to ONNX in a temporary directory (:func:`export_onnx`,
+    which checks onnxruntime's parity with torch) and read back. A graph with an op the reader (or the export)
+    does not support, or any failure on the way, gives ``(None, "the engine cannot read the teacher: ...")``.
+    The Network must then reproduce the teacher's logits on ``n_check`` points — the first rows of ``sample``
+    (N, *input_shape) when given, standard normal otherwise — to within :data:`PARITY_RTOL` relative
+    (``|Δ| ≤ 1e-4 · max(1, max |logit|)``), else ``(None, the mismatch)``.
+    """
+    from pacverify.models import teacher_format
+    from pacverify.onnx_io import load_network
+    from pacverify.onnx_io.export import export_onnx
+
+    input_shape = tuple(int(s) for s in input_shape)
+    try:
+        if teacher_path is not None and teacher_format(teacher_path) == "onnx":
+            net = load_network(teacher_path)
+            source = "the teacher's ONNX graph"
+        else:
+            with tempfile.TemporaryDirectory(prefix="pacverify-teacher-") as tmp:
+                path = Path(tmp) / "teacher.onnx"
+                export_onnx(teacher, path, input_shape, sample=sample, seed=seed)
+                net = load_network(path)
+            source = "the teacher, exported to ONNX,"
+    except Exception as exc:  # the exporter and the reader raise many types for graphs they cannot handle
+        return None, f"the engine cannot read the teacher: {_one_line(exc)}"
+    if tuple(net.input_shape) != input_shape and net.in_features != int(np.prod(input_shape)):
+        return None, (f"the engine cannot read the teacher: its graph takes inputs of shape {net.input_shape}, "
+                      f"the data has {input_shape}")
+    rng = np.random.default_rng(check_seed(seed))
+    if sample is not None and len(sample):
+        x = np.asarray(sample, dtype=np.float32).reshape((-1, *input_shape))[:n_check]
+    else:
+        x = rng.standard_normal((n_check, *input_shape)).astype(np.float32)
+    try:
+        with torch.no_grad():
+            module = teacher.eval() if hasattr(teacher, "eval") else teacher
+            xt = torch.from_numpy(x).to(_module_device(module), _module_dtype(module))
+            expected = module(xt).double().cpu()
+            got = net.to("cpu", torch.float64)(torch.from_numpy(x.astype(np.float64)).reshape(len(x), -1))
+    except Exception as exc:  # a teacher that fails on the check points
+        return None, f"the engine cannot check the teacher: {_one_line(exc)}"
+    if got.shape != expected.shape:
+        return None, f"the engine's network returns {tuple(got.shape)} logits, the teacher {tuple(expected.shape)}"
+    worst = float((got - expected).abs().max())
+    allowed = PARITY_RTOL * max(1.0, float(expected.abs().max()))
+    if not worst <= allowed:
+        return None, (f"the engine's network differs from the teacher by {worst:.3g} on {len(x)} points "
+                      f"(allowed {allowed:.3g})")
+    layers = sum(isinstance(layer, Affine) for layer in net.layers)
+    relus = sum(isinstance(layer, Relu) for layer in net.layers)
+    return net, (f"{source} is read by the engine ({layers} affine layers, {relus} ReLU layers; logits agree "
+                 f"to {worst:.2g} on {len(x)} points)")
+
+
+# ------------------------------------------------------------------------------------------ lower radii
+def _domain_rows(domain, index: np.ndarray):
+    """The domain of the points ``index``: per-point (N, m) bounds are subset, shared ones kept."""
+    if domain is None:
+        return None
+    return tuple(np.asarray(d)[index] if np.ndim(d) == 2 else d for d in domain)
+
+
+def _skip_first_layer(net: Network, method: str) -> bool:
+    """Whether the first ReLU layer's CROWN bounds equal its interval image (an Affine layer, then a ReLU)."""
+    return (method != "ibp" and len(net.layers) >= 2 and isinstance(net.layers[0], Affine)
+            and isinstance(net.layers[1], Relu))
+
+
+def _bound_margin(net: Network, x: torch.Tensor, labels: torch.Tensor, radii: torch.Tensor, norm: str, domain,
+                  method: str, index: np.ndarray) -> torch.Tensor:
+    """(B,) ``min_j`` of sound lower bounds of ``z_y − z_j`` over each ball (> 0: the ball is proved robust)."""
+    prop = robustness_property(labels, net.out_features)
+    input_set = perturbation_set(x, radii, norm, _domain_rows(domain, index), dtype=net.dtype, device=net.device)
+    widths = net.relu_widths()
+    kwargs: dict = {}
+    if method != "ibp":
+        kwargs["upper"] = False
+    if method == "alpha-crown":
+        kwargs["iterations"] = ALPHA_ITERATIONS
+    if _skip_first_layer(net, method):
+        unknown = torch.full((x.shape[0], widths[0]), torch.inf, dtype=net.dtype, device=net.device)
+        kwargs["intermediate"] = [(-unknown, unknown)] + [None] * (len(widths) - 1)
+        if method == "crown":   # the largest row tensors left: the later layers' neurons and the margins
+            kwargs["max_batch"] = default_max_batch(net, 2 * max(widths[1:] + [net.out_features - 1]))
+    lower = BOUND_METHODS[method](net, input_set, prop.C, **kwargs).lower
+    return prop.proof_margin(lower.to("cpu", torch.float64))
+
+
+def _labels(labels, n: int, n_classes: int | None) -> torch.Tensor:
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"labels must be {n} integer class indices, got shape {y.shape} and dtype {y.dtype}")
+    if n and (y.min() < 0 or (n_classes is not None and y.max() >= n_classes)):
+        raise InputError(f"labels must be class indices in [0, {n_classes}), got values from {y.min()} to {y.max()}")
+    return torch.as_tensor(y.astype(np.int64))
+
+
+def _points(points, m: int) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(points, dtype=np.float64))
+    if x.dim() < 2:
+        raise InputError(f"points must have shape (N, {m}) or (N, *input_shape), got {tuple(x.shape)}")
+    x = x.reshape(x.shape[0], -1)
+    if x.shape[1] != m:
+        raise InputError(f"points have {x.shape[1]} coordinates, the network takes {m}")
+    if not torch.isfinite(x).all():
+        raise InputError("points contain NaN or infinite values")
+    return x
+
+
+def teacher_lower_radii(network: Network, points: np.ndarray, labels: np.ndarray, norm, *, cap: float, tol: float,
+                        method: str = "crown", domain=None, seed: int = 0, search: str = "itp",
+                        stats: dict | None = None) -> np.ndarray:
+    """``l`` (N,): at each point the largest radius in [0, cap] at which ``method``'s sound bounds PROVE that
+    ``network``'s class stays ``labels[i]`` on the whole ``norm``-ball (∩ ``domain``), found to within ``tol``.
+
+    Guarantee: ``l_i`` is 0 or a radius at which point i was proved robust, so ``l_i ≤ rob_N(x_i)`` (the
+    network's true robust radius) by soundness of the bounds; 0 where the network's class at x_i is not
+    ``labels[i]`` (or ties). Points proved at ``cap`` get ``l_i = cap`` after one pass; for the others the
+    search stops once a radius at most ``tol`` above ``l_i`` failed to be proved. All points of a pass go to
+    the bound routine in one batched call, on the network's device and dtype (use float64 on CPU: the
+    default of :func:`~pacverify.onnx_io.load_network`). ``search``: "itp" (module docstring) or "bisect"
+    (:func:`~pacverify.verify.api.certified_radius`); ``seed`` only reaches the latter. When ``stats`` is a
+    dict it receives ``passes`` (bound calls), ``bounded`` (point-bounds computed), ``proved_at_cap`` and
+    ``seconds``.
+    """
+    start = time.perf_counter()
+    norm = check_norm(norm)
+    cap, tol = check_positive(cap, "cap"), check_positive(tol, "tol")
+    method, search, seed = check_bound_method(method), check_choice(search, SEARCHES, "search"), check_seed(seed)
+    x = _points(points, network.in_features)
+    n = x.shape[0]
+    y = _labels(labels, n, network.out_features)
+    info: dict = {"passes": 0, "bounded": 0, "proved_at_cap": 0}
+    if n == 0:
+        radii = np.zeros(0)
+    elif search == "bisect":
+        from pacverify.verify.api import certified_radius
+
+        result = certified_radius(network, x.numpy(), norm, labels=y.numpy(), method=method, cap=cap, tol=tol,
+                                  complete=False, attack=False, domain=domain, seed=seed,
+                                  device=str(network.device))
+        radii = np.asarray(result.radius, dtype=np.float64)
+        info["passes"] = int(result.stats["bisection_steps"])
+        info["proved_at_cap"] = int((radii >= cap).sum())
+    else:
+        radii = _itp_search(network, x, y, norm, cap, tol, method, domain, info)
+    info["seconds"] = time.perf_counter() - start
+    if stats is not None:
+        stats.update(info)
+    return radii
+
+
+def _linear_radius(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, domain,
+                   chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(r_lin, slope)`` (N,): where the first-order model of the margin to the runner-up class at x, moving
+    against its gradient (inside the domain box), reaches 0, and the model's slope at r = 0. Only a first
+    guess for the search (no soundness rests on it): for L2, ``g / ‖∇g‖₂`` over the coordinates that can move;
+    for L∞, the root of ``g − Σ_k |∂_k g| · min(r, room_k)`` (room_k: the distance to the domain's face the
+    descent moves toward), exact for the piecewise-linear model (sorted rooms)."""
+    out_r, out_s = [], []
+    lo_dom, hi_dom = (-math.inf, math.inf) if domain is None else domain
+    net64 = net.to("cpu", torch.float64)
+    for start in range(0, x.shape[0], chunk):
+        xr = x[start:start + chunk].clone().requires_grad_(True)
+        with torch.enable_grad():
+            m = margin_loss(net64(xr), y[start:start + chunk])
+            j = m.detach().argmin(dim=1)
+            (grad,) = torch.autograd.grad(m.gather(1, j[:, None]).sum(), xr)
+        g = m.detach().gather(1, j[:, None])[:, 0]
+        xd = xr.detach()
+        room = torch.where(grad > 0, xd - torch.as_tensor(lo_dom, dtype=xd.dtype),
+                           torch.as_tensor(hi_dom, dtype=xd.dtype) - xd)
+        if norm == "2":
+            slope = torch.linalg.vector_norm(torch.where(room > 0, grad, 0.0), dim=1)
+            r = g / slope
+        else:
+            w = grad.abs()
+            slope = torch.where(room > 0, w, 0.0).sum(dim=1)
+            rooms, order = torch.sort(room, dim=1)
+            ws = w.gather(1, order)
+            tail = ws.flip(1).cumsum(1).flip(1)                  # Σ_{k ≥ i} w_k: not yet at their face
+            head = (ws * rooms).nan_to_num(0.0, 0.0, 0.0).cumsum(1) - (ws * rooms).nan_to_num(0.0, 0.0, 0.0)
+            drop = head + tail * rooms                           # the model's decrease at r = rooms_i
+            i = torch.searchsorted(drop.nan_to_num(torch.inf), g[:, None]).clamp(max=x.shape[1] - 1)[:, 0]
+            r = (g - head.gather(1, i[:, None])[:, 0]) / tail.gather(1, i[:, None])[:, 0]
+        out_r.append(r)
+        out_s.append(slope)
+    return torch.cat(out_r), torch.cat(out_s)
+
+
+def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: float, tol: float, method: str,
+                domain, info: dict) -> np.ndarray:
+    """The bracket search of the module docstring; ``info`` gets the pass counts."""
+    n = x.shape[0]
+    with torch.no_grad():
+        g = margin_loss(net.to("cpu", torch.float64)(x), y).amin(dim=1)   # f(0): the margin at the point
+    a = torch.zeros(n, dtype=torch.float64)           # proved radius (0 at the start)
+    b = torch.full((n,), cap, dtype=torch.float64)    # radius not proved (the cap: not yet tested)
+    fa, fb = g.clone(), torch.full((n,), -torch.inf, dtype=torch.float64)
+    tested = torch.zeros(n, dtype=torch.bool)         # b was tested (f(b) is known)
+    eps = tol / 2
+    n_max = max(0, math.ceil(math.log2(cap / tol))) + 1   # ITP: at most bisection's count + n0 (= 1)
+    kappa1 = ITP_KAPPA1 / cap
+
+    def bound(index: torch.Tensor, r: torch.Tensor) -> None:
+        info["passes"] += 1
+        info["bounded"] += int(index.numel())
+        f = _bound_margin(net, x[index].to(net.device), y[index].to(net.device), r.to(net.device), norm, domain,
+                          method, index.numpy())
+        ok = f > 0
+        a[index[ok]], fa[index[ok]] = r[ok], f[ok]
+        b[index[~ok]], fb[index[~ok]] = r[~ok], f[~ok]
+        tested[index[~ok]] = True
+
+    active = torch.nonzero(g > 0).reshape(-1)
+    r_lin, slope = _linear_radius(net, x[active], y[active], norm, domain)
+    first = torch.where(torch.isfinite(r_lin) & (r_lin > 0), r_lin, torch.full_like(r_lin, cap)).clamp(max=cap)
+    if active.numel():
+        bound(active, first)
+        tested[active[first >= cap]] = True
+        info["proved_at_cap"] = int((a[active] >= cap).sum())
+    lin_slope = torch.zeros(n, dtype=torch.float64)
+    lin_slope[active] = slope
+    j = 0
+    active = active[(b[active] - a[active]) > tol]
+    while active.numel():
+        aa, bb, f_a, f_b = a[active], b[active], fa[active], fb[active]
+        width = bb - aa
+        mid = (aa + bb) / 2
+        reach = (eps * 2.0 ** (n_max - j) - width / 2).clamp(min=0)
+        delta = kappa1 * width ** 2
+        known = tested[active] & torch.isfinite(f_b) & torch.isfinite(f_a) & (f_a > f_b)
+        estimate = torch.where(known, (bb * f_a - aa * f_b) / torch.where(known, f_a - f_b, 1.0), aa)  # falsi
+        # on [0, b]: the root of g − s·r − c·r² through f(b), s the first-order slope (f bends down as neurons
+        # become unstable, so the chord from (0, g) lies below f and its root too early)
+        s, g0 = lin_slope[active], g[active]
+        c = (g0 - s * bb - f_b) / bb ** 2
+        quad = known & (aa == 0) & (c > 0) & (s > 0)
+        root = (-s + torch.sqrt(s ** 2 + 4 * c * g0)) / (2 * torch.where(quad, c, 1.0))
+        estimate = torch.where(quad & (root > aa) & (root < bb), root, estimate)
+        sigma = torch.sign(mid - estimate)
+        moved = torch.where(delta <= (mid - estimate).abs(), estimate + sigma * delta, mid)
+        r = torch.where((moved - mid).abs() <= reach, moved, mid - sigma * reach)
+        r = torch.where((r > aa) & (r < bb), r, mid)   # strictly inside the bracket (else the midpoint)
+        r = torch.where(tested[active], r, bb)          # proved below an untested cap: try the cap
+        bound(active, r)
+        info["proved_at_cap"] = int((a >= cap).sum())
+        active = active[(b[active] - a[active]) > tol]
+        j += 1
+    return a.numpy()
+
+
+# ------------------------------------------------------------------------------------------ upper radii
+def _confirm(model: Attackable, candidates: torch.Tensor, x: torch.Tensor, y: torch.Tensor, norm: str, domain,
+             dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(found (B,), points (B, m), distances (B,))``: each candidate rounded to the model's own ``dtype``
+    (None: kept), checked in float64 to lie in ``domain`` and classified by one forward pass of ``model`` on
+    exactly that point; found where some logit exceeds the label's (a tie is no change). Distances
+    ``‖point − x‖`` in ``norm``, float64."""
+    c = candidates.detach().to(torch.float64)
+    if dtype is not None and dtype != torch.float64:
+        c = c.to(dtype).to(torch.float64)
+    ok = torch.isfinite(c).all(dim=1)
+    c = torch.where(ok[:, None], c, x)
+    if domain is not None:
+        ok &= ((c >= torch.as_tensor(domain[0], dtype=torch.float64))
+               & (c <= torch.as_tensor(domain[1], dtype=torch.float64))).all(dim=1)
+    with torch.no_grad():
+        z = model(c)
+    ok &= margin_loss(z.to(torch.float64), y.to(z.device)).amin(dim=1).cpu() < 0
+    return ok, c, vector_norm(c - x, norm, axis=1)
+
+
+def _refine_on_segments(model: Attackable, x: torch.Tensor, y: torch.Tensor, cex: torch.Tensor, norm: str, domain,
+                        dtype: torch.dtype | None, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bisection on t ∈ [0, 1] along ``x + t (cex − x)`` (in the domain box when both ends are) for a closer
+    confirmed counterexample: ``(found, points, distances)`` of the best confirmed point per row."""
+    t_lo = torch.zeros(x.shape[0], dtype=torch.float64)
+    t_hi = torch.ones(x.shape[0], dtype=torch.float64)
+    found = torch.zeros(x.shape[0], dtype=torch.bool)
+    best = cex.clone()
+    dist = torch.full((x.shape[0],), torch.inf, dtype=torch.float64)
+    for _ in range(steps):
+        t = (t_lo + t_hi) / 2
+        ok, point, d = _confirm(model, x + t[:, None] * (cex - x), x, y, norm, domain, dtype)
+        closer = ok & (d < dist)
+        best[closer], dist[closer] = point[closer], d[closer]
+        found |= closer
+        t_hi = torch.where(ok, t, t_hi)
+        t_lo = torch.where(ok, t_lo, t)
+    return found, best, dist
+
+
+def attack_radii(model: Attackable, points: np.ndarray, labels: np.ndarray, norm, *, hi: float,
+                 lo: np.ndarray | None = None, steps: int = 20, restarts: int = 1, bisection: int = 6, domain=None,
+                 seed: int = 0, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """``(u (N,), counterexamples (N, m))``: per point the distance to the closest confirmed counterexample found
+    (+inf where none was found within ``hi``) and that counterexample (NaN rows where none).
+
+    ``model`` maps flat float64 points (B, m) to logits (a :class:`~pacverify.network.Network`, or a torch
+    teacher wrapped by :class:`~pacverify.pipeline.teacher_check.TeacherModel`; its ``module_dtype``, when it
+    has one, is the precision counterexamples are rounded to before they are confirmed). Search: PGD
+    (:func:`pacverify.attacks.attack`, margin loss, ``steps`` × ``restarts``) in the ``norm``-ball of radius
+    ``hi`` (∩ ``domain``) around every point, then ``bisection`` rounds of PGD at the middle of
+    ``[lo_i, u_i]`` on the points with a counterexample (``lo`` defaults to 0: a known lower bound such as
+    :func:`teacher_lower_radii`'s, under which no counterexample exists; points with ``lo_i ≥ hi`` are not
+    attacked). Each counterexample found is moved closer by bisection on the segment back to x_i (forward passes
+    only). A point counts only when confirmed: rounded to the model's dtype, inside the domain (float64), and
+    classified by the model on exactly that point with a logit above the label's. ``u_i`` is its float64
+    distance to x_i, so ``u_i ≥ rob(x_i)``. A point whose own class differs from its label gets ``u_i = 0``
+    (the point is its counterexample). Deterministic for a given ``seed``; ``batch`` points per PGD call.
+    """
+    norm = check_norm(norm)
+    hi = check_positive(hi, "hi")
+    steps, restarts = check_positive_int(steps, "steps"), check_positive_int(restarts, "restarts")
+    bisection = int(bisection)
+    if bisection < 0:
+        raise InputError(f"bisection must be >= 0, got {bisection}")
+    batch, seed = check_positive_int(batch, "batch"), check_seed(seed)
+    x = torch.as_tensor(np.asarray(points, dtype=np.float64))
+    x = x.reshape(x.shape[0], -1)
+    n, m = x.shape
+    y = _labels(labels, n, None)
+    a = torch.zeros(n, dtype=torch.float64) if lo is None else torch.as_tensor(
+        np.maximum(np.asarray(lo, dtype=np.float64).reshape(n), 0.0))
+    dtype = getattr(model, "module_dtype", None)
+    upper = torch.full((n,), torch.inf, dtype=torch.float64)
+    cex = torch.full((n, m), torch.nan, dtype=torch.float64)
+    if n == 0:
+        return upper.numpy(), cex.numpy()
+    mis, own, own_dist = _confirm(model, x, x, y, norm, domain, dtype)   # the point itself (as the model sees it)
+    upper[mis], cex[mis] = own_dist[mis], own[mis]
+
+    def run(index: torch.Tensor, radius: torch.Tensor, round_no: int) -> None:
+        for start in range(0, index.numel(), batch):
+            rows = index[start:start + batch]
+            found = attack(model, x[rows], y[rows], radius[start:start + batch], norm=norm, loss="margin",
+                           domain=domain, steps=steps, restarts=restarts,
+                           seed=seed + 1_000_003 * round_no + start)
+            ok, point, dist = _confirm(model, found.inputs, x[rows], y[rows], norm, domain, dtype)
+            if bool(ok.any()):
+                sub = rows[ok]
+                f2, p2, d2 = _refine_on_segments(model, x[sub], y[sub], point[ok], norm, domain, dtype, SEGMENT_STEPS)
+                point[ok] = torch.where(f2[:, None], p2, point[ok])
+                dist[ok] = torch.where(f2, d2, dist[ok])
+            closer = ok & (dist < upper[rows])
+            upper[rows[closer]], cex[rows[closer]] = dist[closer], point[closer]
+            a[rows[~ok]] = torch.maximum(a[rows[~ok]], radius[start:start + batch][~ok])
+
+    todo = torch.nonzero(~mis & (a < hi)).reshape(-1)
+    run(todo, torch.full((todo.numel(),), hi, dtype=torch.float64), 0)
+    for k in range(1, bisection + 1):
+        todo = torch.nonzero(torch.isfinite(upper) & (upper > 0) & (upper - a > 1e-3 * upper)).reshape(-1)
+        if todo.numel() == 0:
+            break
+        run(todo, (a[todo] + upper[todo]) / 2, k)
+    return upper.numpy(), cex.numpy()
+
+
+# ------------------------------------------------------------------------------------------ both
+@dataclass(frozen=True)
+class OracleResult:
+    """The teacher's radii at N points: ``lower`` (N,) sound lower bounds (:func:`teacher_lower_radii`: every
+    l_i was proved, so l_i ≤ rob_T(x_i) up to the teacher's float rounding), ``upper`` (N,) attack upper bounds
+    (:func:`attack_radii`: a confirmed counterexample lies at distance u_i, so u_i ≥ rob_T(x_i); +inf where none
+    was found), ``counterexamples`` (N, m) (NaN rows where none); the bound ``method``, ``cap`` and ``tol`` of
+    the search, and the wall time of each half. ``stats``: the lower search's pass counts."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    counterexamples: np.ndarray
+    method: str
+    cap: float
+    tol: float
+    time_lower_s: float
+    time_upper_s: float
+    stats: dict = field(default_factory=dict)
+
+
+def teacher_oracle(network: Network, model: Attackable, points: np.ndarray, labels: np.ndarray, norm, *,
+                   cap: float, tol: float, method: str = "crown", domain=None, seed: int = 0,
+                   attack_steps: int = 20, attack_restarts: int = 1, attack_bisection: int = 6,
+                   search: str = "itp") -> OracleResult:
+    """Both bounds on the teacher's robust radius at every point: ``l_i ≤ rob_T(x_i) ≤ u_i``.
+
+    ``network`` is the verifier's Network of the teacher (:func:`teacher_network`), ``model`` the teacher on
+    flat float64 points (e.g. a :class:`~pacverify.pipeline.teacher_check.TeacherModel`). The lower bounds come
+    from :func:`teacher_lower_radii`; the attack then searches ``[l_i, cap]`` (:func:`attack_radii` with
+    ``lo = l``, ``hi = cap``): no counterexample can lie closer than a proved radius, and points proved at the
+    cap are not attacked.
+    """
+    stats: dict = {}
+    start = time.perf_counter()
+    lower = teacher_lower_radii(network, points, labels, norm, cap=cap, tol=tol, method=method, domain=domain,
+                                seed=seed, search=search, stats=stats)
+    mid = time.perf_counter()
+    upper, cex = attack_radii(model, points, labels, norm, hi=cap, lo=lower, steps=attack_steps,
+                              restarts=attack_restarts, bisection=attack_bisection, domain=domain, seed=seed)
+    end = time.perf_counter()
+    return OracleResult(lower, upper, cex, method, float(cap), float(tol), mid - start, end - mid, stats)
+
+
+def estimate_cost(network: Network, n_points: int, *, points: np.ndarray | None = None, norm="inf",
+                  cap: float = 0.05, tol: float | None = None, method: str = "crown", domain=None, probe: int = 256,
+                  seed: int = 0) -> float:
+    """Estimated seconds of :func:`teacher_lower_radii` on ``n_points`` points, from a timing probe.
+
+    One bound pass on ``probe`` points (the first rows of ``points``, or standard-normal points; half the cap
+    as radius, in ``domain`` when the points are given) is timed after a warm-up call, scaled
+    linearly to ``n_points`` and multiplied by the worst-case number of passes, ``2 + ceil(log2(cap/tol))``
+    (``tol`` defaults to cap/32): the ITP search needs at most that many and usually fewer, so the estimate
+    leans high. The bound engine's cost is linear in the number of points (it works in chunks), which is what
+    makes the scaling honest; it assumes the same threads and device as the real run.
+    """
+    n_points = check_positive_int(n_points, "n_points")
+    norm, method = check_norm(norm), check_bound_method(method)
+    cap = check_positive(cap, "cap")
+    tol = cap / 32 if tol is None else check_positive(tol, "tol")
+    probe = check_positive_int(probe, "probe")
+    if points is not None:
+        x = _points(points, network.in_features)[:probe]
+    else:
+        gen = torch.Generator().manual_seed(check_seed(seed))
+        x = torch.randn((probe, network.in_features), generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        y = network.to("cpu", torch.float64)(x).argmax(dim=1)
+    radii = torch.full((x.shape[0],), cap / 2, dtype=torch.float64)
+    index = np.arange(x.shape[0])
+    dom = None if points is None else domain     # random points need not lie in the domain
+    _bound_margin(network, x[:8].to(network.device), y[:8].to(network.device), radii[:8].to(network.device), norm,
+                  dom, method, index[:8])
+    start = time.perf_counter()
+    _bound_margin(network, x.to(network.device), y.to(network.device), radii.to(network.device), norm, dom, method,
+                  index)
+    per_point = (time.perf_counter() - start) / x.shape[0]
+    passes = 2 + max(0, math.ceil(math.log2(cap / tol)))
+    return per_point * n_points * passes
