@@ -392,7 +392,8 @@ def _mass_clause(eps: float, tv: float) -> str:
 
 
 def pac_statement(*, delta: float, eps: float, eta: float, samples: int, dim: int, kappa: float,
-                  norm: str | float = "2", tv: float = 0.0, model: str = "teacher", relaxed: bool = False) -> str:
+                  norm: str | float = "2", tv: float = 0.0, model: str = "teacher", relaxed: bool = False,
+                  bound: str = "thm38") -> str:
     """The PAC sentence of DESIGN.md §2 (Thm 3.8 + 4.4, Prop 4.2 of 004) with its numbers filled in.
 
     The range space is {B ∩ C_κ : B a δ-ball}, with C_κ = {x : conf_T(x) ≥ κ} fixed before sampling; its
@@ -412,9 +413,10 @@ def pac_statement(*, delta: float, eps: float, eta: float, samples: int, dim: in
     kappa = check_kappa(kappa)
     norm = check_norm(norm)
     samples = check_samples(samples)
-    need = sample_size(dim, eps, eta, norm=norm)
+    need = sample_size(dim, eps, eta, norm=norm, bound=bound)
     if samples < need:
-        raise InputError(f"samples = {samples} is below the {need} that Thm 4.4 needs for these eps and eta")
+        raise InputError(f"samples = {samples} is below the {need} that the ε-net bound ({bound}) needs for these "
+                         "eps and eta")
     if relaxed:
         condition = (f"given that the teacher's local radius min_j min((g_T/g_S)·ρ, 1)·r_i (Prop 4.3) is at least "
                      f"{3 * delta:g} (3δ) and the student agrees with the {model} at every κ-confident sample point")

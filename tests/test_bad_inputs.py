@@ -105,7 +105,7 @@ CASES = [
     ("certify-data-complex", ["certify", "{i}/teacher.onnx", "--data", "{i}/complex.npy", *TINY],
      ["complex", "imaginary"]),
     ("certify-data-too-few-rows", ["certify", "{i}/teacher.onnx", "--data", "{i}/small.npy", *TINY],
-     ["50 rows", "244 are needed"]),
+     ["has 50 rows", "s = 244", "--guarantee mass"]),
     ("certify-data-duplicates", ["certify", "{i}/teacher.onnx", "--data", "{i}/dups.npy", *TINY],
      ["repeat an earlier point", "1%", "--allow-duplicates"]),
     ("certify-domain-moves-no-point", ["certify", "{i}/teacher.onnx", "--synthetic", "gaussians", "--domain", "0,1",

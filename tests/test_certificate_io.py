@@ -16,7 +16,8 @@ from pacverify.report.render import write_report
 
 def _body(verdict="CERTIFIED", disagree=0, verified=5, delta_t=0.02):
     """A complete typed certificate body with the given counts (the other sections filled plausibly)."""
-    pac = S.PacParameters(delta=0.05, eps=0.5, eta=0.1, kappa=0.9, norm="2", dim=2, vc_dimension=3, samples=300,
+    pac = S.PacParameters(delta=0.05, eps=0.5, eta=0.1, kappa=0.9, norm="2", dim=2, vc_dimension=3, bound="thm38",
+                          samples=300,
                           samples_required=244, tv=0.0, shifted_eps=0.5, n_classes=2)
     return S.CertificateBody(
         schema=S.SCHEMA, tool=S.Tool("pacverify", "test"), verdict=S.Verdict(verdict), reasons=["because"],

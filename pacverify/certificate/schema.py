@@ -22,7 +22,7 @@ from typing import Any, Union
 from pacverify.errors import InputError
 from pacverify.fileio import to_jsonable
 
-SCHEMA = "pacverify.certificate/2"
+SCHEMA = "pacverify.certificate/3"
 
 
 class Verdict(enum.Enum):
@@ -82,6 +82,7 @@ class PacParameters:
     norm: str
     dim: int
     vc_dimension: int
+    bound: str
     samples: int
     samples_required: int
     tv: float

@@ -58,6 +58,12 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
                    help="bound method of the verifier (default crown)")
     p.add_argument("--incomplete", action="store_true", help="skip branch and bound on points the bounds leave unknown")
     p.add_argument("--timeout", default=2.0, help="seconds of branch and bound per point (default 2)")
+    p.add_argument("--attack-steps", type=int, default=50,
+                   help="PGD steps per start of the teacher attack (default 50)")
+    p.add_argument("--attack-restarts", type=int, default=10,
+                   help="PGD starts per point of the teacher attack (default 10)")
+    p.add_argument("--attack-bisection", type=int, default=6,
+                   help="mass mode: radii tried per point by the attack's search for upper radii (default 6)")
     add_domain_option(p, "input domain box every perturbed input stays in, e.g. 0,1")
     p.add_argument("--json", metavar="FILE", help="also write the certificate JSON to FILE")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML file with one test case per requirement")
@@ -80,6 +86,8 @@ def settings_from(args: argparse.Namespace) -> dict:
                 method=args.method, epochs=args.epochs, device=args.device, seed=args.seed,
                 verify_method=args.verify_method, complete=not args.incomplete, timeout=args.timeout,
                 domain=parse_domain(args.domain), allow_duplicates=getattr(args, "allow_duplicates", False),
+                attack_steps=args.attack_steps, attack_restarts=args.attack_restarts,
+                attack_bisection=args.attack_bisection,
                 **{k: getattr(args, k) for k in ("guarantee", "bound", "oracle", "holdout") if hasattr(args, k)})
 
 

@@ -117,16 +117,21 @@ def compute(dims: list[int], *, eps: str | None, eta: str | None, samples: str |
             f"samples = {least['samples']} is too few for any {least['solved_for']} in (0, 0.5] with every "
             f"guarantee and bound shown: the least demanding ({least['guarantee']}/{least['bound']}, "
             f"m = {least['dim']}) needs at least {least['needs']}")
-    warnings = [
-        f"m = {row['dim']}, {row['guarantee']}/{row['bound']}: s = {row['samples']} exceeds what a typical dataset "
-        f"holds ({pac.TYPICAL_DATASET_ROWS:,} rows); a sampler (--sampler) or larger ε or η lowers it"
-        for row in table if row["samples"] > pac.TYPICAL_DATASET_ROWS and not row.get("too_few")
-    ]
-    warnings += [
-        f"m = {row['dim']}, {row['guarantee']}/{row['bound']}: samples = {row['samples']} is too few for any "
-        f"{row['solved_for']} in (0, 0.5]: it needs at least {row['needs']}"
-        for row in short
-    ]
+    warnings = []
+    for dim in dims:  # one line per m, naming the rows it concerns
+        big = [row for row in table if row["dim"] == dim and not row.get("too_few")
+               and row["samples"] > pac.TYPICAL_DATASET_ROWS]
+        if big:
+            which = ", ".join(f"{row['guarantee']}/{row['bound']}" for row in big)
+            sizes = sorted({row["samples"] for row in big})
+            size = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
+            warnings.append(f"m = {dim}: s = {size} ({which}) exceeds what a typical dataset holds "
+                            f"({pac.TYPICAL_DATASET_ROWS:,} rows); a sampler (--sampler) or larger ε or η lowers it")
+        few = [row for row in short if row["dim"] == dim]
+        if few:
+            which = ", ".join(f"{row['guarantee']}/{row['bound']} needs at least {row['needs']}" for row in few)
+            warnings.append(f"m = {dim}: samples = {few[0]['samples']} is too few for any {few[0]['solved_for']} "
+                            f"in (0, 0.5] with {which}")
     modes = list(dict.fromkeys(row["guarantee"] for row in table))
     bounds = list(dict.fromkeys(row["bound"] for row in table))
     selected = guarantee is not None or bound is not None

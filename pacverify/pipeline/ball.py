@@ -80,7 +80,7 @@ def assemble(setup: Setup, results: dict[str, Any],
         return int((status[idx] == code).sum())
 
     common: dict[str, Any] = dict(eps=cfg.eps, eta=cfg.eta, samples=s, dim=setup.dim, kappa=cfg.kappa, norm=cfg.norm,
-                                  tv=cfg.tv)
+                                  tv=cfg.tv, bound=str(cfg.bound))
     markers = dict(distilled.get("markers", {}))
     verify_time = proof.time_s
     record = S.CertificateBody(
@@ -97,7 +97,7 @@ def assemble(setup: Setup, results: dict[str, Any],
             coverage=coverage_sentence(coverage, cfg.delta, cfg.eps, cfg.kappa, cfg.tv),
             scope=SCOPE),
         pac=S.PacParameters(delta=cfg.delta, eps=cfg.eps, eta=cfg.eta, kappa=cfg.kappa, norm=cfg.norm, dim=setup.dim,
-                            vc_dimension=pac.vc_dimension(setup.dim, cfg.norm), samples=s,
+                            vc_dimension=pac.vc_dimension(setup.dim, cfg.norm), bound=str(cfg.bound), samples=s,
                             samples_required=setup.samples_required, tv=cfg.tv,
                             shifted_eps=pac.shifted_eps(cfg.eps, cfg.tv), n_classes=labels.n_classes),
         files=S.Files(

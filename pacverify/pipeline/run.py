@@ -116,7 +116,7 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
             raise InputError(_too_few_rows_for_ball(cfg, dim, s, available(0)))
         sampler.draw(s)  # raises the sampler's own message: how many rows, how many needed, what to do
     oracle, oracle_reason, network = ("", "", None) if not mass else \
-        choose_oracle(cfg, teacher_model, teacher_path, input_shape, s)
+        choose_oracle(cfg, teacher_model, teacher_path, input_shape, s, probe)
     needed = _memory_estimate(cfg, s, dim, int(probe_logits.shape[1]))
     check_memory(needed, f"certify with s = {s} points of dimension m = {dim}",
                  f"fewer points need less (a larger --eps or --eta: pacverify samples --dim {dim} shows the sizes"
@@ -169,18 +169,18 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
 
 
 def choose_oracle(cfg: CertifySettings, teacher: torch.nn.Module, teacher_path: Path | None,
-                  input_shape: tuple[int, ...], s: int) -> tuple[str, str, object]:
+                  input_shape: tuple[int, ...], s: int, probe: np.ndarray | None = None) -> tuple[str, str, object]:
     """Mass mode: which oracle gives the lower radii, why, and the teacher's Network when it is the teacher.
 
     ``teacher``: the engine must read the teacher (else InputError saying why and what to do). ``student``: always.
     ``auto``: the teacher when the engine reads it and the estimated cost of its radius search at the s points fits
-    ``cfg.oracle_budget`` seconds; else the student.
+    ``cfg.oracle_budget`` seconds (timed on ``probe``, points of the sample's stream); else the student.
     """
     from pacverify.verify.oracle import estimate_cost, teacher_network
 
     if cfg.oracle == "student":
         return "student", "requested (--oracle student): the teacher's radii come from the student by Prop 4.3", None
-    network, why = teacher_network(teacher, teacher_path, input_shape)
+    network, why = teacher_network(teacher, teacher_path, input_shape, sample=probe)
     if network is None:
         if cfg.oracle == "teacher":
             raise InputError(f"--oracle teacher: {why}; use --oracle student (the distilled student's radii, under "
@@ -188,7 +188,9 @@ def choose_oracle(cfg: CertifySettings, teacher: torch.nn.Module, teacher_path: 
         return "student", f"chosen by --oracle auto because {why}", None
     if cfg.oracle == "teacher":
         return "teacher", f"requested (--oracle teacher); {why}", network
-    cost = estimate_cost(network, s)
+    flat = None if probe is None else probe.reshape(len(probe), -1).astype(np.float64)
+    cost = estimate_cost(network, s, points=flat, norm=cfg.norm, cap=float(cfg.radius_cap or 2 * cfg.delta),
+                         tol=cfg.radius_tol, method=cfg.verify_method, domain=cfg.domain, seed=cfg.seed)
     if cost > cfg.oracle_budget:
         return "student", (f"chosen by --oracle auto: {why}, but its radius search at {s} points would take about "
                            f"{_duration(cost)}, over the budget of {_duration(cfg.oracle_budget)}"), None
@@ -201,9 +203,9 @@ def _too_few_rows_for_ball(cfg: CertifySettings, dim: int, s: int, rows: int) ->
     try:
         reach = f"; {rows} rows reach ε = {pac.min_eps(rows, dim, cfg.eta, norm=cfg.norm, guarantee='mass', bound='tight'):.4g}"
     except InputError:
-        reach = ""
+        reach = f"; {rows} rows are too few for mass mode at any ε ≤ 0.5 too"
     return (f"ball mode needs s = {s} rows for m = {dim} (ε = {cfg.eps:g}, η = {cfg.eta:g}, {cfg.bound} bound) but the "
-            f"data has {rows}; the dimension-free mass mode (--guarantee mass) needs s = {need} at these ε and η"
+            f"data has {rows} rows; the dimension-free mass mode (--guarantee mass) needs s = {need} at these ε and η"
             f"{reach} (pacverify samples --dim {dim} --samples {rows} --eta {cfg.eta:g} shows both)")
 
 

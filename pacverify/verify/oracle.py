@@ -18,23 +18,27 @@ r around x (intersected with the input domain box when one is given).
   a caller can decide whether the teacher fits a time budget.
 
 Search for l_i (``search="itp"``, the default): each pass bounds every unfinished point once, at its own radius
-(one batched call of the bound routine). The first pass is at ``cap`` (points proved there are done). Then each
-point keeps a bracket ``[a_i, b_i]`` — a_i proved (0 at the start), b_i not proved — and the lower bound
-of the margin ``f_i(r) = min_j lower(z_y − z_j)`` over the r-ball at both ends (``f_i(0)`` is the margin at the
-point itself); the next radius is chosen by the ITP rule (Oliveira & Takahashi, *An Enhancement of the
-Bisection Method Average Performance Preserving Minmax Optimality*, ACM TOMS 2020): regula falsi on f, moved
-toward the midpoint and kept within a shrinking distance of it, which never takes more passes than bisection
-plus one and usually far fewer, since f is smooth in r between changes of the set of unstable neurons. A point
-stops when ``b_i − a_i ≤ tol`` (as in :func:`~pacverify.verify.api.certified_radius`). ``search="bisect"``
-calls :func:`~pacverify.verify.api.certified_radius` itself (bisection). Either way, the result at each point
-is a radius that was proved.
+(one batched call of the bound routine). Each point keeps a bracket ``[a_i, b_i]`` — a_i proved (0 at the
+start), b_i not proved (the cap, untested, at the start) — and the lower bound of the margin
+``f_i(r) = min_j lower(z_y − z_j)`` over the r-ball at its ends (``f_i(0)`` is the margin at the point itself).
+The first pass tests the radius where the first-order model of the margin (its gradient at x_i, moving inside
+the domain box) reaches 0, or the cap when that lies beyond it: bounds are exact while no neuron changes sign
+and then fall below the model, so the first test usually fails just above the root and brackets it narrowly.
+Later radii follow the ITP rule (Oliveira & Takahashi, *An Enhancement of the Bisection Method Average
+Performance Preserving Minmax Optimality*, ACM TOMS 2020): an interpolated root (on ``[0, b_i]`` the quadratic
+``g − s·r − c·r²`` through f(b_i) with the model's slope s; else regula falsi), moved toward the midpoint and
+kept within a shrinking distance of it, which keeps the worst case within two passes of bisection's. A point stops
+when ``b_i − a_i ≤ tol`` (as in :func:`~pacverify.verify.api.certified_radius`); a point proved below an untested
+cap tries the cap next. On the digits benchmark (benchmarks/results/mass.md) this bounds each point 1.3 to 1.8
+times against bisection's 6 to 7 passes. ``search="bisect"`` calls :func:`~pacverify.verify.api.certified_radius`
+itself. Either way, the result at each point is 0 or a radius at which the point was proved.
 
 For CROWN and α-CROWN on a network whose first layer is an affine map followed by a ReLU, the first ReLU
 layer's CROWN pre-activation bounds equal the exact range of that affine map over the set, which the engine's
 interval pass already computes (:func:`~pacverify.verify.bounds.ibp.forward_interval`); the search therefore
 passes ``(−inf, +inf)`` as that layer's ``intermediate`` bounds (trivially sound: the engine intersects them with
-the interval image and widens by its rounding margin) and skips recomputing them, about 4× less work per pass
-on a one-hidden-layer MLP.
+the interval image and widens by its rounding margin) and skips recomputing them: about 4× less work per pass on
+a 784-50-10 MLP, same bounds to 1e-11.
 """
 from __future__ import annotations
 
@@ -61,7 +65,10 @@ SEARCHES = ("itp", "bisect")
 PARITY_RTOL = 1e-4          # teacher_network: |Network − teacher| ≤ PARITY_RTOL · max(1, max |teacher logit|)
 ALPHA_ITERATIONS = 20       # α-CROWN steps per bound call (as branch and bound's incomplete pass)
 ITP_KAPPA1 = 0.1           # ITP truncation δ = κ1 · width² with κ1 = ITP_KAPPA1 / cap
-SEGMENT_STEPS = 12          # attack_radii: bisection steps on the segment from x_i to a counterexample
+TYPICAL_PASSES = 3          # estimate_cost: bounds per point of a typical search
+CPU_CHUNK_BYTES = 32 * 2**20   # row tensors per chunk of the bound engine on CPU (_max_batch)
+SEGMENT_STEPS = 40          # attack_radii: at most this many bisection steps on the segment from x_i to a
+SEGMENT_RTOL = 1e-5         # counterexample, until the bracket on t is within SEGMENT_RTOL of its upper end
 
 
 # ------------------------------------------------------------------------------------------ the network
@@ -125,7 +132,8 @@ def teacher_network(teacher: torch.nn.Module, teacher_path: Path | str | None, i
         with torch.no_grad():
             module = teacher.eval() if hasattr(teacher, "eval") else teacher
             xt = torch.from_numpy(x).to(_module_device(module), _module_dtype(module))
-            expected = module(xt).double().cpu()
+            # one point at a time: a graph with a fixed batch of 1 is a valid teacher
+            expected = torch.cat([module(xt[i:i + 1]).reshape(1, -1).double().cpu() for i in range(len(xt))])
             got = net.to("cpu", torch.float64)(torch.from_numpy(x.astype(np.float64)).reshape(len(x), -1))
     except Exception as exc:  # a teacher that fails on the check points
         return None, f"the engine cannot check the teacher: {_one_line(exc)}"
@@ -156,6 +164,19 @@ def _skip_first_layer(net: Network, method: str) -> bool:
             and isinstance(net.layers[1], Relu))
 
 
+def _max_batch(net: Network, rows: int) -> int:
+    """Points per chunk of the bound engine: its default (:func:`default_max_batch`), raised on CPU to row tensors
+    of :data:`CPU_CHUNK_BYTES` (at most 2048 points). The default's 2 MiB tensors (16 to 150 points on a 784-input
+    network) leave a pass dominated by per-chunk overhead; 32 MiB chunks ran 1.6–1.8× faster on the digits
+    benchmark (benchmarks/results/mass.md)."""
+    default = default_max_batch(net, rows)
+    if net.device.type != "cpu":
+        return default
+    per_point = max(1, rows) * max([net.in_features] + [a.out_features for a in net.affine_layers()]) \
+        * torch.finfo(net.dtype).bits // 8
+    return max(default, min(2048, CPU_CHUNK_BYTES // per_point))
+
+
 def _bound_margin(net: Network, x: torch.Tensor, labels: torch.Tensor, radii: torch.Tensor, norm: str, domain,
                   method: str, index: np.ndarray) -> torch.Tensor:
     """(B,) ``min_j`` of sound lower bounds of ``z_y − z_j`` over each ball (> 0: the ball is proved robust)."""
@@ -171,7 +192,7 @@ def _bound_margin(net: Network, x: torch.Tensor, labels: torch.Tensor, radii: to
         unknown = torch.full((x.shape[0], widths[0]), torch.inf, dtype=net.dtype, device=net.device)
         kwargs["intermediate"] = [(-unknown, unknown)] + [None] * (len(widths) - 1)
         if method == "crown":   # the largest row tensors left: the later layers' neurons and the margins
-            kwargs["max_batch"] = default_max_batch(net, 2 * max(widths[1:] + [net.out_features - 1]))
+            kwargs["max_batch"] = _max_batch(net, 2 * max(widths[1:] + [net.out_features - 1]))
     lower = BOUND_METHODS[method](net, input_set, prop.C, **kwargs).lower
     return prop.proof_margin(lower.to("cpu", torch.float64))
 
@@ -210,8 +231,8 @@ def teacher_lower_radii(network: Network, points: np.ndarray, labels: np.ndarray
     the bound routine in one batched call, on the network's device and dtype (use float64 on CPU: the
     default of :func:`~pacverify.onnx_io.load_network`). ``search``: "itp" (module docstring) or "bisect"
     (:func:`~pacverify.verify.api.certified_radius`); ``seed`` only reaches the latter. When ``stats`` is a
-    dict it receives ``passes`` (bound calls), ``bounded`` (point-bounds computed), ``proved_at_cap`` and
-    ``seconds``.
+    dict it receives ``passes`` (bound calls), ``bounded`` (point-bounds computed; not counted by "bisect"),
+    ``proved_at_cap`` and ``seconds``.
     """
     start = time.perf_counter()
     norm = check_norm(norm)
@@ -240,15 +261,14 @@ def teacher_lower_radii(network: Network, points: np.ndarray, labels: np.ndarray
     return radii
 
 
-def _linear_radius(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, domain,
+def _linear_radius(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, domain, cap: float,
                    chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """``(r_lin, slope)`` (N,): where the first-order model of the margin to the runner-up class at x, moving
-    against its gradient (inside the domain box), reaches 0, and the model's slope at r = 0. Only a first
-    guess for the search (no soundness rests on it): for L2, ``g / ‖∇g‖₂`` over the coordinates that can move;
-    for L∞, the root of ``g − Σ_k |∂_k g| · min(r, room_k)`` (room_k: the distance to the domain's face the
-    descent moves toward), exact for the piecewise-linear model (sorted rooms)."""
-    out_r, out_s = [], []
-    lo_dom, hi_dom = (-math.inf, math.inf) if domain is None else domain
+    against its gradient (inside the domain box), reaches 0 (inf beyond ``cap``), and the model's slope at r = 0.
+    Only a first guess for the search (no soundness rests on it): for L2, ``g / ‖∇g‖₂`` over the coordinates
+    that can move; for L∞, the root of ``g − Σ_k |∂_k g| · min(r, room_k)`` (room_k: the distance to the domain's
+    face the descent moves toward, capped at ``cap``), solved on the sorted rooms."""
+    out_r, out_s = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
     net64 = net.to("cpu", torch.float64)
     for start in range(0, x.shape[0], chunk):
         xr = x[start:start + chunk].clone().requires_grad_(True)
@@ -258,22 +278,32 @@ def _linear_radius(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, do
             (grad,) = torch.autograd.grad(m.gather(1, j[:, None]).sum(), xr)
         g = m.detach().gather(1, j[:, None])[:, 0]
         xd = xr.detach()
-        room = torch.where(grad > 0, xd - torch.as_tensor(lo_dom, dtype=xd.dtype),
-                           torch.as_tensor(hi_dom, dtype=xd.dtype) - xd)
+        if domain is None:
+            room = torch.full_like(xd, cap)
+        else:
+            dom = _domain_rows(domain, np.arange(start, start + xd.shape[0]))
+            lo_dom = torch.as_tensor(np.asarray(dom[0], dtype=np.float64))
+            hi_dom = torch.as_tensor(np.asarray(dom[1], dtype=np.float64))
+            room = torch.where(grad > 0, xd - lo_dom, hi_dom - xd).clamp(0, cap)
+        movable = room > 0
         if norm == "2":
-            slope = torch.linalg.vector_norm(torch.where(room > 0, grad, 0.0), dim=1)
+            slope = torch.linalg.vector_norm(torch.where(movable, grad, 0.0), dim=1)
+            r = g / slope
+        elif domain is None:
+            slope = grad.abs().sum(dim=1)
             r = g / slope
         else:
-            w = grad.abs()
-            slope = torch.where(room > 0, w, 0.0).sum(dim=1)
-            rooms, order = torch.sort(room, dim=1)
-            ws = w.gather(1, order)
-            tail = ws.flip(1).cumsum(1).flip(1)                  # Σ_{k ≥ i} w_k: not yet at their face
-            head = (ws * rooms).nan_to_num(0.0, 0.0, 0.0).cumsum(1) - (ws * rooms).nan_to_num(0.0, 0.0, 0.0)
+            slope = torch.where(movable, grad.abs(), 0.0).sum(dim=1)
+            order = torch.from_numpy(np.argsort(room.float().numpy(), axis=1))   # the order only (float32: faster)
+            rooms, ws = room.gather(1, order), grad.abs().gather(1, order)
+            wr = ws * rooms
+            head = wr.cumsum(1) - wr                             # Σ w·room over the coordinates before i
+            tail = ws.sum(1, keepdim=True) - ws.cumsum(1) + ws   # Σ w over coordinate i and after
             drop = head + tail * rooms                           # the model's decrease at r = rooms_i
-            i = torch.searchsorted(drop.nan_to_num(torch.inf), g[:, None]).clamp(max=x.shape[1] - 1)[:, 0]
-            r = (g - head.gather(1, i[:, None])[:, 0]) / tail.gather(1, i[:, None])[:, 0]
-        out_r.append(r)
+            i = torch.searchsorted(drop, g[:, None]).clamp(max=xd.shape[1] - 1)
+            r = (g - head.gather(1, i)[:, 0]) / tail.gather(1, i)[:, 0]
+            r = torch.where(drop[:, -1] < g, torch.full_like(r, torch.inf), r)
+        out_r.append(torch.where(r <= cap, r, torch.full_like(r, torch.inf)))
         out_s.append(slope)
     return torch.cat(out_r), torch.cat(out_s)
 
@@ -303,7 +333,7 @@ def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: 
         tested[index[~ok]] = True
 
     active = torch.nonzero(g > 0).reshape(-1)
-    r_lin, slope = _linear_radius(net, x[active], y[active], norm, domain)
+    r_lin, slope = _linear_radius(net, x[active], y[active], norm, _domain_rows(domain, active.numpy()), cap)
     first = torch.where(torch.isfinite(r_lin) & (r_lin > 0), r_lin, torch.full_like(r_lin, cap)).clamp(max=cap)
     if active.numel():
         bound(active, first)
@@ -362,22 +392,29 @@ def _confirm(model: Attackable, candidates: torch.Tensor, x: torch.Tensor, y: to
 
 
 def _refine_on_segments(model: Attackable, x: torch.Tensor, y: torch.Tensor, cex: torch.Tensor, norm: str, domain,
-                        dtype: torch.dtype | None, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bisection on t ∈ [0, 1] along ``x + t (cex − x)`` (in the domain box when both ends are) for a closer
-    confirmed counterexample: ``(found, points, distances)`` of the best confirmed point per row."""
-    t_lo = torch.zeros(x.shape[0], dtype=torch.float64)
-    t_hi = torch.ones(x.shape[0], dtype=torch.float64)
-    found = torch.zeros(x.shape[0], dtype=torch.bool)
+    confirmed counterexample, until the bracket on t is within :data:`SEGMENT_RTOL` of its upper end (at most
+    :data:`SEGMENT_STEPS` forward passes): ``(found, points, distances)`` of the closest confirmed point per row."""
+    n = x.shape[0]
+    t_lo = torch.zeros(n, dtype=torch.float64)
+    t_hi = torch.ones(n, dtype=torch.float64)
+    found = torch.zeros(n, dtype=torch.bool)
     best = cex.clone()
-    dist = torch.full((x.shape[0],), torch.inf, dtype=torch.float64)
-    for _ in range(steps):
-        t = (t_lo + t_hi) / 2
-        ok, point, d = _confirm(model, x + t[:, None] * (cex - x), x, y, norm, domain, dtype)
-        closer = ok & (d < dist)
-        best[closer], dist[closer] = point[closer], d[closer]
-        found |= closer
-        t_hi = torch.where(ok, t, t_hi)
-        t_lo = torch.where(ok, t_lo, t)
+    dist = torch.full((n,), torch.inf, dtype=torch.float64)
+    rows = torch.arange(n)
+    for _ in range(SEGMENT_STEPS):
+        rows = rows[(t_hi[rows] - t_lo[rows]) > SEGMENT_RTOL * t_hi[rows]]
+        if rows.numel() == 0:
+            break
+        t = (t_lo[rows] + t_hi[rows]) / 2
+        ok, point, d = _confirm(model, x[rows] + t[:, None] * (cex[rows] - x[rows]), x[rows], y[rows], norm, domain,
+                                dtype)
+        closer = ok & (d < dist[rows])
+        best[rows[closer]], dist[rows[closer]] = point[closer], d[closer]
+        found[rows[closer]] = True
+        t_hi[rows] = torch.where(ok, t, t_hi[rows])
+        t_lo[rows] = torch.where(ok, t_lo[rows], t)
     return found, best, dist
 
 
@@ -430,7 +467,7 @@ def attack_radii(model: Attackable, points: np.ndarray, labels: np.ndarray, norm
             ok, point, dist = _confirm(model, found.inputs, x[rows], y[rows], norm, domain, dtype)
             if bool(ok.any()):
                 sub = rows[ok]
-                f2, p2, d2 = _refine_on_segments(model, x[sub], y[sub], point[ok], norm, domain, dtype, SEGMENT_STEPS)
+                f2, p2, d2 = _refine_on_segments(model, x[sub], y[sub], point[ok], norm, domain, dtype)
                 point[ok] = torch.where(f2[:, None], p2, point[ok])
                 dist[ok] = torch.where(f2, d2, dist[ok])
             closer = ok & (dist < upper[rows])
@@ -492,36 +529,44 @@ def teacher_oracle(network: Network, model: Attackable, points: np.ndarray, labe
 
 def estimate_cost(network: Network, n_points: int, *, points: np.ndarray | None = None, norm="inf",
                   cap: float = 0.05, tol: float | None = None, method: str = "crown", domain=None, probe: int = 256,
-                  seed: int = 0) -> float:
+                  passes: float | None = None, seed: int = 0) -> float:
     """Estimated seconds of :func:`teacher_lower_radii` on ``n_points`` points, from a timing probe.
 
-    One bound pass on ``probe`` points (the first rows of ``points``, or standard-normal points; half the cap
-    as radius, in ``domain`` when the points are given) is timed after a warm-up call, scaled
-    linearly to ``n_points`` and multiplied by the worst-case number of passes, ``2 + ceil(log2(cap/tol))``
-    (``tol`` defaults to cap/32): the ITP search needs at most that many and usually fewer, so the estimate
-    leans high. The bound engine's cost is linear in the number of points (it works in chunks), which is what
-    makes the scaling honest; it assumes the same threads and device as the real run.
+    On ``probe`` points (the first rows of ``points``, or standard-normal points without ``domain``) the first
+    guess of the search and one bound pass at half the cap are timed after a warm-up call, scaled linearly to
+    ``n_points`` (the bound engine works in chunks: its cost is linear in the number of points), the pass
+    multiplied by ``passes`` bounds per point. By default :data:`TYPICAL_PASSES` (3): measured 1.3 to 1.8 on the
+    digits teacher of benchmarks/results/mass.md (most points proved at the cap in one pass) and 2.4 to 3.1 on
+    random networks. The search never needs more than ``2 + ceil(log2(cap/tol))`` (7 at ``tol`` = cap/32, the
+    default): pass that for a worst-case estimate. Give the run's ``points``, ``norm``, ``cap`` and ``domain``
+    (a pass costs more where more neurons are unstable); the estimate holds for the threads and device of the
+    probe, and on a machine shared with other jobs it varies as their load does.
     """
     n_points = check_positive_int(n_points, "n_points")
     norm, method = check_norm(norm), check_bound_method(method)
     cap = check_positive(cap, "cap")
     tol = cap / 32 if tol is None else check_positive(tol, "tol")
+    if passes is None:
+        passes = TYPICAL_PASSES
+    passes = min(check_positive(passes, "passes"), 2 + max(0, math.ceil(math.log2(cap / tol))))
     probe = check_positive_int(probe, "probe")
     if points is not None:
         x = _points(points, network.in_features)[:probe]
+        dom = _domain_rows(domain, np.arange(x.shape[0]))
     else:
         gen = torch.Generator().manual_seed(check_seed(seed))
-        x = torch.randn((probe, network.in_features), generator=gen, dtype=torch.float64)
+        x, dom = torch.randn((probe, network.in_features), generator=gen, dtype=torch.float64), None
     with torch.no_grad():
         y = network.to("cpu", torch.float64)(x).argmax(dim=1)
     radii = torch.full((x.shape[0],), cap / 2, dtype=torch.float64)
     index = np.arange(x.shape[0])
-    dom = None if points is None else domain     # random points need not lie in the domain
-    _bound_margin(network, x[:8].to(network.device), y[:8].to(network.device), radii[:8].to(network.device), norm,
-                  dom, method, index[:8])
+    dev = network.device
+    _bound_margin(network, x[:8].to(dev), y[:8].to(dev), radii[:8].to(dev), norm, _domain_rows(dom, index[:8]),
+                  method, index[:8])
     start = time.perf_counter()
-    _bound_margin(network, x.to(network.device), y.to(network.device), radii.to(network.device), norm, dom, method,
-                  index)
-    per_point = (time.perf_counter() - start) / x.shape[0]
-    passes = 2 + max(0, math.ceil(math.log2(cap / tol)))
-    return per_point * n_points * passes
+    _linear_radius(network, x, y, norm, dom, cap)
+    guess = time.perf_counter() - start
+    start = time.perf_counter()
+    _bound_margin(network, x.to(dev), y.to(dev), radii.to(dev), norm, dom, method, index)
+    one_pass = time.perf_counter() - start
+    return (guess + one_pass * passes) * n_points / x.shape[0]
