@@ -1,6 +1,7 @@
 """Certificate files, integrity digest, JUnit/GitHub gate output and report rendering."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 
@@ -99,6 +100,22 @@ def test_junit_one_case_per_requirement(tmp_path):
     assert cases == {"distillation agreement": True, "verification": True, "teacher cross-check": False,
                      "coverage": False, "minimum delta_T": True}
     assert root.find("testsuite").get("failures") == "3"
+
+
+def test_teacher_counterexamples_fail_the_cross_check_even_without_a_claim(tmp_path):
+    """Issue 17: a NOT_CERTIFIED run whose teacher attack found counterexamples fails the cross-check case."""
+    body = _body(verified=4, verdict="NOT_CERTIFIED")
+    body = dataclasses.replace(body, teacher_check=dataclasses.replace(body.teacher_check, counterexamples_delta=9))
+    cert = write_certificate(body, _arrays(), tmp_path)
+    passed = {r.name: r.passed for r in requirements(cert)}
+    assert passed["teacher cross-check"] is False
+
+
+def test_junit_time_is_the_stages_seconds():
+    from pacverify.cli.certify import stage_seconds
+
+    assert stage_seconds({"sample": 1.5, "verify": 2.0, "verify_points_per_second": 400.0,
+                          "created": "2026-12-01T00:00:00+00:00"}) == 3.5
 
 
 def test_github_output_only_under_actions(tmp_path):

@@ -127,14 +127,23 @@ def test_verdict_rules():
     assert decide_verdict(_evidence(3, verified=np.array([1, 0, 1], bool)))[0] is Verdict.NOT_CERTIFIED
     assert decide_verdict(_evidence(3, agrees=np.array([1, 1, 0], bool)))[0] is Verdict.NOT_CERTIFIED
     assert decide_verdict(_evidence(3, teacher_refuted_delta=np.array([0, 1, 0], bool)))[0] is Verdict.REFUTED
-    # a 3δ counterexample does not refute a claim that was not made ...
+    # a 3δ counterexample does not refute a claim that was not made, but the reasons say the transfer failed ...
     v, reasons = decide_verdict(_evidence(2, verified=np.array([0, 1], bool), teacher_refuted_delta=np.ones(2, bool)))
     assert v is Verdict.NOT_CERTIFIED
+    assert any("counterexamples within 3δ at 2 required points, 1 of them proven" in r for r in reasons), reasons
     # ... but a 3·δ_T counterexample always refutes the δ_T claim
     v, _ = decide_verdict(_evidence(2, verified=np.array([0, 1], bool), teacher_refuted_delta_t=np.ones(2, bool)))
     assert v is Verdict.REFUTED
     assert decide_verdict(_evidence(0))[0] is Verdict.NOT_CERTIFIED
     assert [v.exit_code for v in Verdict] == [0, 1, 3]
+
+
+def test_verdict_reasons_separate_unproven_from_disagreeing_points():
+    """Issue 17: a disagreeing point is counted once, as a disagreement, and said to count as unproven."""
+    _, reasons = decide_verdict(_evidence(4, verified=np.array([1, 0, 0, 1], bool),
+                                          agrees=np.array([1, 1, 0, 0], bool)))
+    assert reasons[0].startswith("1 of 4 required points are not proven") and "agrees" in reasons[0]
+    assert reasons[1].startswith("the student disagrees with the teacher at 2 of 4") and "unproven" in reasons[1]
 
 
 def test_ball_hits_count_only_the_confident_part():

@@ -37,7 +37,8 @@ def requirements(cert: Certificate, *, min_delta_t: float | None = None,
         Requirement("verification", ver.required > 0 and ver.verified == ver.required,
                     f"{ver.verified} of {ver.required} required points proven {ver.radius:g}-robust "
                     f"({ver.falsified} falsified, {ver.unknown} unknown)"),
-        Requirement("teacher cross-check", record.verdict is not Verdict.REFUTED,
+        Requirement("teacher cross-check", record.verdict is not Verdict.REFUTED
+                    and teacher.counterexamples_delta == 0 and teacher.counterexamples_delta_T == 0,
                     f"{teacher.counterexamples_delta} teacher counterexamples within 3δ, "
                     f"{teacher.counterexamples_delta_T} within 3·δ_T"),
         Requirement("coverage", cov.lower >= min_coverage,

@@ -194,14 +194,22 @@ def decide_verdict(evidence: Evidence) -> tuple[Verdict, list[str]]:
     reasons: list[str] = []
     if n == 0:
         return Verdict.NOT_CERTIFIED, ["no sample point is κ-confident for the teacher: nothing could be checked"]
-    unverified = int((~evidence.verified).sum())
+    unverified = int((~evidence.verified & evidence.agrees).sum())
     disagree = int((~evidence.agrees).sum())
     if unverified:
-        reasons.append(f"{unverified} of {n} required points are not proven 3δ-robust for the student")
+        reasons.append(f"{unverified} of {n} required points are not proven 3δ-robust for the student (counting only "
+                       "points where it agrees with the teacher)")
     if disagree:
-        reasons.append(f"the student disagrees with the teacher at {disagree} of {n} required points")
+        reasons.append(f"the student disagrees with the teacher at {disagree} of {n} required points (these count as "
+                       "unproven)")
     delta_claimed = not reasons
-    refuted_delta = int(evidence.teacher_refuted_delta.sum()) if delta_claimed else 0
+    found_delta = np.asarray(evidence.teacher_refuted_delta, dtype=bool)
+    if not delta_claimed and found_delta.any():  # no claim to refute, but the transfer visibly fails there
+        proven = int((found_delta & evidence.verified & evidence.agrees).sum())
+        reasons.append(f"the teacher attack found counterexamples within 3δ at {int(found_delta.sum())} required "
+                       f"points, {proven} of them proven 3δ-robust for the student: the transfer assumptions fail "
+                       "there")
+    refuted_delta = int(found_delta.sum()) if delta_claimed else 0
     refuted_t = int(evidence.teacher_refuted_delta_t.sum())
     if refuted_delta or refuted_t:
         parts = []
