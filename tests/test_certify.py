@@ -11,6 +11,7 @@ from helpers_certify import TINY, non_robust_teacher, onnx_teacher, robust_teach
 
 from pacverify.certificate.io import body_digest
 from pacverify.certificate.schema import Verdict
+from pacverify.errors import InputError
 from pacverify.pipeline.check import check_certificate
 from pacverify.pipeline.run import certify
 from pacverify.synthetic import sigmoid_radius
@@ -171,3 +172,27 @@ def test_no_cache_retrains(robust_run, tmp_path):
     certify(out / "teacher.onnx", out=out, delta=0.05, seed=0, cache=False,
             progress=lambda s, m: messages.append((s, m)), **TINY)
     assert not any("(reused" in m for _, m in messages)
+
+
+def test_global_check_is_recorded_and_rechecked(tmp_path):
+    """``--global-check`` (issue 14): the student's global 3δ-robustness over the domain, recorded beside an unchanged
+    verdict, its statement printed, and re-derived by ``check``."""
+    from pacverify.pipeline.check import Outcome, check_certificate
+
+    teacher = onnx_teacher(robust_teacher(), tmp_path / "teacher.onnx")
+    out = tmp_path / "out"
+    cert = certify(teacher, out=out, delta=0.05, seed=0, domain=(-4.0, 4.0), global_check=True, global_timeout=20.0,
+                   **TINY)
+    g = cert.record.global_check
+    assert g is not None and g.verdict in ("verified", "falsified", "unknown")
+    assert g.radius == pytest.approx(0.15) and g.kappa == 0.9 and cert.record.settings.global_check
+    assert g.statement.startswith({"verified": "The student is proven", "falsified": "The student is not globally",
+                                   "unknown": "Global 3δ-robustness"}[g.verdict])
+    assert ("global_pair" in cert.arrays) == (g.verdict == "falsified")
+    result = check_certificate(out, teacher=teacher)
+    assert result.outcome is Outcome.CONFIRMED, result.problems + result.unchecked
+
+
+def test_global_check_needs_a_domain(tmp_path):
+    with pytest.raises(InputError, match="--global-check .* --domain"):
+        certify(robust_teacher(), out=tmp_path, delta=0.05, global_check=True, **TINY)

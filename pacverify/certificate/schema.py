@@ -151,6 +151,8 @@ class Settings:
     radius_search: RadiusSearch
     device: str
     allow_duplicates: bool
+    global_check: bool
+    global_timeout: float
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,25 @@ class Coverage:
 
 
 @dataclass(frozen=True)
+class GlobalCheck:
+    """``certify --global-check``: the student's global robustness on the domain (docs/theory.md, "Global robustness
+    of the student"): for every x in the domain where the student is κ-confident, every x′ within ``radius`` (3δ) in
+    the domain keeps its class. ``verdict`` "verified" (branch and bound closed the whole domain), "falsified" (a pair
+    checked by a forward pass, in ``points.npz`` as ``global_pair``) or "unknown" (``proven_fraction`` of the domain's
+    volume proven within the budget of ``timeout`` seconds); ``statement`` says what it adds to the certificate."""
+
+    verdict: str
+    radius: float
+    kappa: float
+    norm: str
+    timeout: float
+    proven_fraction: float
+    boxes_done: int
+    boxes_open: int
+    statement: str
+
+
+@dataclass(frozen=True)
 class Environment:
     python: str
     platform: str
@@ -283,6 +304,7 @@ class CertificateBody:
     relaxation: Relaxation
     teacher_check: TeacherCheck
     coverage: Coverage
+    global_check: GlobalCheck | None
     timings: dict[str, float | str | None]
     environment: Environment
     integrity: Integrity

@@ -188,3 +188,21 @@ def holdout_sentence(h: dict, eps: float, eta: float, kappa: float) -> str:
         text += (f" The rate is significantly above ε (p < η = {eta:g}): the guarantee failed here — an unlucky "
                  "sample, non-i.i.d. data, or a broken transfer assumption.")
     return text
+
+
+def global_sentence(verdict: str, proven_fraction: float, radius: float, kappa: float, norm: str,
+                    domain: tuple[float, ...], timeout: float) -> str:
+    """What ``--global-check`` established about the student (docs/theory.md, "Global robustness of the student")."""
+    where = f"the domain [{domain[0]:g}, {domain[1]:g}]^m"
+    if verdict == "verified":
+        return (f"The student is proven (branch and bound over the whole of {where}) to keep its class within "
+                f"{radius:g} (3δ, {_norm_name(norm)}) of every point of the domain where it is κ-confident (κ = "
+                f"{kappa:g}): the student-side premise therefore holds at every teacher-κ-confident sample point where "
+                "the student is also κ-confident and agrees, whichever points were sampled. The transfer assumptions "
+                "remain.")
+    if verdict == "falsified":
+        return (f"The student is not globally 3δ-robust on {where}: a point where it is κ-confident and a point within "
+                f"{radius:g} of it with another class were found and checked (points.npz: global_pair). The proofs "
+                "at the sample points are unaffected.")
+    return (f"Global 3δ-robustness of the student on {where} was proven on {proven_fraction:.1%} of its volume within "
+            f"{timeout:g} s: not established.")

@@ -64,6 +64,11 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
                    help="PGD starts per point of the teacher attack (default 10)")
     p.add_argument("--attack-bisection", type=int, default=6,
                    help="mass mode: radii tried per point by the attack's search for upper radii (default 6)")
+    p.add_argument("--global-check", action="store_true",
+                   help="ball mode: also prove the student globally 3δ-robust at its κ-confident points over the whole "
+                        "--domain (branch and bound; recorded, the verdict unchanged)")
+    p.add_argument("--global-timeout", type=float, default=60.0,
+                   help="seconds for --global-check (default 60)")
     add_domain_option(p, "input domain box every perturbed input stays in, e.g. 0,1")
     p.add_argument("--json", metavar="FILE", help="also write the certificate JSON to FILE")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML file with one test case per requirement")
@@ -87,7 +92,8 @@ def settings_from(args: argparse.Namespace) -> dict:
                 verify_method=args.verify_method, complete=not args.incomplete, timeout=args.timeout,
                 domain=parse_domain(args.domain), allow_duplicates=getattr(args, "allow_duplicates", False),
                 attack_steps=args.attack_steps, attack_restarts=args.attack_restarts,
-                attack_bisection=args.attack_bisection,
+                attack_bisection=args.attack_bisection, global_check=args.global_check,
+                global_timeout=args.global_timeout,
                 **{k: getattr(args, k) for k in ("guarantee", "bound", "oracle", "holdout") if hasattr(args, k)})
 
 
@@ -116,6 +122,8 @@ def summarise(cert: Certificate, out_dir) -> str:
         lines += ["", "δ_T = 0: no relaxed radius can be claimed."]
     lines += ["", "Assumptions:"] + [f"  - {a}" for a in st.assumptions]
     lines += ["", st.coverage]
+    if record.global_check is not None:
+        lines += ["", record.global_check.statement]
     lines += [f"warning: {w}" for w in record.warnings]
     lines += ["", f"points: {record.pac.samples} drawn, {ver.required} κ-confident: {ver.verified} verified, "
                   f"{ver.falsified} falsified, {ver.unknown} unknown, {ver.disagree} disagree",

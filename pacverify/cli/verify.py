@@ -1,4 +1,5 @@
-"""``pacverify verify``: local robustness of points, certified radii, or a VNN-LIB instance (DESIGN.md §4)."""
+"""``pacverify verify``: local robustness of points, certified radii, a VNN-LIB instance, or global robustness over
+a domain box (``--global``) (DESIGN.md §4)."""
 from __future__ import annotations
 
 import argparse
@@ -6,14 +7,30 @@ from pathlib import Path
 
 import numpy as np
 
-from pacverify.cli.options import add_domain_option
+from pacverify.cli.options import (
+    DEFAULT_GLOBAL_BOXES,
+    DEFAULT_GLOBAL_TIMEOUT,
+    GLOBAL_ONLY,
+    add_domain_option,
+    add_global_options,
+    global_domain,
+)
 from pacverify.data import check_points
 from pacverify.errors import InputError
 from pacverify.fileio import atomic_write_text, dumps_json
 from pacverify.names import BACKEND_ALIASES, BACKENDS, BOUND_METHOD_NAMES
-from pacverify.validation import NORMS, check_positive_int, check_radius, parse_domain
+from pacverify.validation import (
+    NORMS,
+    check_kappa,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_radius,
+    parse_domain,
+)
 
-HELP = "prove (or refute) robustness of an ONNX ReLU network at points, or answer a VNN-LIB property"
+HELP = ("prove (or refute) robustness of an ONNX ReLU network at points, over a whole domain (--global), or answer "
+        "a VNN-LIB property")
 DEVICES = ("cpu", "cuda")
 
 
@@ -23,13 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--points", metavar="FILE.npy", help="points to verify, shape (N, *input_shape) or (N, m)")
     what.add_argument("--vnnlib", metavar="PROP.vnnlib", help="a VNN-LIB property: prints sat / unsat / unknown")
+    what.add_argument("--global", dest="global_", action="store_true",
+                      help="global robustness over the --domain box: every κ-confident point keeps its class within "
+                           "--radius (prints verified / falsified / unknown)")
     p.add_argument("--radius", help="ball radius (> 0), or 'max' for the certified radius of each point")
-    p.add_argument("--norm", choices=NORMS, help="ball norm: 2 or inf")
+    p.add_argument("--norm", choices=NORMS, help="ball norm: 2 or inf (with --global: default inf)")
     p.add_argument("--method", choices=BOUND_METHOD_NAMES, help="bound method (default: crown for --points, "
                                                                 "alpha-crown for --vnnlib)")
     p.add_argument("--complete", action="store_true", help="branch and bound on points the bounds leave unknown")
-    p.add_argument("--timeout", help="seconds per point for the complete search (per instance with --vnnlib)")
-    add_domain_option(p, "box every perturbed input must stay in, e.g. 0,1 for pixels")
+    p.add_argument("--timeout", help="seconds per point for the complete search (per instance with --vnnlib; in all "
+                                     f"with --global, default {DEFAULT_GLOBAL_TIMEOUT:g})")
+    add_domain_option(p, "box every perturbed input must stay in, e.g. 0,1 for pixels; with --global the region "
+                         "verified: LO,HI for every input or a .npy file of shape (2, m)")
     p.add_argument("--labels", metavar="FILE.npy", help="classes the points must keep (default: the model's own)")
     p.add_argument("--backend", default="native", choices=BACKENDS + tuple(BACKEND_ALIASES),
                    help="native (built in, default: IBP / CROWN / α-CROWN and branch and bound; 'crown' is its "
@@ -42,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
     p.add_argument("--json", metavar="OUT", help="write {summary, points} as JSON (written whole)")
     p.add_argument("--cex", metavar="FILE", help="with --vnnlib: write a counterexample in the VNN-COMP format")
+    add_global_options(p)
     p.set_defaults(func=run)
 
 
@@ -72,8 +95,13 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.model).is_file():
         raise InputError(f"model file {args.model!r} does not exist")
+    given = [option for attr, option in GLOBAL_ONLY if getattr(args, attr) not in (None, False)]
+    if given and not args.global_:
+        raise InputError(f"{', '.join(given)} only apply with --global")
     if args.vnnlib is not None:
         return _run_vnnlib(args, api)
+    if args.global_:
+        return _run_global(args)
     if args.radius is None or args.norm is None:
         raise InputError("--points needs --radius R (or max) and --norm 2|inf")
     points = check_points(_load_npy(args.points, "points"), name=f"points file {args.points}")
@@ -123,3 +151,50 @@ def _run_vnnlib(args: argparse.Namespace, api) -> int:
                                                  "detail": result.detail, "counterexample": result.counterexample,
                                                  "output": result.output}))
     return 0
+
+
+def _run_global(args: argparse.Namespace) -> int:
+    """``--global``: verify_global on the --domain box; first word verified / falsified / unknown."""
+    from pacverify.verify.global_robustness import verify_global
+
+    if args.radius is None or args.kappa is None or args.domain is None:
+        raise InputError("--global needs --domain LO,HI (or a (2, m) .npy file), --radius R and --kappa K")
+    other = [option for option, given in (("--labels", args.labels is not None), ("--complete", args.complete),
+                                          ("--cex", args.cex is not None), ("--backend", args.backend != "native"))
+             if given]
+    if other:
+        raise InputError(f"not used with --global: {', '.join(other)} (--global runs the built-in bounds and its own "
+                         "branch and bound over the domain)")
+    radius = check_radius(args.radius, "radius")
+    kappa = check_kappa(args.kappa, "kappa")
+    timeout = DEFAULT_GLOBAL_TIMEOUT if args.timeout is None else check_positive(args.timeout, "timeout")
+    max_boxes = DEFAULT_GLOBAL_BOXES if args.max_boxes is None else check_positive_int(args.max_boxes, "max-boxes")
+    min_width = None if args.min_width is None else check_nonnegative(args.min_width, "min-width")
+    from pacverify.verify.api import load
+
+    net = load(args.model, device=args.device)
+    domain = global_domain(args.domain, net.in_features)
+    result = verify_global(net, domain, radius, kappa, norm=args.norm or "inf", method=args.method or "crown",
+                           inside_domain=not args.outside_domain, max_boxes=max_boxes, timeout=timeout,
+                           min_width=min_width, seed=args.seed, attack=not args.no_attack, device=args.device)
+    if args.json:
+        atomic_write_text(args.json, dumps_json(result.to_json()))
+    print(f"{result.verdict} proven_fraction {result.proven_fraction:.6f} boxes_done {result.boxes_done} "
+          f"boxes_open {result.boxes_open} time_s {result.time_s:.3f}")
+    settings = result.settings
+    print(f"radius {settings['radius']:g} ({settings['norm']}), kappa {settings['kappa']:g}, method "
+          f"{settings['method']}, x' {'inside the domain' if settings['inside_domain'] else 'anywhere'}; "
+          f"items bounded {result.stats['items_bounded']}; stopped by {result.stats['stopped_by'] or 'completion'}")
+    if result.pair is not None:
+        pair = result.pair
+        print(f"counterexample: x = {_vector(pair.x)} (class {pair.class_x}, confidence {pair.confidence:.6f}); "
+              f"x' = {_vector(pair.x_prime)} (class {pair.class_x_prime}); distance {pair.distance:.6g}")
+    elif result.largest_open:
+        lo, hi = result.largest_open[0]
+        print(f"largest open box: lower {_vector(lo)}, upper {_vector(hi)}")
+    return 0
+
+
+def _vector(v: np.ndarray) -> str:
+    """A vector on one line (long ones summarised; --json has them whole)."""
+    return " ".join(np.array2string(v, precision=6, threshold=16).split())

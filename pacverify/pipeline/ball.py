@@ -33,6 +33,7 @@ from pacverify.pipeline.stages import (
     DISTILL,
     EXPORT,
     FRESH,
+    GLOBAL,
     GRID,
     LABEL,
     RADIUS,
@@ -43,7 +44,7 @@ from pacverify.pipeline.stages import (
     Setup,
 )
 
-BALL_MODE = (SAMPLE, LABEL, FRESH, DISTILL, EXPORT, VERIFY, RADIUS, RELAX, TEACHER_CHECK, COVERAGE, GRID)
+BALL_MODE = (SAMPLE, LABEL, FRESH, DISTILL, EXPORT, VERIFY, RADIUS, RELAX, TEACHER_CHECK, COVERAGE, GRID, GLOBAL)
 
 SCOPE = ("The statements are conditional on the assumptions; the formal proof covers the student only. "
          "Nothing is claimed at points where the teacher is not κ-confident.")
@@ -115,7 +116,8 @@ def assemble(setup: Setup, results: dict[str, Any],
             attack=S.AttackSettings(cfg.attack_steps, cfg.attack_restarts),
             coverage=S.CoverageSettings(cfg.coverage_points, cfg.coverage_batch),
             radius_search=S.RadiusSearch(float(cfg.radius_cap or 0.0), float(cfg.radius_tol or 0.0)),
-            device=cfg.device, allow_duplicates=cfg.allow_duplicates),
+            device=cfg.device, allow_duplicates=cfg.allow_duplicates, global_check=cfg.global_check,
+            global_timeout=cfg.global_timeout),
         distillation=S.Distillation(**{**_marker_defaults(), **markers},
                                     epochs_run=distilled.get("epochs_run"),
                                     stopped_early=distilled.get("stopped_early"),
@@ -143,6 +145,7 @@ def assemble(setup: Setup, results: dict[str, Any],
                                      counterexamples_delta_T=int(np.sum(attacks.found_delta_t)) if delta_t > 0 else 0,
                                      note=TEACHER_CHECK_NOTE),
         coverage=S.Coverage(**coverage),
+        global_check=None if results["global"].section is None else S.GlobalCheck(**results["global"].section),
         timings={**timings, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "verify_points_per_second": (idx.size / verify_time) if verify_time > 0 else None},
         environment=S.Environment(**environment(str(setup.device))),
@@ -187,4 +190,6 @@ def _arrays(setup: Setup, results: dict[str, Any], idx: np.ndarray, status: np.n
         out[f"{name}_index"] = idx[found]
         out[name] = cex[found] if len(cex) else np.zeros((0, dim))
     out.update(results["grid"].arrays)
+    if len(results["global"].pair):
+        out["global_pair"] = results["global"].pair
     return out

@@ -234,7 +234,7 @@ def _settings(record: CertificateBody, data: str | None, sampler: str | None, ar
         attack_random_samples=record.teacher_check.random_samples,
         attack_fresh_points=record.teacher_check.fresh_points, coverage_points=s.coverage.points,
         coverage_batch=s.coverage.batch, domain=None if s.domain is None else (s.domain[0], s.domain[1]),
-        allow_duplicates=s.allow_duplicates, **source)
+        allow_duplicates=s.allow_duplicates, global_check=s.global_check, global_timeout=s.global_timeout, **source)
 
 
 def _sampler(cert: Certificate, cfg: CertifySettings, data: str | os.PathLike | None, sampler: str | None,
@@ -316,7 +316,7 @@ def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arc
     distill = _distill_summary(setup, record, sample, fresh)
     results = {"sample": sample, "label": labels, "export": exported, "verify": proof, "radius": radii,
                "rho": relaxation, "teacher_check": attacks, "coverage": coverage, "distill": distill,
-               "grid": st.DecisionGrid({})}
+               "grid": st.DecisionGrid({}), "global": _recheck_global(setup, exported, record, arrays, log)}
     expected, _ = assemble(setup, results, record.timings)
     if sampler is None:  # the fresh draws could not be made: the fresh-point attack counts are not compared
         expected = dataclasses.replace(expected, teacher_check=dataclasses.replace(
@@ -326,6 +326,48 @@ def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arc
     log.notes.append("the distillation's training facts (epochs run, early stop, notes) are taken from the "
                      "certificate: they describe the training run, not a claim")
     return expected, refuted
+
+
+def _recheck_global(setup: st.Setup, exported: st.Exported, record: CertificateBody, arrays: dict,
+                    log: _Log) -> st.GlobalOutcome:
+    """The ``global_check`` claim: "verified" is proven again (twice the recorded time budget), a "falsified" pair is
+    checked by a float64 forward pass of the ONNX student, "unknown" claims nothing. The budget-dependent counts
+    (proven fraction, boxes) are taken from the certificate; the statement is rebuilt from them."""
+    from pacverify.certificate.statements import global_sentence
+
+    g = record.global_check
+    empty = np.zeros((0, setup.dim))
+    if g is None:
+        return st.GlobalOutcome(None, empty)
+    cfg = setup.cfg
+    pair = np.asarray(arrays.get("global_pair", empty), dtype=np.float64)
+    if g.verdict == "verified":
+        longer = dataclasses.replace(setup, cfg=dataclasses.replace(cfg, global_timeout=2 * g.timeout))
+        again = st.global_check(longer, exported)
+        if again.section is None or again.section["verdict"] != "verified":
+            log.problems.append("the student's global robustness on the domain was not proven again (twice the "
+                                "recorded time budget)")
+        else:
+            log.notes.append("the student's global robustness on the domain was proven again")
+    elif g.verdict == "falsified":
+        net = st._student_network(setup).to("cpu", torch.float64)
+        lo, hi = cfg.domain if cfg.domain is not None else (-math.inf, math.inf)
+        ok = pair.shape == (2, setup.dim) and bool(((pair >= lo) & (pair <= hi)).all())
+        if ok:
+            with torch.no_grad():
+                z = net(torch.as_tensor(pair))
+            conf = float(torch.softmax(z[0], 0).max())
+            dist = float(np.max(np.abs(pair[1] - pair[0])) if cfg.norm == "inf" else np.linalg.norm(pair[1] - pair[0]))
+            ok = conf >= g.kappa and int(z[0].argmax()) != int(z[1].argmax()) and dist <= g.radius * (1 + 1e-9)
+        if not ok:
+            log.problems.append("the recorded global counterexample pair is not a κ-confident point with another "
+                                "class within 3δ")
+    section = dict(verdict=g.verdict, radius=3 * cfg.delta, kappa=cfg.kappa, norm=cfg.norm, timeout=cfg.global_timeout,
+                   proven_fraction=g.proven_fraction, boxes_done=g.boxes_done, boxes_open=g.boxes_open,
+                   statement=global_sentence(g.verdict, g.proven_fraction, 3 * cfg.delta, cfg.kappa, cfg.norm,
+                                             tuple(cfg.domain) if cfg.domain is not None else (-math.inf, math.inf),
+                                             cfg.global_timeout))
+    return st.GlobalOutcome(section, pair)
 
 
 def _exported(setup: st.Setup, files: _Files, sample: st.Sample, log: _Log) -> st.Exported:

@@ -55,7 +55,8 @@ class CertifySettings:
     Prop 4.3; "auto": the teacher when the engine reads it and its estimated cost fits ``oracle_budget`` seconds),
     ``holdout`` fresh draws for the held-out check (None: up to 3000 as the source allows; 0: none),
     ``attack_bisection`` radii tried per point by the teacher attack's upper-bound search. In mass mode the radius
-    search defaults to cap 2δ and tol δ/32.
+    search defaults to cap 2δ and tol δ/32. ``global_check`` (ball mode, needs ``domain``): prove the student
+    globally 3δ-robust at its κ-confident points over the whole domain, within ``global_timeout`` seconds.
     """
 
     delta: float
@@ -96,6 +97,8 @@ class CertifySettings:
     oracle_budget: float = 1800.0
     holdout: int | None = None
     attack_bisection: int = 6
+    global_check: bool = False
+    global_timeout: float = 60.0
 
     def validated(self) -> CertifySettings:
         """A canonical copy with every field checked; InputError on the first bad one."""
@@ -124,6 +127,11 @@ class CertifySettings:
             raise InputError(f"trust_pickle must be true or false, got {self.trust_pickle!r}")
         if not isinstance(self.complete, bool):
             raise InputError(f"complete must be true or false, got {self.complete!r}")
+        if not isinstance(self.global_check, bool):
+            raise InputError(f"global_check must be true or false, got {self.global_check!r}")
+        if self.global_check and (self.domain is None or self.guarantee == "mass"):
+            raise InputError("--global-check proves the student robust over the input domain: give --domain LO,HI "
+                             "(ball mode only)")
         if not isinstance(self.allow_duplicates, bool):
             raise InputError(f"allow_duplicates must be true or false, got {self.allow_duplicates!r}")
         guarantee = check_choice(self.guarantee, GUARANTEES, "guarantee")
@@ -137,7 +145,8 @@ class CertifySettings:
             oracle_budget=check_positive(self.oracle_budget, "oracle budget"),
             holdout=None if self.holdout is None else 0 if self.holdout == 0 else check_positive_int(self.holdout,
                                                                                                       "holdout"),
-            attack_bisection=check_positive_int(self.attack_bisection, "attack bisection"), eps=check_eps(self.eps), eta=check_eta(self.eta), kappa=check_kappa(self.kappa),
+            attack_bisection=check_positive_int(self.attack_bisection, "attack bisection"),
+            global_timeout=check_positive(self.global_timeout, "global timeout"), eps=check_eps(self.eps), eta=check_eta(self.eta), kappa=check_kappa(self.kappa),
             norm=norm, tv=check_tv(self.tv), seed=seed, method=method, student=student, epochs=epochs,
             device=check_choice(self.device, DEVICES, "device"),
             verify_method=check_choice(self.verify_method, BOUND_METHOD_NAMES, "verify method"),

@@ -440,3 +440,37 @@ def decision_grid(setup: Setup, sample: Sample, size: int = 160) -> DecisionGrid
 
 
 GRID = Stage("grid", decision_grid, DecisionGrid, needs=("sample",))
+
+
+# --- global robustness of the student (certify --global-check) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class GlobalOutcome:
+    section: dict | None  # the certificate's ``global_check`` section (None when not asked for)
+    pair: np.ndarray      # (2, m): a checked violation (x, x′), or (0, m)
+
+
+def global_check(setup: Setup, exported: Exported) -> GlobalOutcome:
+    """With ``cfg.global_check``: :func:`~pacverify.verify.global_robustness.verify_global` on the ONNX student over
+    the domain at radius 3δ and confidence κ (x′ kept in the domain), within ``cfg.global_timeout`` seconds."""
+    from pacverify.certificate.statements import global_sentence
+    from pacverify.verify.global_robustness import verify_global
+
+    cfg = setup.cfg
+    empty = np.zeros((0, setup.dim))
+    if not cfg.global_check or cfg.domain is None:
+        return GlobalOutcome(None, empty)
+    result = verify_global(_student_network(setup), cfg.domain, 3 * cfg.delta, cfg.kappa, norm=cfg.norm,
+                           method=cfg.verify_method, inside_domain=True, timeout=cfg.global_timeout, seed=cfg.seed)
+    pair = empty if result.pair is None else np.stack([result.pair.x, result.pair.x_prime]).reshape(2, -1)
+    section = dict(verdict=result.verdict, radius=3 * cfg.delta, kappa=cfg.kappa, norm=cfg.norm,
+                   timeout=cfg.global_timeout, proven_fraction=float(result.proven_fraction),
+                   boxes_done=int(result.boxes_done), boxes_open=int(result.boxes_open),
+                   statement=global_sentence(result.verdict, float(result.proven_fraction), 3 * cfg.delta, cfg.kappa,
+                                             cfg.norm, tuple(cfg.domain), cfg.global_timeout))
+    return GlobalOutcome(section, pair)
+
+
+GLOBAL = Stage("global", global_check, GlobalOutcome, needs=("export",),
+               describe=lambda setup, *_: "global robustness of the student over the domain"
+               if setup.cfg.global_check else "global robustness: not asked for (--global-check)")

@@ -63,6 +63,9 @@ def _claims(cert: Certificate) -> list[tuple[str, str]]:
         return [(title, text) for title, text in mass if text]
     claims = [("PAC statement (δ)", st.pac), ("PAC statement (δ_T)", st.pac_delta_T), ("δ_T (not claimed)", st.delta_T_note),
               ("Coverage", st.coverage)]
+    g = getattr(cert.record, "global_check", None)
+    if g is not None:
+        claims.append(("Global robustness of the student", g.statement))
     return [(title, text) for title, text in claims if text]
 
 
