@@ -191,3 +191,33 @@ def test_cli_mass_mode_prints_the_map_gates_and_checks(cli, tmp_path):
     # δ above every proven radius: NOT_CERTIFIED, exit 1
     res = cli(*args[:7], "1.0", *args[8:])
     assert res.returncode == 1 and res.stdout.startswith("verdict: NOT_CERTIFIED")
+
+
+def test_a_counterexample_closer_than_a_proven_radius_refutes_and_shows_the_pair(tmp_path):
+    """u_i < l_i is impossible for a sound oracle: the verdict is REFUTED and the reasons name the point."""
+    import torch
+
+    from pacverify.pipeline import mass as ms
+    from pacverify.pipeline.settings import CertifySettings
+    from pacverify.pipeline.stages import Labels, Sample, Setup
+    from pacverify.synthetic import sigmoid_teacher
+
+    cfg = CertifySettings(delta=0.05, eps=0.5, eta=0.1, synthetic="gaussians", guarantee="mass").validated()
+    n = 70
+    x = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
+    setup = Setup(cfg=cfg, teacher=sigmoid_teacher(3.0), teacher_path=None, teacher_hash="h", sampler=None,
+                  source={"kind": "synthetic", "source": "gaussians", "sha256": None}, input_shape=(2,), dim=2,
+                  samples=n, samples_required=n, out_dir=tmp_path, device=torch.device("cpu"), oracle="teacher",
+                  oracle_reason="test")
+    lower = np.full(n, 0.08)
+    upper = np.full(n, np.inf)
+    upper[5] = 0.03
+    cex = np.full((n, 2), np.nan)
+    cex[5] = x[5] + 0.03
+    results = {"sample": Sample(x), "label": Labels(np.zeros(n, np.int64), np.full(n, 0.95), 2),
+               "lower": ms.Lower(lower, np.zeros(0), np.zeros(0), 0.0), "upper": ms.Upper(upper, cex, 0.0),
+               "holdout": ms.HeldOut(np.zeros(0), np.zeros(0, bool), 0.08, "not run: test")}
+    record, arrays = ms.assemble(setup, results, {})
+    assert record.verdict is Verdict.REFUTED and record.oracle.inconsistent == 1
+    assert any("first at sample point 5" in r and "u_i = 0.03" in r for r in record.reasons)
+    assert arrays["upper_cex_index"].tolist() == [5]

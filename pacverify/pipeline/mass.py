@@ -248,6 +248,10 @@ def assemble(setup: Setup, results: dict[str, Any],
     cmap = confidence_map(labels.confidence, low.lower, cfg.kappa, cfg.eps, cfg.eta)
     inconsistent = int((up.upper < low.lower).sum())
     verdict, reasons = mass_verdict(MassEvidence(cmap.radius, cfg.delta, inconsistent))
+    if inconsistent:  # show the pair: the point, its proven radius and the closer counterexample (points.npz)
+        i = int(np.argmax(up.upper < low.lower))
+        reasons.append(f"first at sample point {i}: proven l_i = {low.lower[i]:.6g} but a confirmed teacher "
+                       f"counterexample at distance u_i = {up.upper[i]:.6g} (points.npz: upper_cex)")
     p_here = float(confident_fraction_lower(labels.confidence, cfg.kappa, cfg.eta)[0])
     cond_here = float(conditional_eps(cfg.eps, np.array([p_here]))[0])
     confident = hold.confidence >= cfg.kappa
