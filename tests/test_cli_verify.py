@@ -62,6 +62,26 @@ def test_points_summary_and_json(cli, model, points, tmp_path):
     assert counts["verified"] + counts["falsified"] + counts["unknown"] == 12 and counts["unknown"] == 0
 
 
+def test_labels_give_verified_robust_accuracy_beside_clean_accuracy(model, points, tmp_path, capsys):
+    """Issue 17: with true labels, the number people compare (verified robust accuracy) and the clean accuracy."""
+    from pacverify.cli import main
+
+    net = load_network(model)
+    x = np.load(points)
+    own = net(torch.tensor(x)).argmax(1).numpy()
+    labels = own.copy()
+    labels[:3] = (own[:3] + 1) % 3  # three points misclassified
+    path = tmp_path / "labels.npy"
+    np.save(path, labels)
+    out = tmp_path / "out.json"
+    assert main(["verify", str(model), "--points", str(points), "--radius", "0.01", "--norm", "inf", "--labels",
+                 str(path), "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["clean_accuracy"] == 9 / 12
+    assert summary["verified_robust_accuracy"] == summary["verified"] / 12 <= 9 / 12
+    assert "verified robust accuracy" in capsys.readouterr().out
+
+
 def test_certified_radius_json(cli, model, points, tmp_path):
     out = tmp_path / "radius.json"
     proc = cli("verify", model, "--points", points, "--radius", "max", "--norm", "2", "--cap", "0.5", "--tol", "0.01",

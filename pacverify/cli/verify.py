@@ -114,10 +114,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = api.verify_points(args.model, points, check_radius(args.radius, "radius"), args.norm, **common)
     summary = result.summary()
+    if labels is not None:
+        summary.update(labelled_accuracy(api.load(args.model), points, labels, summary["verified"]))
     if args.json:
         atomic_write_text(args.json, dumps_json({"summary": summary, "points": result.points()}))
     print(_summary_text(summary, result, certified=args.radius.strip().lower() == "max"))
     return 0
+
+
+def labelled_accuracy(net, points: np.ndarray, labels: np.ndarray, verified: int) -> dict:
+    """With true labels: the clean accuracy (the network's class equals the label) and the verified robust accuracy
+    (the fraction proven to keep the label on the whole ball: verified points are correctly classified too)."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(len(points), -1), dtype=net.dtype)
+    with torch.no_grad():
+        predicted = net(x).argmax(1).cpu().numpy()
+    n = max(len(labels), 1)
+    return {"clean_accuracy": float((predicted == np.asarray(labels).astype(np.int64)).sum() / n),
+            "verified_robust_accuracy": float(verified / n)}
 
 
 def _summary_text(summary: dict, result, *, certified: bool) -> str:
@@ -125,6 +140,9 @@ def _summary_text(summary: dict, result, *, certified: bool) -> str:
     lines = [f"verified   {summary['verified']:>8} / {n}",
              f"falsified  {summary['falsified']:>8}",
              f"unknown    {summary['unknown']:>8}"]
+    if "verified_robust_accuracy" in summary:
+        lines.append(f"verified robust accuracy {summary['verified_robust_accuracy']:.4f} "
+                     f"(clean accuracy {summary['clean_accuracy']:.4f}) on {n} labelled points")
     if certified:
         radius = np.asarray(result.radius)
         lines.append(f"certified radius: min {radius.min():.6g}, median {np.median(radius):.6g}, max {radius.max():.6g}"
