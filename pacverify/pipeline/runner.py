@@ -81,8 +81,9 @@ class Runner:
         return results
 
     def run_one(self, stage: Stage, *inputs: Any) -> Any:
-        if stage.describe is not None:
-            self.say(stage.name, stage.describe(self.setup, *inputs))
+        message = "" if stage.describe is None else stage.describe(self.setup, *inputs)
+        if message:  # an empty description: a stage with nothing to do in this run says nothing
+            self.say(stage.name, message)
         start = time.perf_counter()
         output, reused, original = None, False, None
         key = None if stage.key is None else stage.key(self.setup, *inputs)
@@ -105,7 +106,7 @@ class Runner:
         self.timings[stage.name] = round(float(original) if isinstance(original, (int, float)) else elapsed, 3)
         if reused:
             self.reused.append(stage.name)
-        if stage.describe is not None:
+        if message:
             self.say(stage.name, f"done in {elapsed:.1f} s" + (f" (reused; computing it took "
                                                               f"{self.timings[stage.name]:.1f} s)" if reused else ""))
         return output
