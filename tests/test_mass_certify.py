@@ -130,6 +130,18 @@ def test_the_student_oracle_lists_the_transfer_assumptions(digits, tmp_path):
     assert load_certificate(tmp_path).record == record
 
 
+def test_attack_budget_defaults_per_mode():
+    from pacverify.pipeline.settings import BALL_ATTACK, MASS_ATTACK, CertifySettings
+
+    ball = CertifySettings(delta=0.1, eps=0.1, eta=0.1, synthetic="gaussians").validated()
+    mass = CertifySettings(delta=0.1, eps=0.1, eta=0.1, synthetic="gaussians", guarantee="mass").validated()
+    assert (ball.pgd_steps, ball.pgd_restarts) == BALL_ATTACK == (50, 10)
+    assert (mass.pgd_steps, mass.pgd_restarts) == MASS_ATTACK == (20, 1)
+    explicit = CertifySettings(delta=0.1, eps=0.1, eta=0.1, synthetic="gaussians", guarantee="mass", attack_steps=7,
+                               attack_restarts=3).validated()
+    assert (explicit.pgd_steps, explicit.pgd_restarts) == (7, 3)
+
+
 def test_oracle_teacher_refuses_a_teacher_the_engine_cannot_read(tmp_path):
     import torch
 

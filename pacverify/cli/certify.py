@@ -58,10 +58,10 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
                    help="bound method of the verifier (default crown)")
     p.add_argument("--incomplete", action="store_true", help="skip branch and bound on points the bounds leave unknown")
     p.add_argument("--timeout", default=2.0, help="seconds of branch and bound per point (default 2)")
-    p.add_argument("--attack-steps", type=int, default=50,
-                   help="PGD steps per start of the teacher attack (default 50)")
-    p.add_argument("--attack-restarts", type=int, default=10,
-                   help="PGD starts per point of the teacher attack (default 10)")
+    p.add_argument("--attack-steps", type=int,
+                   help="PGD steps per start of the teacher attack (default 50; mass mode 20)")
+    p.add_argument("--attack-restarts", type=int,
+                   help="PGD starts per point of the teacher attack (default 10; mass mode 1)")
     p.add_argument("--attack-bisection", type=int, default=6,
                    help="mass mode: radii tried per point by the attack's search for upper radii (default 6)")
     p.add_argument("--global-check", action="store_true",

@@ -568,7 +568,7 @@ def _rederive_mass(cert: Certificate, files: _Files, data, sampler_spec, timeout
         full_cex[finite] = cex
     results["lower"], results["upper"] = low, ms.Upper(upper, full_cex, 0.0)
     again, _ = attack_radii(model, sample.flat, labels.label, cfg.norm, hi=float(cfg.radius_cap or 2 * cfg.delta),
-                            steps=cfg.attack_steps, restarts=cfg.attack_restarts, bisection=cfg.attack_bisection,
+                            steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, bisection=cfg.attack_bisection,
                             domain=cfg.domain, seed=cfg.seed + 7919)
     refuted = False
     hits = np.asarray(again) < lower

@@ -151,8 +151,8 @@ def teacher_upper(setup: Setup, sample: Sample, labels: Labels) -> Upper:
     cfg = setup.cfg
     start = time.perf_counter()
     upper, cex = attack_radii(_teacher_model(setup), sample.flat, labels.label, cfg.norm,
-                              hi=float(cfg.radius_cap or 2 * cfg.delta), steps=cfg.attack_steps,
-                              restarts=cfg.attack_restarts, bisection=cfg.attack_bisection, domain=cfg.domain,
+                              hi=float(cfg.radius_cap or 2 * cfg.delta), steps=cfg.pgd_steps,
+                              restarts=cfg.pgd_restarts, bisection=cfg.attack_bisection, domain=cfg.domain,
                               seed=cfg.seed)
     return Upper(np.asarray(upper, dtype=np.float64), np.asarray(cex, dtype=np.float64), time.perf_counter() - start)
 
@@ -203,8 +203,8 @@ def held_out(setup: Setup, labels: Labels, lower: Lower) -> HeldOut:
         x = torch.as_tensor(points.reshape(n, -1)[idx], dtype=torch.float64)
         with torch.no_grad():
             y = model(x).argmax(1)
-        result = attack(model, x, y, radius, norm=cfg.norm, domain=cfg.domain, steps=cfg.attack_steps,
-                        restarts=cfg.attack_restarts, seed=cfg.seed, starts="spread")
+        result = attack(model, x, y, radius, norm=cfg.norm, domain=cfg.domain, steps=cfg.pgd_steps,
+                        restarts=cfg.pgd_restarts, seed=cfg.seed, starts="spread")
         found[idx] = result.found.cpu().numpy()
     note = None if 0 < radius < np.inf else f"M(κ) = {radius:g}: the range R(M(κ), κ) holds no input to attack"
     return HeldOut(conf, found, radius, note)
@@ -301,7 +301,7 @@ def assemble(setup: Setup, results: dict[str, Any],
             seed=cfg.seed, arch=cfg.arch, trust_pickle=cfg.trust_pickle, oracle=cfg.oracle,
             verify_method=cfg.verify_method,
             radius_search=S.RadiusSearch(float(cfg.radius_cap or 0.0), float(cfg.radius_tol or 0.0)),
-            attack=S.MassAttackSettings(cfg.attack_steps, cfg.attack_restarts, cfg.attack_bisection),
+            attack=S.MassAttackSettings(cfg.pgd_steps, cfg.pgd_restarts, cfg.attack_bisection),
             holdout=holdout_points(setup), domain=None if cfg.domain is None else list(cfg.domain),
             device=cfg.device, allow_duplicates=cfg.allow_duplicates, student=cfg.student, method=cfg.method,
             epochs=cfg.epochs, distill_options=dict(cfg.distill_options)),

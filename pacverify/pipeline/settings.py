@@ -29,6 +29,10 @@ from pacverify.validation import (
     parse_domain,
 )
 
+BALL_ATTACK = (50, 10)  # default PGD steps and restarts per claimed ball (ball mode)
+MASS_ATTACK = (20, 1)   # per radius tried (mass mode): the same counterexamples as (50, 10) on the digits benchmarks
+                        # at 1/55–1/80 of the time (benchmarks/results/mass.md)
+
 
 @dataclass(frozen=True)
 class CertifySettings:
@@ -41,7 +45,8 @@ class CertifySettings:
     loss; ``distill_options``: further :class:`~pacverify.distill.DistillConfig` fields.
     ``complete``: branch and bound on points the bounds leave unknown, ``timeout`` s each.
     ``radius_cap``/``radius_tol``: the certified-radius search (default 6δ and 3δ/64).
-    ``attack_steps``/``attack_restarts``: the teacher attack's PGD budget per claimed ball, its restarts placed by
+    ``attack_steps``/``attack_restarts``: the teacher attack's PGD budget per claimed ball (None: 50 × 10; in mass
+    mode 20 × 1 per radius tried, :data:`MASS_ATTACK`), its restarts placed by
     ``attack_starts`` ("spread" over the ball, or "box": uniform in the bounding box, the older behaviour);
     ``attack_random_samples``: uniform draws per claimed ball (None: 2000 for m ≤ 16, else 250; 0: none);
     ``attack_fresh_points``: held-out draws whose δ-balls are attacked too where they lie within 2δ of a
@@ -82,8 +87,8 @@ class CertifySettings:
     timeout: float = 2.0
     radius_cap: float | None = None
     radius_tol: float | None = None
-    attack_steps: int = 50
-    attack_restarts: int = 10
+    attack_steps: int | None = None
+    attack_restarts: int | None = None
     attack_starts: str = "spread"
     attack_random_samples: int | None = None
     attack_fresh_points: int = 1000
@@ -154,8 +159,10 @@ class CertifySettings:
             timeout=check_positive(self.timeout, "timeout"),
             radius_cap=check_positive(cap, "radius cap"),
             radius_tol=check_positive(tol, "radius tol"),
-            attack_steps=check_positive_int(self.attack_steps, "attack steps"),
-            attack_restarts=check_positive_int(self.attack_restarts, "attack restarts"),
+            attack_steps=check_positive_int(self.attack_steps if self.attack_steps is not None else
+                                            MASS_ATTACK[0] if mass else BALL_ATTACK[0], "attack steps"),
+            attack_restarts=check_positive_int(self.attack_restarts if self.attack_restarts is not None else
+                                               MASS_ATTACK[1] if mass else BALL_ATTACK[1], "attack restarts"),
             attack_starts=check_choice(self.attack_starts, ("spread", "box"), "attack starts"),
             attack_random_samples=None if self.attack_random_samples is None else 0 if self.attack_random_samples == 0
             else check_positive_int(self.attack_random_samples, "attack random samples"),
@@ -166,6 +173,20 @@ class CertifySettings:
             coverage_batch=None if self.coverage_batch is None else check_positive_int(self.coverage_batch,
                                                                                        "coverage batch"),
             domain=parse_domain(self.domain))
+
+    @property
+    def pgd_steps(self) -> int:
+        """``attack_steps`` with the mode's default filled in (by :meth:`validated`)."""
+        if self.attack_steps is None:
+            raise RuntimeError("CertifySettings.validated() fills attack_steps")  # a bug, not bad input
+        return self.attack_steps
+
+    @property
+    def pgd_restarts(self) -> int:
+        """``attack_restarts`` with the mode's default filled in (by :meth:`validated`)."""
+        if self.attack_restarts is None:
+            raise RuntimeError("CertifySettings.validated() fills attack_restarts")
+        return self.attack_restarts
 
     def source_description(self) -> dict:
         """``{kind, source, sha256}`` of the data source (the sha256 of a data file, None otherwise)."""
