@@ -220,11 +220,17 @@ def _check_sample_size(cert: Certificate, log: _Log) -> None:
 
 # --- re-derivation -----------------------------------------------------------------------------------------------
 
+def _source_setting(src, data: str | None, sampler: str | None) -> dict[str, Any]:
+    """The certify setting naming the recorded data source (the user's ``--data`` / ``--sampler`` take precedence)."""
+    if src.kind == "data":
+        return {"data": data or src.source}
+    return {"sampler": sampler or src.source} if src.kind == "sampler" else {"synthetic": src.source}
+
+
 def _settings(record: CertificateBody, data: str | None, sampler: str | None, arch: str | None,
               trust_pickle: bool) -> CertifySettings:
     s, p, src = record.settings, record.pac, record.files.data
-    source: dict[str, Any] = {"data": data or src.source} if src.kind == "data" else \
-        {"sampler": sampler or src.source} if src.kind == "sampler" else {"synthetic": src.source}
+    source = _source_setting(src, data, sampler)
     return CertifySettings(
         delta=p.delta, eps=p.eps, eta=p.eta, kappa=p.kappa, norm=p.norm, tv=p.tv, samples=p.samples, bound=p.bound,
         student=s.student, method=s.method, epochs=s.epochs, distill_options=dict(s.distill_options), device=s.device,
@@ -268,6 +274,26 @@ def _sampler(cert: Certificate, cfg: CertifySettings, data: str | os.PathLike | 
                         allow_duplicates=cfg.allow_duplicates)
 
 
+def _recorded_source(record: CertificateBody | MassCertificateBody) -> dict:
+    """The run's ``{kind, source, sha256}`` as the certificate records it (without the duplicate count)."""
+    return {k: v for k, v in dataclasses.asdict(record.files.data).items() if k != "duplicates"}
+
+
+def _rederived_sample(cert: Certificate, cfg: CertifySettings, data, sampler_spec, log: _Log):
+    """``(sampler, matches)``: the sampler that re-derives the sample (None when the source does not allow it) and
+    whether its draw equals ``points.npz`` (a mismatch is a problem; without a sampler nothing is compared)."""
+    points = cert.arrays["points"]
+    sampler = _sampler(cert, cfg, data, sampler_spec, log)
+    if sampler is None:
+        return None, True
+    drawn = sampler.draw(len(points))
+    if drawn.shape != points.shape or not np.array_equal(drawn.astype(np.float32), points.astype(np.float32)):
+        log.problems.append("the points in points.npz are not the sample the recorded source and seed draw")
+        return sampler, False
+    log.notes.append(f"the sample was re-derived from its source ({cert.record.files.data.kind}) and matches")
+    return sampler, True
+
+
 def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arch, trust_pickle,
               log: _Log) -> tuple[CertificateBody | None, bool]:
     record, arrays = cert.record, cert.arrays
@@ -275,19 +301,15 @@ def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arc
     cfg = _settings(record, None if data is None else str(data), sampler_spec, arch, trust_pickle).validated()
     points = arrays["points"]
     input_shape = tuple(points.shape[1:])
-    sampler = _sampler(cert, cfg, data, sampler_spec, log)
-    if sampler is not None:
-        drawn = sampler.draw(len(points))
-        if drawn.shape != points.shape or not np.array_equal(drawn.astype(np.float32), points.astype(np.float32)):
-            log.problems.append("the points in points.npz are not the sample the recorded source and seed draw")
-            return None, False
-        log.notes.append(f"the sample was re-derived from its source ({record.files.data.kind}) and matches")
+    sampler, matches = _rederived_sample(cert, cfg, data, sampler_spec, log)
+    if not matches:
+        return None, False
     teacher_model = None
     if files.teacher is not None:
         teacher_model = load_teacher(files.teacher, arch=arch, trust_pickle=trust_pickle, device="cpu")
     setup = st.Setup(cfg=cfg, teacher=teacher_model, teacher_path=files.teacher,  # type: ignore[arg-type]
                      teacher_hash=record.files.teacher.sha256 or "", sampler=sampler,  # type: ignore[arg-type]
-                     source={k: v for k, v in dataclasses.asdict(record.files.data).items() if k != "duplicates"},
+                     source=_recorded_source(record),
                      input_shape=input_shape,
                      dim=record.pac.dim, samples=record.pac.samples, samples_required=record.pac.samples_required,
                      out_dir=cert.directory, device=resolve_device("cpu"))
@@ -467,8 +489,7 @@ def _student_side_only(record: CertificateBody, labels: st.Labels, exported: st.
 def _mass_settings(record: MassCertificateBody, data: str | None, sampler: str | None, arch: str | None,
                    trust_pickle: bool) -> CertifySettings:
     s, p, src = record.settings, record.pac, record.files.data
-    source: dict[str, Any] = {"data": data or src.source} if src.kind == "data" else \
-        {"sampler": sampler or src.source} if src.kind == "sampler" else {"synthetic": src.source}
+    source = _source_setting(src, data, sampler)
     return CertifySettings(
         delta=p.delta, eps=p.eps, eta=p.eta, kappa=p.kappa, norm=p.norm, tv=p.tv, samples=p.samples,
         guarantee="mass", bound=p.bound, oracle=s.oracle, holdout=s.holdout, attack_bisection=s.attack.bisection,
@@ -492,13 +513,9 @@ def _rederive_mass(cert: Certificate, files: _Files, data, sampler_spec, timeout
     assert isinstance(record, MassCertificateBody) and cert.directory is not None
     cfg = _mass_settings(record, None if data is None else str(data), sampler_spec, arch, trust_pickle).validated()
     points = arrays["points"]
-    sampler = _sampler(cert, cfg, data, sampler_spec, log)
-    if sampler is not None:
-        drawn = sampler.draw(len(points))
-        if drawn.shape != points.shape or not np.array_equal(drawn.astype(np.float32), points.astype(np.float32)):
-            log.problems.append("the points in points.npz are not the sample the recorded source and seed draw")
-            return None, False
-        log.notes.append(f"the sample was re-derived from its source ({record.files.data.kind}) and matches")
+    sampler, matches = _rederived_sample(cert, cfg, data, sampler_spec, log)
+    if not matches:
+        return None, False
     recorded = {name: np.asarray(arrays[name], dtype=np.float64) for name in ("lower", "upper", "teacher_confidence")}
     cmap = ms.confidence_map(recorded["teacher_confidence"], recorded["lower"], cfg.kappa, cfg.eps, cfg.eta)
     if cmap != record.confidence_map:
@@ -518,7 +535,7 @@ def _rederive_mass(cert: Certificate, files: _Files, data, sampler_spec, timeout
         return None, False
     setup = st.Setup(cfg=cfg, teacher=teacher_model, teacher_path=files.teacher, teacher_hash=record.files.teacher.sha256
                      or "", sampler=sampler,  # type: ignore[arg-type]
-                     source={k: v for k, v in dataclasses.asdict(record.files.data).items() if k != "duplicates"},
+                     source=_recorded_source(record),
                      input_shape=input_shape, dim=record.pac.dim, samples=record.pac.samples,
                      samples_required=record.pac.samples_required, out_dir=cert.directory,
                      device=resolve_device("cpu"), oracle=oracle, oracle_reason=record.oracle.reason,
