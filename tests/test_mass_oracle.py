@@ -48,15 +48,18 @@ def _marabou_bracket(net, x, y, cap, domain):
     from pacverify.verify.api import verify_points
 
     lo, hi = np.zeros(len(x)), np.full(len(x), cap)
+    stuck = np.zeros(len(x), bool)  # Marabou timed out (a loaded machine): the bracket stays as last proven
     for k in range(12):
-        idx = np.nonzero(np.isfinite(hi) & (hi - lo > 1e-3))[0]
+        idx = np.nonzero(np.isfinite(hi) & (hi - lo > 1e-3) & ~stuck)[0]
         if not len(idx):
             break
         r = hi[idx].copy() if k == 0 else (lo[idx] + hi[idx]) / 2
         res = verify_points(net, x[idx], r, "inf", labels=y[idx], backend="marabou", attack=False, timeout=30,
                             domain=domain)
         for i, radius, verdict in zip(idx, r, res.verdicts, strict=True):
-            assert verdict is not PointVerdict.UNKNOWN
+            if verdict is PointVerdict.UNKNOWN:
+                stuck[i] = True
+                continue
             if verdict is PointVerdict.VERIFIED:
                 lo[i] = radius
             else:
