@@ -335,8 +335,14 @@ MARABOU_CASES = [([3, 6, 2], seed, radius) for seed in range(4) for radius in (0
 
 
 def test_agreement_with_marabou_on_the_twin_network():
-    counts = {"cases": 0, "marabou_sat": 0, "marabou_unsat": 0, "verified": 0, "falsified": 0, "unknown": 0,
-              "agree": 0}
+    """Marabou decides the twin query; a "sat" counts only when its pair passes a float64 forward pass.
+
+    Marabou has once (CI, stop 19) answered "sat" on a case it answers "unsat" here, with a pair whose second point
+    keeps a margin of 0.40 for the first class: a spurious witness, so that answer is no evidence either way and is
+    counted apart ("marabou_spurious").
+    """
+    counts = {"cases": 0, "marabou_sat": 0, "marabou_unsat": 0, "marabou_spurious": 0, "verified": 0,
+              "falsified": 0, "unknown": 0, "agree": 0}
     kappa = 0.6
     for widths, seed, radius in MARABOU_CASES:
         net = random_mlp(widths, seed)
@@ -344,21 +350,25 @@ def test_agreement_with_marabou_on_the_twin_network():
         lo, hi = np.full(m, -2.0), np.full(m, 2.0)
         answers = [_twin_query(net, lo, hi, radius, kappa, c) for c in (0, 1)]
         sat = [code == "sat" and _checked_sat(net, x, xp, radius, kappa, c) for c, (code, x, xp) in enumerate(answers)]
+        spurious = any(code == "sat" and not ok for (code, _, _), ok in zip(answers, sat, strict=True))
         unsat = all(code == "unsat" for code, _, _ in answers)
         result = verify_global(net, (lo, hi), radius, kappa, norm="inf", timeout=10, seed=seed)
         counts["cases"] += 1
         counts["marabou_sat"] += any(sat)
         counts["marabou_unsat"] += unsat
+        counts["marabou_spurious"] += spurious
         counts[result.verdict] += 1
         if result.verdict == "verified":
-            assert unsat, (widths, seed, radius, answers)
+            assert not any(sat), (widths, seed, radius, answers)
+            assert unsat or spurious, (widths, seed, radius, answers)
         if result.verdict == "falsified":
             assert_real_pair(net, result, (lo, hi), radius, kappa, "inf")
-        if any(sat):
-            assert result.verdict != "verified", (widths, seed, radius)
-        counts["agree"] += (result.verdict == "verified" and unsat) or (result.verdict == "falsified" and any(sat))
+            assert not unsat, (widths, seed, radius)
+        counts["agree"] += (result.verdict == "verified" and not any(sat)) or \
+            (result.verdict == "falsified" and not unsat)
     print(f"\nglobal robustness vs Marabou (twin network, L∞, κ = {kappa}): {counts}")
     assert counts["marabou_sat"] > 0 and counts["marabou_unsat"] > 0
+    assert counts["marabou_spurious"] <= 2
     assert counts["agree"] == counts["cases"]
 
 
