@@ -18,7 +18,6 @@ from pacverify.pipeline.teacher_check import TeacherModel
 from pacverify.verify.bounds import crown
 from pacverify.verify.oracle import (
     OracleResult,
-    _bound_margin,
     attack_radii,
     estimate_cost,
     teacher_lower_radii,
@@ -26,6 +25,7 @@ from pacverify.verify.oracle import (
     teacher_oracle,
 )
 from pacverify.verify.property import robustness_property
+from pacverify.verify.radius import _bound_margin
 from pacverify.verify.result import PointVerdict
 from pacverify.verify.sets import perturbation_set
 

@@ -417,24 +417,16 @@ def _exported(setup: st.Setup, files: _Files, sample: st.Sample, log: _Log) -> s
 
 def _reprove_radii(setup: st.Setup, sample: st.Sample, labels: st.Labels, exported: st.Exported,
                    arrays: dict, log: _Log) -> st.Radii:
-    """Every recorded r_i > 0 is proven again (the radius search's incomplete bounds); unproven ones count as 0."""
-    from pacverify.verify.api import verify_points
-
+    """Every recorded r_i > 0 is proven again (:func:`_reprove`: the bounds, then branch and bound where they leave a
+    point open: the radius search may have proved r_i from a pass at a larger radius, whose coarser intermediate
+    bounds a fresh pass at r_i does not reuse)."""
     idx = labels.required(setup.cfg.kappa)
     recorded = np.asarray(arrays["certified_radius"], dtype=np.float64)[idx]
     if np.isnan(recorded).any():
         log.problems.append("a required point has no recorded certified radius")
         return st.Radii(np.nan_to_num(recorded))
-    positive = np.nonzero(recorded > 0)[0]
-    if positive.size:
-        result = verify_points(st._student_network(setup), sample.flat[idx][positive], recorded[positive],
-                               setup.cfg.norm, labels=labels.label[idx][positive], method=setup.cfg.verify_method,
-                               complete=setup.cfg.complete, timeout=setup.cfg.timeout, domain=setup.cfg.domain,
-                               seed=setup.cfg.seed, attack=False)
-        failed = [i for i, v in zip(positive, result.verdicts, strict=True) if v.value != "verified"]
-        if failed:
-            log.problems.append(f"{len(failed)} recorded certified radii were not re-proven "
-                                f"(first: r = {recorded[failed[0]]:g})")
+    _reprove(st._student_network(setup), sample.flat[idx], recorded, labels.label[idx], setup.cfg, None,
+             "certified radii", log)
     return st.Radii(recorded)
 
 

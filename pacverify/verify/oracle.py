@@ -17,28 +17,7 @@ r around x (intersected with the input domain box when one is given).
 * :func:`teacher_oracle` runs both (:class:`OracleResult`); :func:`estimate_cost` times a short probe so that
   a caller can decide whether the teacher fits a time budget.
 
-Search for l_i (``search="itp"``, the default): each pass bounds every unfinished point once, at its own radius
-(one batched call of the bound routine). Each point keeps a bracket ``[a_i, b_i]`` — a_i proved (0 at the
-start), b_i not proved (the cap, untested, at the start) — and the lower bound of the margin
-``f_i(r) = min_j lower(z_y − z_j)`` over the r-ball at its ends (``f_i(0)`` is the margin at the point itself).
-The first pass tests the radius where the first-order model of the margin (its gradient at x_i, moving inside
-the domain box) reaches 0, or the cap when that lies beyond it: bounds are exact while no neuron changes sign
-and then fall below the model, so the first test usually fails just above the root and brackets it narrowly.
-Later radii follow the ITP rule (Oliveira & Takahashi, *An Enhancement of the Bisection Method Average
-Performance Preserving Minmax Optimality*, ACM TOMS 2020): an interpolated root (on ``[0, b_i]`` the quadratic
-``g − s·r − c·r²`` through f(b_i) with the model's slope s; else regula falsi), moved toward the midpoint and
-kept within a shrinking distance of it, which keeps the worst case within two passes of bisection's. A point stops
-when ``b_i − a_i ≤ tol`` (as in :func:`~pacverify.verify.api.certified_radius`); a point proved below an untested
-cap tries the cap next. On the digits benchmark (benchmarks/results/mass.md) this bounds each point 1.3 to 1.8
-times against bisection's 6 to 7 passes. ``search="bisect"`` calls :func:`~pacverify.verify.api.certified_radius`
-itself. Either way, the result at each point is 0 or a radius at which the point was proved.
-
-For CROWN and α-CROWN on a network whose first layer is an affine map followed by a ReLU, the first ReLU
-layer's CROWN pre-activation bounds equal the exact range of that affine map over the set, which the engine's
-interval pass already computes (:func:`~pacverify.verify.bounds.ibp.forward_interval`); the search therefore
-passes ``(−inf, +inf)`` as that layer's ``intermediate`` bounds (trivially sound: the engine intersects them with
-the interval image and widens by its rounding margin) and skips recomputing them: about 4× less work per pass on
-a 784-50-10 MLP, same bounds to 1e-11.
+The search for l_i is :func:`~pacverify.verify.radius.search_radii` (module :mod:`pacverify.verify.radius`).
 """
 from __future__ import annotations
 
@@ -55,18 +34,19 @@ from pacverify.attacks import Attackable, attack, margin_loss
 from pacverify.errors import InputError
 from pacverify.network import Affine, Network, Relu
 from pacverify.norms import vector_norm
-from pacverify.validation import check_choice, check_norm, check_positive, check_positive_int, check_seed
-from pacverify.verify.bounds import BOUND_METHODS, check_bound_method
-from pacverify.verify.bounds.common import default_max_batch
-from pacverify.verify.property import robustness_property
-from pacverify.verify.sets import perturbation_set
+from pacverify.validation import check_norm, check_positive, check_positive_int, check_seed
+from pacverify.verify.bounds import check_bound_method
+from pacverify.verify.radius import (
+    _bound_margin,
+    _domain_rows,
+    _labels,
+    _linear_radius,
+    _points,
+    search_radii,
+)
 
-SEARCHES = ("itp", "bisect")
 PARITY_RTOL = 1e-4          # teacher_network: |Network − teacher| ≤ PARITY_RTOL · max(1, max |teacher logit|)
-ALPHA_ITERATIONS = 20       # α-CROWN steps per bound call (as branch and bound's incomplete pass)
-ITP_KAPPA1 = 0.1           # ITP truncation δ = κ1 · width² with κ1 = ITP_KAPPA1 / cap
 TYPICAL_PASSES = 3          # estimate_cost: bounds per point of a typical search
-CPU_CHUNK_BYTES = 32 * 2**20   # row tensors per chunk of the bound engine on CPU (_max_batch)
 SEGMENT_STEPS = 40          # attack_radii: at most this many bisection steps on the segment from x_i to a
 SEGMENT_RTOL = 1e-5         # counterexample, until the bracket on t is within SEGMENT_RTOL of its upper end
 
@@ -151,226 +131,29 @@ def teacher_network(teacher: torch.nn.Module, teacher_path: Path | str | None, i
 
 
 # ------------------------------------------------------------------------------------------ lower radii
-def _domain_rows(domain, index: np.ndarray):
-    """The domain of the points ``index``: per-point (N, m) bounds are subset, shared ones kept."""
-    if domain is None:
-        return None
-    return tuple(np.asarray(d)[index] if np.ndim(d) == 2 else d for d in domain)
-
-
-def _skip_first_layer(net: Network, method: str) -> bool:
-    """Whether the first ReLU layer's CROWN bounds equal its interval image (an Affine layer, then a ReLU)."""
-    return (method != "ibp" and len(net.layers) >= 2 and isinstance(net.layers[0], Affine)
-            and isinstance(net.layers[1], Relu))
-
-
-def _max_batch(net: Network, rows: int) -> int:
-    """Points per chunk of the bound engine: its default (:func:`default_max_batch`), raised on CPU to row tensors
-    of :data:`CPU_CHUNK_BYTES` (at most 2048 points). The default's 2 MiB tensors (16 to 150 points on a 784-input
-    network) leave a pass dominated by per-chunk overhead; 32 MiB chunks ran 1.6–1.8× faster on the digits
-    benchmark (benchmarks/results/mass.md)."""
-    default = default_max_batch(net, rows)
-    if net.device.type != "cpu":
-        return default
-    per_point = max(1, rows) * max([net.in_features] + [a.out_features for a in net.affine_layers()]) \
-        * torch.finfo(net.dtype).bits // 8
-    return max(default, min(2048, CPU_CHUNK_BYTES // per_point))
-
-
-def _bound_margin(net: Network, x: torch.Tensor, labels: torch.Tensor, radii: torch.Tensor, norm: str, domain,
-                  method: str, index: np.ndarray) -> torch.Tensor:
-    """(B,) ``min_j`` of sound lower bounds of ``z_y − z_j`` over each ball (> 0: the ball is proved robust)."""
-    prop = robustness_property(labels, net.out_features)
-    input_set = perturbation_set(x, radii, norm, _domain_rows(domain, index), dtype=net.dtype, device=net.device)
-    widths = net.relu_widths()
-    kwargs: dict = {}
-    if method != "ibp":
-        kwargs["upper"] = False
-    if method == "alpha-crown":
-        kwargs["iterations"] = ALPHA_ITERATIONS
-    if _skip_first_layer(net, method):
-        unknown = torch.full((x.shape[0], widths[0]), torch.inf, dtype=net.dtype, device=net.device)
-        kwargs["intermediate"] = [(-unknown, unknown)] + [None] * (len(widths) - 1)
-        if method == "crown":   # the largest row tensors left: the later layers' neurons and the margins
-            kwargs["max_batch"] = _max_batch(net, 2 * max(widths[1:] + [net.out_features - 1]))
-    lower = BOUND_METHODS[method](net, input_set, prop.C, **kwargs).lower
-    return prop.proof_margin(lower.to("cpu", torch.float64))
-
-
-def _labels(labels, n: int, n_classes: int | None) -> torch.Tensor:
-    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-        raise InputError(f"labels must be {n} integer class indices, got shape {y.shape} and dtype {y.dtype}")
-    if n and (y.min() < 0 or (n_classes is not None and y.max() >= n_classes)):
-        raise InputError(f"labels must be class indices in [0, {n_classes}), got values from {y.min()} to {y.max()}")
-    return torch.as_tensor(y.astype(np.int64))
-
-
-def _points(points, m: int) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(points, dtype=np.float64))
-    if x.dim() < 2:
-        raise InputError(f"points must have shape (N, {m}) or (N, *input_shape), got {tuple(x.shape)}")
-    x = x.reshape(x.shape[0], -1)
-    if x.shape[1] != m:
-        raise InputError(f"points have {x.shape[1]} coordinates, the network takes {m}")
-    if not torch.isfinite(x).all():
-        raise InputError("points contain NaN or infinite values")
-    return x
-
 
 def teacher_lower_radii(network: Network, points: np.ndarray, labels: np.ndarray, norm, *, cap: float, tol: float,
-                        method: str = "crown", domain=None, seed: int = 0, search: str = "itp",
+                        method: str = "crown", domain=None, seed: int = 0, search: str = "auto",
                         stats: dict | None = None) -> np.ndarray:
     """``l`` (N,): at each point the largest radius in [0, cap] at which ``method``'s sound bounds PROVE that
-    ``network``'s class stays ``labels[i]`` on the whole ``norm``-ball (∩ ``domain``), found to within ``tol``.
+    ``network``'s class stays ``labels[i]`` on the whole ``norm``-ball (∩ ``domain``), found to within ``tol``
+    (:func:`~pacverify.verify.radius.search_radii`, whose ``search`` this takes).
 
     Guarantee: ``l_i`` is 0 or a radius at which point i was proved robust, so ``l_i ≤ rob_N(x_i)`` (the
     network's true robust radius) by soundness of the bounds; 0 where the network's class at x_i is not
-    ``labels[i]`` (or ties). Points proved at ``cap`` get ``l_i = cap`` after one pass; for the others the
-    search stops once a radius at most ``tol`` above ``l_i`` failed to be proved. All points of a pass go to
-    the bound routine in one batched call, on the network's device and dtype (use float64 on CPU: the
-    default of :func:`~pacverify.onnx_io.load_network`). ``search``: "itp" (module docstring) or "bisect"
-    (:func:`~pacverify.verify.api.certified_radius`); ``seed`` only reaches the latter. When ``stats`` is a
-    dict it receives ``passes`` (bound calls), ``bounded`` (point-bounds computed; not counted by "bisect"),
-    ``proved_at_cap`` and ``seconds``.
+    ``labels[i]`` (or ties). All points of a pass go to the bound routine in one batched call, on the network's
+    device and dtype (use float64 on CPU: the default of :func:`~pacverify.onnx_io.load_network`). When ``stats``
+    is a dict it receives ``passes`` (bound calls), ``bounded`` (point-bounds computed), ``proved_at_cap``,
+    ``search`` and ``seconds``.
     """
-    start = time.perf_counter()
-    norm = check_norm(norm)
-    cap, tol = check_positive(cap, "cap"), check_positive(tol, "tol")
-    method, search, seed = check_bound_method(method), check_choice(search, SEARCHES, "search"), check_seed(seed)
-    x = _points(points, network.in_features)
-    n = x.shape[0]
-    y = _labels(labels, n, network.out_features)
-    info: dict = {"passes": 0, "bounded": 0, "proved_at_cap": 0}
-    if n == 0:
-        radii = np.zeros(0)
-    elif search == "bisect":
-        from pacverify.verify.api import certified_radius
-
-        result = certified_radius(network, x.numpy(), norm, labels=y.numpy(), method=method, cap=cap, tol=tol,
-                                  complete=False, attack=False, domain=domain, seed=seed,
-                                  device=str(network.device))
-        radii = np.asarray(result.radius, dtype=np.float64)
-        info["passes"] = int(result.stats["bisection_steps"])
-        info["proved_at_cap"] = int((radii >= cap).sum())
-    else:
-        radii = _itp_search(network, x, y, norm, cap, tol, method, domain, info)
-    info["seconds"] = time.perf_counter() - start
+    result = search_radii(network, points, labels, norm, cap=cap, tol=tol, method=method, domain=domain, seed=seed,
+                          search=search)
     if stats is not None:
-        stats.update(info)
-    return radii
+        stats.update(result.stats, search=result.search)
+    return result.proven
 
 
-def _linear_radius(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, domain, cap: float,
-                   chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(r_lin, slope)`` (N,): where the first-order model of the margin to the runner-up class at x, moving
-    against its gradient (inside the domain box), reaches 0 (inf beyond ``cap``), and the model's slope at r = 0.
-    Only a first guess for the search (no soundness rests on it): for L2, ``g / ‖∇g‖₂`` over the coordinates
-    that can move; for L∞, the root of ``g − Σ_k |∂_k g| · min(r, room_k)`` (room_k: the distance to the domain's
-    face the descent moves toward, capped at ``cap``), solved on the sorted rooms."""
-    out_r, out_s = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
-    net64 = net.to("cpu", torch.float64)
-    for start in range(0, x.shape[0], chunk):
-        xr = x[start:start + chunk].clone().requires_grad_(True)
-        with torch.enable_grad():
-            m = margin_loss(net64(xr), y[start:start + chunk])
-            j = m.detach().argmin(dim=1)
-            (grad,) = torch.autograd.grad(m.gather(1, j[:, None]).sum(), xr)
-        g = m.detach().gather(1, j[:, None])[:, 0]
-        xd = xr.detach()
-        if domain is None:
-            room = torch.full_like(xd, cap)
-        else:
-            dom = _domain_rows(domain, np.arange(start, start + xd.shape[0]))
-            lo_dom = torch.as_tensor(np.asarray(dom[0], dtype=np.float64))
-            hi_dom = torch.as_tensor(np.asarray(dom[1], dtype=np.float64))
-            room = torch.where(grad > 0, xd - lo_dom, hi_dom - xd).clamp(0, cap)
-        movable = room > 0
-        if norm == "2":
-            slope = torch.linalg.vector_norm(torch.where(movable, grad, 0.0), dim=1)
-            r = g / slope
-        elif domain is None:
-            slope = grad.abs().sum(dim=1)
-            r = g / slope
-        else:
-            slope = torch.where(movable, grad.abs(), 0.0).sum(dim=1)
-            order = torch.from_numpy(np.argsort(room.float().numpy(), axis=1))   # the order only (float32: faster)
-            rooms, ws = room.gather(1, order), grad.abs().gather(1, order)
-            wr = ws * rooms
-            head = wr.cumsum(1) - wr                             # Σ w·room over the coordinates before i
-            tail = ws.sum(1, keepdim=True) - ws.cumsum(1) + ws   # Σ w over coordinate i and after
-            drop = head + tail * rooms                           # the model's decrease at r = rooms_i
-            i = torch.searchsorted(drop, g[:, None]).clamp(max=xd.shape[1] - 1)
-            r = (g - head.gather(1, i)[:, 0]) / tail.gather(1, i)[:, 0]
-            r = torch.where(drop[:, -1] < g, torch.full_like(r, torch.inf), r)
-        out_r.append(torch.where(r <= cap, r, torch.full_like(r, torch.inf)))
-        out_s.append(slope)
-    return torch.cat(out_r), torch.cat(out_s)
 
-
-def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: float, tol: float, method: str,
-                domain, info: dict) -> np.ndarray:
-    """The bracket search of the module docstring; ``info`` gets the pass counts."""
-    n = x.shape[0]
-    with torch.no_grad():
-        g = margin_loss(net.to("cpu", torch.float64)(x), y).amin(dim=1)   # f(0): the margin at the point
-    a = torch.zeros(n, dtype=torch.float64)           # proved radius (0 at the start)
-    b = torch.full((n,), cap, dtype=torch.float64)    # radius not proved (the cap: not yet tested)
-    fa, fb = g.clone(), torch.full((n,), -torch.inf, dtype=torch.float64)
-    tested = torch.zeros(n, dtype=torch.bool)         # b was tested (f(b) is known)
-    eps = tol / 2
-    n_max = max(0, math.ceil(math.log2(cap / tol))) + 1   # ITP: at most bisection's count + n0 (= 1)
-    kappa1 = ITP_KAPPA1 / cap
-
-    def bound(index: torch.Tensor, r: torch.Tensor) -> None:
-        info["passes"] += 1
-        info["bounded"] += int(index.numel())
-        f = _bound_margin(net, x[index].to(net.device), y[index].to(net.device), r.to(net.device), norm, domain,
-                          method, index.numpy())
-        ok = f > 0
-        a[index[ok]], fa[index[ok]] = r[ok], f[ok]
-        b[index[~ok]], fb[index[~ok]] = r[~ok], f[~ok]
-        tested[index[~ok]] = True
-
-    active = torch.nonzero(g > 0).reshape(-1)
-    r_lin, slope = _linear_radius(net, x[active], y[active], norm, _domain_rows(domain, active.numpy()), cap)
-    first = torch.where(torch.isfinite(r_lin) & (r_lin > 0), r_lin, torch.full_like(r_lin, cap)).clamp(max=cap)
-    if active.numel():
-        bound(active, first)
-        tested[active[first >= cap]] = True
-        info["proved_at_cap"] = int((a[active] >= cap).sum())
-    lin_slope = torch.zeros(n, dtype=torch.float64)
-    lin_slope[active] = slope
-    j = 0
-    active = active[(b[active] - a[active]) > tol]
-    while active.numel():
-        aa, bb, f_a, f_b = a[active], b[active], fa[active], fb[active]
-        width = bb - aa
-        mid = (aa + bb) / 2
-        reach = (eps * 2.0 ** (n_max - j) - width / 2).clamp(min=0)
-        delta = kappa1 * width ** 2
-        known = tested[active] & torch.isfinite(f_b) & torch.isfinite(f_a) & (f_a > f_b)
-        estimate = torch.where(known, (bb * f_a - aa * f_b) / torch.where(known, f_a - f_b, 1.0), aa)  # falsi
-        # on [0, b]: the root of g − s·r − c·r² through f(b), s the first-order slope (f bends down as neurons
-        # become unstable, so the chord from (0, g) lies below f and its root too early)
-        s, g0 = lin_slope[active], g[active]
-        c = (g0 - s * bb - f_b) / bb ** 2
-        quad = known & (aa == 0) & (c > 0) & (s > 0)
-        root = (-s + torch.sqrt(s ** 2 + 4 * c * g0)) / (2 * torch.where(quad, c, 1.0))
-        estimate = torch.where(quad & (root > aa) & (root < bb), root, estimate)
-        sigma = torch.sign(mid - estimate)
-        moved = torch.where(delta <= (mid - estimate).abs(), estimate + sigma * delta, mid)
-        r = torch.where((moved - mid).abs() <= reach, moved, mid - sigma * reach)
-        r = torch.where((r > aa) & (r < bb), r, mid)   # strictly inside the bracket (else the midpoint)
-        r = torch.where(tested[active], r, bb)          # proved below an untested cap: try the cap
-        bound(active, r)
-        info["proved_at_cap"] = int((a >= cap).sum())
-        active = active[(b[active] - a[active]) > tol]
-        j += 1
-    return a.numpy()
-
-
-# ------------------------------------------------------------------------------------------ upper radii
 def _confirm(model: Attackable, candidates: torch.Tensor, x: torch.Tensor, y: torch.Tensor, norm: str, domain,
              dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(found (B,), points (B, m), distances (B,))``: each candidate rounded to the model's own ``dtype``

@@ -25,6 +25,7 @@ from pacverify.verify.bounds.common import (
     Interval,
     PartialInterval,
     Problem,
+    default_max_batch,
     finish,
     intersect,
     output_layers,
@@ -37,7 +38,7 @@ from pacverify.verify.bounds.ibp import propagate_intervals, spec_interval
 from pacverify.verify.bounds.linear import Rows, Select, lower_values, pull_back
 from pacverify.verify.bounds.relax import ReluRelaxation, relax_relu
 from pacverify.verify.bounds.types import Bounds, PropagationResult
-from pacverify.verify.sets import InputSet
+from pacverify.verify.sets import InputSet, L2Ball, batched_matvec
 
 # Above this fraction of unstable neurons, intermediate bounds use dense rows (all neurons) instead of
 # gathered sparse rows (unstable neurons only).
@@ -169,3 +170,99 @@ def backward_bounds(layers: list, A: torch.Tensor | None, relaxations: list[Relu
         return values, None
     half = values.shape[1] // 2
     return values[:, :half], -values[:, half:]
+
+
+@dataclass(frozen=True)
+class RadiusBounds:
+    """What one CROWN pass at radius R says about smaller radii (:func:`crown_radius`), each (B,) unless said.
+
+    ``lower`` (B, K): CROWN's lower bounds of the rows over the R-sets (as ``crown(..., upper=False).lower``);
+    ``proven``: a radius in [0, R] at which every row was proved > 0 (0: none); ``estimate``: where the linear
+    bounds of the R pass reach 0 (unclamped, may exceed R; without the interval bounds; a guess for a search,
+    no guarantee).
+    """
+
+    lower: torch.Tensor
+    proven: torch.Tensor
+    estimate: torch.Tensor
+
+
+def crown_radius(net: Network, center: torch.Tensor, radius: torch.Tensor, norm: str, C, *, domain=None,
+                 intermediate=None, max_batch: int | None = None) -> RadiusBounds:
+    """One CROWN pass over the ``norm``-balls of radius R = ``radius`` (∩ ``domain``), read at every radius r ≤ R.
+
+    Guarantee: for each point b and every x with ``‖x − center[b]‖ ≤ proven[b]`` (inside the domain box when one
+    is given), every row of ``C[b] f(x)`` is > 0; ``proven[b] = R_b`` exactly when CROWN's bounds at R prove it.
+
+    Why one pass suffices: pre-activation bounds computed over the R-set are sound over every subset of it, so the
+    final backward pass gives rows ``A x + c`` that lower-bound ``C f(x)`` on every r-ball with r ≤ R; over the
+    ball without the domain their minimum is ``A·x0 + c − r·‖A‖_*`` (‖·‖_* the dual norm: ℓ2 for L2, ℓ1 for L∞),
+    linear in r, so the largest r with every row positive has a closed form. That r (shrunk by 1e-9 relative) is
+    then checked by evaluating the same rows over the actual r-set (∩ domain: a subset of the ball, so at least as
+    tight), intersected with the R-set's interval bounds and widened by the R-set's rounding margin (which covers
+    every subset: its magnitudes are no larger): a proof by the same rules as :func:`crown` with coarser
+    intermediate bounds. Where that check fails, ``proven`` is 0. Used by the certified-radius search
+    (:mod:`pacverify.verify.radius`) so that a pass that fails at R still proves a radius.
+    """
+    from pacverify.verify.sets import perturbation_set
+
+    # sets are built in float64 and rounded outward to the network's dtype by the engine (Box.to, L2Ball.to)
+    center = torch.as_tensor(center).to(torch.float64)
+    radius = torch.as_tensor(radius).to(device=center.device, dtype=torch.float64)
+    batch = center.shape[0]
+    input_set = perturbation_set(center, radius, norm, domain, dtype=torch.float64)
+    problem = prepare(net, input_set, C, None, intermediate)
+    rows = 2 * max(net.relu_widths() + [spec_rows(net, problem)])
+    step = default_max_batch(net, rows) if max_batch is None else max_batch
+    outs: list[list[torch.Tensor]] = [[], [], []]
+    for start in range(0, batch, step):
+        part = slice(start, start + step)
+        dom = None if domain is None else _domain_part(domain, part, batch)
+        chunk = _radius_chunk(net, problem.select(part), center[part], radius[part], norm, dom)
+        for out, piece in zip(outs, chunk, strict=True):
+            out.append(piece)
+    lower, proven, estimate = (torch.cat(o) for o in outs)
+    return RadiusBounds(lower, proven, estimate)
+
+
+def _domain_part(domain, part: slice, batch: int):
+    """The domain rows of one chunk: a (lo, hi) pair of numbers, (n,) rows or (B, n) rows."""
+    lo, hi = domain
+    lo_t, hi_t = torch.as_tensor(lo), torch.as_tensor(hi)
+    if lo_t.dim() == 2 and lo_t.shape[0] == batch:
+        return lo_t[part], hi_t[part]
+    return lo, hi
+
+
+def _radius_chunk(net: Network, problem: Problem, center: torch.Tensor, radius: torch.Tensor, norm: str,
+                  domain) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from pacverify.verify.sets import perturbation_set
+
+    relaxed = relax_network(net, problem)
+    A = relaxed.C_left
+    start = None if A is None else Rows(A, torch.zeros(A.shape[:-1], dtype=A.dtype, device=A.device))
+    rows = pull_back(relaxed.layers, start, relaxed.relaxations, both=False)
+    floor = relaxed.ibp_output[0] - relaxed.output_margin        # sound at every r ≤ R
+    x0 = problem.input_set.center if isinstance(problem.input_set, L2Ball) else center.to(floor)
+    if rows is None:   # no layers: the interval of the input is all there is
+        proved = (floor > 0).all(dim=1)
+        R = radius.to(device=floor.device, dtype=torch.float64)
+        return floor, torch.where(proved, R, torch.zeros_like(R)), torch.where(proved, torch.inf, 0.0).to(R)
+    lower = torch.maximum(lower_values(rows, problem.input_set), relaxed.ibp_output[0]) - relaxed.output_margin
+    R = radius.to(device=lower.device, dtype=torch.float64)   # radii stay float64: the sets round outward
+    proved = (lower > 0).all(dim=1)
+    value = batched_matvec(rows.A, x0.to(lower)) + rows.c - relaxed.output_margin
+    dual = rows.A.abs().sum(dim=-1) if norm == "inf" else torch.linalg.vector_norm(rows.A, dim=-1)
+    dual = dual if dual.dim() == 2 else dual.unsqueeze(0).expand_as(value)
+    solved = torch.where(dual > 0, value / torch.where(dual > 0, dual, 1.0),
+                         torch.where(value > 0, torch.inf, 0.0))
+    solved = solved.clamp(min=0)
+    estimate = solved.amin(dim=1).to(torch.float64)
+    solved = torch.where(floor > 0, torch.full_like(solved, torch.inf), solved)   # rows the interval bound proves
+    r = torch.minimum(solved.amin(dim=1).to(torch.float64) * (1 - 1e-6), R)
+    small = perturbation_set(center, r.to(center.device), norm, domain, dtype=torch.float64).to(
+        device=net.device, dtype=net.dtype)
+    at_r = torch.maximum(lower_values(rows, small), relaxed.ibp_output[0]) - relaxed.output_margin
+    ok = (at_r > 0).all(dim=1) & (r > 0)
+    proven = torch.where(proved, R, torch.where(ok, r, torch.zeros_like(r)))
+    return lower, proven, estimate
