@@ -241,7 +241,8 @@ class Radii:
 
 
 def certify_radii(setup: Setup, sample: Sample, labels: Labels, exported: Exported, proof: StudentProof) -> Radii:
-    """Largest radius proven per required point (bisection up to the cap); a point proven at 3δ keeps r_i ≥ 3δ."""
+    """Largest radius proven per required point (:func:`~pacverify.verify.api.certified_radius`'s default search, up
+    to the cap); a point proven at 3δ keeps r_i ≥ 3δ."""
     from pacverify.verify.api import certified_radius
 
     cfg = setup.cfg
