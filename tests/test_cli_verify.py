@@ -89,6 +89,10 @@ def test_certified_radius_json(cli, model, points, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "certified radius" in proc.stdout
     data = json.loads(out.read_text())
+    summary = data["summary"]
+    assert summary["search"] == "itp" and summary["passes"] >= 1
+    assert f"radius search itp: {summary['passes']} passes, {summary['bounded'] / summary['points']:.2f} bounds per " \
+           f"point" in proc.stdout
     radii = [p["radius"] for p in data["points"]]
     assert all(0 <= r <= 0.5 for r in radii) and any(r > 0 for r in radii)
     assert all((p["verdict"] == "verified") == (p["radius"] > 0) for p in data["points"])

@@ -147,6 +147,9 @@ def _summary_text(summary: dict, result, *, certified: bool) -> str:
         radius = np.asarray(result.radius)
         lines.append(f"certified radius: min {radius.min():.6g}, median {np.median(radius):.6g}, max {radius.max():.6g}"
                      f" (cap {summary['cap']:g}, tol {summary['tol']:g})")
+        if "search" in summary and n:
+            lines.append(f"radius search {summary['search']}: {summary['passes']} passes, "
+                         f"{summary['bounded'] / n:.2f} bounds per point")
     lines.append(f"time {summary['time_s']:.3f} s ({summary['points_per_s']:.1f} points/s); "
                  f"method {summary['method']}, norm {summary['norm']}, backend {summary['backend']}, "
                  f"complete {summary['complete']}")
