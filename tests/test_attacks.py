@@ -114,3 +114,33 @@ def test_l2_box_projection_lands_in_the_intersection(seed, radius):
     cand = project_l2_box(center + (x - center) * torch.rand(5, 1, generator=gen, dtype=torch.float64),
                           center, r, lo, hi)
     assert ((p - x).norm(dim=1) <= (cand - x).norm(dim=1) + 0.05 * math.sqrt(4)).all()
+
+
+def test_verify_points_bounds_first_then_attacks_only_the_open_points_cheapest_first():
+    """Bounds decide every point they can before any attack; the strong attack sees only near misses; every
+    counterexample is in its ball and changes the class; the time of each part is recorded."""
+    import numpy as np
+
+    from pacverify.verify.api import verify_points
+    from pacverify.verify.result import PointVerdict
+
+    net = random_mlp([4, 24, 24, 3], 7)
+    x = np.random.default_rng(7).uniform(-1, 1, (120, 4))
+    result = verify_points(net, x, 0.3, "2", seed=0)
+    st_ = result.stats
+    verified = sum(v is PointVerdict.VERIFIED for v in result.verdicts)
+    falsified = sum(v is PointVerdict.FALSIFIED for v in result.verdicts)
+    assert 0 < verified < 120 and falsified > 0
+    assert np.isfinite(result.lower_bounds).all()            # every point was bounded
+    assert st_["verified_by_bounds"] == verified and st_["falsified_by_attack"] == falsified
+    assert 0 <= st_["attacked_strongly"] <= 120 - verified
+    assert min(st_["bounds_s"], st_["attack_s"], st_["search_s"]) >= 0
+    assert st_["bounds_s"] + st_["attack_s"] + st_["search_s"] <= result.time_s
+    for i, cex in result.counterexamples.items():
+        assert np.linalg.norm(cex - x[i]) <= 0.3 + 1e-9
+        z = net(torch.tensor(np.stack([x[i], cex])))
+        assert int(z[1].argmax()) != int(z[0].argmax())
+    no_attack = verify_points(net, x, 0.3, "2", attack=False)
+    assert [v is PointVerdict.VERIFIED for v in no_attack.verdicts] == \
+        [v is PointVerdict.VERIFIED for v in result.verdicts]
+    assert no_attack.stats["attack_s"] == 0.0 and not no_attack.counterexamples

@@ -60,6 +60,10 @@ def test_points_summary_and_json(cli, model, points, tmp_path):
             assert int(z[1].argmax()) != int(z[0].argmax())
     counts = data["summary"]
     assert counts["verified"] + counts["falsified"] + counts["unknown"] == 12 and counts["unknown"] == 0
+    parts = [counts[k] for k in ("bounds_s", "attack_s", "search_s")]
+    assert all(t >= 0 for t in parts) and sum(parts) <= counts["time_s"]
+    assert f"time by part: bounds {counts['bounds_s']:.3f} s, attack {counts['attack_s']:.3f} s " \
+           f"({counts['falsified_by_attack']} falsified)" in proc.stdout
 
 
 def test_labels_give_verified_robust_accuracy_beside_clean_accuracy(model, points, tmp_path, capsys):

@@ -153,6 +153,9 @@ def _summary_text(summary: dict, result, *, certified: bool) -> str:
     lines.append(f"time {summary['time_s']:.3f} s ({summary['points_per_s']:.1f} points/s); "
                  f"method {summary['method']}, norm {summary['norm']}, backend {summary['backend']}, "
                  f"complete {summary['complete']}")
+    if "bounds_s" in summary:
+        lines.append(f"time by part: bounds {summary['bounds_s']:.3f} s, attack {summary['attack_s']:.3f} s "
+                     f"({summary['falsified_by_attack']} falsified), complete search {summary['search_s']:.3f} s")
     return "\n".join(lines)
 
 

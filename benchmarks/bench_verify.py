@@ -1,0 +1,100 @@
+"""verify_points end to end: time in the bounds, in the attack and in total, the budgeted attack against the old
+order (issue 12, goal 5).
+
+The 64-64-64-10 student of bench_bounds.py, N points, L2 radius R (default 1.5: CROWN proves about 44%). Two
+strategies, same points, same seed:
+
+* ``budgeted`` — :func:`pacverify.verify.api.verify_points` as it is: bounds first, then on the points they leave
+  open one PGD start at the centre (20 steps), the bound minimisers, then 5 restarts × 50 steps on what is left;
+* ``old`` — the order before issue 12: PGD 5 restarts × 50 steps on every point, bounds on the rest, then the bound
+  minimisers (rebuilt here from the same library functions).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_verify.py --n 20000
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def _old(net, x, radius, norm, seed):
+    """verified, falsified, unknown counts and (bounds, attack) seconds of the pre-issue-12 order."""
+    import torch
+
+    from pacverify.verify.attacks import attack_set, bound_guided_attack
+    from pacverify.verify.bounds import crown
+    from pacverify.verify.property import robustness_property
+    from pacverify.verify.sets import perturbation_set
+
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    prop = robustness_property(y, net.out_features)
+    s = perturbation_set(x, radius, norm)
+    start = time.perf_counter()
+    found = attack_set(net, s, prop, seed=seed)
+    attack_s = time.perf_counter() - start
+    todo = torch.nonzero(~found.found).reshape(-1)
+    start = time.perf_counter()
+    lower = crown(net, s.select(todo), prop.C[todo], upper=False).lower
+    proven = prop.select(todo).proven(lower)
+    bounds_s = time.perf_counter() - start
+    todo = todo[~proven]
+    start = time.perf_counter()
+    guided = bound_guided_attack(net, s.select(todo), prop.select(todo), seed=seed)
+    attack_s += time.perf_counter() - start
+    falsified = int(found.found.sum()) + int(guided.found.sum())
+    verified = int(proven.sum())
+    return verified, falsified, x.shape[0] - verified - falsified, bounds_s, attack_s
+
+
+def _near_miss() -> float:
+    import pacverify.verify.api as api
+
+    return api.NEAR_MISS
+
+
+def main(argv=None) -> int:
+    import torch
+    from bench_bounds import student_network
+
+    from pacverify.verify.api import verify_points
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--radius", type=float, default=1.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--near-miss", type=float, default=None, help="override pacverify.verify.api.NEAR_MISS")
+    args = p.parse_args(argv)
+    if args.near_miss is not None:
+        import pacverify.verify.api as api
+
+        api.NEAR_MISS = args.near_miss
+    torch.set_num_threads(args.threads)
+    net, sample = student_network()
+    x = sample(args.n, 7)
+    print(f"machine: {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), float64; student "
+          f"64-64-64-10, N = {args.n}, L2 radius {args.radius}")
+    print("| strategy | verified | falsified | unknown | bounds s | attack s | attack / bounds | total s |")
+    print("|---|---|---|---|---|---|---|---|")
+    start = time.perf_counter()
+    result = verify_points(net, x.numpy(), args.radius, "2", seed=0)
+    total = time.perf_counter() - start
+    st = result.stats
+    s = result.summary()
+    print(f"| budgeted (near miss {_near_miss()}) | {s['verified']} | {s['falsified']} | {s['unknown']} | {st['bounds_s']:.1f} | "
+          f"{st['attack_s']:.1f} | {st['attack_s'] / st['bounds_s']:.2f} | {total:.1f} |", flush=True)
+    start = time.perf_counter()
+    v, f, u, b, a = _old(net, x, args.radius, "2", 0)
+    print(f"| old | {v} | {f} | {u} | {b:.1f} | {a:.1f} | {a / b:.2f} | {time.perf_counter() - start:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
