@@ -144,3 +144,23 @@ def test_verify_points_bounds_first_then_attacks_only_the_open_points_cheapest_f
     assert [v is PointVerdict.VERIFIED for v in no_attack.verdicts] == \
         [v is PointVerdict.VERIFIED for v in result.verdicts]
     assert no_attack.stats["attack_s"] == 0.0 and not no_attack.counterexamples
+
+
+def test_verify_points_reports_progress_by_block_with_the_same_results(monkeypatch):
+    import numpy as np
+
+    import pacverify.verify.api as api
+
+    net = random_mlp([4, 16, 3], 3)
+    x = np.random.default_rng(3).uniform(-1, 1, (50, 4))
+    plain = api.verify_points(net, x, 0.3, "inf", seed=1)
+    monkeypatch.setattr(api, "PROGRESS_BLOCK", 16)
+    seen: list = []
+    told = api.verify_points(net, x, 0.3, "inf", seed=1, progress=lambda *a: seen.append(a))
+    # blocks change the order of BLAS sums only: the same bounds to float64 rounding, the same verdicts
+    assert np.allclose(told.lower_bounds, plain.lower_bounds, rtol=0, atol=1e-9) and told.verdicts == plain.verdicts
+    assert [s for s in seen if s[0] == "bounds"] == [("bounds", 16, 50), ("bounds", 32, 50), ("bounds", 48, 50),
+                                                      ("bounds", 50, 50)]
+    attack = [s for s in seen if s[0] == "attack"]
+    opened = 50 - told.stats["verified_by_bounds"]
+    assert attack == ([("attack", 0, opened), ("attack", opened, opened)] if opened else [])

@@ -233,3 +233,43 @@ def test_backend_native_and_its_documented_alias(model, points, capsys):
         assert "backend native" in capsys.readouterr().out
     assert _main(["verify", "--help"]) == 0
     assert "former name" in " ".join(capsys.readouterr().out.split())   # the alias is documented where it is accepted
+
+
+def test_threads_default_to_one_the_environment_and_the_flag_override(model, points, monkeypatch, capsys):
+    from pacverify.cli import main
+
+    args = ["verify", str(model), "--points", str(points), "--radius", "0.05", "--norm", "inf", "--no-attack"]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.delenv("PACVERIFY_THREADS", raising=False)
+        assert main(args) == 0 and torch.get_num_threads() == 1
+        monkeypatch.setenv("PACVERIFY_THREADS", "2")
+        assert main(args) == 0 and torch.get_num_threads() == 2
+        assert main(args + ["--threads", "1"]) == 0 and torch.get_num_threads() == 1
+        capsys.readouterr()
+        monkeypatch.setenv("PACVERIFY_THREADS", "zero")
+        assert main(args) == 2
+        assert "threads" in capsys.readouterr().err
+        assert main(args + ["--threads", "0"]) == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_progress_bars_show_each_part_on_a_terminal(monkeypatch, capsys):
+    import pacverify.cli.verify as cli_verify
+
+    monkeypatch.setattr(cli_verify, "BAR_DELAY", 0.0)
+    bars = cli_verify.ProgressBars()
+    bars.enabled = True
+    for done in (0, 5, 10):
+        bars.update("bounds", done, 10)
+    bars.update("attack", 3, 3)
+    bars.close()
+    err = capsys.readouterr().err
+    assert "bounds" in err and "/10" in err and "attack" in err and "/3" in err
+    off = cli_verify.ProgressBars()
+    off.enabled = False
+    off.update("bounds", 1, 2)
+    off.close()
+    assert capsys.readouterr().err == ""

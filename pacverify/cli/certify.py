@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from pacverify.certificate.gate import emit_github, requirements, write_junit
-from pacverify.cli.options import add_domain_option
+from pacverify.cli.options import add_domain_option, add_threads_option, apply_threads
 from pacverify.fileio import atomic_write_json
 from pacverify.names import BOUND_METHOD_NAMES, BOUNDS, DEVICES, DISTILL_METHODS, GUARANTEES, NORMS, ORACLES
 from pacverify.validation import parse_domain
@@ -83,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="pacverify-out",
                    help="output directory (default ./pacverify-out); a rerun reuses its trained student")
     p.add_argument("--no-cache", action="store_true", help="retrain the student instead of reusing the cached one")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
@@ -176,6 +177,8 @@ def finish(cert, args: argparse.Namespace, out_dir) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from pacverify.pipeline.run import certify  # torch and the whole pipeline: only once the arguments parsed
+
+    apply_threads(args.threads)
 
     cert = certify(args.teacher, out=args.out, progress=progress_printer(args.quiet), show_bars=not args.quiet,
                    cache=not args.no_cache,

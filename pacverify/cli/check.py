@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pacverify.cli.options import add_threads_option, apply_threads
+
 HELP = ("re-check a certificate: re-derive every claim from the files (sample, student proofs, δ_T, teacher attack, "
         "coverage) and compare")
 
@@ -20,11 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "never taken from the certificate)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling the teacher file (runs code from it; never taken from the certificate)")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pacverify.pipeline.check import Outcome, check_certificate
+
+    apply_threads(args.threads)
 
     result = check_certificate(args.certificate, teacher=args.teacher, data=args.data, sampler=args.sampler,
                                timeout=args.timeout, arch=args.arch, trust_pickle=args.trust_pickle)

@@ -5,6 +5,7 @@ import argparse
 import os
 
 from pacverify.cli.certify import progress_printer, summarise
+from pacverify.cli.options import add_threads_option, apply_threads
 
 HELP = "certify the paper's synthetic sigmoid teacher (004 §5) end to end and write the report"
 
@@ -14,11 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="pacverify-demo", help="output directory (default ./pacverify-demo)")
     p.add_argument("--seed", default=0, help="seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pacverify.pipeline.demo import DEMO, TEACHER_SLOPE, run_demo
+
+    apply_threads(args.threads)
 
     say = progress_printer(args.quiet)
     say("demo", f"teacher: sigmoid teacher of Eq 11 (a = {TEACHER_SLOPE}) as a ReLU network; D_X: two truncated "

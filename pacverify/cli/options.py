@@ -10,10 +10,16 @@ file: :func:`global_domain`).
 
 :func:`add_global_options` declares the options of ``verify --global`` (``--kappa``, ``--max-boxes``,
 ``--min-width``, ``--outside-domain``).
+
+:func:`add_threads_option` declares ``--threads`` (torch's CPU threads) and :func:`apply_threads` sets it: by default
+:data:`DEFAULT_THREADS` (or the environment's ``PACVERIFY_THREADS``). One thread, because torch's threads wait for each
+other at every operation: on an idle 2-core machine two threads bound 1.15× faster than one, on a busy one they were
+up to 40× slower (benchmarks/results/verify.md, "Under load").
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
 
 # argparse's own negative-number test, plus '-' followed by a number and a comma (a negative LO of LO,HI).
@@ -68,3 +74,26 @@ def global_domain(value: str, m: int):
                              f"model's {m} inputs), got {array.shape}")
         return array.astype(np.float64)
     return parse_domain(value)
+
+
+DEFAULT_THREADS = 1
+THREADS_HELP = ("CPU threads for torch (default 1, or the environment's PACVERIFY_THREADS: more threads gain little "
+                "on an idle machine and collapse on a busy one)")
+
+
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    """``--threads N`` (module docstring)."""
+    p.add_argument("--threads", help=THREADS_HELP)
+
+
+def apply_threads(value: str | None) -> int:
+    """Set torch's CPU threads to ``value``, else ``PACVERIFY_THREADS``, else :data:`DEFAULT_THREADS`; the count set.
+    InputError (exit 2) when it is not a positive integer."""
+    import torch
+
+    from pacverify.validation import check_positive_int
+
+    given = value if value is not None else os.environ.get("PACVERIFY_THREADS")
+    threads = DEFAULT_THREADS if given is None else check_positive_int(given, "threads")
+    torch.set_num_threads(threads)
+    return threads

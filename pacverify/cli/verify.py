@@ -3,6 +3,7 @@ a domain box (``--global``) (DESIGN.md §4)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from pacverify.cli.options import (
     GLOBAL_ONLY,
     add_domain_option,
     add_global_options,
+    add_threads_option,
+    apply_threads,
     global_domain,
 )
 from pacverify.data import check_points
@@ -32,6 +35,7 @@ from pacverify.validation import (
 HELP = ("prove (or refute) robustness of an ONNX ReLU network at points, over a whole domain (--global), or answer "
         "a VNN-LIB property")
 DEVICES = ("cpu", "cuda")
+BAR_DELAY = 2.0   # seconds a part runs before its progress bar appears
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", default="1e-3", help="with --radius max: bisection tolerance (default 1e-3)")
     p.add_argument("--no-attack", action="store_true", help="skip the PGD attack (then nothing is falsified early)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="cpu (default) or cuda")
-    p.add_argument("--threads", help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
+    add_threads_option(p)
     p.add_argument("--json", metavar="OUT", help="write {summary, points} as JSON (written whole)")
     p.add_argument("--cex", metavar="FILE", help="with --vnnlib: write a counterexample in the VNN-COMP format")
     add_global_options(p)
@@ -89,9 +93,7 @@ def _check_labels(labels: np.ndarray, path: str) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from pacverify.verify import api
 
-    if args.threads is not None:
-        import torch
-        torch.set_num_threads(check_positive_int(args.threads, "threads"))
+    apply_threads(args.threads)
 
     if not Path(args.model).is_file():
         raise InputError(f"model file {args.model!r} does not exist")
@@ -112,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
     if args.radius.strip().lower() == "max":
         result = api.certified_radius(args.model, points, args.norm, cap=args.cap, tol=args.tol, **common)
     else:
-        result = api.verify_points(args.model, points, check_radius(args.radius, "radius"), args.norm, **common)
+        bars = ProgressBars()
+        try:
+            result = api.verify_points(args.model, points, check_radius(args.radius, "radius"), args.norm,
+                                       progress=bars.update, **common)
+        finally:
+            bars.close()
     summary = result.summary()
     if labels is not None:
         summary.update(labelled_accuracy(api.load(args.model), points, labels, summary["verified"]))
@@ -121,6 +128,31 @@ def run(args: argparse.Namespace) -> int:
     print(_summary_text(summary, result, certified=args.radius.strip().lower() == "max"))
     return 0
 
+
+
+class ProgressBars:
+    """One tqdm bar per part of ``verify_points`` ("bounds", "attack", "search") on stderr, shown on a terminal only and
+    only once a part has run for :data:`BAR_DELAY` seconds (points/s and the ETA come with tqdm's bar)."""
+
+    def __init__(self) -> None:
+        self.bars: dict = {}
+        self.enabled = sys.stderr.isatty()
+
+    def update(self, part: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(part)
+        if bar is None:
+            bar = self.bars[part] = tqdm(total=total, desc=part, unit="pt", file=sys.stderr, leave=False,
+                                         delay=BAR_DELAY)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
 
 def labelled_accuracy(net, points: np.ndarray, labels: np.ndarray, verified: int) -> dict:
     """With true labels: the clean accuracy (the network's class equals the label) and the verified robust accuracy

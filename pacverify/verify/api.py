@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from pacverify.verify.vnnlib import read_vnnlib
 LOW_DIM = 10                    # inputs up to which a VNN-LIB box gets many PGD restarts (ACAS Xu has 5)
 VNNLIB_RESTARTS_LOW_DIM = 1000  # cheap in few dimensions, and needed: ACAS Xu counterexamples are small regions
 VNNLIB_RESTARTS = 20
+PROGRESS_BLOCK = 4096           # verify_points with a progress callback bounds this many points per call
 QUICK_STEPS = 20                # verify_points' attack on the points the bounds leave open: one start at the centre;
 NEAR_MISS = 0.1                 # then, where it took the margin below this fraction of the centre's,
 STRONG_STEPS, STRONG_RESTARTS = 50, 5   # this many steps × restarts and the bound minimisers
@@ -59,8 +61,8 @@ def load(net_or_path: Network | str | os.PathLike, *, device: str = "cpu") -> Ne
 
 def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm, *, labels=None,
                   method: str = "crown", complete: bool = False, timeout: float | None = None, domain=None,
-                  attack: bool = True, seed: int = 0, device: str = "cpu", backend: str = "native"
-                  ) -> VerificationResult:
+                  attack: bool = True, seed: int = 0, device: str = "cpu", backend: str = "native",
+                  progress: Callable[[str, int, int], None] | None = None) -> VerificationResult:
     """Decide local robustness (Def 3.1 of 004) of the network at every point.
 
     Args:
@@ -79,6 +81,9 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
         seed: fixes every random draw (attack starts).
         device: "cpu" or "cuda".
         backend: "native" (built in; "crown" is its former name), "marabou" (complete, L∞ only) or "auto_lirpa".
+        progress: called as ``progress(part, done, total)`` while it runs: "bounds" after each block of
+            :data:`PROGRESS_BLOCK` points, "attack" and "search" with the points each has settled or left (the
+            blocks change only the order of floating-point sums: bounds agree to float64 rounding).
 
     Returns:
         :class:`VerificationResult`; VERIFIED only where sound bounds (or a complete search) prove the
@@ -96,7 +101,7 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
     chosen.check(input_set, complete=complete)
     prop = robustness_property(y, net.out_features)
     verdicts, lower, counterexamples, stats = _decide(net, input_set, prop, chosen, method=method, complete=complete,
-                                                      timeout=timeout, attack=attack, seed=seed)
+                                                      timeout=timeout, attack=attack, seed=seed, progress=progress)
     return VerificationResult(tuple(verdicts), y.numpy(), radii.numpy(), lower.numpy(),
                               _shaped(counterexamples, net), norm, method, chosen.name,
                               complete or chosen.always_complete, time.perf_counter() - start, stats)
@@ -315,7 +320,8 @@ def _shaped(counterexamples: dict[int, np.ndarray], net: Network) -> dict[int, n
 
 
 def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Backend, *, method: str,
-            complete: bool, timeout: float | None, attack: bool, seed: int):
+            complete: bool, timeout: float | None, attack: bool, seed: int,
+            progress: Callable[[str, int, int], None] | None = None):
     """Bound, attack what the bounds leave open, then (optionally) complete search:
     (verdicts, lower bounds (N, R), counterexamples, stats).
 
@@ -333,7 +339,7 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
                    "falsified_by_search": 0, "bounds_s": 0.0, "attack_s": 0.0, "search_s": 0.0}
     todo = torch.arange(n)
     start = time.perf_counter()
-    bounds = backend.bounds(net, input_set, prop, method=method)
+    bounds = _bounds_in_blocks(net, input_set, prop, backend, method, progress)
     if bounds is not None:
         lower = bounds.detach().to("cpu", torch.float64)
         proven = prop.proven(lower)
@@ -344,6 +350,9 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
     stats["bounds_s"] = time.perf_counter() - start
     if attack and todo.numel():
         start = time.perf_counter()
+        opened = int(todo.numel())
+        if progress is not None:
+            progress("attack", 0, opened)
         quick = attack_set(net, input_set.select(todo), prop.select(todo), seed=seed, steps=QUICK_STEPS, restarts=1)
         todo = _record_found(quick, todo, verdicts, counterexamples, stats)
         # near misses: the quick attack took the margin below NEAR_MISS of its value at the centre
@@ -363,8 +372,12 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
                               close, verdicts, counterexamples, stats)
             todo = torch.tensor([i for i in todo.tolist() if verdicts[i] is PointVerdict.UNKNOWN], dtype=torch.long)
         stats["attack_s"] = time.perf_counter() - start
+        if progress is not None:
+            progress("attack", opened, opened)
     if (complete or backend.always_complete) and todo.numel():
         start = time.perf_counter()
+        if progress is not None:
+            progress("search", 0, int(todo.numel()))
         decisions: list[Decision] = backend.decide(net, input_set.select(todo), prop.select(todo), timeout=timeout,
                                                    method=method, seed=seed)
         for i, decision in zip(todo.tolist(), decisions, strict=True):
@@ -377,9 +390,32 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
                 stats["verified_by_search"] += 1
         stats["domains"] = sum(d.domains for d in decisions)
         stats["search_s"] = time.perf_counter() - start
+        if progress is not None:
+            progress("search", len(decisions), len(decisions))
     return verdicts, lower, counterexamples, stats
 
 
+
+
+def _bounds_in_blocks(net: Network, input_set: InputSet, prop: OutputProperty, backend: Backend, method: str,
+                      progress: Callable[[str, int, int], None] | None) -> torch.Tensor | None:
+    """``backend.bounds`` on all points, in blocks of :data:`PROGRESS_BLOCK` when there is a ``progress`` to tell (a
+    point's bounds do not depend on the others; blocks only reorder floating-point sums, to float64 rounding)."""
+    n = input_set.batch_size
+    if progress is None or n <= PROGRESS_BLOCK:
+        out = backend.bounds(net, input_set, prop, method=method)
+        if progress is not None:
+            progress("bounds", n, n)
+        return out
+    parts = []
+    for start in range(0, n, PROGRESS_BLOCK):
+        index = torch.arange(start, min(n, start + PROGRESS_BLOCK))
+        part = backend.bounds(net, input_set.select(index), prop.select(index), method=method)
+        if part is None:
+            return None
+        parts.append(part)
+        progress("bounds", int(index[-1]) + 1, n)
+    return torch.cat(parts)
 
 def _record_found(found, index: torch.Tensor, verdicts: list, counterexamples: dict, stats: dict) -> torch.Tensor:
     """Mark the problems ``found`` (of the points ``index``) FALSIFIED with their checked inputs; the rest of index."""
