@@ -2,10 +2,10 @@
 
 The 64-64-64-10 student of bench_bounds.py, N points, L2 radius 1.5, CROWN lower bounds (the margins), float64.
 Each configuration runs in a fresh subprocess with its torch thread count. First on the machine as it is, then with
-``--load`` competing processes started by this script (each a single-threaded numpy matrix-product loop) and
-stopped at the end. The machine's share for one thread under load is cores / (load + 1) of a core, at most one.
+``--load`` competing processes started by this script (each a matrix-product loop: single-threaded numpy, or
+torch with its default threads, ``--burner``) and stopped at the end. The machine's share for one thread is cores / (competing threads + 1) of a core, at most one.
 
-    python benchmarks/bench_load.py --n 20000 --load 2
+    python benchmarks/bench_load.py --n 10000 --load 2 --burner torch
 """
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-BURN = ("import os\nos.environ['OMP_NUM_THREADS'] = '1'\nimport numpy as np\n"
-        "a = np.random.rand(300, 300)\nwhile True:\n    a = (a @ a) / 300.0\n")
+BURNERS = {  # a competing job: single-threaded numpy, or torch with one thread per core (its default)
+    "numpy": ("import os\nos.environ['OMP_NUM_THREADS'] = '1'\nimport numpy as np\n"
+              "a = np.random.rand(300, 300)\nwhile True:\n    a = (a @ a) / 300.0\n"),
+    "torch": ("import torch\na = torch.rand(300, 300, dtype=torch.float64)\n"
+              "while True:\n    a = (a @ a) / 300.0\n"),
+}
 
 
 def run_one(n: int, threads: int) -> dict:
@@ -59,6 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--load", type=int, default=2, help="competing busy processes")
     p.add_argument("--threads", default="1,2")
+    p.add_argument("--burner", default="numpy", choices=sorted(BURNERS), help="what each competing process runs")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
@@ -67,13 +72,14 @@ def main(argv=None) -> int:
         return 0
     cores = os.cpu_count() or 1
     threads = [int(t) for t in args.threads.split(",")]
-    print(f"machine: {platform.machine()}, {cores} cores; N = {args.n}, CROWN margins, L2 radius 1.5, float64")
+    print(f"machine: {platform.machine()}, {cores} cores; N = {args.n}, CROWN margins, L2 radius 1.5, float64; "
+          f"competing processes: {args.burner}")
     print("| load | torch threads | points/s | CPU s / wall s | vs 1 thread without load |")
     print("|---|---|---|---|---|")
     base = None
     rows = []
     for load in (0, args.load):
-        burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(load)]
+        burners = [subprocess.Popen([sys.executable, "-c", BURNERS[args.burner]]) for _ in range(load)]
         try:
             time.sleep(1.0 if load else 0.0)
             for t in threads:
@@ -88,8 +94,9 @@ def main(argv=None) -> int:
             for b in burners:
                 b.kill()
                 b.wait()
-    share = min(1.0, cores / (args.load + 1))
-    print(f"\nmachine's share for one thread under load {args.load}: {share:.2f} of a core")
+    competing = args.load * (1 if args.burner == "numpy" else (os.cpu_count() or 1))   # torch: a thread per core
+    share = min(1.0, cores / (competing + 1))
+    print(f"\nmachine's share for one thread beside {competing} busy competing threads: {share:.2f} of a core")
     return 0
 
 
