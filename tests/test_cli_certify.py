@@ -20,9 +20,9 @@ def teacher_file(tmp_path_factory):
 def test_certify_check_report_gate(cli, teacher_file, tmp_path):
     out = tmp_path / "out"
     res = cli("certify", teacher_file, "--synthetic", "gaussians", *TINY_ARGS, "--out", out, "--junit",
-              tmp_path / "junit.xml", "--json", tmp_path / "cert.json", "--quiet")
+              tmp_path / "junit.xml", "--json", tmp_path / "cert.json")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("verdict: CERTIFIED")
+    assert res.stdout.startswith("verdict: CERTIFIED") and "[verify]" in res.stderr
     assert "Perfect student" in res.stdout and "δ_T =" in res.stdout
     body = json.loads((tmp_path / "cert.json").read_text())
     assert body["verdict"] == "CERTIFIED" and body == json.loads((out / "certificate.json").read_text())
@@ -37,7 +37,7 @@ def test_certify_check_report_gate(cli, teacher_file, tmp_path):
     res = cli("certify", teacher_file, "--synthetic", "gaussians", *TINY_ARGS, "--out", out, "--quiet",
               "--min-delta-t", "10")
     assert res.returncode == 1 and "gate failed: minimum delta_T" in res.stderr
-    assert res.stdout.startswith("verdict: CERTIFIED")
+    assert res.stdout.strip() == "verdict: CERTIFIED" and "[verify]" not in res.stderr   # --quiet: the verdict only
 
 
 def _pickled(path):

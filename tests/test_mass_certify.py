@@ -191,7 +191,7 @@ def test_cli_mass_mode_prints_the_map_gates_and_checks(cli, tmp_path):
     out = tmp_path / "out"
     args = ["certify", teacher, "--guarantee", "mass", "--synthetic", "gaussians", "--delta", "0.05", "--eps", "0.1",
             "--eta", "0.1", "--holdout", "300", "--attack-steps", "10", "--attack-restarts", "2", "--attack-bisection",
-            "3", "--out", out, "--quiet"]
+            "3", "--out", out]
     res = cli(*args, "--junit", tmp_path / "junit.xml")
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("verdict: CERTIFIED") and "M(κ) = " in res.stdout

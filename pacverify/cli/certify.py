@@ -74,7 +74,8 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML file with one test case per requirement")
     p.add_argument("--min-delta-t", type=float, help="CI gate: fail (exit 1) when δ_T is below this")
     p.add_argument("--min-coverage", type=float, default=0.0, help="CI gate: fail when the coverage bound is below this")
-    p.add_argument("--quiet", action="store_true", help="print only the verdict and the statement")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the verdict line (no progress, no statements; the certificate has them all)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -166,7 +167,8 @@ def finish(cert, args: argparse.Namespace, out_dir) -> int:
     annotations = emit_github(cert, reqs)
     if annotations:
         print(annotations)
-    print(summarise(cert, out_dir))
+    text = summarise(cert, out_dir)
+    print(text.splitlines()[0] if args.quiet else text)
     code = cert.exit_code
     if code == 0 and not all(r.passed for r in reqs):
         failed = ", ".join(r.name for r in reqs if not r.passed)

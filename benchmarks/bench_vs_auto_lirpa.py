@@ -1,0 +1,162 @@
+"""CROWN side by side with auto_LiRPA (issue 12, goal 1): points/s and bound agreement, same nets, points, radius,
+threads.
+
+auto_LiRPA is not a dependency and does not install from the registry on torch 2: install it by hand into a throwaway
+virtual environment outside the repository (its source from github.com/Verified-Intelligence/auto_LiRPA; a venv
+with --system-site-packages reuses this torch) and pass that interpreter:
+
+    python benchmarks/bench_vs_auto_lirpa.py --python /tmp/alirpa-venv/bin/python --n 20000
+
+Networks: the 64-64-64-10 student of bench_bounds.py and VNN-COMP's mnist-net_256x2 (784-256-256-10). Specification:
+the 9 margins at the network's own class. Each measurement runs in a fresh process with ``--threads`` torch
+threads: pacverify's ``crown(upper=False)`` in float64 (sound: rounding margins included) and auto_LiRPA's
+``compute_bounds(method="CROWN", bound_upper=False)`` in float32 and float64, in batches of ``--batch`` points.
+``max lower Δ``: the largest of pacverify's lower bound minus the other's (positive: the other's is looser somewhere);
+``pacverify's speed-up``: the other's time over pacverify's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+AUTO_LIRPA = r'''
+import json, sys, time
+import numpy as np
+import torch
+cfg = json.loads(sys.argv[1])
+torch.set_num_threads(cfg["threads"])
+from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
+data = np.load(cfg["data"])
+dtype = getattr(torch, cfg["dtype"])
+layers = []
+k = 0
+while f"W{k}" in data:
+    lin = torch.nn.Linear(data[f"W{k}"].shape[1], data[f"W{k}"].shape[0])
+    lin.weight.data = torch.tensor(data[f"W{k}"]); lin.bias.data = torch.tensor(data[f"b{k}"])
+    layers += [lin, torch.nn.ReLU()]
+    k += 1
+model = torch.nn.Sequential(*layers[:-1]).to(dtype)
+x = torch.tensor(data["x"], dtype=dtype)
+C = torch.tensor(data["C"], dtype=dtype)
+bm = BoundedModule(model, x[:1], device="cpu", verbose=0)
+norm = np.inf if cfg["norm"] == "inf" else 2
+def run(lo, hi):
+    ptb = PerturbationLpNorm(norm=norm, eps=cfg["radius"])
+    lb, _ = bm.compute_bounds(x=(BoundedTensor(x[lo:hi], ptb),), C=C[lo:hi], method="CROWN", bound_upper=False)
+    return lb
+run(0, 64)
+out = []
+start = time.perf_counter()
+for lo in range(0, x.shape[0], cfg["batch"]):
+    out.append(run(lo, lo + cfg["batch"]).detach())
+wall = time.perf_counter() - start
+np.save(cfg["out"], torch.cat(out).double().numpy())
+print(json.dumps({"wall_s": wall}))
+'''
+
+
+def _pacverify(cfg: dict) -> dict:
+    import time
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    from pacverify.network import Affine, Network, Relu
+    from pacverify.verify.bounds import crown
+    from pacverify.verify.sets import perturbation_set
+
+    data = np.load(cfg["data"])
+    layers: list = []
+    k = 0
+    while f"W{k}" in data:
+        layers += [Affine(torch.tensor(data[f"W{k}"], dtype=torch.float64),
+                          torch.tensor(data[f"b{k}"], dtype=torch.float64)), Relu()]
+        k += 1
+    net = Network(tuple(layers[:-1]), (data["W0"].shape[1],))
+    x, C = torch.tensor(data["x"], dtype=torch.float64), torch.tensor(data["C"], dtype=torch.float64)
+    s = perturbation_set(x, cfg["radius"], cfg["norm"])
+    crown(net, s.select(slice(0, 64)), C[:64], upper=False)
+    start = time.perf_counter()
+    lower = crown(net, s, C, upper=False).lower
+    wall = time.perf_counter() - start
+    np.save(cfg["out"], lower.numpy())
+    return {"wall_s": wall}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--python", required=True, help="an interpreter that can import auto_LiRPA")
+    p.add_argument("--n", type=int, default=20000, help="points on the student")
+    p.add_argument("--n-mnist", type=int, default=2000, help="points on mnist-net_256x2")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=10000, help="auto_LiRPA's points per call")
+    p.add_argument("--nets", default="student,mnist")
+    p.add_argument("--norms", default="2,inf")
+    p.add_argument("--pacverify-one", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.pacverify_one:
+        print(json.dumps(_pacverify(json.loads(args.pacverify_one))))
+        return 0
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    sys.path.insert(0, str(REPO))
+    from bench_bounds import mnist_network, student_network
+
+    from pacverify.network import Affine
+    from pacverify.verify.output_rows import margin_rows
+
+    radii = {("student", "2"): 1.5, ("student", "inf"): 0.2, ("mnist", "2"): 0.5, ("mnist", "inf"): 0.02}
+    print(f"machine: {platform.machine()}; torch {torch.__version__}; {args.threads} thread(s); N = {args.n} "
+          f"(student), {args.n_mnist} (mnist); auto_LiRPA batches of {args.batch}")
+    print("| net | norm | radius | tool | dtype | points/s | verified | max lower Δ vs pacverify | "
+          "pacverify's speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.nets.split(","):
+            net, sample = student_network() if name == "student" else mnist_network()
+            n = args.n if name == "student" else args.n_mnist
+            x = sample(n, 7)
+            weights = {}
+            for k, layer in enumerate(a for a in net.layers if isinstance(a, Affine)):
+                weights[f"W{k}"], weights[f"b{k}"] = layer.weight.numpy(), layer.bias.numpy()
+            C = margin_rows(net(x).argmax(1), net.out_features)
+            data = Path(tmp) / f"{name}.npz"
+            np.savez(data, x=x.numpy(), C=C.numpy(), **weights)
+            for norm in args.norms.split(","):
+                radius = radii[(name, norm)]
+                cfg = {"data": str(data), "norm": norm, "radius": radius, "threads": args.threads,
+                       "batch": args.batch}
+                runs = []
+                out = str(Path(tmp) / "pacverify.npy")
+                res = subprocess.run([sys.executable, __file__, "--python", args.python, "--pacverify-one",
+                                      json.dumps({**cfg, "out": out})], capture_output=True, text=True, check=True)
+                wall = json.loads(res.stdout.strip().splitlines()[-1])["wall_s"]
+                ours = np.load(out)
+                runs.append(("pacverify", "float64", wall, ours))
+                for dtype in ("float32", "float64"):
+                    out = str(Path(tmp) / f"alirpa_{dtype}.npy")
+                    res = subprocess.run([args.python, "-c", AUTO_LIRPA, json.dumps({**cfg, "dtype": dtype,
+                                                                                      "out": out})],
+                                         capture_output=True, text=True, check=True)
+                    wall = json.loads(res.stdout.strip().splitlines()[-1])["wall_s"]
+                    runs.append(("auto_LiRPA", dtype, wall, np.load(out)))
+                for tool, dtype, wall, lower in runs:
+                    delta = float((ours - lower).max())
+                    print(f"| {name} | {norm} | {radius:g} | {tool} | {dtype} | {n / wall:,.0f} | "
+                          f"{float((lower > 0).all(axis=1).mean()):.3f} | {delta:.1e} | "
+                          f"{wall / runs[0][2]:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
