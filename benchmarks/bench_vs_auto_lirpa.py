@@ -88,7 +88,19 @@ def _pacverify(cfg: dict) -> dict:
     lower = crown(net, s, C, upper=False).lower
     wall = time.perf_counter() - start
     np.save(cfg["out"], lower.numpy())
-    return {"wall_s": wall}
+    # the physical limit: matrix-product FLOPs per point (torch's profiler, 256 points) at this CPU's GEMM rate
+    from torch.profiler import ProfilerActivity, profile
+
+    k = min(256, x.shape[0])
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        crown(net, s.select(slice(0, k)), C[:k], upper=False)
+    flops = sum(e.flops for e in prof.key_averages()) / k
+    a, b = torch.rand(2048, 256, dtype=torch.float64), torch.rand(256, 256, dtype=torch.float64)
+    start = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    rate = 20 * 2 * 2048 * 256 * 256 / (time.perf_counter() - start)
+    return {"wall_s": wall, "flops_per_point": flops, "gemm_flops_per_s": rate}
 
 
 def main(argv=None) -> int:
@@ -121,6 +133,7 @@ def main(argv=None) -> int:
     print("| net | norm | radius | tool | dtype | points/s | verified | max lower Δ vs pacverify | "
           "pacverify's speed-up |")
     print("|---|---|---|---|---|---|---|---|---|")
+    limits: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.nets.split(","):
             net, sample = student_network() if name == "student" else mnist_network()
@@ -140,9 +153,13 @@ def main(argv=None) -> int:
                 out = str(Path(tmp) / "pacverify.npy")
                 res = subprocess.run([sys.executable, __file__, "--python", args.python, "--pacverify-one",
                                       json.dumps({**cfg, "out": out})], capture_output=True, text=True, check=True)
-                wall = json.loads(res.stdout.strip().splitlines()[-1])["wall_s"]
+                info = json.loads(res.stdout.strip().splitlines()[-1])
+                wall = info["wall_s"]
                 ours = np.load(out)
                 runs.append(("pacverify", "float64", wall, ours))
+                limits.append(f"{name} {norm}: {info['flops_per_point'] / 1e6:.2f} MFLOP of matrix products per "
+                              f"point at {info['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s (float64 GEMM) = "
+                              f"{info['gemm_flops_per_s'] / info['flops_per_point']:,.0f} points/s at most")
                 for dtype in ("float32", "float64"):
                     out = str(Path(tmp) / f"alirpa_{dtype}.npy")
                     res = subprocess.run([args.python, "-c", AUTO_LIRPA, json.dumps({**cfg, "dtype": dtype,
@@ -155,6 +172,9 @@ def main(argv=None) -> int:
                     print(f"| {name} | {norm} | {radius:g} | {tool} | {dtype} | {n / wall:,.0f} | "
                           f"{float((lower > 0).all(axis=1).mean()):.3f} | {delta:.1e} | "
                           f"{wall / runs[0][2]:.2f} |", flush=True)
+    print("\nphysical limit of pacverify's float64 CROWN (matrix products only):")
+    for line in limits:
+        print(f"- {line}")
     return 0
 
 
