@@ -560,3 +560,14 @@ def load_student(path: str | Path) -> Student:
     if not isinstance(obj, dict) or obj.get("format") != STUDENT_FORMAT:
         raise InputError(f"{path} is not a pacverify student file (written by pacverify distill)")
     return student_from_dict(obj, source=str(path))
+
+
+def layout_note(teacher: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+    """The one sentence to tell the user when the teacher reshapes inputs of per-point ``input_shape`` to another
+    declared layout (an ONNX graph declaring e.g. (1, 1, 5) for rows of 5: :meth:`OnnxModule.reshapes`); else None."""
+    from pacverify.onnx_io.torch_module import OnnxModule
+
+    if isinstance(teacher, OnnxModule) and teacher.reshapes(tuple(input_shape)):
+        return (f"the teacher's ONNX graph declares inputs of shape {teacher.input_shape}; points of shape "
+                f"{tuple(input_shape)} are reshaped to it (same values, row-major order)")
+    return None

@@ -239,3 +239,35 @@ def test_student_file_round_trip_is_weights_only(tmp_path):
     torch.save({"a": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="not a pacverify student file"):
         load_student(tmp_path / "other.pt")
+
+
+def test_onnx_teacher_with_a_declared_layout_takes_flat_rows_and_says_so(tmp_path):
+    """ACAS Xu's graphs declare inputs (1, 1, 1, 5) and subtract a (1, 1, 1, 5) mean before a Flatten: rows of 5 used
+    to broadcast into one (1, 5·n) row and fail. Rows are now reshaped to the declared layout, with a note."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pacverify.models import layout_note, load_teacher
+
+    rng = np.random.default_rng(0)
+    mean, w, b = rng.normal(size=(1, 1, 1, 3)), rng.normal(size=(3, 4)), rng.normal(size=4)
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["input", "mean"], ["centred"]),
+         helper.make_node("Flatten", ["centred"], ["flat"], axis=1),
+         helper.make_node("MatMul", ["flat", "W"], ["mm"]), helper.make_node("Add", ["mm", "B"], ["logits"])],
+        "acas_like", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 1, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(mean.astype(np.float32), "mean"), numpy_helper.from_array(w.astype(np.float32), "W"),
+         numpy_helper.from_array(b.astype(np.float32), "B")])
+    path = tmp_path / "acas_like.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    teacher = load_teacher(path, device="cpu")
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    expected = (x - mean.reshape(1, 3)) @ w + b
+    got = teacher(torch.from_numpy(x)).detach().numpy()
+    assert got.shape == (6, 4) and np.allclose(got, expected, atol=1e-5)
+    assert np.allclose(teacher(torch.from_numpy(x.reshape(6, 1, 1, 3))).detach().numpy(), expected, atol=1e-5)
+    note = layout_note(teacher, (3,))
+    assert note is not None and "(1, 1, 3)" in note and "(3,)" in note
+    assert layout_note(teacher, (1, 1, 3)) is None and layout_note(teacher, (4,)) is None

@@ -327,7 +327,8 @@ class OnnxModule(torch.nn.Module):
     """A torch module computing an ONNX graph's single output from its single input.
 
     Initializers become buffers (they move with ``.to(device)``; they are not trained). The input
-    is cast to the graph input's element type. Gradients with respect to the input are exact for
+    is cast to the graph input's element type, and reshaped (row-major, as ``reshape``) to the graph's declared input
+    shape when it has the same number of elements per point in another layout (:meth:`reshapes`). Gradients with respect to the input are exact for
     every op in :data:`OPS` (they are torch's own).
     """
 
@@ -347,6 +348,10 @@ class OnnxModule(torch.nn.Module):
             raise InputError(f"an ONNX teacher must have exactly one input and an output (logits), "
                              f"this graph has {len(inputs)} inputs and {len(graph.output)} outputs")
         self.input_name = inputs[0].name
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
+        # the declared shape of one input (batch axis dropped) when every such axis is a fixed positive size
+        self.input_shape: tuple[int, ...] | None = tuple(dims[1:]) if len(dims) >= 2 and all(
+            d > 0 for d in dims[1:]) else None
         self.output_name = graph.output[0].name
         self.input_dtype = _torch_dtype(inputs[0].type.tensor_type.elem_type)
         self._names: dict[str, str] = {}
@@ -355,7 +360,15 @@ class OnnxModule(torch.nn.Module):
             self._names[init.name] = f"c{i}"
         self._nodes = [(n.op_type, list(n.input), list(n.output), _attributes(n)) for n in graph.node]
 
+    def reshapes(self, shape: tuple[int, ...]) -> bool:
+        """Whether inputs of per-point ``shape`` are reshaped to the declared :attr:`input_shape` (same element count,
+        another layout: e.g. ACAS Xu's rows of 5 for its declared (1, 1, 5))."""
+        return (self.input_shape is not None and tuple(shape) != self.input_shape
+                and math.prod(shape) == math.prod(self.input_shape))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() >= 1 and self.reshapes(tuple(x.shape[1:])):
+            x = x.reshape((x.shape[0],) + tuple(self.input_shape or ()))
         env: dict[str, torch.Tensor] = {name: getattr(self, attr) for name, attr in self._names.items()}
         env[self.input_name] = x.to(self.input_dtype)
         for op, inputs, outputs, attrs in self._nodes:

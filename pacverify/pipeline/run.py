@@ -34,7 +34,7 @@ from pacverify.fileio import (
     sha256_file,
     snapshot,
 )
-from pacverify.models import load_teacher, resolve_device, teacher_logits
+from pacverify.models import layout_note, load_teacher, resolve_device, teacher_logits
 from pacverify.pipeline.ball import BALL_MODE, assemble
 from pacverify.pipeline.cache import CACHE_DIR, StageCache
 from pacverify.pipeline.mass import assemble as assemble_mass
@@ -122,6 +122,9 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
                  f"fewer points need less (a larger --eps or --eta: pacverify samples --dim {dim} shows the sizes"
                  f"{'' if cfg.samples is None else ', or a smaller --samples'}), or use a machine with more memory")
     per_point = (draw_s + label_s) / max(len(probe), 1)
+    note = layout_note(teacher_model, input_shape)
+    if note:
+        say("plan", note)
     say("plan", f"s = {s} points of m = {dim}: about {needed / GIB:.2g} GiB of memory; drawing and labelling them "
                 f"about {_duration(per_point * s)} (from a probe of {len(probe)} points)")
     if out is None:
