@@ -150,3 +150,31 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def test_radii_at_the_search_cap_are_one_bar_and_rho_ticks_are_few():
+    """The radius histogram keeps radii that reached the cap apart ("≥ cap"); the ρ axis labels only a few ticks."""
+    import io
+
+    from matplotlib.image import imread
+
+    from pacverify.report import plots
+
+    radii = np.array([0.1, 0.2, 0.25, 0.6, 0.6, 0.6, np.nan])
+    below, at_cap = plots.split_at_cap(radii, 0.6)
+    assert at_cap == 3 and np.array_equal(below, [0.1, 0.2, 0.25])
+    assert plots.split_at_cap(radii, None)[1] == 0 and plots.split_at_cap(radii, None)[0].size == 6
+    for png in (plots.radius_histogram(radii, 0.3, 0.6), plots.radius_histogram(radii[:3], 0.3, 0.6),
+                plots.radius_histogram(radii[3:6], 0.3, 0.6), plots.rho_histogram(np.linspace(0.8, 1.3, 50)),
+                plots.rho_histogram(np.logspace(-3, 2, 50))):
+        image = imread(io.BytesIO(png), format="png")
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    for rho in (np.linspace(0.8, 1.3, 50), np.logspace(-3, 2, 50), np.linspace(0.95, 1.05, 20)):
+        fig = plots.rho_figure(rho)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        lo, hi = ax.get_xlim()
+        shown = [t for t, label in zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
+                 if lo <= t <= hi and label.get_text()]
+        assert 1 <= len(shown) <= 8, (rho.min(), rho.max(), [label.get_text() for label in ax.get_xticklabels()])
+        assert not any(label.get_text() for label in ax.get_xticklabels(minor=True))

@@ -22,14 +22,31 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def radius_histogram(radii: np.ndarray, three_delta: float) -> bytes:
-    """Histogram of the student's certified radii at the required points, with 3δ marked."""
-    fig = Figure(figsize=(5.5, 3.4))
-    ax = fig.add_subplot()
+def split_at_cap(radii: np.ndarray, cap: float | None) -> tuple[np.ndarray, int]:
+    """The finite radii below the search cap, and how many reached it (the search proved the cap itself: their true
+    certified radius may be anything above it)."""
     radii = np.asarray(radii, dtype=float)
     radii = radii[np.isfinite(radii)]
-    if radii.size:
-        ax.hist(radii, bins=min(40, max(5, radii.size // 5)), color="#4c78a8")
+    if cap is None or cap <= 0:
+        return radii, 0
+    at_cap = radii >= cap * (1 - 1e-12)
+    return radii[~at_cap], int(at_cap.sum())
+
+
+def radius_histogram(radii: np.ndarray, three_delta: float, cap: float | None = None) -> bytes:
+    """Histogram of the student's certified radii at the required points, with 3δ marked; radii that reached the
+    search's ``cap`` are one separate bar labelled "≥ cap" (they are lower bounds there, not a pile-up)."""
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.add_subplot()
+    below, at_cap = split_at_cap(radii, cap)
+    width = None
+    if below.size:
+        counts, edges, _ = ax.hist(below, bins=min(40, max(5, below.size // 5)), color="#4c78a8")
+        width = float(edges[1] - edges[0])
+    if at_cap and cap is not None:
+        width = width or cap / 20
+        ax.bar(cap + width, at_cap, width=width, align="edge", color="#9ecae9", edgecolor="#4c78a8",
+               label=f"≥ cap {cap:g} ({at_cap} points)")
     ax.axvline(three_delta, color="#d62728", linestyle="--", label=f"3δ = {three_delta:g}")
     ax.set_xlabel("certified radius r_i of the student")
     ax.set_ylabel("points")
@@ -38,7 +55,15 @@ def radius_histogram(radii: np.ndarray, three_delta: float) -> bytes:
 
 
 def rho_histogram(rho: np.ndarray) -> bytes:
-    """Distribution of ρ_i = ‖∇g_S‖ / ‖∇g_T‖ (log scale), with ρ = 1 marked."""
+    """Distribution of ρ_i = ‖∇g_S‖ / ‖∇g_T‖ (log scale), with ρ = 1 marked (:func:`rho_figure`)."""
+    return _png(rho_figure(rho))
+
+
+def rho_figure(rho: np.ndarray) -> Figure:
+    """:func:`rho_histogram`'s figure. Tick labels: powers of ten, plus 2 and 5 times them when the data span under
+    two decades; no minor labels (they overlapped into an unreadable band)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     fig = Figure(figsize=(5.5, 3.4))
     ax = fig.add_subplot()
     rho = np.asarray(rho, dtype=float)
@@ -47,11 +72,16 @@ def rho_histogram(rho: np.ndarray) -> bytes:
         bins = np.logspace(np.log10(rho.min()) - 0.05, np.log10(rho.max()) + 0.05, 30)
         ax.hist(rho, bins=bins.tolist(), color="#72b7b2")
         ax.set_xscale("log")
+        decades = np.log10(max(rho.max(), 1.0)) - np.log10(min(rho.min(), 1.0))
+        subs = (1.0, 2.0, 5.0) if decades < 2 else (1.0,)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.axvline(1.0, color="black", linestyle="--", label="ρ = 1")
     ax.set_xlabel("margin-gradient ratio ρ_i (student / teacher)")
     ax.set_ylabel("points")
     ax.legend()
-    return _png(fig)
+    return fig
 
 
 def sample_size_curve(dim: int, eta: float, eps: float, norm: str) -> bytes:

@@ -31,7 +31,8 @@ def _figures(cert: Certificate) -> list[tuple[str, str, bytes]]:
     required = arrays.get("required")
     if "certified_radius" in arrays and required is not None and required.any():
         figs.append(("radius.png", "Certified radii of the student at the required points, against 3δ",
-                     plots.radius_histogram(arrays["certified_radius"][required], 3 * record.pac.delta)))
+                     plots.radius_histogram(arrays["certified_radius"][required], 3 * record.pac.delta,
+                                            record.settings.radius_search.cap or 6 * record.pac.delta)))  # 6δ: the default cap
     if "rho" in arrays and required is not None and required.any():
         figs.append(("rho.png", "Margin-gradient ratios ρ_i (Prop 4.3)", plots.rho_histogram(arrays["rho"][required])))
     pac = record.pac
