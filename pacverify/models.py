@@ -562,11 +562,50 @@ def load_student(path: str | Path) -> Student:
     return student_from_dict(obj, source=str(path))
 
 
+class LogitsOf(nn.Module):
+    """A teacher whose outputs are ``kind`` ("probabilities" or "costs"), seen as logits: ``log p`` (softmax of
+    it gives back p) or ``−cost`` (the smallest cost becomes the largest logit). Differentiable; ``inner`` is the
+    teacher itself."""
+
+    def __init__(self, inner: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        if self.kind == "costs":
+            return -out
+        return torch.log(out.clamp_min(torch.finfo(out.dtype).tiny))
+
+
+def as_logits(teacher: nn.Module, kind: str) -> nn.Module:
+    """``teacher`` itself for "logits", else :class:`LogitsOf` (``kind`` in :data:`~pacverify.names.OUTPUT_KINDS`)."""
+    from pacverify.names import OUTPUT_KINDS
+    from pacverify.validation import check_choice
+
+    kind = check_choice(kind, OUTPUT_KINDS, "outputs")
+    return teacher if kind == "logits" else LogitsOf(teacher, kind).eval()
+
+
+def output_kind(teacher: nn.Module) -> str:
+    """What :func:`as_logits` was told the teacher returns ("logits" for an unwrapped teacher)."""
+    return teacher.kind if isinstance(teacher, LogitsOf) else "logits"
+
+
+def looks_like_probabilities(outputs: torch.Tensor | np.ndarray) -> bool:
+    """Every row ≥ 0 and summing to 1 (to 1e-4): outputs that are probabilities, not logits (2+ columns)."""
+    out = np.asarray(outputs.detach().cpu() if isinstance(outputs, torch.Tensor) else outputs, dtype=np.float64)
+    return out.ndim == 2 and out.shape[1] >= 2 and len(out) > 0 and bool(
+        (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-4))
+
+
 def layout_note(teacher: nn.Module, input_shape: tuple[int, ...]) -> str | None:
     """The one sentence to tell the user when the teacher reshapes inputs of per-point ``input_shape`` to another
     declared layout (an ONNX graph declaring e.g. (1, 1, 5) for rows of 5: :meth:`OnnxModule.reshapes`); else None."""
     from pacverify.onnx_io.torch_module import OnnxModule
 
+    teacher = teacher.inner if isinstance(teacher, LogitsOf) else teacher
     if isinstance(teacher, OnnxModule) and teacher.reshapes(tuple(input_shape)):
         return (f"the teacher's ONNX graph declares inputs of shape {teacher.input_shape}; points of shape "
                 f"{tuple(input_shape)} are reshaped to it (same values, row-major order)")

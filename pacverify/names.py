@@ -11,4 +11,5 @@ BACKENDS = ("native", "marabou", "auto_lirpa")
 BACKEND_ALIASES = {"crown": "native"}  # former names still accepted: alias -> backend
 ORACLES = ("auto", "teacher", "student")  # mass mode: who gives the lower radii (docs/theory.md)
 BOUNDS = ("thm38", "tight")  # ε-net sample size: Thm 3.8 of 004, or the double-sampling bound (docs/theory.md)
+OUTPUT_KINDS = ("logits", "probabilities", "costs")  # what a teacher's outputs are; converted once to logits
 GUARANTEES = ("ball", "mass")  # δ-balls of mass ≥ ε (d = m + 1), or the dimension-free map M(κ) (d = 2)

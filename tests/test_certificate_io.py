@@ -33,7 +33,7 @@ def _body(verdict="CERTIFIED", disagree=0, verified=5, delta_t=0.02):
                             distill_options={}, verify_method="crown", complete=True, timeout_per_point=2.0,
                             domain=None, attack=S.AttackSettings(50, 5), coverage=S.CoverageSettings(200, None),
                             radius_search=S.RadiusSearch(0.3, 0.002), device="cpu",
-                            allow_duplicates=False, global_check=False, global_timeout=60.0),
+                            allow_duplicates=False, global_check=False, global_timeout=60.0, outputs="logits"),
         distillation=S.Distillation(n=300, agreement=1.0, eq13_fraction=1.0, gd_mean=0.01, gc_mean=0.99,
                                     rho_quantiles={"0.5": 1.0}, rho_inf=0, norm="2", n_fresh=0, agreement_fresh=None,
                                     eq13_fraction_fresh=None, gd_mean_fresh=None, gc_mean_fresh=None,

@@ -22,7 +22,7 @@ from typing import Any, Union
 from pacverify.errors import InputError
 from pacverify.fileio import to_jsonable
 
-SCHEMA = "pacverify.certificate/3"
+SCHEMA = "pacverify.certificate/4"
 
 
 class Verdict(enum.Enum):
@@ -153,6 +153,7 @@ class Settings:
     allow_duplicates: bool
     global_check: bool
     global_timeout: float
+    outputs: str
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,7 @@ class CertificateBody:
 
 # --- mass mode (``--guarantee mass``, docs/theory.md "Mass mode") ------------------------------------------------
 
-MASS_SCHEMA = "pacverify.certificate.mass/1"
+MASS_SCHEMA = "pacverify.certificate.mass/2"
 
 
 @dataclass(frozen=True)
@@ -386,6 +387,7 @@ class MassSettings:
     method: str
     epochs: int | None
     distill_options: dict[str, Any]
+    outputs: str
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 from pacverify.certificate.gate import emit_github, requirements, write_junit
 from pacverify.cli.options import add_domain_option, add_threads_option, apply_threads
 from pacverify.fileio import atomic_write_json
-from pacverify.names import BOUND_METHOD_NAMES, BOUNDS, DEVICES, DISTILL_METHODS, GUARANTEES, NORMS, ORACLES
+from pacverify.names import (
+    BOUND_METHOD_NAMES,
+    BOUNDS,
+    DEVICES,
+    DISTILL_METHODS,
+    GUARANTEES,
+    NORMS,
+    ORACLES,
+    OUTPUT_KINDS,
+)
 from pacverify.validation import parse_domain
 
 if TYPE_CHECKING:
@@ -32,6 +41,9 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
         p.add_argument("--arch", help="MODULE:FACTORY building the teacher's architecture (state-dict teachers)")
         p.add_argument("--trust-pickle", action="store_true",
                        help="allow a fully pickled teacher module (runs code from the file: only for files you trust)")
+        p.add_argument("--outputs", default="logits", choices=OUTPUT_KINDS,
+                       help="what the teacher returns: logits (default), probabilities (softmax inside the model) or "
+                            "costs (the smallest wins, e.g. ACAS Xu); converted once to logits and recorded")
         p.add_argument("--guarantee", default="ball", choices=GUARANTEES,
                        help="ball: δ-balls of mass >= ε (Thm 4.4, s grows with the dimension; default); mass: the "
                             "dimension-free map M(κ) — the κ-confident inputs that are not M(κ)-robust have mass < ε")
@@ -96,7 +108,8 @@ def settings_from(args: argparse.Namespace) -> dict:
                 attack_steps=args.attack_steps, attack_restarts=args.attack_restarts,
                 attack_bisection=args.attack_bisection, global_check=args.global_check,
                 global_timeout=args.global_timeout,
-                **{k: getattr(args, k) for k in ("guarantee", "bound", "oracle", "holdout") if hasattr(args, k)})
+                **{k: getattr(args, k) for k in ("guarantee", "bound", "oracle", "holdout", "outputs")
+                   if hasattr(args, k)})
 
 
 def progress_printer(quiet: bool):

@@ -42,7 +42,7 @@ from pacverify.certificate.schema import CertificateBody, FileRef, MassCertifica
 from pacverify.data import make_sampler
 from pacverify.errors import InputError
 from pacverify.fileio import sha256_file
-from pacverify.models import load_student, load_teacher, resolve_device
+from pacverify.models import as_logits, load_student, load_teacher, resolve_device
 from pacverify.pipeline import stages as st
 from pacverify.pipeline.ball import assemble
 from pacverify.pipeline.settings import CertifySettings
@@ -240,7 +240,8 @@ def _settings(record: CertificateBody, data: str | None, sampler: str | None, ar
         attack_random_samples=record.teacher_check.random_samples,
         attack_fresh_points=record.teacher_check.fresh_points, coverage_points=s.coverage.points,
         coverage_batch=s.coverage.batch, domain=None if s.domain is None else (s.domain[0], s.domain[1]),
-        allow_duplicates=s.allow_duplicates, global_check=s.global_check, global_timeout=s.global_timeout, **source)
+        allow_duplicates=s.allow_duplicates, global_check=s.global_check, global_timeout=s.global_timeout,
+        outputs=s.outputs, **source)
 
 
 def _sampler(cert: Certificate, cfg: CertifySettings, data: str | os.PathLike | None, sampler: str | None,
@@ -306,7 +307,8 @@ def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arc
         return None, False
     teacher_model = None
     if files.teacher is not None:
-        teacher_model = load_teacher(files.teacher, arch=arch, trust_pickle=trust_pickle, device="cpu")
+        teacher_model = as_logits(load_teacher(files.teacher, arch=arch, trust_pickle=trust_pickle, device="cpu"),
+                                  cfg.outputs)
     setup = st.Setup(cfg=cfg, teacher=teacher_model, teacher_path=files.teacher,  # type: ignore[arg-type]
                      teacher_hash=record.files.teacher.sha256 or "", sampler=sampler,  # type: ignore[arg-type]
                      source=_recorded_source(record),
@@ -489,7 +491,7 @@ def _mass_settings(record: MassCertificateBody, data: str | None, sampler: str |
         seed=s.seed, arch=arch, trust_pickle=trust_pickle, verify_method=s.verify_method,
         radius_cap=s.radius_search.cap, radius_tol=s.radius_search.tol, attack_steps=s.attack.steps,
         attack_restarts=s.attack.restarts, domain=None if s.domain is None else (s.domain[0], s.domain[1]),
-        allow_duplicates=s.allow_duplicates, **source)
+        allow_duplicates=s.allow_duplicates, outputs=s.outputs, **source)
 
 
 def _rederive_mass(cert: Certificate, files: _Files, data, sampler_spec, timeout, arch, trust_pickle,
@@ -517,7 +519,8 @@ def _rederive_mass(cert: Certificate, files: _Files, data, sampler_spec, timeout
         log.unchecked.append("without the teacher, its labels, confidences, the lower radii, the attack radii and the "
                              "held-out check were not re-derived")
         return None, False
-    teacher_model = load_teacher(files.teacher, arch=arch, trust_pickle=trust_pickle, device="cpu")
+    teacher_model = as_logits(load_teacher(files.teacher, arch=arch, trust_pickle=trust_pickle, device="cpu"),
+                              cfg.outputs)
     input_shape = tuple(points.shape[1:])
     oracle = record.oracle.used
     network, why = (teacher_network(teacher_model, files.teacher, input_shape) if oracle == "teacher"

@@ -34,7 +34,14 @@ from pacverify.fileio import (
     sha256_file,
     snapshot,
 )
-from pacverify.models import layout_note, load_teacher, resolve_device, teacher_logits
+from pacverify.models import (
+    as_logits,
+    layout_note,
+    load_teacher,
+    looks_like_probabilities,
+    resolve_device,
+    teacher_logits,
+)
 from pacverify.pipeline.ball import BALL_MODE, assemble
 from pacverify.pipeline.cache import CACHE_DIR, StageCache
 from pacverify.pipeline.mass import assemble as assemble_mass
@@ -86,6 +93,7 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
         teacher_path = Path(teacher).resolve()
         teacher_model = load_teacher(teacher_path, arch=cfg.arch, trust_pickle=cfg.trust_pickle, device=device)
         teacher_hash = sha256_file(teacher_path)
+    teacher_model = as_logits(teacher_model, cfg.outputs)
     if isinstance(cfg.sampler, Sampler):
         sampler = cfg.sampler
         if cfg.allow_duplicates and not sampler.allow_duplicates:
@@ -101,6 +109,7 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
     start = time.perf_counter()
     probe_logits = _teacher_on(teacher_model, probe, device, "on a probe batch of")
     label_s = time.perf_counter() - start
+    output_warning = _check_outputs(cfg.outputs, probe_logits)
     input_shape = tuple(probe.shape[1:])
     dim = int(np.prod(input_shape))
     mass = cfg.guarantee == "mass"
@@ -122,9 +131,9 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
                  f"fewer points need less (a larger --eps or --eta: pacverify samples --dim {dim} shows the sizes"
                  f"{'' if cfg.samples is None else ', or a smaller --samples'}), or use a machine with more memory")
     per_point = (draw_s + label_s) / max(len(probe), 1)
-    note = layout_note(teacher_model, input_shape)
-    if note:
-        say("plan", note)
+    for note in (layout_note(teacher_model, input_shape), output_warning):
+        if note:
+            say("plan", note)
     say("plan", f"s = {s} points of m = {dim}: about {needed / GIB:.2g} GiB of memory; drawing and labelling them "
                 f"about {_duration(per_point * s)} (from a probe of {len(probe)} points)")
     if out is None:
@@ -245,6 +254,19 @@ def _teacher_on(model: torch.nn.Module, points: np.ndarray, device: torch.device
         raise InputError(f"the teacher failed {what} {len(points)} points of shape {tuple(points.shape[1:])}: "
                          f"{error_line(exc)}") from None
 
+
+
+def _check_outputs(kind: str, probe_logits) -> str | None:
+    """What the probe says about ``--outputs``: InputError when "probabilities" was declared and the outputs are not
+    (rows ≥ 0 summing to 1); a warning line when "logits" is assumed and the outputs look like probabilities (the
+    softmax of probabilities is not the model's confidence)."""
+    if kind == "probabilities" and not looks_like_probabilities(torch.exp(torch.as_tensor(probe_logits))):
+        raise InputError("--outputs probabilities: the teacher's outputs on the probe are not probabilities (rows "
+                         "≥ 0 summing to 1); give --outputs logits (or costs) to match the model")
+    if kind == "logits" and looks_like_probabilities(probe_logits):
+        return ("warning: the teacher's outputs look like probabilities (every probe row ≥ 0 and summing to 1) but are "
+                "taken as logits; if the model ends in a softmax, give --outputs probabilities")
+    return None
 
 def _check_confident(labels, kappa: float, s: int) -> None:
     """Stop before distillation when no sample point is κ-confident: there would be nothing to verify."""

@@ -13,7 +13,7 @@ from typing import Any
 from pacverify.data import Sampler
 from pacverify.errors import InputError
 from pacverify.fileio import sha256_file
-from pacverify.names import BOUND_METHOD_NAMES, BOUNDS, DEVICES, DISTILL_METHODS, GUARANTEES, ORACLES
+from pacverify.names import BOUND_METHOD_NAMES, BOUNDS, DEVICES, DISTILL_METHODS, GUARANTEES, ORACLES, OUTPUT_KINDS
 from pacverify.validation import (
     check_choice,
     check_delta,
@@ -62,6 +62,8 @@ class CertifySettings:
     ``attack_bisection`` radii tried per point by the teacher attack's upper-bound search. In mass mode the radius
     search defaults to cap 2δ and tol δ/32. ``global_check`` (ball mode, needs ``domain``): prove the student
     globally 3δ-robust at its κ-confident points over the whole domain, within ``global_timeout`` seconds.
+    ``outputs``: what the teacher returns — "logits", "probabilities" (softmax inside the model) or "costs" (the
+    smallest wins, as ACAS Xu's advisories) — converted once to logits (:func:`pacverify.models.as_logits`).
     """
 
     delta: float
@@ -104,6 +106,7 @@ class CertifySettings:
     attack_bisection: int = 6
     global_check: bool = False
     global_timeout: float = 60.0
+    outputs: str = "logits"
 
     def validated(self) -> CertifySettings:
         """A canonical copy with every field checked; InputError on the first bad one."""
@@ -147,6 +150,7 @@ class CertifySettings:
         return replace(
             self, delta=delta, guarantee=guarantee, bound=bound,
             oracle=check_choice(self.oracle, ORACLES, "oracle"),
+            outputs=check_choice(self.outputs, OUTPUT_KINDS, "outputs"),
             oracle_budget=check_positive(self.oracle_budget, "oracle budget"),
             holdout=None if self.holdout is None else 0 if self.holdout == 0 else check_positive_int(self.holdout,
                                                                                                       "holdout"),

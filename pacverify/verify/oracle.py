@@ -83,11 +83,16 @@ def teacher_network(teacher: torch.nn.Module, teacher_path: Path | str | None, i
     (N, *input_shape) when given, standard normal otherwise — to within :data:`PARITY_RTOL` relative
     (``|Δ| ≤ 1e-4 · max(1, max |logit|)``), else ``(None, the mismatch)``.
     """
-    from pacverify.models import teacher_format
+    from pacverify.models import LogitsOf, output_kind, teacher_format
     from pacverify.onnx_io import load_network
     from pacverify.onnx_io.export import export_onnx
 
     input_shape = tuple(int(s) for s in input_shape)
+    kind = output_kind(teacher)
+    if kind == "probabilities":
+        return None, ("the engine cannot read the teacher: its outputs are probabilities, and the engine bounds "
+                      "logits (not the logarithm of a softmax)")
+    inner = teacher.inner if isinstance(teacher, LogitsOf) else teacher
     try:
         if teacher_path is not None and teacher_format(teacher_path) == "onnx":
             net = load_network(teacher_path)
@@ -95,9 +100,15 @@ def teacher_network(teacher: torch.nn.Module, teacher_path: Path | str | None, i
         else:
             with tempfile.TemporaryDirectory(prefix="pacverify-teacher-") as tmp:
                 path = Path(tmp) / "teacher.onnx"
-                export_onnx(teacher, path, input_shape, sample=sample, seed=seed)
+                export_onnx(inner, path, input_shape, sample=sample, seed=seed)
                 net = load_network(path)
             source = "the teacher, exported to ONNX,"
+        if kind == "costs":   # logits = −costs: the last affine layer negated
+            last = net.layers[-1]
+            if not isinstance(last, Affine):
+                return None, "the engine cannot read the teacher: its cost outputs do not end in an affine layer"
+            net = Network(net.layers[:-1] + (Affine(-last.weight, -last.bias),), net.input_shape)
+            source += " with its costs negated into logits"
     except Exception as exc:  # the exporter and the reader raise many types for graphs they cannot handle
         return None, f"the engine cannot read the teacher: {_one_line(exc)}"
     if tuple(net.input_shape) != input_shape and net.in_features != int(np.prod(input_shape)):
