@@ -62,8 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "former name, still accepted), marabou (complete, L∞ only) or auto_lirpa")
     p.add_argument("--seed", default="0", help="seed of the attacks (default 0)")
     p.add_argument("--cap", default="1.0", help="with --radius max: largest radius tried (default 1.0)")
-    p.add_argument("--tol", default="1e-3", help="with --radius max: bisection tolerance (default 1e-3)")
-    p.add_argument("--no-attack", action="store_true", help="skip the PGD attack (then nothing is falsified early)")
+    p.add_argument("--tol", default="1e-3",
+                   help="with --radius max: the search stops within this of a radius not proved (default 1e-3)")
+    p.add_argument("--no-attack", action="store_true",
+                   help="skip the attack on the points the bounds leave open (it only finds counterexamples)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="cpu (default) or cuda")
     add_threads_option(p)
     p.add_argument("--json", metavar="OUT", help="write {summary, points} as JSON (written whole)")

@@ -119,8 +119,9 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
     "bisect". "lines" (CROWN): fewer passes where the bounds degrade slowly with the radius, more elsewhere.
     "bisect": bisection on r in [0, cap], all points in lock step; every step bounds all unfinished points in one
     call (and, with ``complete``, runs the complete search on the ones the bounds leave open, ``timeout`` seconds
-    each). A point stops when ``hi − lo <= tol`` (hi: the smallest radius tried and not proved). The returned ``radius[i]`` is the largest r at which point i was PROVED robust
-    (0 if none): a lower bound on the true robust radius, never more. Verdicts: VERIFIED where
+    each). A point stops when ``hi − lo <= tol`` (hi: the smallest radius tried and not proved). The returned
+    ``radius[i]`` is the largest r at which point i was PROVED robust (0 if none): a lower bound on the true robust
+    radius, never more. Verdicts: VERIFIED where
     ``radius > 0``; FALSIFIED where the point itself does not have its label (its counterexample is the
     point); UNKNOWN otherwise. With ``attack``, PGD at tol above the smallest radius not proved gives
     ``radius_upper`` (N,): a radius at which a counterexample exists (inf where none was found).
@@ -175,7 +176,6 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
                               time.perf_counter() - start, stats, upper.numpy())
 
 
-
 def _bisect(net: Network, x: torch.Tensor, prop, misclassified: torch.Tensor, norm: str, domain, chosen, *,
             method: str, cap: float, tol: float, complete: bool, timeout, seed: int):
     """Bisection on r in [0, cap], all points in lock step: (proved, smallest failed, stats)."""
@@ -198,6 +198,7 @@ def _bisect(net: Network, x: torch.Tensor, prop, misclassified: torch.Tensor, no
         bounded += int(index.numel())
     return lo, hi, {"search": "bisect", "cap": cap, "tol": tol, "bisection_steps": steps, "passes": steps,
                     "bounded": bounded}
+
 
 def verify_vnnlib(net_or_path: Network | str | os.PathLike, vnnlib_path: str | os.PathLike,
                   timeout: float | None = None, *, method: str = "alpha-crown", seed: int = 0, device: str = "cpu",
@@ -395,8 +396,6 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
     return verdicts, lower, counterexamples, stats
 
 
-
-
 def _bounds_in_blocks(net: Network, input_set: InputSet, prop: OutputProperty, backend: Backend, method: str,
                       progress: Callable[[str, int, int], None] | None) -> torch.Tensor | None:
     """``backend.bounds`` on all points, in blocks of :data:`PROGRESS_BLOCK` when there is a ``progress`` to tell (a
@@ -416,6 +415,7 @@ def _bounds_in_blocks(net: Network, input_set: InputSet, prop: OutputProperty, b
         parts.append(part)
         progress("bounds", int(index[-1]) + 1, n)
     return torch.cat(parts)
+
 
 def _record_found(found, index: torch.Tensor, verdicts: list, counterexamples: dict, stats: dict) -> torch.Tensor:
     """Mark the problems ``found`` (of the points ``index``) FALSIFIED with their checked inputs; the rest of index."""

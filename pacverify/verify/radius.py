@@ -101,19 +101,26 @@ def _bound_margin(net: Network, x: torch.Tensor, labels: torch.Tensor, radii: to
     prop = robustness_property(labels, net.out_features)
     input_set = perturbation_set(x.to("cpu", torch.float64), radii.to("cpu", torch.float64), norm,
                                  _domain_rows(domain, index), dtype=torch.float64)   # the engine rounds it outward
-    widths = net.relu_widths()
-    kwargs: dict = {}
+    kwargs: dict = _skipped_first_layer(net, method, x.shape[0])
     if method != "ibp":
         kwargs["upper"] = False
     if method == "alpha-crown":
         kwargs["iterations"] = ALPHA_ITERATIONS
-    if _skip_first_layer(net, method):
-        unknown = torch.full((x.shape[0], widths[0]), torch.inf, dtype=net.dtype, device=net.device)
-        kwargs["intermediate"] = [(-unknown, unknown)] + [None] * (len(widths) - 1)
-        if method == "crown":   # the largest row tensors left: the later layers' neurons and the margins
-            kwargs["max_batch"] = _max_batch(net, 2 * max(widths[1:] + [net.out_features - 1]))
+        kwargs.pop("max_batch", None)
     lower = BOUND_METHODS[method](net, input_set, prop.C, **kwargs).lower
     return prop.proof_margin(lower.to("cpu", torch.float64))
+
+
+def _skipped_first_layer(net: Network, method: str, batch: int) -> dict:
+    """``intermediate`` (and CROWN's ``max_batch``) for ``batch`` points when :func:`_skip_first_layer` applies
+    (module docstring), else nothing."""
+    if not _skip_first_layer(net, method):
+        return {}
+    widths = net.relu_widths()
+    unknown = torch.full((batch, widths[0]), torch.inf, dtype=net.dtype, device=net.device)
+    # the largest row tensors left: the later layers' neurons and the margins
+    return {"intermediate": [(-unknown, unknown)] + [None] * (len(widths) - 1),
+            "max_batch": _max_batch(net, 2 * max(widths[1:] + [net.out_features - 1]))}
 
 
 def _labels(labels, n: int, n_classes: int | None) -> torch.Tensor:
@@ -321,15 +328,9 @@ def _crown_pass(net: Network, x: torch.Tensor, y: torch.Tensor, index: torch.Ten
                 domain) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One CROWN pass at radii ``r`` for the points ``index``, read at every smaller radius
     (:func:`~pacverify.verify.bounds.crown.crown_radius`): (proof margin at r, radius proved, linear estimate)."""
-    widths = net.relu_widths()
     prop = robustness_property(y[index], net.out_features)
-    intermediate, max_batch = None, None
-    if _skip_first_layer(net, "crown"):
-        unknown = torch.full((index.numel(), widths[0]), torch.inf, dtype=net.dtype, device=net.device)
-        intermediate = [(-unknown, unknown)] + [None] * (len(widths) - 1)
-        max_batch = _max_batch(net, 2 * max(widths[1:] + [net.out_features - 1]))
-    out = crown_radius(net, x[index].to(net.device), r.to(net.device), norm, prop.C, intermediate=intermediate,
-                       domain=_domain_rows(domain, index.numpy()), max_batch=max_batch)
+    out = crown_radius(net, x[index].to(net.device), r.to(net.device), norm, prop.C,
+                       domain=_domain_rows(domain, index.numpy()), **_skipped_first_layer(net, "crown", index.numel()))
     return (prop.proof_margin(out.lower.to("cpu", torch.float64)), out.proven.to("cpu", torch.float64),
             out.estimate.to("cpu", torch.float64))
 

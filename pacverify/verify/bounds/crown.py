@@ -197,7 +197,7 @@ def crown_radius(net: Network, center: torch.Tensor, radius: torch.Tensor, norm:
     Why one pass suffices: pre-activation bounds computed over the R-set are sound over every subset of it, so the
     final backward pass gives rows ``A x + c`` that lower-bound ``C f(x)`` on every r-ball with r ≤ R; over the
     ball without the domain their minimum is ``A·x0 + c − r·‖A‖_*`` (‖·‖_* the dual norm: ℓ2 for L2, ℓ1 for L∞),
-    linear in r, so the largest r with every row positive has a closed form. That r (shrunk by 1e-9 relative) is
+    linear in r, so the largest r with every row positive has a closed form. That r (shrunk by 1e-6 relative) is
     then checked by evaluating the same rows over the actual r-set (∩ domain: a subset of the ball, so at least as
     tight), intersected with the R-set's interval bounds and widened by the R-set's rounding margin (which covers
     every subset: its magnitudes are no larger): a proof by the same rules as :func:`crown` with coarser
