@@ -52,11 +52,16 @@ def test_kdiga_beats_kd_on_gradient_distance(kd_and_kdiga):
 def test_history_and_result_fields(kd_and_kdiga, teacher):
     result = kd_and_kdiga["kdiga"]
     assert result.epochs_run == 30 and len(result.history) == 30 and not result.stopped_early
+    assert result.stop_reason == "epoch budget: all 30 epochs run (early stop off)"
+    record = result.history[-1]  # the held-out markers of every epoch, against the teacher's labels
+    assert record.agreement_fresh is not None and record.gc_fresh is not None and record.gd_fresh is not None
+    assert 0 <= record.gc <= 1 and record.gd_fresh >= 0
     assert {"ce", "kl", "grad", "total"} <= set(result.history[0].terms)
     assert result.history[-1].terms["grad"] < result.history[0].terms["grad"]
     assert not result.student.training and next(result.student.parameters()).device.type == "cpu"
     summary = result.as_dict()
     assert summary["settings"]["method"] == "kdiga" and summary["markers"]["n"] == 300
+    assert summary["stop_reason"] == result.stop_reason and summary["history"][0]["gc_fresh"] is not None
 
 
 @pytest.mark.parametrize("method", ["kdiga", "igdm"])
@@ -94,6 +99,8 @@ def test_early_stop_keeps_the_best_epoch_and_checkpoints(teacher, sample, tmp_pa
     result = distill(teacher, x, student="mlp:2x16", epochs=200, patience=3, lr=1e-2, progress=False,
                      checkpoint_dir=tmp_path / "ckpt")
     assert result.stopped_early and result.epochs_run < 200
+    assert result.stop_reason == (f"agreement 1.0 at epoch {result.epochs_run}: sample GD did not improve by 1% "
+                                  "in 3 epochs")
     assert result.history[-1].agreement == 1.0
     best_gd = min(r.gd for r in result.history if r.agreement == 1.0)
     assert result.markers.gd_mean == pytest.approx(best_gd, rel=1e-3)  # the best epoch's weights were kept
@@ -108,6 +115,8 @@ def test_isd_loops_use_dropout_and_decay_the_learning_rate(teacher, sample):
                      isd_lr_decay=0.1, early_stop=False, progress=False)
     loops = [r.loop for r in result.history]
     assert loops == [1] * 10 + [2] * 10
+    assert result.stop_reason == ("loop 1: epoch budget: all 10 epochs run (early stop off); "
+                                  "loop 2: epoch budget: all 10 epochs run (early stop off)")
     assert result.history[10].lr == pytest.approx(1e-3)
     assert any(isinstance(m, torch.nn.Dropout) for m in result.student)
     assert result.markers.agreement > 0.9  # markers are against the original teacher
@@ -138,6 +147,84 @@ def test_a_given_student_module_is_copied_and_checked(teacher, sample):
 
 def test_default_config_is_valid():
     assert DistillConfig().validated() == DistillConfig()
+    cfg = DistillConfig()
+    assert (cfg.patience, cfg.plateau_tol, cfg.target_agreement, cfg.target_gc, cfg.stop_at_targets) == \
+        (10, 0.002, 0.99, 0.8, False)
+    assert cfg.targets_text == "agreement ≥ 0.99, GC ≥ 0.8"
+
+
+def _hard_teacher():
+    """A random 3-class ReLU network: a linear student cannot copy it (agreement stays below 1)."""
+    from pacverify.models import build_student
+
+    return build_student("mlp:2x32", (2,), 3, seed=3).eval().requires_grad_(False)
+
+
+def test_plateau_stops_before_the_epoch_budget_and_says_why(sample):
+    x, fresh = sample[0][:150], sample[1][:150]
+    result = distill(_hard_teacher(), x, x_fresh=fresh, student="linear", epochs=200, patience=5, lr=1e-2,
+                     progress=False)
+    k = result.epochs_run
+    assert result.stopped_early and k < 200 and result.history[-1].agreement < 1.0
+    assert result.stop_reason.startswith(f"plateau at epoch {k}: held-out agreement ")
+    assert result.stop_reason.endswith("did not improve by > 0.002 (GD " + result.stop_reason.split("(GD ")[1])
+    assert result.stop_reason.endswith("not by > 1%) in 5 epochs")
+    # the rule, re-checked from the history: the last 5 epochs rose by no more than 0.002 in agreement and GC (and
+    # fell by no more than 1% in GD) above the best values of the epochs before them
+    before, last = result.history[:-5], result.history[-5:]
+    assert max(r.agreement_fresh for r in last) <= max(r.agreement_fresh for r in before) + 0.002
+    assert max(r.gc_fresh for r in last) <= max(r.gc_fresh for r in before) + 0.002
+    assert min(r.gd_fresh for r in last) >= min(r.gd_fresh for r in before) * 0.99
+    assert result.as_dict()["stop_reason"] == result.stop_reason and result.as_dict()["stopped_early"]
+    again = distill(_hard_teacher(), x, x_fresh=fresh, student="linear", epochs=200, patience=5, lr=1e-2,
+                    progress=False)
+    assert again.epochs_run == k and again.stop_reason == result.stop_reason  # reproducible for a seed
+
+
+def test_plateau_without_fresh_points_watches_the_sample(sample):
+    result = distill(_hard_teacher(), sample[0][:150], student="linear", epochs=200, patience=5, lr=1e-2,
+                     progress=False)
+    assert result.stop_reason.startswith(f"plateau at epoch {result.epochs_run}: sample agreement ")
+    assert result.history[-1].agreement_fresh is None and result.history[-1].gc is not None
+
+
+def test_stop_at_targets(teacher, sample):
+    x, fresh = sample[0][:150], sample[1][:150]
+    result = distill(teacher, x, x_fresh=fresh, student="mlp:2x16", epochs=200, lr=1e-2, stop_at_targets=True,
+                     target_agreement=0.99, target_gc=0.9, progress=False)
+    k, last = result.epochs_run, result.history[-1]
+    assert result.stopped_early and k < 200
+    assert result.stop_reason == (f"targets reached at epoch {k}: held-out agreement {last.agreement_fresh:.4f} "
+                                  f"≥ 0.99, GC {last.gc_fresh:.4f} ≥ 0.9")
+    assert last.agreement_fresh >= 0.99 and last.gc_fresh >= 0.9
+    assert not any(r.agreement_fresh >= 0.99 and r.gc_fresh >= 0.9 for r in result.history[:-1])
+    only_gc = distill(teacher, x, x_fresh=fresh, student="mlp:2x16", epochs=200, lr=1e-2, stop_at_targets=True,
+                      target_agreement=None, target_gc=0.5, progress=False)
+    assert only_gc.stop_reason.startswith("targets reached at epoch") and "agreement" not in only_gc.stop_reason
+    assert only_gc.epochs_run <= k
+
+
+def test_time_limit_stops_after_the_epoch_that_ends_past_it(teacher, sample):
+    result = distill(teacher, sample[0][:100], student="mlp:2x8", epochs=50, time_limit_s=0, progress=False)
+    assert result.epochs_run == 1 and result.stopped_early
+    assert result.stop_reason == "time budget: stopped after epoch 1 of 50"
+    with pytest.raises(InputError, match="time_limit_s must be >= 0"):
+        distill(teacher, sample[0][:100], epochs=1, time_limit_s=-1, progress=False)
+
+
+def test_stop_settings_are_validated():
+    for bad, match in ((dict(target_agreement=1.5), r"target_agreement must lie in \[0, 1\]"),
+                       (dict(target_gc=-0.1), r"target_gc must lie in \[0, 1\]"),
+                       (dict(plateau_tol=-1), "plateau_tol must be >= 0"),
+                       (dict(stop_at_targets="maybe"), "stop_at_targets must be true or false"),
+                       (dict(patience=0), "patience")):
+        with pytest.raises(InputError, match=match):
+            make_config(**bad)
+    cfg = make_config(target_agreement="none", target_gc="0.5", stop_at_targets="yes")
+    assert (cfg.target_agreement, cfg.target_gc, cfg.stop_at_targets) == (None, 0.5, True)
+    assert cfg.targets_text == "GC ≥ 0.5" and make_config(target_agreement=None, target_gc=None).targets_text == \
+        "no targets"
+    assert not make_config(target_agreement=None, target_gc=None).reaches_targets(1.0, 1.0)
 
 
 def test_grad_warmup_ramps_the_gradient_weight():
