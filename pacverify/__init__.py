@@ -21,6 +21,8 @@ from pacverify.pac import (
 _LAZY = {
     "certify": "pacverify.pipeline.run",
     "CertifySettings": "pacverify.pipeline.run",
+    "plan": "pacverify.pipeline.run",
+    "ProgressReporter": "pacverify.progress",
     "make_sampler": "pacverify.data",
     "DistillConfig": "pacverify.distill",
     "DistillResult": "pacverify.distill",

@@ -263,7 +263,8 @@ class ArraySampler(Sampler):
         return InputError(
             f"{self.source} has {have} rows but {wanted} are needed ({what}); rows are drawn without "
             "replacement, so give more data, a sampler (--sampler MODULE:FUNCTION or --synthetic), or a "
-            f"larger eps or eta (pacverify samples --samples {have} --eta H shows the eps {have} rows reach)")
+            f"larger eps or eta (pacverify samples --dim {int(np.prod(self.rows.shape[1:]))} --samples {have} --eta H "
+            f"shows the eps {have} rows reach in ball and mass mode)")
 
     def _draw(self, n: int, stream: int) -> np.ndarray:
         if n > self.rows.shape[0]:
@@ -274,6 +275,10 @@ class ArraySampler(Sampler):
         if n + after > self.rows.shape[0]:
             raise self._too_few(n + after, f"{after} for the sample plus {n} disjoint fresh rows")
         return self.rows[self._permutation()[self.rows.shape[0] - n:]]
+
+    def drawn_rows(self, n: int) -> np.ndarray:
+        """The row indices ``draw(n)`` returns, in order (to pair the sample with per-row data such as labels)."""
+        return self._permutation()[:n]
 
     def available_fresh(self, after: int) -> int:
         """How many rows remain for a fresh sample after ``draw(after)``."""
@@ -390,6 +395,33 @@ def load_array(path: str | Path) -> np.ndarray:
         raise
     except Exception as exc:  # numpy / torch raise many types for unreadable files
         raise InputError(f"data file {path} could not be read as {suffix}: {exc}") from None
+
+
+def check_labels(labels: Any, *, name: str, rows: int | None = None) -> np.ndarray:
+    """True classes as a 1-D int64 array: integers (a float array of whole numbers is accepted), one per row when
+    ``rows`` is given; InputError naming ``name`` otherwise."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biuf":
+        raise InputError(f"{name}: labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.dtype.kind == "f" and not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+        raise InputError(f"{name}: labels must be integer class indices, got non-integral values")
+    labels = labels.reshape(-1) if labels.ndim == 2 and 1 in labels.shape else labels
+    if labels.ndim != 1:
+        raise InputError(f"{name}: labels must be one class per row (a 1-D array), got shape {labels.shape}")
+    if rows is not None and labels.shape[0] != rows:
+        raise InputError(f"{name} has {labels.shape[0]} labels but the data has {rows} rows: give one label per row")
+    if labels.size and labels.min() < 0:
+        raise InputError(f"{name}: labels must be class indices >= 0, got {int(labels.min())}")
+    return labels.astype(np.int64)
+
+
+def load_labels(path: str | Path, *, rows: int | None = None) -> np.ndarray:
+    """The true classes stored in an array file (formats of :func:`load_array`), checked by :func:`check_labels`."""
+    try:
+        raw = load_array(path)
+    except InputError as exc:
+        raise InputError(str(exc).replace("data file", "labels file", 1)) from None
+    return check_labels(raw, name=f"labels file {path}", rows=rows)
 
 
 def _pick(arrays: dict, path: Path) -> Any:

@@ -29,6 +29,7 @@ import pickletools
 import re
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -353,11 +354,12 @@ def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def teacher_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 1024,
-                   device: str | torch.device | None = None) -> torch.Tensor:
+                   device: str | torch.device | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Logits of ``model`` on ``x`` (N, *input_shape), batched, under ``torch.no_grad``: float32 (N, n) on CPU.
 
     ``device`` defaults to the model's own device. A model that fails on the inputs, or whose output
-    is not a (B, n ≥ 2) tensor, raises :class:`InputError` saying so.
+    is not a (B, n ≥ 2) tensor, raises :class:`InputError` saying so. ``progress(done, N)`` after each batch.
     """
     target = module_device(model) if device is None else resolve_device(device)
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
@@ -365,6 +367,8 @@ def teacher_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             outs.append(call_model(model, x[start:start + batch_size].to(target)).float().cpu())
+            if progress is not None:
+                progress(min(start + batch_size, x.shape[0]), x.shape[0])
     return torch.cat(outs) if outs else torch.empty(0, 0)
 
 

@@ -27,7 +27,8 @@ def _body(verdict="CERTIFIED", disagree=0, verified=5, delta_t=0.02):
         pac=pac,
         files=S.Files(teacher=S.FileRef(None, "0" * 64), student_onnx=S.FileRef("student.onnx", "1" * 64),
                       student_pt=S.FileRef("student.pt", "2" * 64),
-                      data=S.DataSource("synthetic", "gaussians", None, 0), points=S.FileRef("points.npz", None)),
+                      data=S.DataSource("synthetic", "gaussians", None, 0), points=S.FileRef("points.npz", None),
+                      labels=None),
         warnings=[],
         settings=S.Settings(seed=0, arch=None, trust_pickle=False, student="mlp:2x64", method="kdiga", epochs=None,
                             distill_options={}, verify_method="crown", complete=True, timeout_per_point=2.0,
@@ -52,6 +53,7 @@ def _body(verdict="CERTIFIED", disagree=0, verified=5, delta_t=0.02):
         coverage=S.Coverage(lower=0.4, confidence=0.99, points=200, batch=200, declared_covered=90,
                             alpha_point=0.01, threshold=0.5, note=None),
         global_check=None,
+        accuracy=None,
         timings={"verify": 0.1, "created": "now"},
         environment=S.Environment("3", "linux", "2", "1", "1", "1", "cpu"),
         integrity=S.Integrity(""))

@@ -98,3 +98,78 @@ def test_check_rejects_garbage(cli, tmp_path):
     (tmp_path / "c.json").write_text("{}")
     res = cli("check", tmp_path / "c.json")
     assert res.returncode == 2 and "not a pacverify certificate" in res.stderr
+
+
+def test_dry_run_prints_each_stage_estimate_and_writes_nothing(cli, teacher_file, tmp_path):
+    out = tmp_path / "out"
+    res = cli("certify", teacher_file, "--synthetic", "gaussians", *TINY_ARGS, "--out", out, "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("ball mode: s = ") and "memory about" in lines[0]
+    estimated = {line.split()[0]: line for line in lines if line.startswith("  ")}
+    assert set(estimated) == {"label", "distill", "verify", "radius", "rho", "teacher_check", "coverage", "total"}
+    assert "at most 30 epochs" in estimated["distill"]  # the run's own epoch budget
+    assert lines[-1] == "dry run: nothing was written" and not out.exists()
+
+
+def test_plan_estimates_every_stage_from_probes_and_refuses_what_cannot_fit(teacher_file):
+    from pacverify.errors import InputError
+    from pacverify.pipeline.run import plan
+
+    the_plan = plan(teacher_file, delta=0.05, eps=0.5, eta=0.1, synthetic="gaussians", epochs=30)
+    assert the_plan.samples == the_plan.samples_required and the_plan.dim == 2 and the_plan.n_classes == 2
+    assert all(e.seconds > 0 and e.basis for e in the_plan.stages)
+    assert the_plan.seconds == pytest.approx(sum(e.seconds for e in the_plan.stages))
+    with pytest.raises(InputError, match="GiB"):  # 10^12 points of dimension 2 cannot fit in any memory here
+        plan(teacher_file, delta=0.05, eps=0.5, eta=0.1, synthetic="gaussians", samples=10**12)
+
+
+def test_every_long_stage_reports_its_progress(teacher_file, tmp_path):
+    from pacverify.pipeline.run import certify
+
+    ticks: list[tuple[str, int, int]] = []
+    certify(teacher_file, out=tmp_path / "out", delta=0.05, eps=0.5, eta=0.1, synthetic="gaussians", epochs=30,
+            timeout=1, ticker=lambda part, done, total: ticks.append((part, done, total)))
+    last = {part: (done, total) for part, done, total in ticks}
+    # every part ends complete (what the bars and log lines show: test_cli_verify's progress tests)
+    assert {"label", "radius: search", "teacher attack at 3δ", "coverage"} <= set(last)
+    assert all(done == total > 0 for done, total in last.values())
+    for part in last:
+        counts = [done for p, done, _ in ticks if p == part]
+        assert counts == sorted(counts)
+
+
+def test_labels_give_verified_robust_accuracy_that_check_rederives(cli, teacher_file, tmp_path):
+    from pacverify.certificate.io import load_certificate
+    from pacverify.certificate.schema import PointStatus
+    from pacverify.data import synthetic
+
+    rows = synthetic("gaussians", seed=3).draw(3000).astype(np.float32)
+    truth = (rows.sum(1) < 0).astype(np.int64)  # a labelling the teacher does not follow exactly
+    truth[::7] = 1 - truth[::7]
+    np.save(tmp_path / "x.npy", rows)
+    np.save(tmp_path / "y.npy", truth)
+    out = tmp_path / "out"
+    res = cli("certify", teacher_file, "--data", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", *TINY_ARGS,
+              "--out", out)
+    assert res.returncode in (0, 1), res.stderr
+    cert = load_certificate(out / "certificate.json")
+    acc, arrays = cert.record.accuracy, cert.arrays
+    assert acc is not None and acc.statement in res.stdout
+    true_label = arrays["true_label"]
+    assert acc.points == len(true_label) == cert.record.pac.samples
+    verified = arrays["status"] == PointStatus.VERIFIED
+    assert acc.verified_robust_3delta == pytest.approx(np.mean(verified & (arrays["teacher_label"] == true_label)))
+    assert acc.teacher_clean == pytest.approx(np.mean(arrays["teacher_label"] == true_label)) and acc.teacher_clean < 1
+    assert acc.verified_robust_3delta <= acc.verified_robust_delta <= acc.student_clean
+    assert cert.record.files.labels is not None
+    res = cli("check", out / "certificate.json", "--teacher", teacher_file, "--data", tmp_path / "x.npy")
+    assert res.returncode == 0 and res.stdout.startswith("CONFIRMED"), res.stdout + res.stderr
+    forged = truth.copy()
+    forged[:50] = 1 - forged[:50]
+    np.save(tmp_path / "y.npy", forged)
+    res = cli("check", out / "certificate.json", "--teacher", teacher_file, "--data", tmp_path / "x.npy")
+    assert res.returncode != 0 and "labels file" in res.stdout + res.stderr
+    res = cli("certify", teacher_file, "--synthetic", "gaussians", "--labels", tmp_path / "y.npy", *TINY_ARGS,
+              "--out", tmp_path / "o2")
+    assert res.returncode == 2 and "--labels" in res.stderr and not (tmp_path / "o2").exists()

@@ -256,20 +256,37 @@ def test_threads_default_to_one_the_environment_and_the_flag_override(model, poi
         torch.set_num_threads(before)
 
 
-def test_progress_bars_show_each_part_on_a_terminal(monkeypatch, capsys):
-    import pacverify.cli.verify as cli_verify
+def test_progress_bars_show_each_part_on_a_terminal():
+    import io
 
-    monkeypatch.setattr(cli_verify, "BAR_DELAY", 0.0)
-    bars = cli_verify.ProgressBars()
-    bars.enabled = True
+    from pacverify.progress import ProgressReporter
+
+    stream = io.StringIO()
+    bars = ProgressReporter(stream, tty=True, delay=0.0)
     for done in (0, 5, 10):
         bars.update("bounds", done, 10)
     bars.update("attack", 3, 3)
     bars.close()
-    err = capsys.readouterr().err
+    err = stream.getvalue()
     assert "bounds" in err and "/10" in err and "attack" in err and "/3" in err
-    off = cli_verify.ProgressBars()
-    off.enabled = False
-    off.update("bounds", 1, 2)
-    off.close()
-    assert capsys.readouterr().err == ""
+
+
+def test_progress_in_a_log_is_a_line_per_tenth_with_eta_and_quick_parts_stay_silent():
+    import io
+
+    from pacverify.progress import ProgressReporter
+
+    stream = io.StringIO()
+    log = ProgressReporter(stream, tty=False, delay=0.0)
+    for done in range(0, 101):
+        log.update("label", done, 100)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[label] 1% (1/100)") and "left" in lines[0]
+    assert [line.split()[1] for line in lines[1:-1]] == [f"{10 * k}%" for k in range(1, 10)]
+    assert lines[-1].startswith("[label] done: 100 in")
+    quiet_stream = io.StringIO()
+    quick = ProgressReporter(quiet_stream, tty=False)  # the default delay: a part that ends at once prints nothing
+    for done in range(0, 11):
+        quick.update("bounds", done, 10)
+    quick.close()
+    assert quiet_stream.getvalue() == ""

@@ -22,7 +22,7 @@ from typing import Any, Union
 from pacverify.errors import InputError
 from pacverify.fileio import to_jsonable
 
-SCHEMA = "pacverify.certificate/4"
+SCHEMA = "pacverify.certificate/5"
 
 
 class Verdict(enum.Enum):
@@ -113,6 +113,7 @@ class Files:
     student_pt: FileRef
     data: DataSource
     points: FileRef
+    labels: FileRef | None  # ``certify --labels``: the true classes of the data file's rows
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,22 @@ class Integrity:
 
 
 @dataclass(frozen=True)
+class Accuracy:
+    """``certify --labels``: per-point facts about the student on the labelled sample points, proven by the bounds
+    (no probability). ``verified_robust_3delta``: the fraction of the ``points`` sample points at which the student
+    is proven to keep the true class on the whole 3δ-ball (status verified and the teacher's class is the true one);
+    ``verified_robust_delta``: the same on the δ-ball (certified radius ≥ δ). Only κ-confident points were bounded:
+    the others count as not verified. ``statement`` says so in words."""
+
+    points: int
+    teacher_clean: float
+    student_clean: float
+    verified_robust_3delta: float
+    verified_robust_delta: float
+    statement: str
+
+
+@dataclass(frozen=True)
 class CertificateBody:
     """Everything in ``certificate.json``. ``timings`` maps stage names to seconds, plus ``created`` (ISO time)
     and ``verify_points_per_second``; it is excluded when two runs are compared for reproducibility."""
@@ -306,6 +323,7 @@ class CertificateBody:
     teacher_check: TeacherCheck
     coverage: Coverage
     global_check: GlobalCheck | None
+    accuracy: Accuracy | None
     timings: dict[str, float | str | None]
     environment: Environment
     integrity: Integrity

@@ -206,3 +206,15 @@ def global_sentence(verdict: str, proven_fraction: float, radius: float, kappa: 
                 "at the sample points are unaffected.")
     return (f"Global 3δ-robustness of the student on {where} was proven on {proven_fraction:.1%} of its volume within "
             f"{timeout:g} s: not established.")
+
+
+def accuracy_sentence(section: dict, delta: float, norm: str) -> str:
+    """What ``certify --labels`` established: per-point facts about the student on the labelled sample, proven by
+    the bounds (no probability, no assumption)."""
+    n = section["points"]
+    return (f"On the {n} labelled sample points the teacher's clean accuracy is {section['teacher_clean']:.4f} and the "
+            f"student's {section['student_clean']:.4f}. The student is proven to keep the true class on the whole "
+            f"{_norm_name(norm)} ball of radius 3δ = {3 * delta:g} at a fraction {section['verified_robust_3delta']:.4f} "
+            f"of them, and of radius δ = {delta:g} at {section['verified_robust_delta']:.4f} (verified robust "
+            "accuracy). Only the κ-confident points were bounded; the others count as not verified. These are facts "
+            "about the student at these points, not probabilities.")

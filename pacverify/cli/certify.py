@@ -38,6 +38,8 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
         source.add_argument("--data", help="array file of i.i.d. rows from D_X (.npy, .npz, .csv, .pt)")
         source.add_argument("--sampler", help="MODULE:FUNCTION with signature f(n, rng) -> array of n i.i.d. rows")
         source.add_argument("--synthetic", help="built-in distribution: gaussians or gaussians:M")
+        p.add_argument("--labels", help="with --data: the true class of each data row (.npy/.npz/.csv/.pt); the "
+                                        "certificate then records verified robust accuracy on the labelled sample")
         p.add_argument("--arch", help="MODULE:FACTORY building the teacher's architecture (state-dict teachers)")
         p.add_argument("--trust-pickle", action="store_true",
                        help="allow a fully pickled teacher module (runs code from the file: only for files you trust)")
@@ -96,6 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="pacverify-out",
                    help="output directory (default ./pacverify-out); a rerun reuses its trained student")
     p.add_argument("--no-cache", action="store_true", help="retrain the student instead of reusing the cached one")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (sample size, memory, each stage's estimated time from short timed probes) "
+                        "and stop; nothing is written")
     add_threads_option(p)
     p.set_defaults(func=run)
 
@@ -108,7 +113,7 @@ def settings_from(args: argparse.Namespace) -> dict:
                 attack_steps=args.attack_steps, attack_restarts=args.attack_restarts,
                 attack_bisection=args.attack_bisection, global_check=args.global_check,
                 global_timeout=args.global_timeout,
-                **{k: getattr(args, k) for k in ("guarantee", "bound", "oracle", "holdout", "outputs")
+                **{k: getattr(args, k) for k in ("guarantee", "bound", "oracle", "holdout", "outputs", "labels")
                    if hasattr(args, k)})
 
 
@@ -139,11 +144,33 @@ def summarise(cert: Certificate, out_dir) -> str:
     lines += ["", st.coverage]
     if record.global_check is not None:
         lines += ["", record.global_check.statement]
+    if record.accuracy is not None:
+        lines += ["", record.accuracy.statement]
     lines += [f"warning: {w}" for w in record.warnings]
     lines += ["", f"points: {record.pac.samples} drawn, {ver.required} κ-confident: {ver.verified} verified, "
-                  f"{ver.falsified} falsified, {ver.unknown} unknown, {ver.disagree} disagree",
+                  f"{ver.falsified} falsified, {ver.unknown} unknown, {ver.disagree} disagree (student ≠ teacher)",
+              teacher_attack_line(cert),
               f"certificate: {os.path.join(out_dir, 'certificate.json')}   report: {os.path.join(out_dir, 'report.html')}"]
     return "\n".join(lines)
+
+
+def teacher_attack_line(cert: Certificate) -> str:
+    """How many κ-confident sample points the teacher attack refuted within 3δ (and 3·δ_T), and how many of those
+    the student was proven 3δ-robust at: there the transfer from student to teacher visibly fails."""
+    import numpy as np
+
+    from pacverify.certificate.schema import PointStatus
+
+    tc = cert.record.teacher_check  # type: ignore[union-attr]  # ball mode only
+    text = f"teacher attack: counterexamples within 3δ at {tc.counterexamples_delta} of {tc.checked} points"
+    index = cert.arrays.get("teacher_cex_delta_index")
+    status = cert.arrays.get("status")
+    if index is not None and status is not None and len(index):
+        proven = int(np.sum(np.asarray(status)[np.asarray(index, dtype=np.int64)] == PointStatus.VERIFIED))
+        text += f" ({proven} of them proven 3δ-robust for the student: the transfer fails there)"
+    if tc.radius_delta_T > 0:
+        text += f", within 3·δ_T at {tc.counterexamples_delta_T}"
+    return text
 
 
 def summarise_mass(record, out_dir) -> str:
@@ -191,9 +218,16 @@ def finish(cert, args: argparse.Namespace, out_dir) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pacverify.pipeline.run import certify  # torch and the whole pipeline: only once the arguments parsed
+    from pacverify.pipeline.run import certify, plan  # torch and the whole pipeline: only once the arguments parsed
 
     apply_threads(args.threads)
+    if args.dry_run:
+        the_plan = plan(args.teacher, delta=args.delta, eps=args.eps, eta=args.eta, data=args.data,
+                        sampler=args.sampler, synthetic=args.synthetic, arch=args.arch, trust_pickle=args.trust_pickle,
+                        **settings_from(args))
+        print("\n".join(the_plan.lines()))
+        print("dry run: nothing was written")
+        return 0
 
     cert = certify(args.teacher, out=args.out, progress=progress_printer(args.quiet), show_bars=not args.quiet,
                    cache=not args.no_cache,

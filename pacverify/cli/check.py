@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="the data file the sample was drawn from (when not in the certificate's directory)")
     p.add_argument("--sampler", metavar="MODULE:FUNCTION",
                    help="your sampler, to re-derive a sampler-drawn sample (imports and runs your code)")
+    p.add_argument("--labels", help="the labels file of a certify --labels run (when not where the certificate "
+                                    "records it)")
     p.add_argument("--timeout", type=float, help="seconds of branch and bound per point (default: twice the recorded)")
     p.add_argument("--arch", help="MODULE:FACTORY building a state-dict teacher's architecture (imports your code; "
                                   "never taken from the certificate)")
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
 
     result = check_certificate(args.certificate, teacher=args.teacher, data=args.data, sampler=args.sampler,
-                               timeout=args.timeout, arch=args.arch, trust_pickle=args.trust_pickle)
+                               timeout=args.timeout, arch=args.arch, trust_pickle=args.trust_pickle,
+                               labels=args.labels)
     said = result.verdict.value
     if result.outcome is Outcome.CONFIRMED:
         print(f"CONFIRMED: {said}")

@@ -3,7 +3,6 @@ a domain box (``--global``) (DESIGN.md §4)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,11 @@ from pacverify.cli.options import (
     apply_threads,
     global_domain,
 )
-from pacverify.data import check_points
+from pacverify.data import check_labels, check_points
 from pacverify.errors import InputError
 from pacverify.fileio import atomic_write_text, dumps_json
 from pacverify.names import BACKEND_ALIASES, BACKENDS, BOUND_METHOD_NAMES
+from pacverify.progress import ProgressReporter
 from pacverify.validation import (
     NORMS,
     check_kappa,
@@ -35,7 +35,6 @@ from pacverify.validation import (
 HELP = ("prove (or refute) robustness of an ONNX ReLU network at points, over a whole domain (--global), or answer "
         "a VNN-LIB property")
 DEVICES = ("cpu", "cuda")
-BAR_DELAY = 2.0   # seconds a part runs before its progress bar appears
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,15 +82,6 @@ def _load_npy(path: str, what: str) -> np.ndarray:
         raise InputError(f"cannot read {what} file {path!r} as a .npy array: {exc}") from None
 
 
-def _check_labels(labels: np.ndarray, path: str) -> np.ndarray:
-    """Class indices: integers (a float array of whole numbers is accepted); complex or text is refused."""
-    if labels.dtype.kind not in "biuf":
-        raise InputError(f"labels file {path}: labels must be integer class indices, got dtype {labels.dtype}")
-    if labels.dtype.kind == "f" and not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
-        raise InputError(f"labels file {path}: labels must be integer class indices, got non-integral values")
-    return labels
-
-
 def run(args: argparse.Namespace) -> int:
     from pacverify.verify import api
 
@@ -109,19 +99,21 @@ def run(args: argparse.Namespace) -> int:
     if args.radius is None or args.norm is None:
         raise InputError("--points needs --radius R (or max) and --norm 2|inf")
     points = check_points(_load_npy(args.points, "points"), name=f"points file {args.points}")
-    labels = None if args.labels is None else _check_labels(_load_npy(args.labels, "labels"), args.labels)
+    labels = None if args.labels is None else check_labels(_load_npy(args.labels, "labels"),
+                                                           name=f"labels file {args.labels}")
     common = dict(labels=labels, method=args.method or "crown", complete=args.complete, timeout=args.timeout,
                   domain=parse_domain(args.domain), attack=not args.no_attack, seed=args.seed, device=args.device,
                   backend=args.backend)
-    if args.radius.strip().lower() == "max":
-        result = api.certified_radius(args.model, points, args.norm, cap=args.cap, tol=args.tol, **common)
-    else:
-        bars = ProgressBars()
-        try:
+    bars = ProgressReporter()
+    try:
+        if args.radius.strip().lower() == "max":
+            result = api.certified_radius(args.model, points, args.norm, cap=args.cap, tol=args.tol, progress=bars,
+                                          **common)
+        else:
             result = api.verify_points(args.model, points, check_radius(args.radius, "radius"), args.norm,
-                                       progress=bars.update, **common)
-        finally:
-            bars.close()
+                                       progress=bars, **common)
+    finally:
+        bars.close()
     summary = result.summary()
     if labels is not None:
         summary.update(labelled_accuracy(api.load(args.model), points, labels, summary["verified"]))
@@ -131,30 +123,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-
-class ProgressBars:
-    """One tqdm bar per part of ``verify_points`` ("bounds", "attack", "search") on stderr, shown on a terminal only and
-    only once a part has run for :data:`BAR_DELAY` seconds (points/s and the ETA come with tqdm's bar)."""
-
-    def __init__(self) -> None:
-        self.bars: dict = {}
-        self.enabled = sys.stderr.isatty()
-
-    def update(self, part: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        bar = self.bars.get(part)
-        if bar is None:
-            bar = self.bars[part] = tqdm(total=total, desc=part, unit="pt", file=sys.stderr, leave=False,
-                                         delay=BAR_DELAY)
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()
 
 def labelled_accuracy(net, points: np.ndarray, labels: np.ndarray, verified: int) -> dict:
     """With true labels: the clean accuracy (the network's class equals the label) and the verified robust accuracy

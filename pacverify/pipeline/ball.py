@@ -28,7 +28,9 @@ from pacverify.certificate.statements import (
     weak_evidence_flags,
 )
 from pacverify.data import count_duplicates
+from pacverify.fileio import sha256_file
 from pacverify.pipeline.stages import (
+    ACCURACY,
     COVERAGE,
     DISTILL,
     EXPORT,
@@ -44,7 +46,8 @@ from pacverify.pipeline.stages import (
     Setup,
 )
 
-BALL_MODE = (SAMPLE, LABEL, FRESH, DISTILL, EXPORT, VERIFY, RADIUS, RELAX, TEACHER_CHECK, COVERAGE, GRID, GLOBAL)
+BALL_MODE = (SAMPLE, LABEL, FRESH, DISTILL, EXPORT, VERIFY, RADIUS, RELAX, TEACHER_CHECK, COVERAGE, GRID, GLOBAL,
+             ACCURACY)
 
 SCOPE = ("The statements are conditional on the assumptions; the formal proof covers the student only. "
          "Nothing is claimed at points where the teacher is not κ-confident.")
@@ -106,7 +109,9 @@ def assemble(setup: Setup, results: dict[str, Any],
             student_onnx=S.FileRef("student.onnx", exported.onnx_sha256),
             student_pt=S.FileRef("student.pt", exported.student_pt_sha256),
             data=S.DataSource(**setup.source, duplicates=count_duplicates(results["sample"].points)),
-            points=S.FileRef("points.npz", None)),
+            points=S.FileRef("points.npz", None),
+            labels=None if cfg.labels is None else S.FileRef(_recorded_path(Path(cfg.labels), setup.out_dir),
+                                                             sha256_file(cfg.labels))),
         warnings=weak_evidence_flags(markers, coverage),
         settings=S.Settings(
             seed=cfg.seed, arch=cfg.arch, trust_pickle=cfg.trust_pickle, student=cfg.student, method=cfg.method,
@@ -146,6 +151,7 @@ def assemble(setup: Setup, results: dict[str, Any],
                                      note=TEACHER_CHECK_NOTE),
         coverage=S.Coverage(**coverage),
         global_check=None if results["global"].section is None else S.GlobalCheck(**results["global"].section),
+        accuracy=None if results["accuracy"].section is None else S.Accuracy(**results["accuracy"].section),
         timings={**timings, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "verify_points_per_second": (idx.size / verify_time) if verify_time > 0 else None},
         environment=S.Environment(**environment(str(setup.device))),
@@ -192,4 +198,6 @@ def _arrays(setup: Setup, results: dict[str, Any], idx: np.ndarray, status: np.n
     out.update(results["grid"].arrays)
     if len(results["global"].pair):
         out["global_pair"] = results["global"].pair
+    if len(results["accuracy"].true_label):
+        out["true_label"] = results["accuracy"].true_label
     return out

@@ -98,13 +98,14 @@ class _Log:
 def check_certificate(path: str | os.PathLike, *, teacher: str | os.PathLike | None = None,
                       data: str | os.PathLike | None = None, sampler: str | None = None,
                       timeout: float | None = None, arch: str | None = None,
-                      trust_pickle: bool = False) -> CheckResult:
+                      trust_pickle: bool = False, labels: str | os.PathLike | None = None) -> CheckResult:
     """Re-check the certificate at ``path`` (``certificate.json`` or its directory); see the module docstring.
 
     ``teacher`` / ``data``: files named by the user (they may lie anywhere). ``sampler``: the user's
     ``module:function`` to re-derive a sampler-drawn sample (imports the user's code). ``arch`` /
     ``trust_pickle``: the user's consent to import a teacher architecture or unpickle a teacher file.
-    ``timeout``: seconds of branch and bound per point (default: twice the recorded). Raises
+    ``timeout``: seconds of branch and bound per point (default: twice the recorded). ``labels``: the labels file
+    of a ``certify --labels`` run when it is not where the certificate records it. Raises
     :class:`InputError` only for a file that is not a readable certificate or a bad argument; every
     other defect is in the result.
     """
@@ -121,8 +122,11 @@ def check_certificate(path: str | os.PathLike, *, teacher: str | os.PathLike | N
         return CheckResult(cert, Outcome.REJECTED, log.problems, log.unchecked, log.notes)
     _check_sample_size(cert, log)
     try:
-        rederive = _rederive_mass if isinstance(record, MassCertificateBody) else _rederive
-        expected, refuted = rederive(cert, files, data, sampler, timeout, arch, trust_pickle, log)
+        expected: CertificateBody | MassCertificateBody | None
+        if isinstance(record, MassCertificateBody):
+            expected, refuted = _rederive_mass(cert, files, data, sampler, timeout, arch, trust_pickle, log)
+        else:
+            expected, refuted = _rederive(cert, files, data, sampler, timeout, arch, trust_pickle, log, labels)
     except InputError as exc:
         log.problems.append(f"the certificate's evidence could not be rechecked: {exc}")
         expected, refuted = None, False
@@ -296,10 +300,12 @@ def _rederived_sample(cert: Certificate, cfg: CertifySettings, data, sampler_spe
 
 
 def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arch, trust_pickle,
-              log: _Log) -> tuple[CertificateBody | None, bool]:
+              log: _Log, labels_file: str | os.PathLike | None = None) -> tuple[CertificateBody | None, bool]:
     record, arrays = cert.record, cert.arrays
     assert cert.directory is not None and isinstance(record, CertificateBody)
-    cfg = _settings(record, None if data is None else str(data), sampler_spec, arch, trust_pickle).validated()
+    labels_path = _labels_file(cert, labels_file, log)
+    cfg = _settings(record, None if data is None else str(data), sampler_spec, arch, trust_pickle)
+    cfg = dataclasses.replace(cfg, labels=None if labels_path is None else str(labels_path)).validated()
     points = arrays["points"]
     input_shape = tuple(points.shape[1:])
     sampler, matches = _rederived_sample(cert, cfg, data, sampler_spec, log)
@@ -340,8 +346,11 @@ def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arc
     distill = _distill_summary(setup, record, sample, fresh)
     results = {"sample": sample, "label": labels, "export": exported, "verify": proof, "radius": radii,
                "rho": relaxation, "teacher_check": attacks, "coverage": coverage, "distill": distill,
-               "grid": st.DecisionGrid({}), "global": _recheck_global(setup, exported, record, arrays, log)}
+               "grid": st.DecisionGrid({}), "global": _recheck_global(setup, exported, record, arrays, log),
+               "accuracy": _recheck_accuracy(setup, labels, exported, proof, radii, record, arrays, log)}
     expected, _ = assemble(setup, results, record.timings)
+    if record.files.labels is not None and labels_path is None:  # what could not be re-derived is not compared
+        expected = dataclasses.replace(expected, files=dataclasses.replace(expected.files, labels=record.files.labels))
     if sampler is None:  # the fresh draws could not be made: the fresh-point attack counts are not compared
         expected = dataclasses.replace(expected, teacher_check=dataclasses.replace(
             expected.teacher_check, fresh_points=record.teacher_check.fresh_points,
@@ -350,6 +359,39 @@ def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arc
     log.notes.append("the distillation's training facts (epochs run, early stop, notes) are taken from the "
                      "certificate: they describe the training run, not a claim")
     return expected, refuted
+
+
+def _labels_file(cert: Certificate, given: str | os.PathLike | None, log: _Log) -> Path | None:
+    """The labels file of a ``certify --labels`` run, its sha256 checked: the user's ``--labels`` or the recorded
+    path (relative to the certificate's directory when inside it); None (and an unchecked claim) when absent."""
+    ref = cert.record.files.labels  # type: ignore[union-attr]
+    if ref is None:
+        return None
+    assert cert.directory is not None and ref.path is not None
+    path = Path(given) if given is not None else (cert.directory / ref.path)
+    if not path.is_file():
+        log.unchecked.append(f"the verified robust accuracy was not re-derived: the labels file {ref.path!r} was not "
+                             "found (pass --labels FILE)")
+        return None
+    if sha256_file(path) != ref.sha256:
+        log.problems.append(f"the labels file {path} does not match the recorded sha256")
+        return None
+    return path
+
+
+def _recheck_accuracy(setup: st.Setup, labels: st.Labels, exported: st.Exported, proof: st.StudentProof,
+                      radii: st.Radii, record: CertificateBody, arrays: dict, log: _Log) -> st.LabelledAccuracy:
+    """The ``accuracy`` claim recomputed from the labels file and the re-derived proofs; the recorded one (left
+    unchecked) when the labels or the sample's rows are not available."""
+    if record.accuracy is None:
+        return st.LabelledAccuracy(None, np.zeros(0, np.int64))
+    if setup.cfg.labels is None or setup.sampler is None:
+        if setup.sampler is None and setup.cfg.labels is not None:
+            log.unchecked.append("the verified robust accuracy was not re-derived: the sample's rows are unknown "
+                                 "without the data file")
+        return st.LabelledAccuracy(dataclasses.asdict(record.accuracy),
+                                   np.asarray(arrays.get("true_label", np.zeros(0)), dtype=np.int64))
+    return st.labelled_accuracy(setup, labels, exported, proof, radii)
 
 
 def _recheck_global(setup: st.Setup, exported: st.Exported, record: CertificateBody, arrays: dict,

@@ -59,6 +59,7 @@ from pacverify.pipeline.stages import (
     _student_network,
     teacher_confidence,
 )
+from pacverify.progress import counter, prefixed
 
 DEFAULT_HOLDOUT = 3000
 SCOPE = ("The statement is about probability mass, not about balls: it bounds how much of D_X is κ-confident and "
@@ -88,7 +89,8 @@ def teacher_lower(setup: Setup, sample: Sample, labels: Labels) -> Lower:
     start = time.perf_counter()
     lower = teacher_lower_radii(setup.teacher_network, sample.flat, labels.label, cfg.norm,
                                 cap=float(cfg.radius_cap or 2 * cfg.delta), tol=float(cfg.radius_tol or cfg.delta / 32),
-                                method=cfg.verify_method, domain=cfg.domain, seed=cfg.seed)
+                                method=cfg.verify_method, domain=cfg.domain, seed=cfg.seed,
+                                progress=counter(setup.ticker, "lower radii (teacher)"))
     empty = np.zeros(0)
     return Lower(np.asarray(lower, dtype=np.float64), empty, empty, time.perf_counter() - start)
 
@@ -108,7 +110,7 @@ def student_lower(setup: Setup, sample: Sample, labels: Labels, exported: Export
     result = certified_radius(_student_network(setup), sample.flat, cfg.norm, labels=labels.label,
                               method=cfg.verify_method, cap=float(cfg.radius_cap or 2 * cfg.delta),
                               tol=float(cfg.radius_tol or cfg.delta / 32), domain=cfg.domain, seed=cfg.seed,
-                              attack=False)
+                              attack=False, progress=prefixed(setup.ticker, "lower radii (student)"))
     radius = np.asarray(result.radius, dtype=np.float64)
     radius[exported.student_label != labels.label] = 0.0
     student = load_student(setup.out_dir / "student.pt")
@@ -153,7 +155,7 @@ def teacher_upper(setup: Setup, sample: Sample, labels: Labels) -> Upper:
     upper, cex = attack_radii(_teacher_model(setup), sample.flat, labels.label, cfg.norm,
                               hi=float(cfg.radius_cap or 2 * cfg.delta), steps=cfg.pgd_steps,
                               restarts=cfg.pgd_restarts, bisection=cfg.attack_bisection, domain=cfg.domain,
-                              seed=cfg.seed)
+                              seed=cfg.seed, progress=counter(setup.ticker, "upper radii: attack rounds"))
     return Upper(np.asarray(upper, dtype=np.float64), np.asarray(cex, dtype=np.float64), time.perf_counter() - start)
 
 
@@ -193,7 +195,7 @@ def held_out(setup: Setup, labels: Labels, lower: Lower) -> HeldOut:
         why = "holdout = 0" if cfg.holdout == 0 else "the data file has no rows to spare beyond the sample"
         return HeldOut(np.zeros(0), np.zeros(0, bool), radius, f"not run: {why}")
     points = setup.sampler.fresh(n, after=setup.samples)
-    conf = teacher_confidence(setup, points)
+    conf = teacher_confidence(setup, points, progress=counter(setup.ticker, "held-out: labelling"))
     found = np.zeros(n, bool)
     idx = np.nonzero(conf >= cfg.kappa)[0]
     if idx.size and 0 < radius < np.inf:

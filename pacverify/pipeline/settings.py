@@ -8,9 +8,10 @@ allowed values and the bad value. The Python API and the CLI both go through it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from pacverify.data import Sampler
+from pacverify.data import ArraySampler, Sampler
 from pacverify.errors import InputError
 from pacverify.fileio import sha256_file
 from pacverify.names import BOUND_METHOD_NAMES, BOUNDS, DEVICES, DISTILL_METHODS, GUARANTEES, ORACLES, OUTPUT_KINDS
@@ -62,6 +63,8 @@ class CertifySettings:
     ``attack_bisection`` radii tried per point by the teacher attack's upper-bound search. In mass mode the radius
     search defaults to cap 2δ and tol δ/32. ``global_check`` (ball mode, needs ``domain``): prove the student
     globally 3δ-robust at its κ-confident points over the whole domain, within ``global_timeout`` seconds.
+    ``labels``: a file of the true classes of the data's rows (ball mode, with ``data`` or an array sampler): the
+    certificate then records verified robust accuracy on the labelled sample points.
     ``outputs``: what the teacher returns — "logits", "probabilities" (softmax inside the model) or "costs" (the
     smallest wins, as ACAS Xu's advisories) — converted once to logits (:func:`pacverify.models.as_logits`).
     """
@@ -107,6 +110,7 @@ class CertifySettings:
     global_check: bool = False
     global_timeout: float = 60.0
     outputs: str = "logits"
+    labels: str | None = None
 
     def validated(self) -> CertifySettings:
         """A canonical copy with every field checked; InputError on the first bad one."""
@@ -144,6 +148,14 @@ class CertifySettings:
             raise InputError(f"allow_duplicates must be true or false, got {self.allow_duplicates!r}")
         guarantee = check_choice(self.guarantee, GUARANTEES, "guarantee")
         mass = guarantee == "mass"
+        if self.labels is not None:
+            if mass:
+                raise InputError("--labels (verified robust accuracy on the labelled sample) applies to ball mode; "
+                                 "in mass mode, run pacverify verify --points X --labels Y on the student")
+            if self.data is None and not isinstance(self.sampler, ArraySampler):
+                raise InputError("--labels gives the true classes of the data file's rows: use it with --data FILE")
+            if not Path(str(self.labels)).is_file():
+                raise InputError(f"labels file {self.labels} does not exist")
         bound = check_choice(self.bound if self.bound is not None else "tight" if mass else "thm38", BOUNDS, "bound")
         cap = self.radius_cap if self.radius_cap is not None else (2 * delta if mass else 6 * delta)
         tol = self.radius_tol if self.radius_tol is not None else (delta / 32 if mass else 3 * delta / 64)

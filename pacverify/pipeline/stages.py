@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from pacverify.fileio import atomic_write_bytes, sha256_arrays, sha256_file
 from pacverify.models import load_student, teacher_logits
 from pacverify.pipeline.runner import Stage
 from pacverify.pipeline.settings import CertifySettings
+from pacverify.progress import Ticker, counter, prefixed
 from pacverify.verify.result import PointVerdict
 
 
@@ -51,6 +53,7 @@ class Setup:
     oracle: str = ""                 # mass mode: the oracle that runs ("teacher" or "student")
     oracle_reason: str = ""          # mass mode: why that oracle
     teacher_network: Any = None      # mass mode, teacher oracle: the verifier's Network of the teacher
+    ticker: Ticker | None = None     # progress of the long parts (:mod:`pacverify.progress`); None: silent
 
 
 # --- sample ------------------------------------------------------------------------------------------------------
@@ -88,7 +91,8 @@ class Labels:
 
 def label_sample(setup: Setup, sample: Sample) -> Labels:
     """The teacher's class and confidence at every sample point (float64 softmax of its logits)."""
-    logits = teacher_logits(setup.teacher, sample.points, device=setup.device)
+    logits = teacher_logits(setup.teacher, sample.points, device=setup.device,
+                            progress=counter(setup.ticker, "label"))
     if not torch.isfinite(logits).all():
         raise InputError("the teacher returned NaN or infinite logits on the sample")
     probs = torch.softmax(logits.double(), dim=1)
@@ -219,7 +223,8 @@ def verify_student(setup: Setup, sample: Sample, labels: Labels, exported: Expor
         return StudentProof(np.zeros(0, np.int8), np.zeros((0, setup.dim)), 0.0)
     result = verify_points(_student_network(setup), sample.flat[idx], 3 * cfg.delta, cfg.norm,
                            labels=labels.label[idx], method=cfg.verify_method, complete=cfg.complete,
-                           timeout=cfg.timeout, domain=cfg.domain, seed=cfg.seed)
+                           timeout=cfg.timeout, domain=cfg.domain, seed=cfg.seed,
+                           progress=prefixed(setup.ticker, "verify"))
     codes = np.array([_POINT_STATUS[v] for v in result.verdicts], dtype=np.int8)
     cex = np.full((idx.size, setup.dim), np.nan)
     for i, x in result.counterexamples.items():
@@ -252,7 +257,8 @@ def certify_radii(setup: Setup, sample: Sample, labels: Labels, exported: Export
     result = certified_radius(_student_network(setup), sample.flat[idx], cfg.norm, labels=labels.label[idx],
                               method=cfg.verify_method, cap=float(cfg.radius_cap or 6 * cfg.delta),
                               tol=float(cfg.radius_tol or 3 * cfg.delta / 64),
-                              domain=cfg.domain, seed=cfg.seed, attack=False)
+                              domain=cfg.domain, seed=cfg.seed, attack=False,
+                              progress=prefixed(setup.ticker, "radius"))
     radius = np.asarray(result.radius, dtype=np.float64)
     return Radii(np.where(proof.verified, np.maximum(radius, 3 * cfg.delta), radius))
 
@@ -348,8 +354,10 @@ def attack_teacher_stage(setup: Setup, sample: Sample, labels: Labels, relaxatio
     checks: dict[str, tuple[TeacherCheck, TeacherCheck]] = {}
     for name, radius in (("delta", 3 * cfg.delta), ("delta_t", 3 * relaxation.delta_t)):
         same = name == "delta_t" and radius == 3 * cfg.delta
+        part = "teacher attack at 3δ" if name == "delta" else "teacher attack at 3·δ_T"
         checks[name] = checks["delta"] if same else (
-            attack_teacher(teacher, centers, claimed, radius, cfg.norm, **kwargs),
+            attack_teacher(teacher, centers, claimed, radius, cfg.norm, progress=counter(setup.ticker, part),
+                           **kwargs),
             attack_fresh(teacher, fresh, centers, claimed, radius, cfg.norm, kappa=cfg.kappa, **kwargs))
     every = [c for pair in checks.values() for c in pair]
     final = {name: merge_checks(pair[0], *every, same=(pair[1],), centers=centers, labels=claimed, norm=cfg.norm,
@@ -401,21 +409,74 @@ def estimate_coverage(setup: Setup) -> CoverageEstimate:
         return CoverageEstimate({"lower": 0.0, "confidence": None, "points": 0, "batch": 0, "declared_covered": None,
                                  "alpha_point": None, "threshold": threshold, "note": f"not estimated: {why}"})
     draws = setup.sampler.fresh(n * (batch + 1), after=after)
-    confident = teacher_confidence(setup, draws[n:]) >= cfg.kappa
+    confident = teacher_confidence(setup, draws[n:], progress=counter(setup.ticker, "coverage")) >= cfg.kappa
     flat = draws.reshape(n * (batch + 1), -1).astype(np.float64)
     centers, refs = flat[:n], flat[n:].reshape(n, batch, -1)
     hits = ball_hits(centers, refs, cfg.delta, cfg.norm, counted=confident.reshape(n, batch))
     return CoverageEstimate(shifted_coverage(hits, batch, cfg.eps, cfg.tv))
 
 
-def teacher_confidence(setup: Setup, points: np.ndarray) -> np.ndarray:
+def teacher_confidence(setup: Setup, points: np.ndarray,
+                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """conf_T(x) = max softmax of the teacher's logits (Def 3.2), float64, for points (N, *input_shape)."""
-    logits = teacher_logits(setup.teacher, points, device=setup.device)
+    logits = teacher_logits(setup.teacher, points, device=setup.device, progress=progress)
     return torch.softmax(logits.double(), dim=1).max(1).values.numpy()
 
 
 COVERAGE = Stage("coverage", estimate_coverage, CoverageEstimate,
                  describe=lambda setup: "estimating the coverage of the statement")
+
+
+# --- verified robust accuracy on labelled points (certify --labels) ---------------------------------------------------
+
+@dataclass(frozen=True)
+class LabelledAccuracy:
+    section: dict | None  # the certificate's ``accuracy`` section (None without labels)
+    true_label: np.ndarray  # (s,) the true class of every sample point (empty without labels)
+
+
+def true_labels(setup: Setup) -> np.ndarray | None:
+    """The true class of every sample point, from ``cfg.labels`` and the rows the sampler draws; None without."""
+    from pacverify.data import ArraySampler, load_labels
+
+    if setup.cfg.labels is None:
+        return None
+    sampler = setup.sampler
+    if not isinstance(sampler, ArraySampler):  # settings refuse this; a bug if reached
+        raise RuntimeError("labels need an array sampler")
+    labels = load_labels(setup.cfg.labels, rows=sampler.rows.shape[0])
+    return labels[sampler.drawn_rows(setup.samples)]
+
+
+def labelled_accuracy(setup: Setup, labels: Labels, exported: Exported, proof: StudentProof,
+                      radii: Radii) -> LabelledAccuracy:
+    """With ``cfg.labels``: clean accuracy of teacher and student on the s sample points, and the student's verified
+    robust accuracy there — the fraction proven (by the bounds at 3δ, or by a certified radius ≥ δ) to keep the
+    true class on the whole ball. Points that are not κ-confident were not bounded and count as not verified."""
+    from pacverify.certificate.statements import accuracy_sentence
+
+    y = true_labels(setup)
+    if y is None:
+        return LabelledAccuracy(None, np.zeros(0, np.int64))
+    cfg, s = setup.cfg, setup.samples
+    if y.size and y.max() >= labels.n_classes:
+        raise InputError(f"labels file {cfg.labels}: class {int(y.max())} on the sample, but the teacher has "
+                         f"{labels.n_classes} classes")
+    idx = labels.required(cfg.kappa)
+    correct = labels.label[idx] == y[idx]
+    robust_3 = int(np.sum((proof.verdict == PointStatus.VERIFIED) & (exported.student_label[idx] == labels.label[idx])
+                          & correct))
+    robust_1 = int(np.sum((radii.radius >= cfg.delta) & (exported.student_label[idx] == labels.label[idx]) & correct))
+    section: dict[str, Any] = dict(points=s, teacher_clean=float(np.mean(labels.label == y)),
+                                   student_clean=float(np.mean(exported.student_label == y)),
+                                   verified_robust_3delta=robust_3 / s, verified_robust_delta=robust_1 / s)
+    section["statement"] = accuracy_sentence(section, cfg.delta, cfg.norm)
+    return LabelledAccuracy(section, y)
+
+
+ACCURACY = Stage("accuracy", labelled_accuracy, LabelledAccuracy, needs=("label", "export", "verify", "radius"),
+                 describe=lambda setup, *_: "verified robust accuracy on the labelled sample"
+                 if setup.cfg.labels is not None else "")
 
 
 # --- the 2-D map -------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ against every claimed ball (:func:`assign_counterexamples`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,7 +198,7 @@ def merge_checks(primary: TeacherCheck, *others: TeacherCheck, centers: np.ndarr
 def attack_teacher(teacher: Attackable, centers: np.ndarray, labels: np.ndarray, radius: float, norm: str, *,
                    n_classes: int, domain: tuple[float, float] | None = None, steps: int = 50, restarts: int = 5,
                    seed: int = 0, batch_size: int = 1024, starts: str = "spread",
-                   random_samples: int = 2000) -> TeacherCheck:
+                   random_samples: int = 2000, progress: Callable[[int, int], None] | None = None) -> TeacherCheck:
     """Search the teacher for a class change in the ``norm``-ball of ``radius`` around each centre (flat, (N, m)).
 
     ``teacher`` maps flat float64 (B, m) points to logits (e.g. a :class:`TeacherModel`); ``labels`` (N,) are
@@ -206,7 +207,7 @@ def attack_teacher(teacher: Attackable, centers: np.ndarray, labels: np.ndarray,
     "box") and ``random_samples`` uniform draws (0: none), in batches of ``batch_size`` balls; then every
     counterexample found is checked against every other ball too (:func:`merge_checks`). Returns confirmed
     counterexamples only (:func:`confirm`). Cost: ≈ steps·restarts forward and backward passes plus
-    random_samples forward passes per ball.
+    random_samples forward passes per ball. ``progress(done, N)`` after each batch of balls.
     """
     starts = check_choice(starts, STARTS, "starts")
     random_samples = int(random_samples)
@@ -234,6 +235,8 @@ def attack_teacher(teacher: Attackable, centers: np.ndarray, labels: np.ndarray,
             new = ok.numpy() & ~found[sl]
             idx = np.arange(sl.start, sl.stop)[new]
             found[idx], cex[idx], cls[idx] = True, x.numpy()[new], k.numpy()[new]
+        if progress is not None:
+            progress(sl.stop, n)
     return merge_checks(result, centers=centers, labels=labels, norm=norm, domain=domain, seed=seed)
 
 

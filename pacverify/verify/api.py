@@ -110,7 +110,8 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
 def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, labels=None,
                      method: str = "crown", cap: float = 1.0, tol: float = 1e-3, complete: bool = False,
                      timeout: float | None = None, domain=None, attack: bool = True, seed: int = 0,
-                     device: str = "cpu", backend: str = "native", search: str = "auto") -> VerificationResult:
+                     device: str = "cpu", backend: str = "native", search: str = "auto",
+                     progress: Callable[[str, int, int], None] | None = None) -> VerificationResult:
     """The largest radius proven at each point in [0, cap], to within ``tol``.
 
     ``search`` (:mod:`pacverify.verify.radius`): "auto" — with the native backend and incomplete bounds, "itp"
@@ -125,6 +126,7 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
     ``radius > 0``; FALSIFIED where the point itself does not have its label (its counterexample is the
     point); UNKNOWN otherwise. With ``attack``, PGD at tol above the smallest radius not proved gives
     ``radius_upper`` (N,): a radius at which a counterexample exists (inf where none was found).
+    ``progress("search", done, total)`` is called as points get their radius.
     """
     start = time.perf_counter()
     net = load(net_or_path, device=device)
@@ -148,10 +150,11 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
                          f"or another backend")
     if search == "bisect":
         lo, hi, stats = _bisect(net, x, prop, misclassified, norm, domain, chosen, method=method, cap=cap, tol=tol,
-                                complete=complete, timeout=timeout, seed=seed)
+                                complete=complete, timeout=timeout, seed=seed, progress=progress)
     else:
         radii = search_radii(net, x.numpy(), y.numpy(), norm, cap=cap, tol=tol, method=method, domain=domain,
-                             seed=seed, search=search)
+                             seed=seed, search=search,
+                             progress=None if progress is None else lambda done, total: progress("search", done, total))
         lo, hi = torch.from_numpy(radii.proven), torch.from_numpy(radii.failed)
         lo[misclassified], hi[misclassified] = 0.0, 0.0
         stats = {"search": search, "cap": cap, "tol": tol, "passes": radii.stats["passes"],
@@ -177,7 +180,8 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
 
 
 def _bisect(net: Network, x: torch.Tensor, prop, misclassified: torch.Tensor, norm: str, domain, chosen, *,
-            method: str, cap: float, tol: float, complete: bool, timeout, seed: int):
+            method: str, cap: float, tol: float, complete: bool, timeout, seed: int,
+            progress: Callable[[str, int, int], None] | None = None):
     """Bisection on r in [0, cap], all points in lock step: (proved, smallest failed, stats)."""
     n = x.shape[0]
     lo = torch.zeros(n, dtype=torch.float64)
@@ -196,6 +200,8 @@ def _bisect(net: Network, x: torch.Tensor, prop, misclassified: torch.Tensor, no
         r = (lo + hi) / 2
         steps += 1
         bounded += int(index.numel())
+        if progress is not None:
+            progress("search", n - int(active.sum()), n)
     return lo, hi, {"search": "bisect", "cap": cap, "tol": tol, "bisection_steps": steps, "passes": steps,
                     "bounded": bounded}
 

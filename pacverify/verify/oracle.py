@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def teacher_network(teacher: torch.nn.Module, teacher_path: Path | str | None, i
 
 def teacher_lower_radii(network: Network, points: np.ndarray, labels: np.ndarray, norm, *, cap: float, tol: float,
                         method: str = "crown", domain=None, seed: int = 0, search: str = "auto",
-                        stats: dict | None = None) -> np.ndarray:
+                        stats: dict | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """``l`` (N,): at each point the largest radius in [0, cap] at which ``method``'s sound bounds PROVE that
     ``network``'s class stays ``labels[i]`` on the whole ``norm``-ball (∩ ``domain``), found to within ``tol``
     (:func:`~pacverify.verify.radius.search_radii`, whose ``search`` this takes).
@@ -155,10 +156,10 @@ def teacher_lower_radii(network: Network, points: np.ndarray, labels: np.ndarray
     ``labels[i]`` (or ties). All points of a pass go to the bound routine in one batched call, on the network's
     device and dtype (use float64 on CPU: the default of :func:`~pacverify.onnx_io.load_network`). When ``stats``
     is a dict it receives ``passes`` (bound calls), ``bounded`` (point-bounds computed), ``proved_at_cap``,
-    ``search`` and ``seconds``.
+    ``search`` and ``seconds``. ``progress(done, N)`` as points get their radius.
     """
     result = search_radii(network, points, labels, norm, cap=cap, tol=tol, method=method, domain=domain, seed=seed,
-                          search=search)
+                          search=search, progress=progress)
     if stats is not None:
         stats.update(result.stats, search=result.search)
     return result.proven
@@ -214,7 +215,8 @@ def _refine_on_segments(model: Attackable, x: torch.Tensor, y: torch.Tensor, cex
 
 def attack_radii(model: Attackable, points: np.ndarray, labels: np.ndarray, norm, *, hi: float,
                  lo: np.ndarray | None = None, steps: int = 20, restarts: int = 1, bisection: int = 6, domain=None,
-                 seed: int = 0, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+                 seed: int = 0, batch: int = 4096,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(u (N,), counterexamples (N, m))``: per point the distance to the closest confirmed counterexample found
     (+inf where none was found within ``hi``) and that counterexample (NaN rows where none).
 
@@ -230,6 +232,7 @@ def attack_radii(model: Attackable, points: np.ndarray, labels: np.ndarray, norm
     classified by the model on exactly that point with a logit above the label's. ``u_i`` is its float64
     distance to x_i, so ``u_i ≥ rob(x_i)``. A point whose own class differs from its label gets ``u_i = 0``
     (the point is its counterexample). Deterministic for a given ``seed``; ``batch`` points per PGD call.
+    ``progress(done, bisection + 1)`` after each round.
     """
     norm = check_norm(norm)
     hi = check_positive(hi, "hi")
@@ -271,10 +274,14 @@ def attack_radii(model: Attackable, points: np.ndarray, labels: np.ndarray, norm
     todo = torch.nonzero(~mis & (a < hi)).reshape(-1)
     run(todo, torch.full((todo.numel(),), hi, dtype=torch.float64), 0)
     for k in range(1, bisection + 1):
+        if progress is not None:
+            progress(k, bisection + 1)
         todo = torch.nonzero(torch.isfinite(upper) & (upper > 0) & (upper - a > 1e-3 * upper)).reshape(-1)
         if todo.numel() == 0:
             break
         run(todo, (a[todo] + upper[todo]) / 2, k)
+    if progress is not None:
+        progress(bisection + 1, bisection + 1)
     return upper.numpy(), cex.numpy()
 
 

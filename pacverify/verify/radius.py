@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,7 +169,8 @@ def choose_search(search: str, method: str) -> str:
 
 
 def search_radii(network: Network, points, labels, norm, *, cap: float, tol: float, method: str = "crown",
-                 domain=None, seed: int = 0, search: str = "auto") -> Radii:
+                 domain=None, seed: int = 0, search: str = "auto",
+                 progress: Callable[[int, int], None] | None = None) -> Radii:
     """At each point, the largest radius in [0, cap] at which ``method``'s sound bounds PROVE that ``network``'s
     class stays ``labels[i]`` on the whole ``norm``-ball (∩ ``domain``), to within ``tol`` (module docstring).
 
@@ -176,7 +178,7 @@ def search_radii(network: Network, points, labels, norm, *, cap: float, tol: flo
     :func:`~pacverify.verify.bounds.crown.crown_radius`'s reading of a CROWN pass at a larger radius), so
     ``proven[i] ≤ rob_N(x_i)``; 0 where the network's class at x_i is not ``labels[i]`` (or ties).
     ``failed[i] − proven[i] ≤ tol`` unless ``proven[i] = cap``. ``seed`` is checked and unused (the searches
-    draw nothing).
+    draw nothing). ``progress(done, total)`` is called as points get their radius.
     """
     start = time.perf_counter()
     norm = check_norm(norm)
@@ -186,7 +188,7 @@ def search_radii(network: Network, points, labels, norm, *, cap: float, tol: flo
     x = _points(points, network.in_features)
     n = x.shape[0]
     y = _labels(labels, n, network.out_features)
-    info: dict = {"passes": 0, "bounded": 0, "proved_at_cap": 0}
+    info: dict = {"passes": 0, "bounded": 0, "proved_at_cap": 0, "points": n, "progress": progress}
     if n == 0:
         proven, failed = np.zeros(0), np.zeros(0)
     else:
@@ -197,6 +199,8 @@ def search_radii(network: Network, points, labels, norm, *, cap: float, tol: flo
             a, b = searcher(network, x, y, norm, cap, tol, method, domain, info)
         proven, failed = a.numpy(), b.numpy()
     info["seconds"] = time.perf_counter() - start
+    for key in ("progress", "finished", "points"):
+        info.pop(key, None)
     return Radii(proven, failed, search, info)
 
 
@@ -248,6 +252,20 @@ def _linear_radius(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, do
     return torch.cat(out_r), torch.cat(out_s)
 
 
+def _finished(info: dict, count: int) -> None:
+    """``count`` more points have their radius: tell ``info["progress"]`` (done, total) when there is one."""
+    info["finished"] = info.get("finished", 0) + int(count)
+    tick = info.get("progress")
+    if tick is not None and count:
+        tick(info["finished"], info["points"])
+
+
+def _narrow(info: dict, active: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``active[keep]``, the points whose bracket is still open; the others are reported finished."""
+    _finished(info, int((~keep).sum()))
+    return active[keep]
+
+
 def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: float, tol: float, method: str,
                 domain, info: dict, first_guess: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The bracket search of the module docstring; ``info`` gets the pass counts."""
@@ -292,7 +310,8 @@ def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: 
     lin_slope = torch.zeros(n, dtype=torch.float64)
     lin_slope[active] = slope
     j = 0
-    active = active[(b[active] - a[active]) > tol]
+    _finished(info, n - active.numel())
+    active = _narrow(info, active, (b[active] - a[active]) > tol)
     while active.numel():
         aa, bb, f_a, f_b, rr = a[active], b[active], fa[active], fb[active], ra[active]
         width = bb - aa
@@ -315,7 +334,7 @@ def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: 
         r = torch.where(tested[active], r, bb)          # proved below an untested cap: try the cap
         bound(active, r)
         info["proved_at_cap"] = int((a >= cap).sum())
-        active = active[(b[active] - a[active]) > tol]
+        active = _narrow(info, active, (b[active] - a[active]) > tol)
         j += 1
     return a, b
 
@@ -395,7 +414,8 @@ def _lines_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap
         bound(active, first.clamp(max=cap))
     rounds = math.ceil(math.log2(cap / tol)) + 2     # then plain bisection (never reached on the benchmarks)
     j = 0
-    active = active[(b[active] - a[active] > tol) & (a[active] < cap)]
+    _finished(info, n - active.numel())
+    active = _narrow(info, active, (b[active] - a[active] > tol) & (a[active] < cap))
     while active.numel():
         aa, bb = a[active], b[active]
         mid = (aa + bb) / 2
@@ -423,7 +443,7 @@ def _lines_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap
         r = torch.where(inside & (j < rounds), aim, mid)
         bound(active, r)
         info["proved_at_cap"] = int((a >= cap).sum())
-        active = active[(b[active] - a[active] > tol) & (a[active] < cap)]
+        active = _narrow(info, active, (b[active] - a[active] > tol) & (a[active] < cap))
         j += 1
     info["proved_at_cap"] = int((a >= cap).sum())
     return a, b
@@ -439,6 +459,7 @@ def _bisect_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, ca
     b = torch.where(g > 0, cap, 0.0).to(torch.float64)
     r = torch.full((n,), cap, dtype=torch.float64)
     active = torch.nonzero(g > 0).reshape(-1)
+    _finished(info, n - active.numel())
     while active.numel():
         info["passes"] += 1
         info["bounded"] += int(active.numel())
@@ -446,7 +467,7 @@ def _bisect_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, ca
                           domain, method, active.numpy())
         ok = f > 0
         a[active[ok]], b[active[~ok]] = r[active[ok]], r[active[~ok]]
-        active = active[(b[active] - a[active]) > tol]
+        active = _narrow(info, active, (b[active] - a[active]) > tol)
         r = (a + b) / 2
     info["proved_at_cap"] = int((a >= cap).sum())
     return a, b
