@@ -132,7 +132,7 @@ def test_every_long_stage_reports_its_progress(teacher_file, tmp_path):
             timeout=1, ticker=lambda part, done, total: ticks.append((part, done, total)))
     last = {part: (done, total) for part, done, total in ticks}
     # every part ends complete (what the bars and log lines show: test_cli_verify's progress tests)
-    assert {"label", "radius: search", "teacher attack at 3δ", "coverage"} <= set(last)
+    assert {"label", "distill: epochs", "radius: search", "rho", "teacher attack at 3δ", "coverage"} <= set(last)
     assert all(done == total > 0 for done, total in last.values())
     for part in last:
         counts = [done for p, done, _ in ticks if p == part]
@@ -173,3 +173,22 @@ def test_labels_give_verified_robust_accuracy_that_check_rederives(cli, teacher_
     res = cli("certify", teacher_file, "--synthetic", "gaussians", "--labels", tmp_path / "y.npy", *TINY_ARGS,
               "--out", tmp_path / "o2")
     assert res.returncode == 2 and "--labels" in res.stderr and not (tmp_path / "o2").exists()
+
+
+def test_student_auto_records_every_try_and_check_confirms(cli, teacher_file, tmp_path):
+    from pacverify.certificate.io import load_certificate
+    from pacverify.pipeline.run import certify
+
+    out = tmp_path / "auto"
+    cert = certify(teacher_file, out=out, delta=0.05, eps=0.5, eta=0.1, synthetic="gaussians", epochs=5, timeout=1,
+                   student="auto", student_budget=30,
+                   distill_options={"target_agreement": 1.0, "target_gc": 0.99999})  # out of reach: the ladder runs
+    d = cert.record.distillation
+    search = d.student_search
+    assert search is not None and search["tries"] and not search["reached"]
+    assert d.student == search["chosen"] == search["tries"][search["best_index"]]["student"]
+    assert cert.record.settings.student == "auto"
+    assert any(w.startswith("student auto: targets") for w in cert.record.warnings)
+    assert load_certificate(out / "certificate.json").record.distillation.student_search == search
+    res = cli("check", out / "certificate.json", "--teacher", teacher_file)
+    assert res.returncode == cert.exit_code and res.stdout.startswith("CONFIRMED"), res.stdout

@@ -179,6 +179,9 @@ class Distillation:
     llm_teacher_mean: float | None
     epochs_run: int | None
     stopped_early: bool | None
+    stop_reason: str | None  # why the training stopped (plateau, targets, agreement 1.0, epoch or time budget)
+    student: str             # the student architecture trained (the one chosen by ``--student auto``)
+    student_search: dict[str, Any] | None  # ``--student auto``: targets, budget, every try and its markers, why
     notes: list[str]
     onnx_parity_max_abs_diff: float
 

@@ -218,3 +218,10 @@ def accuracy_sentence(section: dict, delta: float, norm: str) -> str:
             f"of them, and of radius δ = {delta:g} at {section['verified_robust_delta']:.4f} (verified robust "
             "accuracy). Only the κ-confident points were bounded; the others count as not verified. These are facts "
             "about the student at these points, not probabilities.")
+
+
+def search_warning(search: dict | None) -> list[str]:
+    """``--student auto`` that did not reach its targets: the explanation (targets, best try, what was tried)."""
+    if not search or search.get("reached"):
+        return []
+    return [f"student auto: {search.get('explanation', 'the targets were not reached')}"]

@@ -63,7 +63,11 @@ def add_certify_arguments(p: argparse.ArgumentParser, *, teacher: bool = True) -
     p.add_argument("--norm", default="2", choices=NORMS, help="perturbation norm: 2 or inf (default 2)")
     p.add_argument("--tv", default=0.0, help="total-variation distance Λ to a shifted distribution (Obs 4.5)")
     p.add_argument("--samples", help="draw this many points (at least the Thm 3.8 minimum)")
-    p.add_argument("--student", default="mlp:2x64", help="student architecture, e.g. mlp:2x64 or cnn:... (default mlp:2x64)")
+    p.add_argument("--student", default="mlp:2x64",
+                   help="student architecture, e.g. mlp:2x64 or cnn:..., or auto: grow it (wider, deeper; conv for "
+                        "images) until held-out agreement and gradient cosine reach their targets (default mlp:2x64)")
+    p.add_argument("--student-budget", type=float, default=600.0,
+                   help="seconds --student auto may spend on its tries (default 600)")
     p.add_argument("--method", default="kdiga", choices=DISTILL_METHODS, help="distillation loss (default kdiga)")
     p.add_argument("--epochs", type=int, help="distillation epochs (default: the trainer's, with early stopping)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="device to train and bound on (default auto)")
@@ -107,6 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace) -> dict:
     return dict(kappa=args.kappa, norm=args.norm, tv=args.tv, samples=args.samples, student=args.student,
+                student_budget=args.student_budget,
                 method=args.method, epochs=args.epochs, device=args.device, seed=args.seed,
                 verify_method=args.verify_method, complete=not args.incomplete, timeout=args.timeout,
                 domain=parse_domain(args.domain), allow_duplicates=getattr(args, "allow_duplicates", False),

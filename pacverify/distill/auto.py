@@ -155,7 +155,7 @@ class AutoResult:
 def distill_auto(teacher: nn.Module, x_train: np.ndarray | torch.Tensor, *,
                  x_fresh: np.ndarray | torch.Tensor | None = None, ladder: Sequence[str] | None = None,
                  budget_s: float = DEFAULT_BUDGET_S, config: DistillConfig | None = None,
-                 device: str | torch.device = "auto", progress: bool = True,
+                 device: str | torch.device = "auto", progress: bool | Callable[[int, int], None] = True,
                  on_try: Callable[[AutoTry], None] | None = None, **settings) -> AutoResult:
     """Distil ``teacher`` into the students of ``ladder`` in turn until one reaches the targets or ``budget_s`` ends.
 

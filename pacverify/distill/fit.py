@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -320,7 +321,7 @@ class _Plateau:
 
 
 def fit_student(teacher: nn.Module, student: nn.Module, x: torch.Tensor, targets: Targets, cfg: DistillConfig, *,
-                lr: float, progress: bool = True, checkpoint: Path | None = None, loop: int = 0,
+                lr: float, progress: bool | Callable[[int, int], None] = True, checkpoint: Path | None = None, loop: int = 0,
                 heldout: HeldOut | None = None, deadline: float | None = None) -> FitOutcome:
     """Train ``student`` in place on (x, targets) with ``cfg.method``; on return it holds the best epoch's weights.
 
@@ -354,8 +355,9 @@ def fit_student(teacher: nn.Module, student: nn.Module, x: torch.Tensor, targets
     shuffle = torch.Generator().manual_seed(cfg.seed + 1_000_003 * loop)
     history, best, best_state, stale = [], None, None, 0
     plateau, where, reason = _Plateau(cfg.plateau_tol), ("held-out" if heldout is not None else "sample"), ""
+    tick = progress if callable(progress) else None  # a caller's own progress display replaces the bar
     bar = tqdm(range(cfg.epochs), desc=f"distill {cfg.method}" + (f" loop {loop}" if loop else ""),
-               disable=not (progress and sys.stderr.isatty()), file=sys.stderr, leave=False)
+               disable=tick is not None or not (progress and sys.stderr.isatty()), file=sys.stderr, leave=False)
     step = 0
     for epoch in bar:
         started, batches = time.perf_counter(), 0
@@ -399,6 +401,8 @@ def fit_student(teacher: nn.Module, student: nn.Module, x: torch.Tensor, targets
         reason = _stop_reason(cfg, epoch + 1, where, watched, agreement == 1.0 and stale >= cfg.patience, plateau)
         if not reason and deadline is not None and epoch + 1 < cfg.epochs and time.perf_counter() >= deadline:
             reason = f"time budget: stopped after epoch {epoch + 1} of {cfg.epochs}"
+        if tick is not None:
+            tick(cfg.epochs if reason else epoch + 1, cfg.epochs)
         if reason:
             break
     bar.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from pacverify.distill.fit import (
 
 
 def self_distill(teacher: nn.Module, student: nn.Module, x: torch.Tensor, targets: Targets, cfg: DistillConfig, *,
-                 progress: bool = True, checkpoint: Path | None = None, heldout: HeldOut | None = None,
+                 progress: bool | Callable[[int, int], None] = True, checkpoint: Path | None = None, heldout: HeldOut | None = None,
                  deadline: float | None = None) -> FitOutcome:
     """Run ``cfg.isd_loops`` loops of 001 Alg 3 on ``student`` in place; ``targets`` are the original teacher's.
 

@@ -9,6 +9,7 @@ needs, per point and runner-up, so that the certificate can report how far the p
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,11 +63,12 @@ def _jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def margin_alignment(teacher: nn.Module, student: nn.Module, x: np.ndarray | torch.Tensor, labels: np.ndarray,
-                     norm: str = "2", *, batch_size: int = 256) -> MarginAlignment:
+                     norm: str = "2", *, batch_size: int = 256,
+                     progress: Callable[[int, int], None] | None = None) -> MarginAlignment:
     """Margins, gradient dual norms and gradient cosines of both models at ``x`` (N, *input_shape) for class ``labels``.
 
     Both models are evaluated on the same float32 inputs; the results are float64. Batch-independent
-    models are assumed (eval mode), as everywhere in pacverify.
+    models are assumed (eval mode), as everywhere in pacverify. ``progress(done, N)`` after each batch.
     """
     norm = check_norm(norm)
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
@@ -85,6 +87,8 @@ def margin_alignment(teacher: nn.Module, student: nn.Module, x: np.ndarray | tor
         cos = torch.where(denom > 0, (d_t * d_s).sum(-1) / torch.where(denom > 0, denom, 1.0), torch.nan)
         for store, value in zip(parts, (g_t, g_s, n_t, n_s, cos), strict=True):
             store.append(value.numpy())
+        if progress is not None:
+            progress(min(start + batch_size, x.shape[0]), x.shape[0])
     if not parts[0]:
         empty = np.zeros((0, 1))
         return MarginAlignment(empty, empty, empty, empty, empty)

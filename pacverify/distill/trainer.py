@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,16 +81,17 @@ def _probability_note(logits: torch.Tensor) -> tuple:
 
 
 def distill(teacher: nn.Module, x_train: np.ndarray | torch.Tensor, *, student: str | nn.Module | None = None,
-            config: DistillConfig | None = None, device: str | torch.device = "auto", progress: bool = True,
-            checkpoint_dir: str | Path | None = None, x_fresh: np.ndarray | torch.Tensor | None = None,
-            time_limit_s: float | None = None, **settings) -> DistillResult:
+            config: DistillConfig | None = None, device: str | torch.device = "auto",
+            progress: bool | Callable[[int, int], None] = True, checkpoint_dir: str | Path | None = None,
+            x_fresh: np.ndarray | torch.Tensor | None = None, time_limit_s: float | None = None, **settings) -> DistillResult:
     """Distill ``teacher`` into a small ReLU student on the sample ``x_train`` (N, *input_shape).
 
     ``student``: a spec string (``mlp:2x64``, see :func:`pacverify.models.build_student`) or a module
     to train (copied, not modified). ``settings`` override fields of :class:`DistillConfig`
     (``method``, ``epochs``, ``lr``, ``lambda_g``, ``seed`` …). The teacher stays on its own device;
     the student trains on ``device``. ``checkpoint_dir`` receives ``checkpoint.pt`` (a student file)
-    after every epoch, written atomically.
+    after every epoch, written atomically. ``progress``: a tqdm bar on a terminal (True), none (False), or a
+    callable told ``(epoch, epochs)`` after each epoch (and ``(epochs, epochs)`` when the run stops early).
 
     ``x_fresh`` (held-out points) gives the held-out markers of the result and is what the early-stop
     rules monitor after every epoch (agreement, GC and GD; see :class:`DistillConfig`); without it they

@@ -504,6 +504,7 @@ def _distill_summary(setup: st.Setup, record: CertificateBody, sample: st.Sample
     markers = quality_markers(setup.teacher, student, sample.points, fresh.points, norm=setup.cfg.norm)
     d = record.distillation
     summary = {"markers": markers.as_dict(), "epochs_run": d.epochs_run, "stopped_early": d.stopped_early,
+               "stop_reason": d.stop_reason, "student": {"spec": d.student}, "auto": d.student_search,
                "notes": list(d.notes)}
     return st.Distilled(np.zeros(0, np.uint8), summary)
 

@@ -42,6 +42,7 @@ from pacverify.certificate.statements import (
     mass_conditional_statement,
     mass_statement,
     quantiles,
+    search_warning,
 )
 from pacverify.data import count_duplicates
 from pacverify.pipeline.ball import _recorded_path
@@ -269,6 +270,8 @@ def assemble(setup: Setup, results: dict[str, Any],
     if inconsistent:
         warnings.append(f"{inconsistent} sample point(s) have a teacher counterexample closer than the proven lower "
                         "radius (u_i < l_i): the oracle is wrong there")
+    if "distill" in results:
+        warnings += search_warning(results["distill"].summary.get("auto"))
     exported = results.get("export")
     student_disagrees = None if exported is None else int((exported.student_label != labels.label).sum())
     premises = list(DELTA_T_PREMISES) if oracle == "student" else []

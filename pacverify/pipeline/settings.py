@@ -63,6 +63,9 @@ class CertifySettings:
     ``attack_bisection`` radii tried per point by the teacher attack's upper-bound search. In mass mode the radius
     search defaults to cap 2δ and tol δ/32. ``global_check`` (ball mode, needs ``domain``): prove the student
     globally 3δ-robust at its κ-confident points over the whole domain, within ``global_timeout`` seconds.
+    ``student``: an architecture ("mlp:2x64", "cnn:...") or "auto": :func:`pacverify.distill.distill_auto` grows it
+    (wider, deeper; conv for image inputs) until the held-out agreement and gradient cosine reach their targets
+    (``distill_options`` ``target_agreement``/``target_gc``) or ``student_budget`` seconds are spent.
     ``labels``: a file of the true classes of the data's rows (ball mode, with ``data`` or an array sampler): the
     certificate then records verified robust accuracy on the labelled sample points.
     ``outputs``: what the teacher returns — "logits", "probabilities" (softmax inside the model) or "costs" (the
@@ -111,6 +114,7 @@ class CertifySettings:
     global_timeout: float = 60.0
     outputs: str = "logits"
     labels: str | None = None
+    student_budget: float = 600.0
 
     def validated(self) -> CertifySettings:
         """A canonical copy with every field checked; InputError on the first bad one."""
@@ -122,7 +126,9 @@ class CertifySettings:
             raise InputError("give exactly one data source: --data FILE, --sampler MODULE:FUNCTION or --synthetic NAME")
         delta = check_delta(self.delta)
         method = check_choice(self.method, DISTILL_METHODS, "method")
-        student = check_student_spec(self.student)
+        auto = str(self.student).strip().lower() == "auto"
+        student = "auto" if auto else check_student_spec(self.student)
+        budget = check_positive(self.student_budget, "student budget")
         norm = check_norm(self.norm)
         seed = check_seed(self.seed)
         epochs = None if self.epochs is None else check_positive_int(self.epochs, "epochs")
@@ -131,7 +137,8 @@ class CertifySettings:
         clash = sorted({"method", "student", "seed", "norm", "epochs"} & set(self.distill_options))
         if clash:
             raise InputError(f"distill_options must not set {', '.join(clash)}: pass them as certify settings")
-        options: dict[str, Any] = dict(self.distill_options, method=method, student=student, seed=seed, norm=norm)
+        options: dict[str, Any] = dict(self.distill_options, method=method, student="mlp:2x64" if auto else student,
+                                       seed=seed, norm=norm)
         if epochs is not None:
             options["epochs"] = epochs
         make_config(None, **options)  # raises on an unknown or bad option
@@ -169,6 +176,7 @@ class CertifySettings:
             attack_bisection=check_positive_int(self.attack_bisection, "attack bisection"),
             global_timeout=check_positive(self.global_timeout, "global timeout"), eps=check_eps(self.eps), eta=check_eta(self.eta), kappa=check_kappa(self.kappa),
             norm=norm, tv=check_tv(self.tv), seed=seed, method=method, student=student, epochs=epochs,
+            student_budget=budget,
             device=check_choice(self.device, DEVICES, "device"),
             verify_method=check_choice(self.verify_method, BOUND_METHOD_NAMES, "verify method"),
             samples=None if self.samples is None else check_samples(self.samples),

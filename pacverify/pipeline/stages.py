@@ -131,21 +131,31 @@ class Distilled:
 
 
 def distill_student(setup: Setup, sample: Sample, fresh: Fresh) -> Distilled:
-    """Distill the teacher into the student architecture with the chosen loss (DESIGN.md §3)."""
-    from pacverify.distill import distill
+    """Distill the teacher into the student architecture with the chosen loss (DESIGN.md §3); with ``--student
+    auto``, :func:`pacverify.distill.distill_auto`'s ladder of architectures within ``cfg.student_budget`` seconds
+    (the summary's ``auto`` holds every try and the explanation)."""
+    from pacverify.distill import distill, distill_auto
     from pacverify.models import save_student
 
     cfg = setup.cfg
     options = dict(cfg.distill_options, method=cfg.method, seed=cfg.seed, norm=cfg.norm)
     if cfg.epochs is not None:
         options["epochs"] = cfg.epochs
-    result = distill(setup.teacher, sample.points, student=cfg.student, device=setup.device,
-                     progress=setup.show_bars, x_fresh=fresh.points, **options)
+    progress = counter(setup.ticker, "distill: epochs") or setup.show_bars
+    auto = None
+    if cfg.student == "auto":
+        search = distill_auto(setup.teacher, sample.points, x_fresh=fresh.points, budget_s=cfg.student_budget,
+                              device=setup.device, progress=progress, **options)
+        result, auto = search.best, search.as_dict()
+    else:
+        result = distill(setup.teacher, sample.points, student=cfg.student, device=setup.device,
+                         progress=progress, x_fresh=fresh.points, **options)
     with tempfile.TemporaryDirectory() as tmp:
         save_student(result.student, Path(tmp) / "student.pt")
         blob = (Path(tmp) / "student.pt").read_bytes()
     summary = result.as_dict()
     summary.pop("history", None)
+    summary["auto"] = auto
     return Distilled(np.frombuffer(blob, dtype=np.uint8), summary)
 
 
@@ -153,11 +163,16 @@ def distill_key(setup: Setup, sample: Sample, fresh: Fresh) -> dict:
     cfg = setup.cfg
     return {"teacher": setup.teacher_hash, "points": sha256_arrays(sample.points), "student": cfg.student,
             "method": cfg.method, "epochs": cfg.epochs, "options": cfg.distill_options, "seed": cfg.seed,
-            "norm": cfg.norm, "fresh": None if fresh.points is None else sha256_arrays(fresh.points)}
+            "norm": cfg.norm, "trainer": DISTILL_VERSION,
+            "budget": cfg.student_budget if cfg.student == "auto" else None, "fresh": None if fresh.points is None else sha256_arrays(fresh.points)}
 
+
+DISTILL_VERSION = 2  # the trainer's rules: 2 = plateau stop and student search (a student cached before is retrained)
 
 DISTILL = Stage("distill", distill_student, Distilled, needs=("sample", "fresh"), key=distill_key,
-                describe=lambda setup, *_: f"distilling into {setup.cfg.student} with {setup.cfg.method}")
+                describe=lambda setup, *_: f"distilling into {setup.cfg.student} with {setup.cfg.method}"
+                + (f" (a ladder of students within {setup.cfg.student_budget:g} s)" if setup.cfg.student == "auto"
+                   else ""))
 
 
 # --- export ------------------------------------------------------------------------------------------------------
@@ -289,7 +304,8 @@ def relax(setup: Setup, sample: Sample, labels: Labels, exported: Exported, radi
         empty = np.zeros(0)
         return Relaxation(empty, empty, empty, empty, 0.0)
     student = load_student(setup.out_dir / "student.pt")
-    m = margin_alignment(setup.teacher, student, sample.points[idx], labels.label[idx], setup.cfg.norm)
+    m = margin_alignment(setup.teacher, student, sample.points[idx], labels.label[idx], setup.cfg.norm,
+                         progress=counter(setup.ticker, "rho"))
     rho, ratio = m.rho, m.margin_ratio
     per_j = np.stack([teacher_radius_factor(rho[:, j], ratio[:, j]) for j in range(rho.shape[1])], 1)
     binding = per_j.argmin(1)
