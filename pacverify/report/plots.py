@@ -16,9 +16,9 @@ STATUS_COLOURS = {"verified": "#2a9d4a", "falsified": "#d62728", "unknown": "#ff
                   "disagree": "#7b2cbf"}
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Figure, *, tight: bool = True) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight" if tight else None)
     return buffer.getvalue()
 
 
@@ -69,7 +69,9 @@ def rho_figure(rho: np.ndarray) -> Figure:
     rho = np.asarray(rho, dtype=float)
     rho = rho[np.isfinite(rho) & (rho > 0)]
     if rho.size:
-        bins = np.logspace(np.log10(rho.min()) - 0.05, np.log10(rho.max()) + 0.05, 30)
+        lo, hi = np.log10(rho.min()), np.log10(rho.max())
+        pad = max(0.05, (0.4 - (hi - lo)) / 2)  # at least 0.4 decades: equal ρ make one visible bar, not a hairline
+        bins = np.logspace(lo - pad, hi + pad, 30)
         ax.hist(rho, bins=bins.tolist(), color="#72b7b2")
         ax.set_xscale("log")
         decades = np.log10(max(rho.max(), 1.0)) - np.log10(min(rho.min(), 1.0))
@@ -84,15 +86,16 @@ def rho_figure(rho: np.ndarray) -> Figure:
     return fig
 
 
-def sample_size_curve(dim: int, eta: float, eps: float, norm: str) -> bytes:
-    """s(m, ε, η) of Thm 3.8 against ε for this m and η, with the chosen ε marked."""
+def sample_size_curve(dim: int, eta: float, eps: float, norm: str, bound: str = "thm38") -> bytes:
+    """s(m, ε, η) of the ε-net ``bound`` that sized the sample ("thm38": Thm 3.8; "tight": double sampling) against
+    ε for this m and η, with the chosen ε marked."""
     fig = Figure(figsize=(5.5, 3.4))
     ax = fig.add_subplot()
     grid = np.geomspace(min(eps, 0.01) / 2, 0.5, 80)
-    sizes = [pac.sample_size(dim, e, eta, norm=norm) for e in grid]
+    sizes = [pac.sample_size(dim, e, eta, norm=norm, bound=bound) for e in grid]
     ax.loglog(grid, sizes, color="#4c78a8")
-    ax.scatter([eps], [pac.sample_size(dim, eps, eta, norm=norm)], color="#d62728", zorder=3,
-               label=f"ε = {eps:g}: s = {pac.sample_size(dim, eps, eta, norm=norm)}")
+    chosen = pac.sample_size(dim, eps, eta, norm=norm, bound=bound)
+    ax.scatter([eps], [chosen], color="#d62728", zorder=3, label=f"ε = {eps:g}: s = {chosen}")
     ax.set_xlabel("ε")
     ax.set_ylabel(f"sample size s (m = {dim}, η = {eta:g})")
     ax.legend()
@@ -154,3 +157,44 @@ def confidence_map_plot(lower: np.ndarray, upper: np.ndarray, confidence: np.nda
     ax.set_ylabel("teacher confidence conf_T(x_i)")
     ax.legend(fontsize=7, loc="lower right")
     return _png(fig)
+
+
+def counterexample_image(point: np.ndarray, cex: np.ndarray, *, point_title: str = "point",
+                         cex_title: str = "counterexample", diff_title: str = "change") -> bytes:
+    """A point, its counterexample and their difference side by side.
+
+    ``point`` and ``cex`` are (H, W) grey images or (H, W, 3) colour images of the same shape. Grey images share one
+    colour scale (shown beside the counterexample); colour images are mapped into [0, 1] by one affine map common to
+    both. The difference cex − point (for colour images, its mean over the channels) is on a diverging scale
+    symmetric about 0, so unchanged pixels are white. The panels are placed by hand (no layout engine, no tight
+    bounding box): a report draws up to a dozen of these.
+    """
+    p, c = np.asarray(point, dtype=float), np.asarray(cex, dtype=float)
+    if p.shape != c.shape or p.ndim not in (2, 3) or (p.ndim == 3 and p.shape[2] != 3):
+        raise ValueError(f"point and counterexample must be two (H, W) or (H, W, 3) images, got {p.shape}, {c.shape}")
+    fig = Figure(figsize=(7.4, 2.4))
+    width, bottom, height = 0.25, 0.04, 0.78
+    axes = [fig.add_axes((left, bottom, width, height)) for left in (0.01, 0.28, 0.64)]
+    bars = [fig.add_axes((left, bottom + 0.04, 0.012, height - 0.08)) for left in (0.545, 0.905)]
+    lo, hi = float(min(p.min(), c.min())), float(max(p.max(), c.max()))
+    hi = hi if hi > lo else lo + 1.0
+    if p.ndim == 3:
+        axes[0].imshow(np.clip((p - lo) / (hi - lo), 0, 1), interpolation="nearest")
+        axes[1].imshow(np.clip((c - lo) / (hi - lo), 0, 1), interpolation="nearest")
+        bars[0].set_visible(False)
+        diff = (c - p).mean(axis=2)
+    else:
+        axes[0].imshow(p, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        shown = axes[1].imshow(c, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        fig.colorbar(shown, cax=bars[0], ticks=np.linspace(lo, hi, 3), format="%.3g")
+        diff = c - p
+    limit = float(np.abs(diff).max()) or 1.0
+    change = axes[2].imshow(diff, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.colorbar(change, cax=bars[1], ticks=[-limit, 0.0, limit], format="%.2g")
+    for bar in bars:
+        bar.tick_params(labelsize=8)
+    for ax, title in zip(axes, (point_title, cex_title, diff_title), strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _png(fig, tight=False)
