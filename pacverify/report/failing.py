@@ -60,8 +60,9 @@ def ball_kinds(cert: Certificate) -> list[Kind]:
                    or len(a.get(f"{key}_index", ())) > 0)
         if f"{key}_index" in a and key in a and claimed:
             idx = np.asarray(a[f"{key}_index"], dtype=int)
-            kinds.append(Kind(name, f"the teacher changes class within {within} of a required point: a confirmed "
-                                    "counterexample in a claimed ball, which refutes the claim",
+            kinds.append(Kind(name, f"the teacher changes class within {within} of a required point (a confirmed "
+                                    "counterexample): it refutes the claim where the certificate makes one, and "
+                                    "shows the transfer from student to teacher failing there otherwise",
                               idx, np.asarray(a[key], dtype=np.float64).reshape(len(idx), dim),
                               "teacher counterexample"))
     if "status" in a:
