@@ -192,3 +192,11 @@ def test_student_auto_records_every_try_and_check_confirms(cli, teacher_file, tm
     assert load_certificate(out / "certificate.json").record.distillation.student_search == search
     res = cli("check", out / "certificate.json", "--teacher", teacher_file)
     assert res.returncode == cert.exit_code and res.stdout.startswith("CONFIRMED"), res.stdout
+
+
+def test_dry_run_with_student_auto_estimates_the_search_by_its_budget(cli, teacher_file, tmp_path):
+    res = cli("certify", teacher_file, "--synthetic", "gaussians", *TINY_ARGS, "--student", "auto",
+              "--student-budget", "45", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    distill = next(line for line in res.stdout.splitlines() if line.startswith("  distill"))
+    assert "45 s" in distill and "--student auto" in distill

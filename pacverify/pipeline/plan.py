@@ -122,6 +122,10 @@ def probe_student(teacher: torch.nn.Module, points: np.ndarray, *, student: str,
     from pacverify.onnx_io.reader import load_network
     from pacverify.verify.oracle import estimate_cost
 
+    if student == "auto":  # the search's first try stands for its per-epoch cost
+        from pacverify.distill.auto import default_ladder
+
+        student = default_ladder(tuple(points.shape[1:]))[0]
     x = _tiled(points, DISTILL_PROBE_POINTS)
     options = dict(distill_options, method=method, seed=seed, norm=norm)
     seconds = {}
@@ -146,13 +150,11 @@ def ball_estimates(cfg, probe: Probe, s: int, dim: int, n_classes: int, coverage
     from pacverify.pipeline.teacher_check import default_random_samples
 
     n_conf = max(1, round(probe.confident_fraction * s))
-    epochs = _epochs(cfg)
     samples = default_random_samples(dim) if cfg.attack_random_samples is None else cfg.attack_random_samples
     per_ball = cfg.pgd_steps * cfg.pgd_restarts * probe.gradient_s + samples * probe.forward_s
     out = [StageEstimate("label", s * probe.forward_s, f"{s} teacher forward passes")]
     if probe.distill_epoch_s is not None:
-        out.append(StageEstimate("distill", epochs * s * probe.distill_epoch_s,
-                                 f"at most {epochs} epochs × {s} points (early stopping usually ends sooner)"))
+        out.append(_distill_estimate(cfg, s, probe.distill_epoch_s))
     if probe.bound_pass_s is not None:
         out.append(StageEstimate("verify", n_conf * probe.bound_pass_s,
                                  f"one bound pass at ≈{n_conf} κ-confident points"
@@ -178,10 +180,8 @@ def mass_estimates(cfg, probe: Probe, s: int, n_classes: int, holdout: int, orac
         if oracle_cost is not None:
             out.append(StageEstimate("lower", oracle_cost, "the teacher's radius search (timed bound passes)"))
     else:
-        epochs = _epochs(cfg)
         if probe.distill_epoch_s is not None:
-            out.append(StageEstimate("distill", epochs * s * probe.distill_epoch_s,
-                                     f"at most {epochs} epochs × {s} points (early stopping usually ends sooner)"))
+            out.append(_distill_estimate(cfg, s, probe.distill_epoch_s))
         if probe.bound_pass_s is not None:
             out.append(StageEstimate("lower", TYPICAL_RADIUS_PASSES * s * probe.bound_pass_s
                                      + s * max(n_classes - 1, 1) * 2 * probe.gradient_s,
@@ -193,6 +193,17 @@ def mass_estimates(cfg, probe: Probe, s: int, n_classes: int, holdout: int, orac
                                                    * cfg.pgd_restarts * probe.gradient_s),
                              f"{holdout} fresh draws labelled, the κ-confident ones attacked"))
     return tuple(out)
+
+
+def _distill_estimate(cfg, s: int, epoch_s: float) -> StageEstimate:
+    """The distillation stage: its epoch budget at the probe's rate, or with ``--student auto`` at most its budget."""
+    epochs = _epochs(cfg)
+    fixed = epochs * s * epoch_s
+    if cfg.student == "auto":
+        return StageEstimate("distill", float(cfg.student_budget),
+                             f"--student auto: at most its budget of {cfg.student_budget:g} s (its first try: at "
+                             f"most {duration(fixed)})")
+    return StageEstimate("distill", fixed, f"at most {epochs} epochs × {s} points (early stopping usually ends sooner)")
 
 
 def _epochs(cfg) -> int:
