@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from pacverify.certificate.gate import emit_github, requirements, write_junit
-from pacverify.cli.options import add_domain_option, add_threads_option, apply_threads
+from pacverify.cli.options import add_domain_option, add_executor_options, add_threads_option, apply_threads
 from pacverify.fileio import atomic_write_json
 from pacverify.names import (
     BOUND_METHOD_NAMES,
@@ -106,6 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="print the plan (sample size, memory, each stage's estimated time from short timed probes) "
                         "and stop; nothing is written")
     add_threads_option(p)
+    add_executor_options(p)
     p.set_defaults(func=run)
 
 
@@ -117,7 +118,8 @@ def settings_from(args: argparse.Namespace) -> dict:
                 domain=parse_domain(args.domain), allow_duplicates=getattr(args, "allow_duplicates", False),
                 attack_steps=args.attack_steps, attack_restarts=args.attack_restarts,
                 attack_bisection=args.attack_bisection, global_check=args.global_check,
-                global_timeout=args.global_timeout,
+                global_timeout=args.global_timeout, executor=getattr(args, "executor", "local"),
+                ray_address=getattr(args, "ray_address", None),
                 **{k: getattr(args, k) for k in ("guarantee", "bound", "oracle", "holdout", "outputs", "labels")
                    if hasattr(args, k)})
 

@@ -97,3 +97,20 @@ def apply_threads(value: str | None) -> int:
     threads = DEFAULT_THREADS if given is None else check_positive_int(given, "threads")
     torch.set_num_threads(threads)
     return threads
+
+
+# --- executor (pacverify.executor) -----------------------------------------------------------------------------------
+
+EXECUTOR_CHOICES = ("local", "ray")
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """Declare ``--executor local|ray`` and ``--ray-address`` on ``p`` (read by :func:`pacverify.executor.get_executor`
+    when the command runs; ray is imported only then)."""
+    p.add_argument("--executor", default="local", choices=EXECUTOR_CHOICES,
+                   help="where the per-point work runs: local (this process, default) or ray (Ray tasks over chunks "
+                        "of points; needs pip install 'pacverify[ray]'); same results either way")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="with --executor ray: the cluster's head (HOST:PORT, or 'auto' for the one running on this "
+                        "machine); default: start a local Ray instance. An address that does not answer fails within "
+                        "seconds (exit 2)")

@@ -12,6 +12,7 @@ from pacverify.cli.options import (
     DEFAULT_GLOBAL_TIMEOUT,
     GLOBAL_ONLY,
     add_domain_option,
+    add_executor_options,
     add_global_options,
     add_threads_option,
     apply_threads,
@@ -67,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the attack on the points the bounds leave open (it only finds counterexamples)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="cpu (default) or cuda")
     add_threads_option(p)
+    add_executor_options(p)
     p.add_argument("--json", metavar="OUT", help="write {summary, points} as JSON (written whole)")
     p.add_argument("--cex", metavar="FILE", help="with --vnnlib: write a counterexample in the VNN-COMP format")
     add_global_options(p)
@@ -92,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
     given = [option for attr, option in GLOBAL_ONLY if getattr(args, attr) not in (None, False)]
     if given and not args.global_:
         raise InputError(f"{', '.join(given)} only apply with --global")
+    if args.ray_address is not None and args.executor != "ray":
+        raise InputError("--ray-address only applies with --executor ray")
+    if args.executor != "local" and args.points is None:
+        raise InputError("--executor ray applies to --points only (--vnnlib and --global run in this process)")
     if args.vnnlib is not None:
         return _run_vnnlib(args, api)
     if args.global_:
@@ -103,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                                                            name=f"labels file {args.labels}")
     common = dict(labels=labels, method=args.method or "crown", complete=args.complete, timeout=args.timeout,
                   domain=parse_domain(args.domain), attack=not args.no_attack, seed=args.seed, device=args.device,
-                  backend=args.backend)
+                  backend=args.backend, executor=args.executor, ray_address=args.ray_address)
     bars = ProgressReporter()
     try:
         if args.radius.strip().lower() == "max":
@@ -155,6 +161,9 @@ def _summary_text(summary: dict, result, *, certified: bool) -> str:
     lines.append(f"time {summary['time_s']:.3f} s ({summary['points_per_s']:.1f} points/s); "
                  f"method {summary['method']}, norm {summary['norm']}, backend {summary['backend']}, "
                  f"complete {summary['complete']}")
+    if summary.get("executor") == "ray":
+        lines.append(f"executor ray: {summary['chunks']} chunks on {summary['cluster_nodes']} node(s), "
+                     f"{summary['cluster_cpus']:g} CPUs")
     if "bounds_s" in summary:
         lines.append(f"time by part: bounds {summary['bounds_s']:.3f} s, attack {summary['attack_s']:.3f} s "
                      f"({summary['falsified_by_attack']} falsified), complete search {summary['search_s']:.3f} s")

@@ -24,6 +24,7 @@ from pacverify import pac
 from pacverify.certificate.io import Certificate, write_certificate
 from pacverify.data import Sampler, make_sampler
 from pacverify.errors import InputError
+from pacverify.executor import get_executor
 from pacverify.fileio import (
     acquire_lock,
     check_output_dir,
@@ -93,13 +94,19 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
     the_plan = _plan(p, timed=progress is not None)  # the timed probes only when someone reads the estimates
     for line in the_plan.lines():
         say("plan", line)
+    # the executor before anything is written: an unreachable Ray cluster is an InputError here
+    executor = get_executor(cfg.executor, cfg.ray_address)
     if out is None:
         target, created = Path(tempfile.mkdtemp(prefix="pacverify-")), True
     else:
         target = Path(out)
         created = not target.exists()
     out_dir = ensure_dir(target)
-    lock = acquire_lock(out_dir)  # refused while another run uses the directory: then nothing here is touched
+    try:
+        lock = acquire_lock(out_dir)  # refused while another run uses the directory: then nothing here is touched
+    except BaseException:
+        executor.close()
+        raise
     before = set() if created else snapshot(out_dir)
     reporter: ProgressReporter | None = None
     try:
@@ -108,7 +115,8 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
                       samples=s, samples_required=p.samples_required, out_dir=out_dir, device=p.device,
                       show_bars=show_bars,
                       ticker=ticker if ticker is not None or not show_bars else (reporter := ProgressReporter()),
-                      oracle=p.oracle, oracle_reason=p.oracle_reason, teacher_network=p.network)
+                      oracle=p.oracle, oracle_reason=p.oracle_reason, teacher_network=p.network,
+                      executor=executor)
         runner = Runner(setup, StageCache(out_dir if cache else None), say)
         mass = cfg.guarantee == "mass"
         stages = mass_mode(p.oracle) if mass else BALL_MODE
@@ -140,6 +148,7 @@ def certify(teacher: str | os.PathLike | torch.nn.Module, *, out: str | os.PathL
     finally:
         if reporter is not None:
             reporter.close()
+        executor.close()
         release_lock(lock)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from pacverify.data import ArraySampler, Sampler
 from pacverify.errors import InputError
+from pacverify.executor import EXECUTORS
 from pacverify.fileio import sha256_file
 from pacverify.names import BOUND_METHOD_NAMES, BOUNDS, DEVICES, DISTILL_METHODS, GUARANTEES, ORACLES, OUTPUT_KINDS
 from pacverify.validation import (
@@ -66,6 +67,9 @@ class CertifySettings:
     ``student``: an architecture ("mlp:2x64", "cnn:...") or "auto": :func:`pacverify.distill.distill_auto` grows it
     (wider, deeper; conv for image inputs) until the held-out agreement and gradient cosine reach their targets
     (``distill_options`` ``target_agreement``/``target_gc``) or ``student_budget`` seconds are spent.
+    ``executor``: where the student's verification at 3δ and its certified radii run — "local" (this process) or
+    "ray" (Ray tasks over fixed chunks of points, :mod:`pacverify.executor`; the same results); ``ray_address``: with
+    "ray", the cluster's head (HOST:PORT or "auto"; None: a local Ray instance). Not recorded in the certificate.
     ``labels``: a file of the true classes of the data's rows (ball mode, with ``data`` or an array sampler): the
     certificate then records verified robust accuracy on the labelled sample points.
     ``outputs``: what the teacher returns — "logits", "probabilities" (softmax inside the model) or "costs" (the
@@ -115,6 +119,8 @@ class CertifySettings:
     outputs: str = "logits"
     labels: str | None = None
     student_budget: float = 600.0
+    executor: str = "local"
+    ray_address: str | None = None
 
     def validated(self) -> CertifySettings:
         """A canonical copy with every field checked; InputError on the first bad one."""
@@ -163,6 +169,10 @@ class CertifySettings:
                 raise InputError("--labels gives the true classes of the data file's rows: use it with --data FILE")
             if not Path(str(self.labels)).is_file():
                 raise InputError(f"labels file {self.labels} does not exist")
+        executor = check_choice(self.executor, EXECUTORS, "executor")
+        if self.ray_address is not None and (executor != "ray" or not isinstance(self.ray_address, str)
+                                             or not self.ray_address.strip()):
+            raise InputError("--ray-address (a HOST:PORT or 'auto') only applies with --executor ray")
         bound = check_choice(self.bound if self.bound is not None else "tight" if mass else "thm38", BOUNDS, "bound")
         cap = self.radius_cap if self.radius_cap is not None else (2 * delta if mass else 6 * delta)
         tol = self.radius_tol if self.radius_tol is not None else (delta / 32 if mass else 3 * delta / 64)
@@ -196,7 +206,8 @@ class CertifySettings:
                                                                                     "coverage points"),
             coverage_batch=None if self.coverage_batch is None else check_positive_int(self.coverage_batch,
                                                                                        "coverage batch"),
-            domain=parse_domain(self.domain))
+            domain=parse_domain(self.domain), executor=executor,
+            ray_address=None if self.ray_address is None else self.ray_address.strip())
 
     @property
     def pgd_steps(self) -> int:

@@ -54,6 +54,7 @@ class Setup:
     oracle_reason: str = ""          # mass mode: why that oracle
     teacher_network: Any = None      # mass mode, teacher oracle: the verifier's Network of the teacher
     ticker: Ticker | None = None     # progress of the long parts (:mod:`pacverify.progress`); None: silent
+    executor: Any = None             # the run's pacverify.executor.Executor (open for the run); None: local
 
 
 # --- sample ------------------------------------------------------------------------------------------------------
@@ -228,6 +229,11 @@ def _student_network(setup: Setup):
     return load_network(setup.out_dir / "student.onnx")
 
 
+def _executor(setup: Setup):
+    """The run's executor (:mod:`pacverify.executor`): the one certify opened, else "local"."""
+    return setup.executor if setup.executor is not None else "local"
+
+
 def verify_student(setup: Setup, sample: Sample, labels: Labels, exported: Exported) -> StudentProof:
     """Sound bounds (and branch and bound when ``complete``) at radius 3δ at every κ-confident point."""
     from pacverify.verify.api import verify_points
@@ -239,7 +245,7 @@ def verify_student(setup: Setup, sample: Sample, labels: Labels, exported: Expor
     result = verify_points(_student_network(setup), sample.flat[idx], 3 * cfg.delta, cfg.norm,
                            labels=labels.label[idx], method=cfg.verify_method, complete=cfg.complete,
                            timeout=cfg.timeout, domain=cfg.domain, seed=cfg.seed,
-                           progress=prefixed(setup.ticker, "verify"))
+                           progress=prefixed(setup.ticker, "verify"), executor=_executor(setup))
     codes = np.array([_POINT_STATUS[v] for v in result.verdicts], dtype=np.int8)
     cex = np.full((idx.size, setup.dim), np.nan)
     for i, x in result.counterexamples.items():
@@ -273,7 +279,7 @@ def certify_radii(setup: Setup, sample: Sample, labels: Labels, exported: Export
                               method=cfg.verify_method, cap=float(cfg.radius_cap or 6 * cfg.delta),
                               tol=float(cfg.radius_tol or 3 * cfg.delta / 64),
                               domain=cfg.domain, seed=cfg.seed, attack=False,
-                              progress=prefixed(setup.ticker, "radius"))
+                              progress=prefixed(setup.ticker, "radius"), executor=_executor(setup))
     radius = np.asarray(result.radius, dtype=np.float64)
     return Radii(np.where(proof.verified, np.maximum(radius, 3 * cfg.delta), radius))
 

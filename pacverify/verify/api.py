@@ -15,15 +15,32 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from pacverify.errors import InputError
+from pacverify.executor import (
+    CHUNK_POINTS,
+    ClusterInfo,
+    Executor,
+    LocalExecutor,
+    chunk_ranges,
+    chunk_seed,
+    get_executor,
+)
 from pacverify.network import Network
-from pacverify.validation import check_choice, check_norm, check_positive, check_radius, check_seed
+from pacverify.validation import (
+    check_choice,
+    check_norm,
+    check_positive,
+    check_positive_int,
+    check_radius,
+    check_seed,
+)
 from pacverify.verify.attacks import attack_set, bound_guided_attack
 from pacverify.verify.backends import Backend, get_backend
 from pacverify.verify.bounds import check_bound_method
@@ -62,7 +79,8 @@ def load(net_or_path: Network | str | os.PathLike, *, device: str = "cpu") -> Ne
 def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm, *, labels=None,
                   method: str = "crown", complete: bool = False, timeout: float | None = None, domain=None,
                   attack: bool = True, seed: int = 0, device: str = "cpu", backend: str = "native",
-                  progress: Callable[[str, int, int], None] | None = None) -> VerificationResult:
+                  progress: Callable[[str, int, int], None] | None = None, executor: str | Executor = "local",
+                  ray_address: str | None = None, chunk_points: int = CHUNK_POINTS) -> VerificationResult:
     """Decide local robustness (Def 3.1 of 004) of the network at every point.
 
     Args:
@@ -84,6 +102,11 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
         progress: called as ``progress(part, done, total)`` while it runs: "bounds" after each block of
             :data:`PROGRESS_BLOCK` points, "attack" and "search" with the points each has settled or left (the
             blocks change only the order of floating-point sums: bounds agree to float64 rounding).
+        executor: "local" (this process) or "ray" (Ray tasks; :mod:`pacverify.executor`), or an Executor.
+        ray_address: with "ray": None (a local Ray instance), "auto" or HOST:PORT of a cluster's head.
+        chunk_points: the points are decided in chunks of this many, independently, chunk k's attacks seeded by
+            :func:`~pacverify.executor.chunk_seed` (seed, k): the result depends on the chunking, never on the
+            executor or its workers (one chunk, N <= chunk_points: exactly the unchunked run).
 
     Returns:
         :class:`VerificationResult`; VERIFIED only where sound bounds (or a complete search) prove the
@@ -99,19 +122,119 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
     y = _labels(labels, net, x)
     input_set = perturbation_set(x, radii, norm, domain, dtype=net.dtype, device=net.device)
     chosen.check(input_set, complete=complete)
-    prop = robustness_property(y, net.out_features)
-    verdicts, lower, counterexamples, stats = _decide(net, input_set, prop, chosen, method=method, complete=complete,
-                                                      timeout=timeout, attack=attack, seed=seed, progress=progress)
+    chunks = chunk_ranges(x.shape[0], check_positive_int(chunk_points, "chunk_points"))
+    job = _PointsJob(net, x, radii, y, norm, domain, backend, method, complete, timeout, attack, seed, None)
+    parts, info = _run_chunks(_verify_chunk, job, chunks, executor, ray_address, progress)
+    verdicts = [v for part in parts for v in part[0]]
+    lower = torch.cat([part[1] for part in parts])
+    counterexamples = {start + i: v for (_, start, _), part in zip(chunks, parts, strict=True)
+                       for i, v in part[2].items()}
+    stats = _merged_stats([part[3] for part in parts], info, len(chunks))
     return VerificationResult(tuple(verdicts), y.numpy(), radii.numpy(), lower.numpy(),
                               _shaped(counterexamples, net), norm, method, chosen.name,
                               complete or chosen.always_complete, time.perf_counter() - start, stats)
+
+
+@dataclass(frozen=True)
+class _PointsJob:
+    """What every chunk of a verify_points / certified_radius run shares: put once into Ray's object store."""
+
+    net: Network
+    x: torch.Tensor
+    radii: torch.Tensor | None
+    y: torch.Tensor
+    norm: str
+    domain: Any
+    backend: str
+    method: str
+    complete: bool
+    timeout: float | None
+    attack: bool
+    seed: int
+    progress: Callable[[str, int, int], None] | None
+    cap: float = 1.0
+    tol: float = 1e-3
+    search: str = "bisect"
+
+
+def _run_chunks(fn: Callable, job: _PointsJob, chunks: list[tuple[int, int, int]], executor, ray_address,
+                progress: Callable[[str, int, int], None] | None) -> tuple[list, ClusterInfo]:
+    """``fn(job, chunk)`` for every chunk, in chunk order, on the executor asked for. In this process the job
+    carries ``progress`` (points counted across chunks); on Ray, ``progress("chunks", done, total)`` as chunks end.
+    An executor made here from its name is closed here; an Executor passed in is left open."""
+    runner = get_executor(executor, ray_address)
+    try:
+        info = runner.info()
+        if isinstance(runner, LocalExecutor):
+            local = replace(job, progress=progress)
+            return runner.map_chunks(fn, local, chunks), info
+        tick = None if progress is None else (lambda done, total: progress("chunks", done, total))
+        return runner.map_chunks(fn, job, chunks, on_done=tick), info
+    finally:
+        if not isinstance(executor, Executor):  # one the caller passed stays open for the caller's next call
+            runner.close()
+
+
+def _offset(progress: Callable[[str, int, int], None] | None, start: int, n: int):
+    """Progress of one chunk as progress of the whole run: "bounds" and "search" counts shifted by the chunk's start."""
+    if progress is None:
+        return None
+
+    def tick(part: str, done: int, total: int) -> None:
+        if start == 0 and total == n:
+            progress(part, done, total)
+        elif part in ("bounds", "search"):
+            progress(part, start + done, n)
+        else:
+            progress(part, done, total)
+    return tick
+
+
+def _verify_chunk(job: _PointsJob, chunk: tuple[int, int, int]):
+    """verify_points on the points [start, stop) of chunk k, attacks seeded by chunk_seed(seed, k): (verdicts,
+    lower bounds, counterexamples by index in the chunk, stats). A pure function of its arguments."""
+    k, start, stop = chunk
+    index = torch.arange(start, stop)
+    whole = start == 0 and stop == job.x.shape[0]
+    net, chosen = job.net, get_backend(job.backend)
+    domain = job.domain if whole else _domain_rows(job.domain, index)
+    assert job.radii is not None  # verify_points always has radii
+    input_set = perturbation_set(job.x[start:stop], job.radii[start:stop], job.norm, domain, dtype=net.dtype,
+                                 device=net.device)
+    prop = robustness_property(job.y[start:stop], net.out_features)
+    return _decide(net, input_set, prop, chosen, method=job.method, complete=job.complete, timeout=job.timeout,
+                   attack=job.attack, seed=chunk_seed(job.seed, k),
+                   progress=_offset(job.progress, start, job.x.shape[0]))
+
+
+# stats of one chunk that are settings, or a count of lock-step passes: not summed over chunks
+_SAME_STATS = ("search", "cap", "tol")
+_MAX_STATS = ("bisection_steps",)
+
+
+def _merged_stats(parts: list[dict], info: ClusterInfo, chunks: int) -> dict:
+    """The chunks' stats as one run's: counts and seconds summed (seconds: the sum of the chunks' own times),
+    settings kept, lock-step steps the most of any chunk; plus the executor, the cluster's size and the chunks."""
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if key not in out:
+                out[key] = value
+            elif key in _MAX_STATS:
+                out[key] = max(out[key], value)
+            elif key not in _SAME_STATS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = out[key] + value
+    out.update({"executor": info.executor, "cluster_nodes": info.nodes, "cluster_cpus": info.cpus,
+                "chunks": chunks})
+    return out
 
 
 def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, labels=None,
                      method: str = "crown", cap: float = 1.0, tol: float = 1e-3, complete: bool = False,
                      timeout: float | None = None, domain=None, attack: bool = True, seed: int = 0,
                      device: str = "cpu", backend: str = "native", search: str = "auto",
-                     progress: Callable[[str, int, int], None] | None = None) -> VerificationResult:
+                     progress: Callable[[str, int, int], None] | None = None, executor: str | Executor = "local",
+                     ray_address: str | None = None, chunk_points: int = CHUNK_POINTS) -> VerificationResult:
     """The largest radius proven at each point in [0, cap], to within ``tol``.
 
     ``search`` (:mod:`pacverify.verify.radius`): "auto" — with the native backend and incomplete bounds, "itp"
@@ -127,6 +250,9 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
     point); UNKNOWN otherwise. With ``attack``, PGD at tol above the smallest radius not proved gives
     ``radius_upper`` (N,): a radius at which a counterexample exists (inf where none was found).
     ``progress("search", done, total)`` is called as points get their radius.
+    ``executor``, ``ray_address``, ``chunk_points``: as in :func:`verify_points` — the points are searched in fixed
+    chunks, independently (the "itp" pilot and the attack's seed are per chunk), on either executor, with the same
+    result.
     """
     start = time.perf_counter()
     net = load(net_or_path, device=device)
@@ -137,17 +263,50 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
     chosen = get_backend(backend)
     y = _labels(labels, net, x)
     n = x.shape[0]
-    prop = robustness_property(y, net.out_features)
     chosen.check(perturbation_set(x[:1], cap, norm, _domain_rows(domain, torch.tensor([0])), dtype=net.dtype),
                  complete=complete)
-    with torch.no_grad():
-        misclassified = prop.is_unsafe(net.to("cpu", torch.float64)(x))
     search = check_choice(search, SEARCHES, "search")
     if search == "auto":
         search = "bisect" if complete or chosen.name != "native" else choose_search("auto", method)
     elif search != "bisect" and (complete or chosen.name != "native"):
         raise InputError(f"search {search!r} runs the native bounds only; use search 'bisect' with complete=True "
                          f"or another backend")
+    chunks = chunk_ranges(n, check_positive_int(chunk_points, "chunk_points"))
+    job = _PointsJob(net, x, None, y, norm, domain, backend, method, complete, timeout, attack, seed, None, cap, tol,
+                     search)
+    parts, info = _run_chunks(_radius_chunk, job, chunks, executor, ray_address, progress)
+    lo = torch.cat([part[0] for part in parts])
+    upper = torch.cat([part[1] for part in parts])
+    misclassified = torch.cat([part[2] for part in parts])
+    stats = _merged_stats([part[3] for part in parts], info, len(chunks))
+    verdicts = [PointVerdict.FALSIFIED if bool(misclassified[i]) else PointVerdict.VERIFIED if lo[i] > 0 else PointVerdict.UNKNOWN
+                for i in range(n)]
+    counterexamples = {int(i): x[i].numpy() for i in torch.nonzero(misclassified).reshape(-1)}
+    lower = torch.full((n, net.out_features - 1), -torch.inf, dtype=torch.float64)
+    return VerificationResult(tuple(verdicts), y.numpy(), lo.numpy(), lower.numpy(), _shaped(counterexamples, net),
+                              norm, method, chosen.name, complete or chosen.always_complete,
+                              time.perf_counter() - start, stats, upper.numpy())
+
+
+def _radius_chunk(job: _PointsJob, chunk: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                          dict]:
+    """certified_radius on the points [start, stop) of chunk k (search and attack seeded by chunk_seed(seed, k)):
+    (proved radii, attack radii (inf where none found), misclassified points (bool), stats). A pure function of its
+    arguments."""
+    k, begin, stop = chunk
+    n_all = job.x.shape[0]
+    whole = begin == 0 and stop == n_all
+    index = torch.arange(begin, stop)
+    net, chosen = job.net, get_backend(job.backend)
+    x, y = job.x[begin:stop], job.y[begin:stop]
+    domain = job.domain if whole else _domain_rows(job.domain, index)
+    norm, method, cap, tol, seed = job.norm, job.method, job.cap, job.tol, chunk_seed(job.seed, k)
+    complete, timeout, search = job.complete, job.timeout, job.search
+    progress = _offset(job.progress, begin, n_all)
+    n = x.shape[0]
+    prop = robustness_property(y, net.out_features)
+    with torch.no_grad():
+        misclassified = prop.is_unsafe(net.to("cpu", torch.float64)(x))
     if search == "bisect":
         lo, hi, stats = _bisect(net, x, prop, misclassified, norm, domain, chosen, method=method, cap=cap, tol=tol,
                                 complete=complete, timeout=timeout, seed=seed, progress=progress)
@@ -161,7 +320,7 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
                  "bounded": radii.stats["bounded"]}
     upper = torch.full((n,), torch.inf, dtype=torch.float64)
     upper[misclassified] = 0.0
-    if attack:
+    if job.attack:
         probe = torch.nonzero(~misclassified & (hi < cap) & (hi > 0)).reshape(-1)
         if probe.numel():
             # tol above the smallest radius not proved: a search may stop with it exactly on the decision boundary
@@ -170,13 +329,7 @@ def certified_radius(net_or_path: Network | str | os.PathLike, points, norm, *, 
             found = attack_set(net, perturbation_set(x[probe], reach, norm, _domain_rows(domain, probe),
                                                      dtype=net.dtype), prop.select(probe), seed=seed)
             upper[probe[found.found]] = reach[found.found]
-    verdicts = [PointVerdict.FALSIFIED if bool(misclassified[i]) else PointVerdict.VERIFIED if lo[i] > 0 else PointVerdict.UNKNOWN
-                for i in range(n)]
-    counterexamples = {int(i): x[i].numpy() for i in torch.nonzero(misclassified).reshape(-1)}
-    lower = torch.full((n, net.out_features - 1), -torch.inf, dtype=torch.float64)
-    return VerificationResult(tuple(verdicts), y.numpy(), lo.numpy(), lower.numpy(), _shaped(counterexamples, net),
-                              norm, method, chosen.name, complete or chosen.always_complete,
-                              time.perf_counter() - start, stats, upper.numpy())
+    return lo, upper, misclassified, stats
 
 
 def _bisect(net: Network, x: torch.Tensor, prop, misclassified: torch.Tensor, norm: str, domain, chosen, *,

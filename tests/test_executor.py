@@ -1,0 +1,209 @@
+"""The executors (pacverify.executor): local and Ray give identical results; a killed worker's task is retried with the
+same result; a wrong Ray address fails within seconds (InputError, exit 2). One local Ray instance (2 CPUs) for the
+whole module."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_nets import random_mlp
+from verify_nets import network_to_onnx
+
+from pacverify.errors import InputError
+from pacverify.executor import LocalExecutor, chunk_ranges, chunk_seed, get_executor
+from pacverify.verify import api
+
+ray = pytest.importorskip("ray")
+
+CHUNK = 64  # several chunks on a few hundred points: exercises the splitting without a slow test
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance with 2 CPUs, started once and shut down at the end of the module."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def net():
+    return random_mlp([8, 32, 32, 4], 3)
+
+
+@pytest.fixture(scope="module")
+def points():
+    return np.random.default_rng(1).random((300, 8))
+
+
+def _same(a, b) -> None:
+    """Two results agree exactly on everything but the time and the executor's own stats."""
+    assert a.verdicts == b.verdicts
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.radius, b.radius)
+    assert np.array_equal(a.lower_bounds, b.lower_bounds)
+    assert a.counterexamples.keys() == b.counterexamples.keys()
+    for i in a.counterexamples:
+        assert np.array_equal(a.counterexamples[i], b.counterexamples[i])
+    if a.radius_upper is not None:
+        assert np.array_equal(a.radius_upper, b.radius_upper)
+
+
+def test_chunks_and_seeds_depend_on_the_count_and_index_only():
+    assert chunk_ranges(5, 2) == [(0, 0, 2), (1, 2, 4), (2, 4, 5)]
+    assert chunk_ranges(3, 10) == [(0, 0, 3)]
+    assert chunk_seed(7, 0) == 7 and chunk_seed(7, 3) == chunk_seed(7, 3) != chunk_seed(7, 4)
+    assert 0 <= chunk_seed(2**63 - 1, 5) < 2**63
+    assert LocalExecutor().map_chunks(lambda p, c: p * c, 3, [1, 2, 4]) == [3, 6, 12]
+    with pytest.raises(InputError, match="executor must be one of"):
+        get_executor("dask")
+    with pytest.raises(InputError, match="only applies with executor 'ray'"):
+        get_executor("local", "127.0.0.1:6379")
+
+
+def test_missing_ray_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(InputError, match=r"pip install 'pacverify\[ray\]'"):
+        get_executor("ray")
+
+
+def test_one_chunk_is_the_unchunked_run(net, points):
+    """With N <= the chunk size the chunked code path is the former single-batch run (chunk 0 keeps the seed)."""
+    one = api.verify_points(net, points, 0.05, "inf")
+    assert one.stats["chunks"] == 1
+    _same(one, api.verify_points(net, points, 0.05, "inf", chunk_points=len(points)))
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_verify_points_ray_equals_local(ray_instance, net, points, norm):
+    local = api.verify_points(net, points, 0.05, norm, chunk_points=CHUNK)
+    remote = api.verify_points(net, points, 0.05, norm, chunk_points=CHUNK, executor="ray")
+    assert local.count(api.PointVerdict.VERIFIED) and local.count(api.PointVerdict.FALSIFIED)  # both kinds occur
+    _same(local, remote)
+    assert remote.stats["executor"] == "ray" and remote.stats["cluster_cpus"] == 2.0
+    assert remote.stats["cluster_nodes"] == 1 and remote.stats["chunks"] == 5
+    assert local.stats["executor"] == "local"
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_certified_radius_ray_equals_local(ray_instance, net, points, norm):
+    local = api.certified_radius(net, points, norm, chunk_points=CHUNK)
+    remote = api.certified_radius(net, points, norm, chunk_points=CHUNK, executor="ray")
+    assert (local.radius > 0).any() and np.isfinite(local.radius_upper).any()
+    _same(local, remote)
+
+
+def test_killed_worker_is_retried_with_the_same_result(ray_instance, net, points, tmp_path, monkeypatch):
+    """Chunk 1's first attempt kills its own worker process; Ray runs the task again and the result is unchanged."""
+    marker = tmp_path / "killed-once"
+    original = api._verify_chunk
+
+    def dies_once(job, chunk):
+        if chunk[0] == 1 and not Path(marker).exists():
+            Path(marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return original(job, chunk)
+
+    local = api.verify_points(net, points, 0.05, "inf", chunk_points=CHUNK)
+    monkeypatch.setattr(api, "_verify_chunk", dies_once)
+    remote = api.verify_points(net, points, 0.05, "inf", chunk_points=CHUNK, executor="ray")
+    assert marker.exists()  # the worker did die once
+    _same(local, remote)
+
+
+def test_wrong_address_fails_within_seconds(ray_instance, net, points):
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
+        api.verify_points(net, points, 0.05, "inf", executor="ray", ray_address="127.0.0.1:1")
+    with pytest.raises(InputError, match="HOST:PORT"):
+        get_executor("ray", "no-port-here")
+    assert time.perf_counter() - start < 15
+
+
+def test_cli_wrong_address_exits_2_within_seconds(cli, net, tmp_path):
+    model, points = tmp_path / "net.onnx", tmp_path / "points.npy"
+    network_to_onnx(net, model)
+    np.save(points, np.random.default_rng(2).random((10, 8)))
+    start = time.perf_counter()
+    proc = cli("verify", model, "--points", points, "--radius", "0.05", "--norm", "inf", "--executor", "ray",
+               "--ray-address", "127.0.0.1:1", timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach a Ray cluster" in lines[0] and "Traceback" not in proc.stderr
+    assert time.perf_counter() - start < 30  # interpreter, torch and ray imports included
+
+
+def _main(argv) -> int:
+    from pacverify.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_cli_ray_executor_matches_local(ray_instance, net, tmp_path, capsys):
+    """The command in-process (it uses the module's Ray instance): same verdicts and radii as the local executor;
+    --ray-address without --executor ray is a one-line error."""
+    import json
+
+    model, points = tmp_path / "net.onnx", tmp_path / "points.npy"
+    network_to_onnx(net, model)
+    np.save(points, np.random.default_rng(3).random((40, 8)))
+    out = {}
+    for executor in ("local", "ray"):
+        code = _main(["verify", str(model), "--points", str(points), "--radius", "max", "--norm", "2",
+                      "--executor", executor, "--json", str(tmp_path / f"{executor}.json")])
+        assert code == 0, capsys.readouterr().err
+        out[executor] = json.loads((tmp_path / f"{executor}.json").read_text())
+    assert out["local"]["points"] == out["ray"]["points"]
+    assert out["ray"]["summary"]["executor"] == "ray" and out["local"]["summary"]["executor"] == "local"
+    assert "executor ray: 1 chunks on 1 node(s), 2 CPUs" in capsys.readouterr().out
+    code = _main(["verify", str(model), "--points", str(points), "--radius", "0.05", "--norm", "inf",
+                  "--ray-address", "auto"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "only applies with --executor ray" in err[0]
+
+
+def test_certify_ray_equals_local_and_checks(ray_instance, tmp_path, monkeypatch):
+    """certify with executor 'ray' (the student's verification and radii as Ray tasks, in other processes) writes
+    the same certificate as the local executor (the second run reuses the cached student), and check confirms it."""
+    from helpers_certify import TINY, onnx_teacher, robust_teacher
+
+    from pacverify.pipeline.check import check_certificate
+    from pacverify.pipeline.run import certify
+
+    teacher = onnx_teacher(robust_teacher(), tmp_path / "teacher.onnx")
+    local = certify(teacher, out=tmp_path / "run", delta=0.05, seed=0, **TINY)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    for name in ("_verify_chunk", "_radius_chunk"):
+        original = getattr(api, name)
+
+        def recorded(job, chunk, original=original, name=name):
+            (pids / f"{name}-{os.getpid()}").touch()
+            return original(job, chunk)
+        monkeypatch.setattr(api, name, recorded)
+    remote = certify(teacher, out=tmp_path / "run", delta=0.05, seed=0, executor="ray", **TINY)
+    monkeypatch.undo()
+    ran = {p.name.split("-")[0] for p in pids.iterdir() if int(p.name.split("-")[1]) != os.getpid()}
+    assert ran == {"_verify_chunk", "_radius_chunk"}  # both stages ran as Ray tasks
+
+    def stable(body):
+        return {k: v for k, v in body.items() if k not in ("timings", "integrity")}
+
+    assert stable(remote.body) == stable(local.body)
+    for name, array in local.arrays.items():
+        np.testing.assert_array_equal(remote.arrays[name], array, err_msg=name)
+    assert check_certificate(tmp_path / "run", teacher=teacher).confirmed
+    with pytest.raises(InputError, match="only applies with --executor ray"):
+        certify(teacher, out=tmp_path / "bad", delta=0.05, seed=0, ray_address="auto", **TINY)
+    with pytest.raises(InputError, match="cannot reach a Ray cluster"):
+        certify(teacher, out=tmp_path / "bad", delta=0.05, seed=0, executor="ray", ray_address="127.0.0.1:1", **TINY)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
