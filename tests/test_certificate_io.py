@@ -56,7 +56,7 @@ def _body(verdict="CERTIFIED", disagree=0, verified=5, delta_t=0.02):
         global_check=None,
         accuracy=None,
         timings={"verify": 0.1, "created": "now"},
-        environment=S.Environment("3", "linux", "2", "1", "1", "1", "cpu"),
+        environment=S.Environment("3", "linux", "2", "1", "1", "1", "cpu", "local", 1, 2.0),
         integrity=S.Integrity(""))
 
 

@@ -200,3 +200,8 @@ def test_dry_run_with_student_auto_estimates_the_search_by_its_budget(cli, teach
     assert res.returncode == 0, res.stderr
     distill = next(line for line in res.stdout.splitlines() if line.startswith("  distill"))
     assert "45 s" in distill and "--student auto" in distill
+
+
+def test_check_refuses_a_ray_address_without_the_ray_executor(cli, tmp_path):
+    res = cli("check", tmp_path / "certificate.json", "--ray-address", "auto")
+    assert res.returncode == 2 and "--ray-address only applies with --executor ray" in res.stderr

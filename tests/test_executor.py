@@ -196,12 +196,15 @@ def test_certify_ray_equals_local_and_checks(ray_instance, tmp_path, monkeypatch
     assert ran == {"_verify_chunk", "_radius_chunk"}  # both stages ran as Ray tasks
 
     def stable(body):
-        return {k: v for k, v in body.items() if k not in ("timings", "integrity")}
+        return {k: v for k, v in body.items() if k not in ("timings", "integrity", "environment")}
 
     assert stable(remote.body) == stable(local.body)
+    env, here = remote.record.environment, local.record.environment
+    assert (env.executor, here.executor) == ("ray", "local") and env.cluster_nodes == 1 and env.cluster_cpus == 2
     for name, array in local.arrays.items():
         np.testing.assert_array_equal(remote.arrays[name], array, err_msg=name)
     assert check_certificate(tmp_path / "run", teacher=teacher).confirmed
+    assert check_certificate(tmp_path / "run", teacher=teacher, executor="ray").confirmed
     with pytest.raises(InputError, match="only applies with --executor ray"):
         certify(teacher, out=tmp_path / "bad", delta=0.05, seed=0, ray_address="auto", **TINY)
     with pytest.raises(InputError, match="cannot reach a Ray cluster"):

@@ -276,6 +276,9 @@ class GlobalCheck:
 
 @dataclass(frozen=True)
 class Environment:
+    """Where the run ran. ``executor`` ("local" or "ray", :mod:`pacverify.executor`) and the size of what it ran on:
+    ``cluster_nodes`` and ``cluster_cpus`` (this machine for local). Not a claim: ``check`` does not compare it."""
+
     python: str
     platform: str
     torch: str
@@ -283,6 +286,9 @@ class Environment:
     onnx: str
     onnxruntime: str
     device: str
+    executor: str
+    cluster_nodes: int
+    cluster_cpus: float
 
 
 @dataclass(frozen=True)

@@ -64,14 +64,19 @@ def quantiles(values: np.ndarray) -> dict[str, float]:
     return {f"{q:g}": float(v) for q, v in zip(QUANTILES, levels, strict=True)}
 
 
-def environment(device: str) -> dict:
+def environment(device: str, executor=None) -> dict:
+    """The versions, the device and the executor (with its cluster's size) of a run, for the certificate."""
     import onnx
     import onnxruntime
     import torch
 
+    from pacverify.executor import LocalExecutor
+
+    info = (executor or LocalExecutor()).info()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
             "numpy": np.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "device": device}
+            "device": device, "executor": info.executor, "cluster_nodes": int(info.nodes),
+            "cluster_cpus": float(info.cpus)}
 
 
 def coverage_sentence(coverage: dict, delta: float, eps: float, kappa: float, tv: float = 0.0) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pacverify.cli.options import add_threads_option, apply_threads
+from pacverify.cli.options import add_executor_options, add_threads_option, apply_threads
+from pacverify.errors import InputError
 
 HELP = ("re-check a certificate: re-derive every claim from the files (sample, student proofs, δ_T, teacher attack, "
         "coverage) and compare")
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling the teacher file (runs code from it; never taken from the certificate)")
     add_threads_option(p)
+    add_executor_options(p)
     p.set_defaults(func=run)
 
 
@@ -32,10 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from pacverify.pipeline.check import Outcome, check_certificate
 
     apply_threads(args.threads)
-
+    if args.ray_address is not None and args.executor != "ray":
+        raise InputError("--ray-address only applies with --executor ray")
     result = check_certificate(args.certificate, teacher=args.teacher, data=args.data, sampler=args.sampler,
                                timeout=args.timeout, arch=args.arch, trust_pickle=args.trust_pickle,
-                               labels=args.labels)
+                               labels=args.labels, executor=args.executor, ray_address=args.ray_address)
     said = result.verdict.value
     if result.outcome is Outcome.CONFIRMED:
         print(f"CONFIRMED: {said}")

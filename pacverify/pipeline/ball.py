@@ -158,7 +158,7 @@ def assemble(setup: Setup, results: dict[str, Any],
         accuracy=None if results["accuracy"].section is None else S.Accuracy(**results["accuracy"].section),
         timings={**timings, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "verify_points_per_second": (idx.size / verify_time) if verify_time > 0 else None},
-        environment=S.Environment(**environment(str(setup.device))),
+        environment=S.Environment(**environment(str(setup.device), setup.executor)),
         integrity=S.Integrity(""),
     )
     arrays = _arrays(setup, results, idx, status)

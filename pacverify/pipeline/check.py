@@ -41,6 +41,7 @@ from pacverify.certificate.io import Certificate, body_digest, load_certificate,
 from pacverify.certificate.schema import CertificateBody, FileRef, MassCertificateBody, MassParameters, Verdict
 from pacverify.data import make_sampler
 from pacverify.errors import InputError
+from pacverify.executor import get_executor
 from pacverify.fileio import sha256_file
 from pacverify.models import as_logits, load_student, load_teacher, resolve_device
 from pacverify.pipeline import stages as st
@@ -98,14 +99,17 @@ class _Log:
 def check_certificate(path: str | os.PathLike, *, teacher: str | os.PathLike | None = None,
                       data: str | os.PathLike | None = None, sampler: str | None = None,
                       timeout: float | None = None, arch: str | None = None,
-                      trust_pickle: bool = False, labels: str | os.PathLike | None = None) -> CheckResult:
+                      trust_pickle: bool = False, labels: str | os.PathLike | None = None,
+                      executor: str = "local", ray_address: str | None = None) -> CheckResult:
     """Re-check the certificate at ``path`` (``certificate.json`` or its directory); see the module docstring.
 
     ``teacher`` / ``data``: files named by the user (they may lie anywhere). ``sampler``: the user's
     ``module:function`` to re-derive a sampler-drawn sample (imports the user's code). ``arch`` /
     ``trust_pickle``: the user's consent to import a teacher architecture or unpickle a teacher file.
     ``timeout``: seconds of branch and bound per point (default: twice the recorded). ``labels``: the labels file
-    of a ``certify --labels`` run when it is not where the certificate records it. Raises
+    of a ``certify --labels`` run when it is not where the certificate records it. ``executor`` / ``ray_address``:
+    where the student's proofs and radii are re-derived (:mod:`pacverify.executor`; the same chunks and seeds as
+    any executor, so the result does not depend on it). Raises
     :class:`InputError` only for a file that is not a readable certificate or a bad argument; every
     other defect is in the result.
     """
@@ -121,15 +125,19 @@ def check_certificate(path: str | os.PathLike, *, teacher: str | os.PathLike | N
     if log.problems:  # nothing below can be trusted on swapped or edited files
         return CheckResult(cert, Outcome.REJECTED, log.problems, log.unchecked, log.notes)
     _check_sample_size(cert, log)
+    runner = get_executor(executor, ray_address)  # an unreachable cluster is an InputError before any work
     try:
         expected: CertificateBody | MassCertificateBody | None
         if isinstance(record, MassCertificateBody):
-            expected, refuted = _rederive_mass(cert, files, data, sampler, timeout, arch, trust_pickle, log)
+            expected, refuted = _rederive_mass(cert, files, data, sampler, timeout, arch, trust_pickle, log, runner)
         else:
-            expected, refuted = _rederive(cert, files, data, sampler, timeout, arch, trust_pickle, log, labels)
+            expected, refuted = _rederive(cert, files, data, sampler, timeout, arch, trust_pickle, log, labels,
+                                          runner)
     except InputError as exc:
         log.problems.append(f"the certificate's evidence could not be rechecked: {exc}")
         expected, refuted = None, False
+    finally:
+        runner.close()
     if expected is not None:
         _compare(record, expected, log)
     if log.problems:  # the certificate does not follow from its own evidence: that comes first
@@ -300,7 +308,8 @@ def _rederived_sample(cert: Certificate, cfg: CertifySettings, data, sampler_spe
 
 
 def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arch, trust_pickle,
-              log: _Log, labels_file: str | os.PathLike | None = None) -> tuple[CertificateBody | None, bool]:
+              log: _Log, labels_file: str | os.PathLike | None = None,
+              executor=None) -> tuple[CertificateBody | None, bool]:
     record, arrays = cert.record, cert.arrays
     assert cert.directory is not None and isinstance(record, CertificateBody)
     labels_path = _labels_file(cert, labels_file, log)
@@ -320,7 +329,7 @@ def _rederive(cert: Certificate, files: _Files, data, sampler_spec, timeout, arc
                      source=_recorded_source(record),
                      input_shape=input_shape,
                      dim=record.pac.dim, samples=record.pac.samples, samples_required=record.pac.samples_required,
-                     out_dir=cert.directory, device=resolve_device("cpu"))
+                     out_dir=cert.directory, device=resolve_device("cpu"), executor=executor)
     sample = st.Sample(points)
     exported = _exported(setup, files, sample, log)
     if teacher_model is None:
@@ -538,7 +547,7 @@ def _mass_settings(record: MassCertificateBody, data: str | None, sampler: str |
 
 
 def _rederive_mass(cert: Certificate, files: _Files, data, sampler_spec, timeout, arch, trust_pickle,
-                   log: _Log) -> tuple[MassCertificateBody | None, bool]:
+                   log: _Log, executor=None) -> tuple[MassCertificateBody | None, bool]:
     """Mass mode: the sample, the teacher's labels and confidences, every recorded lower radius re-proven (on the
     teacher, or on the student with the transfer factor recomputed), every recorded attack radius's counterexample
     confirmed, an independent attack looking for u < l, the held-out check redone; then M(κ), the verdict and the
@@ -577,7 +586,7 @@ def _rederive_mass(cert: Certificate, files: _Files, data, sampler_spec, timeout
                      input_shape=input_shape, dim=record.pac.dim, samples=record.pac.samples,
                      samples_required=record.pac.samples_required, out_dir=cert.directory,
                      device=resolve_device("cpu"), oracle=oracle, oracle_reason=record.oracle.reason,
-                     teacher_network=network)
+                     teacher_network=network, executor=executor)
     sample = st.Sample(points)
     labels = st.label_sample(setup, sample)
     lower = recorded["lower"]

@@ -319,7 +319,7 @@ def assemble(setup: Setup, results: dict[str, Any],
         relaxation=S.MassRelaxation(delta_T=cmap.radius, formula=FORMULA),
         holdout=holdout,
         timings={**timings, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
-        environment=S.Environment(**environment(str(setup.device))),
+        environment=S.Environment(**environment(str(setup.device), setup.executor)),
         integrity=S.Integrity(""),
     )
     arrays = {"points": results["sample"].points, "teacher_label": labels.label,
