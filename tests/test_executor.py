@@ -183,17 +183,19 @@ def test_certify_ray_equals_local_and_checks(ray_instance, tmp_path, monkeypatch
     local = certify(teacher, out=tmp_path / "run", delta=0.05, seed=0, **TINY)
     pids = tmp_path / "pids"
     pids.mkdir()
-    for name in ("_verify_chunk", "_radius_chunk"):
-        original = getattr(api, name)
+    from pacverify.pipeline import teacher_check
+
+    for module, name in ((api, "_verify_chunk"), (api, "_radius_chunk"), (teacher_check, "_attack_batch")):
+        original = getattr(module, name)
 
         def recorded(job, chunk, original=original, name=name):
             (pids / f"{name}-{os.getpid()}").touch()
             return original(job, chunk)
-        monkeypatch.setattr(api, name, recorded)
+        monkeypatch.setattr(module, name, recorded)
     remote = certify(teacher, out=tmp_path / "run", delta=0.05, seed=0, executor="ray", **TINY)
     monkeypatch.undo()
     ran = {p.name.split("-")[0] for p in pids.iterdir() if int(p.name.split("-")[1]) != os.getpid()}
-    assert ran == {"_verify_chunk", "_radius_chunk"}  # both stages ran as Ray tasks
+    assert ran == {"_verify_chunk", "_radius_chunk", "_attack_batch"}  # the three stages ran as Ray tasks
 
     def stable(body):
         return {k: v for k, v in body.items() if k not in ("timings", "integrity", "environment")}

@@ -379,7 +379,7 @@ def attack_teacher_stage(setup: Setup, sample: Sample, labels: Labels, relaxatio
         part = "teacher attack at 3δ" if name == "delta" else "teacher attack at 3·δ_T"
         checks[name] = checks["delta"] if same else (
             attack_teacher(teacher, centers, claimed, radius, cfg.norm, progress=counter(setup.ticker, part),
-                           **kwargs),
+                           executor=setup.executor, **kwargs),
             attack_fresh(teacher, fresh, centers, claimed, radius, cfg.norm, kappa=cfg.kappa, **kwargs))
     every = [c for pair in checks.values() for c in pair]
     final = {name: merge_checks(pair[0], *every, same=(pair[1],), centers=centers, labels=claimed, norm=cfg.norm,

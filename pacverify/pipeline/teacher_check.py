@@ -198,7 +198,8 @@ def merge_checks(primary: TeacherCheck, *others: TeacherCheck, centers: np.ndarr
 def attack_teacher(teacher: Attackable, centers: np.ndarray, labels: np.ndarray, radius: float, norm: str, *,
                    n_classes: int, domain: tuple[float, float] | None = None, steps: int = 50, restarts: int = 5,
                    seed: int = 0, batch_size: int = 1024, starts: str = "spread",
-                   random_samples: int = 2000, progress: Callable[[int, int], None] | None = None) -> TeacherCheck:
+                   random_samples: int = 2000, progress: Callable[[int, int], None] | None = None,
+                   executor=None) -> TeacherCheck:
     """Search the teacher for a class change in the ``norm``-ball of ``radius`` around each centre (flat, (N, m)).
 
     ``teacher`` maps flat float64 (B, m) points to logits (e.g. a :class:`TeacherModel`); ``labels`` (N,) are
@@ -207,8 +208,12 @@ def attack_teacher(teacher: Attackable, centers: np.ndarray, labels: np.ndarray,
     "box") and ``random_samples`` uniform draws (0: none), in batches of ``batch_size`` balls; then every
     counterexample found is checked against every other ball too (:func:`merge_checks`). Returns confirmed
     counterexamples only (:func:`confirm`). Cost: ≈ steps·restarts forward and backward passes plus
-    random_samples forward passes per ball. ``progress(done, N)`` after each batch of balls.
+    random_samples forward passes per ball. ``progress(done, N)`` after each batch of balls. ``executor``
+    (:mod:`pacverify.executor`; None: this process) runs the batches: each batch is seeded by its first ball's
+    index, so the result does not depend on where it ran.
     """
+    from pacverify.executor import LocalExecutor
+
     starts = check_choice(starts, STARTS, "starts")
     random_samples = int(random_samples)
     centers = np.asarray(centers, dtype=np.float64).reshape(len(centers), -1)
@@ -217,27 +222,61 @@ def attack_teacher(teacher: Attackable, centers: np.ndarray, labels: np.ndarray,
     result = _empty(n, m, radius, steps, restarts, starts, random_samples, attacked=n if radius > 0 else 0)
     if n == 0 or radius <= 0:
         return result
-    dtype = getattr(teacher, "module_dtype", None)
+    job = _AttackJob(teacher, centers, labels, float(radius), norm, n_classes, domain, steps, restarts, seed, starts,
+                     random_samples)
+    batches = [(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
+    runner = executor if executor is not None else LocalExecutor()
+    parts = runner.map_chunks(_attack_batch, job, batches,
+                              on_done=None if progress is None else
+                              lambda done, total: progress(batches[done - 1][1] if done < total else n, n))
     found, cex, cls = result.found, result.counterexamples, result.cex_class
-    for start in range(0, n, batch_size):
-        sl = slice(start, min(n, start + batch_size))
-        c, y = torch.as_tensor(centers[sl]), torch.as_tensor(labels[sl])
-        pgd = attack(teacher, c, y, float(radius), norm=norm, loss="margin", domain=domain, steps=steps,
-                     restarts=restarts, seed=seed + start, starts=_PGD_STARTS[starts])
-        if pgd.outputs.shape[1] != n_classes:
-            raise ValueError(f"the teacher returns {pgd.outputs.shape[1]} logits, expected n_classes={n_classes}")
-        candidates = [pgd.inputs]
-        if random_samples > 0:
-            candidates.append(random_search(teacher, c, y, float(radius), norm=norm, domain=domain,
-                                            samples=random_samples, seed=seed + start + 1_000_003).inputs)
-        for cand in candidates:
-            ok, x, k = confirm(teacher, cand, c, y, float(radius), norm, domain, dtype)
-            new = ok.numpy() & ~found[sl]
-            idx = np.arange(sl.start, sl.stop)[new]
-            found[idx], cex[idx], cls[idx] = True, x.numpy()[new], k.numpy()[new]
-        if progress is not None:
-            progress(sl.stop, n)
+    for (lo, _), (hit, points, classes) in zip(batches, parts, strict=True):
+        idx = lo + np.nonzero(hit)[0]
+        found[idx], cex[idx], cls[idx] = True, points[hit], classes[hit]
     return merge_checks(result, centers=centers, labels=labels, norm=norm, domain=domain, seed=seed)
+
+
+@dataclass(frozen=True)
+class _AttackJob:
+    """What every batch of :func:`attack_teacher` shares (put once into Ray's object store on that executor)."""
+
+    teacher: Attackable
+    centers: np.ndarray
+    labels: np.ndarray
+    radius: float
+    norm: str
+    n_classes: int
+    domain: tuple[float, float] | None
+    steps: int
+    restarts: int
+    seed: int
+    starts: str
+    random_samples: int
+
+
+def _attack_batch(job: _AttackJob, batch: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PGD and random draws in the balls ``batch`` = (start, stop): (found (B,), counterexamples (B, m), classes (B,)),
+    each counterexample confirmed; the first confirmed one of PGD, then of the draws, is kept. Seeded by ``start``."""
+    start, stop = batch
+    teacher = job.teacher
+    dtype = getattr(teacher, "module_dtype", None)
+    c, y = torch.as_tensor(job.centers[start:stop]), torch.as_tensor(job.labels[start:stop])
+    found = np.zeros(stop - start, bool)
+    cex = np.full((stop - start, job.centers.shape[1]), np.nan)
+    cls = np.full(stop - start, -1, dtype=np.int64)
+    pgd = attack(teacher, c, y, job.radius, norm=job.norm, loss="margin", domain=job.domain, steps=job.steps,
+                 restarts=job.restarts, seed=job.seed + start, starts=_PGD_STARTS[job.starts])
+    if pgd.outputs.shape[1] != job.n_classes:
+        raise ValueError(f"the teacher returns {pgd.outputs.shape[1]} logits, expected n_classes={job.n_classes}")
+    candidates = [pgd.inputs]
+    if job.random_samples > 0:
+        candidates.append(random_search(teacher, c, y, job.radius, norm=job.norm, domain=job.domain,
+                                        samples=job.random_samples, seed=job.seed + start + 1_000_003).inputs)
+    for cand in candidates:
+        ok, x, k = confirm(teacher, cand, c, y, job.radius, job.norm, job.domain, dtype)
+        new = ok.numpy() & ~found
+        found[new], cex[new], cls[new] = True, x.numpy()[new], k.numpy()[new]
+    return found, cex, cls
 
 
 def near_claims(points: np.ndarray, centers: np.ndarray, reach: float, norm: str, *,
