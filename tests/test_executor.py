@@ -212,3 +212,24 @@ def test_certify_ray_equals_local_and_checks(ray_instance, tmp_path, monkeypatch
     with pytest.raises(InputError, match="cannot reach a Ray cluster"):
         certify(teacher, out=tmp_path / "bad", delta=0.05, seed=0, executor="ray", ray_address="127.0.0.1:1", **TINY)
     assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_mass_mode_ray_equals_local(ray_instance, tmp_path):
+    """Mass mode with the teacher oracle: the teacher's lower radii and the attack's upper radii as Ray tasks give
+    the certificate of the local executor."""
+    from helpers_certify import onnx_teacher, robust_teacher
+
+    from pacverify.pipeline.run import certify
+
+    teacher = onnx_teacher(robust_teacher(), tmp_path / "teacher.onnx")
+    settings = dict(guarantee="mass", oracle="teacher", delta=0.05, eps=0.2, eta=0.1, synthetic="gaussians",
+                    holdout=200, seed=0)
+    local = certify(teacher, out=tmp_path / "local", **settings)
+    remote = certify(teacher, out=tmp_path / "remote", executor="ray", **settings)
+
+    def stable(body):
+        return {k: v for k, v in body.items() if k not in ("timings", "integrity", "environment")}
+
+    assert stable(remote.body) == stable(local.body) and remote.record.environment.executor == "ray"
+    for name, array in local.arrays.items():
+        np.testing.assert_array_equal(remote.arrays[name], array, err_msg=name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -80,18 +80,75 @@ class Lower:
     time_s: float
 
 
-def teacher_lower(setup: Setup, sample: Sample, labels: Labels) -> Lower:
-    """The teacher's own certified radius at every point: bisection with sound bounds, up to the cap."""
-    import time
+@dataclass(frozen=True)
+class _ChunkJob:
+    """What every chunk of a per-point stage shares (put once into Ray's object store on that executor)."""
 
+    model: Any
+    flat: np.ndarray
+    labels: np.ndarray
+    norm: str
+    domain: Any
+    seed: int
+    options: dict
+    progress: Any = None  # in this process only: (done, total) over all points
+
+
+def _over_chunks(setup: Setup, fn, job: _ChunkJob, part: str, *, within: bool = False) -> list:
+    """``fn(job, chunk)`` over the fixed chunks of :func:`pacverify.executor.chunk_ranges` on the run's executor,
+    in chunk order. Each chunk is seeded from (seed, chunk index): the result does not depend on the executor.
+    Progress: points per finished chunk, or (``within``, in this process) as ``fn`` reports them inside a chunk."""
+    from pacverify.executor import LocalExecutor, chunk_ranges
+
+    chunks = chunk_ranges(len(job.flat))
+    tick = counter(setup.ticker, part)
+    runner = setup.executor if setup.executor is not None else LocalExecutor()
+    if within and isinstance(runner, LocalExecutor):
+        return runner.map_chunks(fn, replace(job, progress=tick), chunks)
+    n = len(job.flat)
+    return runner.map_chunks(fn, job, chunks, on_done=None if tick is None else
+                             lambda done, total: tick(n if done == total else chunks[done - 1][2], n))
+
+
+def _chunk_progress(job: _ChunkJob, start: int):
+    if job.progress is None:
+        return None
+    return lambda done, total: job.progress(start + done, len(job.flat))
+
+
+def _lower_chunk(job: _ChunkJob, chunk: tuple[int, int, int]) -> np.ndarray:
+    """The teacher's proven radii at the chunk's points (:func:`~pacverify.verify.oracle.teacher_lower_radii`)."""
+    from pacverify.executor import chunk_seed
     from pacverify.verify.oracle import teacher_lower_radii
+
+    index, start, stop = chunk
+    return np.asarray(teacher_lower_radii(job.model, job.flat[start:stop], job.labels[start:stop], job.norm,
+                                          domain=job.domain, seed=chunk_seed(job.seed, index),
+                                          progress=_chunk_progress(job, start), **job.options), dtype=np.float64)
+
+
+def _upper_chunk(job: _ChunkJob, chunk: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Attack radii and counterexamples at the chunk's points (:func:`~pacverify.verify.oracle.attack_radii`)."""
+    from pacverify.executor import chunk_seed
+    from pacverify.verify.oracle import attack_radii
+
+    index, start, stop = chunk
+    upper, cex = attack_radii(job.model, job.flat[start:stop], job.labels[start:stop], job.norm, domain=job.domain,
+                              seed=chunk_seed(job.seed, index), **job.options)
+    return np.asarray(upper, dtype=np.float64), np.asarray(cex, dtype=np.float64)
+
+
+def teacher_lower(setup: Setup, sample: Sample, labels: Labels) -> Lower:
+    """The teacher's own certified radius at every point (the radius search with sound bounds, up to the cap), over
+    the fixed chunks of points on the run's executor."""
+    import time
 
     cfg = setup.cfg
     start = time.perf_counter()
-    lower = teacher_lower_radii(setup.teacher_network, sample.flat, labels.label, cfg.norm,
-                                cap=float(cfg.radius_cap or 2 * cfg.delta), tol=float(cfg.radius_tol or cfg.delta / 32),
-                                method=cfg.verify_method, domain=cfg.domain, seed=cfg.seed,
-                                progress=counter(setup.ticker, "lower radii (teacher)"))
+    job = _ChunkJob(setup.teacher_network, sample.flat, labels.label, cfg.norm, cfg.domain, cfg.seed,
+                    dict(cap=float(cfg.radius_cap or 2 * cfg.delta), tol=float(cfg.radius_tol or cfg.delta / 32),
+                         method=cfg.verify_method))
+    lower = np.concatenate(_over_chunks(setup, _lower_chunk, job, "lower radii (teacher)", within=True) or [np.zeros(0)])
     empty = np.zeros(0)
     return Lower(np.asarray(lower, dtype=np.float64), empty, empty, time.perf_counter() - start)
 
@@ -111,7 +168,8 @@ def student_lower(setup: Setup, sample: Sample, labels: Labels, exported: Export
     result = certified_radius(_student_network(setup), sample.flat, cfg.norm, labels=labels.label,
                               method=cfg.verify_method, cap=float(cfg.radius_cap or 2 * cfg.delta),
                               tol=float(cfg.radius_tol or cfg.delta / 32), domain=cfg.domain, seed=cfg.seed,
-                              attack=False, progress=prefixed(setup.ticker, "lower radii (student)"))
+                              attack=False, progress=prefixed(setup.ticker, "lower radii (student)"),
+                              executor=setup.executor if setup.executor is not None else "local")
     radius = np.asarray(result.radius, dtype=np.float64)
     radius[exported.student_label != labels.label] = 0.0
     student = load_student(setup.out_dir / "student.pt")
@@ -146,17 +204,18 @@ def _teacher_model(setup: Setup):
 
 
 def teacher_upper(setup: Setup, sample: Sample, labels: Labels) -> Upper:
-    """Bisected PGD on the teacher over radii in (0, cap]; the distance of each confirmed counterexample."""
+    """Bisected PGD on the teacher over radii in (0, cap]; the distance of each confirmed counterexample. Over the
+    fixed chunks of points on the run's executor, each chunk's attack seeded from (seed, chunk index)."""
     import time
-
-    from pacverify.verify.oracle import attack_radii
 
     cfg = setup.cfg
     start = time.perf_counter()
-    upper, cex = attack_radii(_teacher_model(setup), sample.flat, labels.label, cfg.norm,
-                              hi=float(cfg.radius_cap or 2 * cfg.delta), steps=cfg.pgd_steps,
-                              restarts=cfg.pgd_restarts, bisection=cfg.attack_bisection, domain=cfg.domain,
-                              seed=cfg.seed, progress=counter(setup.ticker, "upper radii: attack rounds"))
+    job = _ChunkJob(_teacher_model(setup), sample.flat, labels.label, cfg.norm, cfg.domain, cfg.seed,
+                    dict(hi=float(cfg.radius_cap or 2 * cfg.delta), steps=cfg.pgd_steps, restarts=cfg.pgd_restarts,
+                         bisection=cfg.attack_bisection))
+    parts = _over_chunks(setup, _upper_chunk, job, "upper radii")
+    upper = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+    cex = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, sample.flat.shape[1]))
     return Upper(np.asarray(upper, dtype=np.float64), np.asarray(cex, dtype=np.float64), time.perf_counter() - start)
 
 
