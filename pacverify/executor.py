@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -65,19 +66,19 @@ def chunk_seed(seed: int, index: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) % 2**63
 
 
-class Executor:
+class Executor(ABC):
     """Runs ``fn(payload, chunk)`` for every chunk; subclasses say where. Use as a context manager (``close``)."""
 
     name = "local"
 
+    @abstractmethod
     def map_chunks(self, fn: Callable[[Any, Any], Any], payload: Any, chunks: Sequence[Any],
                    on_done: Callable[[int, int], None] | None = None) -> list:
         """``[fn(payload, c) for c in chunks]`` in chunk order; ``on_done(done, total)`` after each chunk finishes."""
-        raise NotImplementedError
 
+    @abstractmethod
     def info(self) -> ClusterInfo:
         """The executor's name and the size of what it runs on."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release what the executor started (nothing for local)."""

@@ -270,12 +270,9 @@ def _sampler(cert: Certificate, cfg: CertifySettings, data: str | os.PathLike | 
             candidate = (cert.directory / src.source).resolve()
             if candidate.is_relative_to(cert.directory.resolve()) and candidate.is_file():
                 path = candidate
-        if path is None or not path.is_file():
-            log.unchecked.append(f"the sample could not be re-derived: the data file {src.source!r} is not in the "
-                                 "certificate's directory (pass --data FILE)")
-            return None
-        if sha256_file(path) != src.sha256:
-            log.problems.append(f"the data file {path} does not match the recorded sha256")
+        path = _recorded_file(path, src.sha256, "data file", f"the sample could not be re-derived: the data file "
+                              f"{src.source!r} is not in the certificate's directory (pass --data FILE)", log)
+        if path is None:
             return None
         return make_sampler(str(path), seed=cfg.seed, domain=cfg.domain, kind="data",
                             allow_duplicates=cfg.allow_duplicates)
@@ -377,13 +374,19 @@ def _labels_file(cert: Certificate, given: str | os.PathLike | None, log: _Log) 
     if ref is None:
         return None
     assert cert.directory is not None and ref.path is not None
-    path = Path(given) if given is not None else (cert.directory / ref.path)
-    if not path.is_file():
-        log.unchecked.append(f"the verified robust accuracy was not re-derived: the labels file {ref.path!r} was not "
-                             "found (pass --labels FILE)")
+    return _recorded_file(Path(given) if given is not None else (cert.directory / ref.path), ref.sha256, "labels file",
+                          f"the verified robust accuracy was not re-derived: the labels file {ref.path!r} was not "
+                          "found (pass --labels FILE)", log)
+
+
+def _recorded_file(path: Path | None, sha256: str | None, what: str, missing: str, log: _Log) -> Path | None:
+    """``path`` when it is a file whose sha256 is the recorded one; None otherwise, with ``missing`` as an unchecked
+    claim (no file) or a problem (another file)."""
+    if path is None or not path.is_file():
+        log.unchecked.append(missing)
         return None
-    if sha256_file(path) != ref.sha256:
-        log.problems.append(f"the labels file {path} does not match the recorded sha256")
+    if sha256_file(path) != sha256:
+        log.problems.append(f"the {what} {path} does not match the recorded sha256")
         return None
     return path
 
