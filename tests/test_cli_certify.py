@@ -205,3 +205,24 @@ def test_dry_run_with_student_auto_estimates_the_search_by_its_budget(cli, teach
 def test_check_refuses_a_ray_address_without_the_ray_executor(cli, tmp_path):
     res = cli("check", tmp_path / "certificate.json", "--ray-address", "auto")
     assert res.returncode == 2 and "--ray-address only applies with --executor ray" in res.stderr
+
+
+def test_summary_counts_teacher_counterexamples_at_points_proven_for_the_student():
+    from types import SimpleNamespace
+
+    from pacverify.certificate.schema import PointStatus
+    from pacverify.cli.certify import teacher_attack_line
+
+    status = np.array([PointStatus.VERIFIED, PointStatus.VERIFIED, PointStatus.UNKNOWN, PointStatus.NOT_CONFIDENT,
+                       PointStatus.VERIFIED], dtype=np.int8)
+    tc = SimpleNamespace(counterexamples_delta=3, checked=4, radius_delta_T=0.0, counterexamples_delta_T=0)
+    cert = SimpleNamespace(record=SimpleNamespace(teacher_check=tc),
+                           arrays={"status": status, "teacher_cex_delta_index": np.array([1, 2, 4])})
+    line = teacher_attack_line(cert)
+    assert line.startswith("teacher attack: counterexamples within 3δ at 3 of 4 points")
+    assert "(2 of them proven 3δ-robust for the student: the transfer fails there)" in line
+    assert "3·δ_T" not in line
+    tc.radius_delta_T, tc.counterexamples_delta_T = 0.1, 1
+    cert.arrays["teacher_cex_delta_index"] = np.zeros(0, dtype=np.int64)
+    line = teacher_attack_line(cert)
+    assert "proven" not in line and line.endswith("within 3·δ_T at 1")
