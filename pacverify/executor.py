@@ -15,12 +15,18 @@ and the chunk's index (:func:`chunk_seed`), so both executors return the same re
   :class:`~pacverify.errors.InputError` within :data:`CONNECT_TIMEOUT_S` seconds, not a hang (Ray itself retries a
   wrong address for minutes). A process that already called ``ray.init`` keeps its connection (and its
   instance stays up when the executor closes). ``ray`` is imported only here, only when this executor is asked for
-  (``pip install pacverify[ray]``).
+  (``pip install pacverify[ray]``). The payload is pickled by :func:`dumps_payload`, which sends a TorchScript
+  module as its TorchScript archive (a ``torch.export`` teacher pickles as its program's bytes,
+  :class:`pacverify.models.ExportedModule`); a worker unpickles it once per map (:func:`_payload`). A chunk whose
+  work runs on a GPU (``map_chunks(..., gpu=True)``: the teacher's stages under ``--device cuda``) asks Ray for
+  ``gpus_per_task`` GPUs; a cluster without GPUs is an :class:`~pacverify.errors.InputError`.
 """
 from __future__ import annotations
 
+import io
 import os
 import socket
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -73,8 +79,9 @@ class Executor(ABC):
 
     @abstractmethod
     def map_chunks(self, fn: Callable[[Any, Any], Any], payload: Any, chunks: Sequence[Any],
-                   on_done: Callable[[int, int], None] | None = None) -> list:
-        """``[fn(payload, c) for c in chunks]`` in chunk order; ``on_done(done, total)`` after each chunk finishes."""
+                   on_done: Callable[[int, int], None] | None = None, *, gpu: bool = False) -> list:
+        """``[fn(payload, c) for c in chunks]`` in chunk order; ``on_done(done, total)`` after each chunk finishes.
+        ``gpu``: the chunks' work runs on a GPU (a Ray task then asks for one)."""
 
     @abstractmethod
     def info(self) -> ClusterInfo:
@@ -95,7 +102,7 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def map_chunks(self, fn, payload, chunks, on_done=None) -> list:
+    def map_chunks(self, fn, payload, chunks, on_done=None, *, gpu=False) -> list:
         out = []
         for chunk in chunks:
             out.append(fn(payload, chunk))
@@ -132,12 +139,66 @@ def _check_reachable(address: str, timeout: float) -> None:
                          f"address and port, or omit --ray-address to start a local Ray instance") from None
 
 
-def _run_chunk(fn, threads: int, payload, chunk):
-    """One Ray task: ``fn(payload, chunk)`` with torch's threads set as in the driver (same floating-point sums)."""
+def _script_from_bytes(blob: bytes, training: bool):
+    """A TorchScript module back from its archive (:func:`dumps_payload`), in the mode it was sent in, frozen."""
+    import torch
+
+    module = torch.jit.load(io.BytesIO(blob))
+    module.train(training)
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return module
+
+
+def dumps_payload(payload: Any) -> bytes:
+    """``payload`` pickled for another process (Ray's cloudpickle: functions and classes by value where needed), a
+    TorchScript module as its TorchScript archive (it has no pickle of its own). Something that cannot be pickled is
+    an :class:`~pacverify.errors.InputError` saying so, before any task starts."""
+    import torch
+    from ray import cloudpickle
+
+    class _Pickler(cloudpickle.CloudPickler):
+        def reducer_override(self, obj):
+            if isinstance(obj, torch.jit.ScriptModule):
+                buffer = io.BytesIO()
+                torch.jit.save(obj, buffer)
+                return _script_from_bytes, (buffer.getvalue(), bool(obj.training))
+            return super().reducer_override(obj)
+
+    buffer = io.BytesIO()
+    try:
+        _Pickler(buffer, protocol=5).dump(payload)
+    except Exception as exc:  # pickling fails with many types (TypeError, PicklingError, RuntimeError, ...)
+        raise InputError(f"the model or data of this stage cannot be sent to Ray workers ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); save the teacher as ONNX, TorchScript "
+                         f"or torch.export, or use --executor local") from None
+    return buffer.getvalue()
+
+
+_PAYLOADS: dict[str, Any] = {}  # in a worker: the payloads unpickled so far, by the map's token (the last few)
+
+
+def _payload(token: str, box: list):
+    """The payload of map ``token`` in this worker: unpickled from the object store on the worker's first chunk of
+    that map, reused by its next chunks."""
+    import pickle
+
+    if token not in _PAYLOADS:
+        import ray
+
+        while len(_PAYLOADS) >= 2:
+            _PAYLOADS.pop(next(iter(_PAYLOADS)))
+        _PAYLOADS[token] = pickle.loads(ray.get(box[0]))
+    return _PAYLOADS[token]
+
+
+def _run_chunk(fn, threads: int, token: str, box: list, chunk):
+    """One Ray task: ``fn(payload, chunk)`` with torch's threads set as in the driver (same floating-point sums).
+    ``box`` = [the ObjectRef of the pickled payload]: a ref inside a list is not fetched unless needed."""
     import torch
 
     torch.set_num_threads(threads)
-    return fn(payload, chunk)
+    return fn(_payload(token, box), chunk)
 
 
 class RayExecutor(Executor):
@@ -146,11 +207,15 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT_S, max_retries: int = MAX_RETRIES) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT_S, max_retries: int = MAX_RETRIES,
+                 gpus_per_task: float = 1.0) -> None:
         ray = _import_ray()
         self._ray = ray
         self.address = address
         self.max_retries = max_retries
+        if not 0 < gpus_per_task <= 1 and not (gpus_per_task > 1 and float(gpus_per_task).is_integer()):
+            raise InputError(f"gpus_per_task must be a fraction in (0, 1] or a whole number, got {gpus_per_task!r}")
+        self.gpus_per_task = float(gpus_per_task)
         self._owned = False
         if address is not None and address != "auto":
             _check_reachable(address, connect_timeout)
@@ -172,21 +237,26 @@ class RayExecutor(Executor):
                              f"the address, or omit --ray-address to start a local Ray instance") from None
         self._owned = True
 
-    def map_chunks(self, fn, payload, chunks, on_done=None) -> list:
+    def map_chunks(self, fn, payload, chunks, on_done=None, *, gpu=False) -> list:
         import torch
 
         ray = self._ray
-        task = ray.remote(num_cpus=1, max_retries=self.max_retries)(_run_chunk)
-        ref = ray.put(payload)
+        gpus = self.gpus_per_task if gpu else 0.0
+        if gpus and not ray.cluster_resources().get("GPU", 0.0):
+            raise InputError("the Ray cluster has no GPUs, and this stage runs on the GPU (--device cuda); add GPU "
+                             "nodes to the cluster or use --device cpu")
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=self.max_retries)(_run_chunk)
+        box = [ray.put(dumps_payload(payload))]
+        token = uuid.uuid4().hex
         threads = torch.get_num_threads()
-        pending = [task.remote(fn, threads, ref, chunk) for chunk in chunks]
+        pending = [task.remote(fn, threads, token, box, chunk) for chunk in chunks]
         position = {r: i for i, r in enumerate(pending)}
         results: list = [None] * len(pending)
         left, done = list(pending), 0
         while left:
             finished, left = ray.wait(left, num_returns=1)
             for r in finished:
-                results[position[r]] = ray.get(r)
+                results[position[r]] = _result(ray, r)
                 done += 1
                 if on_done is not None:
                     on_done(done, len(pending))
@@ -203,6 +273,18 @@ class RayExecutor(Executor):
         self._owned = False
 
 
+def _result(ray, ref):
+    """``ray.get(ref)``; a task that raised :class:`~pacverify.errors.InputError` (bad input the worker found) raises
+    it here as the same one-line error, not as Ray's wrapped traceback."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, InputError):
+            raise InputError(str(cause)) from None
+        raise
+
+
 def _auto_address() -> str | None:
     """The HOST:PORT that ``address='auto'`` joins (RAY_ADDRESS, or the address file of a head running on this
     machine), or None when there is none."""
@@ -213,6 +295,18 @@ def _auto_address() -> str | None:
     except Exception:  # any failure to find one means there is none to join
         return None
     return str(found) if found else None
+
+
+def map_points(runner: Executor, fn: Callable[[Any, tuple[int, int, int]], Any], payload: Any, n: int, *,
+               size: int = CHUNK_POINTS, progress: Callable[[int, int], None] | None = None,
+               gpu: bool = False) -> list:
+    """``fn(payload, (index, start, stop))`` over :func:`chunk_ranges` ``(n, size)`` on ``runner``, in chunk order;
+    ``progress(points done, n)`` as chunks finish (the points of the chunks before the last one finished: chunks
+    finish out of order on Ray, so this is an estimate until the end, where it is n)."""
+    chunks = chunk_ranges(n, size)
+    tick = None if progress is None else (
+        lambda done, total: progress(n if done == total else min(n, done * size), n))
+    return runner.map_chunks(fn, payload, chunks, on_done=tick, gpu=gpu)
 
 
 def get_executor(executor: str | Executor | None = "local", address: str | None = None) -> Executor:

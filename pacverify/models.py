@@ -249,10 +249,31 @@ class _FixedBatch(nn.Module):
         return torch.cat(outs)
 
 
+class ExportedModule(nn.Module):
+    """A ``torch.export`` program's module that pickles as the program's bytes (its own module does not pickle), so a
+    teacher read from a ``.pt2`` file can travel to Ray workers (:mod:`pacverify.executor`)."""
+
+    def __init__(self, blob: bytes) -> None:
+        super().__init__()
+        self.blob = blob
+        self.program = torch.export.load(io.BytesIO(blob))
+        self.inner = self.program.module()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+    def __reduce__(self):
+        return _exported_from_bytes, (self.blob, str(module_device(self)))
+
+
+def _exported_from_bytes(blob: bytes, device: str) -> nn.Module:
+    """An :class:`ExportedModule` back from its program's bytes, frozen, on ``device``."""
+    return _prepare(ExportedModule(blob), torch.device(device))
+
+
 def _load_export(path: Path) -> nn.Module:
-    with open(path, "rb") as fh:  # a file object: torch reads any name, not only *.pt2
-        program = torch.export.load(fh)
-    module = program.module()
+    module = ExportedModule(path.read_bytes())
+    program = module.program
     user = set(program.graph_signature.user_inputs)
     shapes = [n.meta["val"].shape for n in program.graph.nodes if n.op == "placeholder" and n.name in user]
     if len(shapes) != 1:

@@ -183,19 +183,15 @@ def test_certify_ray_equals_local_and_checks(ray_instance, tmp_path, monkeypatch
     local = certify(teacher, out=tmp_path / "run", delta=0.05, seed=0, **TINY)
     pids = tmp_path / "pids"
     pids.mkdir()
-    from pacverify.pipeline import teacher_check
+    from pacverify.pipeline import stages, teacher_check
 
-    for module, name in ((api, "_verify_chunk"), (api, "_radius_chunk"), (teacher_check, "_attack_batch")):
-        original = getattr(module, name)
-
-        def recorded(job, chunk, original=original, name=name):
-            (pids / f"{name}-{os.getpid()}").touch()
-            return original(job, chunk)
-        monkeypatch.setattr(module, name, recorded)
+    chunked = ((api, "_verify_chunk"), (api, "_radius_chunk"), (teacher_check, "_attack_batch"),
+               (stages, "_logits_chunk"), (stages, "_margins_chunk"))
+    _record_pids(monkeypatch, pids, chunked)
     remote = certify(teacher, out=tmp_path / "run", delta=0.05, seed=0, executor="ray", **TINY)
     monkeypatch.undo()
-    ran = {p.name.split("-")[0] for p in pids.iterdir() if int(p.name.split("-")[1]) != os.getpid()}
-    assert ran == {"_verify_chunk", "_radius_chunk", "_attack_batch"}  # the three stages ran as Ray tasks
+    # labelling (sample and coverage draws), verification, radii, ρ and the teacher attack ran as Ray tasks
+    assert _ran_elsewhere(pids) == {name for _, name in chunked}
 
     def stable(body):
         return {k: v for k, v in body.items() if k not in ("timings", "integrity", "environment")}
@@ -214,18 +210,42 @@ def test_certify_ray_equals_local_and_checks(ray_instance, tmp_path, monkeypatch
     assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 
-def test_mass_mode_ray_equals_local(ray_instance, tmp_path):
-    """Mass mode with the teacher oracle: the teacher's lower radii and the attack's upper radii as Ray tasks give
-    the certificate of the local executor."""
+def _record_pids(monkeypatch, folder: Path, functions) -> None:
+    """Wrap each (module, name) chunk function so that every call leaves ``folder/name-pid``."""
+    for module, name in functions:
+        original = getattr(module, name)
+
+        def recorded(job, chunk, original=original, name=name):
+            (folder / f"{name}-{os.getpid()}").touch()
+            return original(job, chunk)
+        monkeypatch.setattr(module, name, recorded)
+
+
+def _ran_elsewhere(folder: Path) -> set[str]:
+    """The chunk functions that ran in a process other than this one (a Ray worker)."""
+    return {p.name.rsplit("-", 1)[0] for p in folder.iterdir() if int(p.name.rsplit("-", 1)[1]) != os.getpid()}
+
+
+def test_mass_mode_ray_equals_local(ray_instance, tmp_path, monkeypatch):
+    """Mass mode with the teacher oracle: the labelling, the teacher's lower radii, the attack's upper radii and the
+    held-out labelling and attack as Ray tasks give the certificate of the local executor."""
     from helpers_certify import onnx_teacher, robust_teacher
 
+    from pacverify.pipeline import mass, stages
     from pacverify.pipeline.run import certify
 
     teacher = onnx_teacher(robust_teacher(), tmp_path / "teacher.onnx")
     settings = dict(guarantee="mass", oracle="teacher", delta=0.05, eps=0.2, eta=0.1, synthetic="gaussians",
                     holdout=200, seed=0)
     local = certify(teacher, out=tmp_path / "local", **settings)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    chunked = ((stages, "_logits_chunk"), (mass, "_lower_chunk"), (mass, "_upper_chunk"), (mass, "_holdout_chunk"))
+    _record_pids(monkeypatch, pids, chunked)
     remote = certify(teacher, out=tmp_path / "remote", executor="ray", **settings)
+    monkeypatch.undo()
+    assert _ran_elsewhere(pids) == {name for _, name in chunked}
+    assert remote.body["holdout"]["attacked"] > 0  # the held-out attack did run
 
     def stable(body):
         return {k: v for k, v in body.items() if k not in ("timings", "integrity", "environment")}
@@ -233,3 +253,70 @@ def test_mass_mode_ray_equals_local(ray_instance, tmp_path):
     assert stable(remote.body) == stable(local.body) and remote.record.environment.executor == "ray"
     for name, array in local.arrays.items():
         np.testing.assert_array_equal(remote.arrays[name], array, err_msg=name)
+
+
+def _teacher_files(tmp_path):
+    """One small teacher saved as TorchScript and as a torch.export program (formats with no pickle of their own)."""
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    torch.jit.save(torch.jit.script(module), str(tmp_path / "teacher.pt"))
+    dims = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    torch.export.save(torch.export.export(module, (torch.zeros(4, 2),), dynamic_shapes=dims),
+                      str(tmp_path / "teacher.pt2"))
+    return tmp_path / "teacher.pt", tmp_path / "teacher.pt2"
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "export"])
+def test_torchscript_and_export_teachers_travel_to_workers(ray_instance, tmp_path, kind):
+    """A TorchScript or torch.export teacher (which Ray's pickle cannot send as such) is sent as its archive: the
+    teacher attack on Ray equals the local one, found the same counterexamples, and ran in the workers."""
+    import pickle
+
+    from pacverify.executor import RayExecutor, dumps_payload
+    from pacverify.models import load_teacher
+    from pacverify.pipeline.teacher_check import TeacherModel, attack_teacher
+
+    path = _teacher_files(tmp_path)[0 if kind == "torchscript" else 1]
+    teacher = TeacherModel(load_teacher(path, trust_pickle=True), (2,))
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    copy = pickle.loads(dumps_payload(teacher))
+    import torch
+
+    np.testing.assert_array_equal(copy(torch.as_tensor(x)).numpy(), teacher(torch.as_tensor(x)).numpy())
+    labels = teacher(torch.as_tensor(x)).argmax(1).numpy()
+    kwargs = dict(n_classes=3, steps=10, restarts=2, random_samples=50, batch_size=16, seed=3)
+    local = attack_teacher(teacher, x, labels, 0.5, "2", **kwargs)
+    with RayExecutor() as runner:
+        remote = attack_teacher(teacher, x, labels, 0.5, "2", executor=runner, **kwargs)
+    assert local.found.any()
+    np.testing.assert_array_equal(local.found, remote.found)
+    np.testing.assert_array_equal(local.counterexamples, remote.counterexamples)
+
+
+def test_ray_payload_and_task_errors_are_one_line_input_errors(ray_instance):
+    """A payload that cannot be pickled, a GPU stage on a cluster without GPUs and bad input a task finds are
+    InputErrors (exit 2 with one sentence), not Ray tracebacks."""
+    import threading
+
+    from pacverify.executor import RayExecutor, dumps_payload
+
+    def _times(payload, chunk):  # defined here: Ray pickles it by value (the workers cannot import this test file)
+        return payload * chunk
+
+    def _refuses_two(payload, chunk):
+        if chunk == 2:
+            raise InputError("chunk 2 is bad")
+        return chunk
+
+    with pytest.raises(InputError, match="cannot be sent to Ray workers"):
+        dumps_payload({"lock": threading.Lock()})
+    with RayExecutor() as runner:
+        assert runner.map_chunks(_times, 3, [1, 2, 4]) == [3, 6, 12]
+        with pytest.raises(InputError, match="the Ray cluster has no GPUs"):
+            runner.map_chunks(_times, 3, [1], gpu=True)
+        with pytest.raises(InputError, match="^chunk 2 is bad$"):
+            runner.map_chunks(_refuses_two, None, [1, 2])
+    with pytest.raises(InputError, match="gpus_per_task"):
+        RayExecutor(gpus_per_task=1.5)

@@ -482,7 +482,7 @@ def _reprove_radii(setup: st.Setup, sample: st.Sample, labels: st.Labels, export
         log.problems.append("a required point has no recorded certified radius")
         return st.Radii(np.nan_to_num(recorded))
     _reprove(st._student_network(setup), sample.flat[idx], recorded, labels.label[idx], setup.cfg, None,
-             "certified radii", log)
+             "certified radii", log, executor=st.runner(setup))
     return st.Radii(recorded)
 
 
@@ -598,18 +598,19 @@ def _rederive_mass(cert: Certificate, files: _Files, data, sampler_spec, timeout
         exported = _exported(setup, files, sample, log)
         results["export"] = exported
         radius = np.asarray(arrays["student_radius"], dtype=np.float64)
-        _reprove(st._student_network(setup), sample.flat, radius, labels.label, cfg, timeout, "student radii", log)
+        _reprove(st._student_network(setup), sample.flat, radius, labels.label, cfg, timeout, "student radii", log,
+                 executor=st.runner(setup))
         from pacverify.certificate.guarantee import teacher_radius_factor
-        from pacverify.distill.margins import margin_alignment
 
-        m = margin_alignment(teacher_model, load_student(files.student_pt), sample.points, labels.label, cfg.norm)
+        m = st.margins_over(setup, load_student(files.student_pt), sample.points, labels.label, "ρ")
         factor = teacher_radius_factor(m.rho, m.margin_ratio)
         radius = np.where(exported.student_label != labels.label, 0.0, radius)
         if not np.allclose(factor * radius, lower, rtol=REL_TOL, atol=1e-12):
             log.problems.append("the recorded lower radii are not the student's radii times the transfer factor")
         low = ms.Lower(lower, radius, factor, 0.0)
     else:
-        _reprove(network, sample.flat, lower, labels.label, cfg, timeout, "lower radii", log)
+        _reprove(network, sample.flat, lower, labels.label, cfg, timeout, "lower radii", log,
+                 executor=st.runner(setup))
         low = ms.Lower(lower, np.zeros(0), np.zeros(0), 0.0)
     model = ms._teacher_model(setup)
     upper = recorded["upper"]
@@ -659,10 +660,11 @@ REPROVE_BATCH = 16
 
 
 def _reprove(network, flat: np.ndarray, radius: np.ndarray, labels: np.ndarray, cfg: CertifySettings, timeout,
-             what: str, log: _Log) -> None:
-    """Every recorded radius > 0 is proven again: by the bounds at once, then by branch and bound (``timeout`` s per
-    point) on the ones the bounds leave open, :data:`REPROVE_BATCH` at a time, stopping at the first batch with a
-    point it cannot prove (one unproven radius is enough to reject the certificate)."""
+             what: str, log: _Log, executor=None) -> None:
+    """Every recorded radius > 0 is proven again: by the bounds at once (on ``executor``, None: this process), then by
+    branch and bound (``timeout`` s per point, in this process) on the ones the bounds leave open,
+    :data:`REPROVE_BATCH` at a time, stopping at the first batch with a point it cannot prove (one unproven radius
+    is enough to reject the certificate)."""
     from pacverify.verify.api import verify_points
 
     positive = np.nonzero(radius > 0)[0]
@@ -670,7 +672,7 @@ def _reprove(network, flat: np.ndarray, radius: np.ndarray, labels: np.ndarray, 
         return
     kwargs: dict[str, Any] = dict(method=cfg.verify_method, domain=cfg.domain, seed=cfg.seed, attack=False)
     by_bounds = verify_points(network, flat[positive], radius[positive], cfg.norm, labels=labels[positive],
-                              complete=False, **kwargs)
+                              complete=False, executor=executor or "local", **kwargs)
     open_ = [i for i, v in zip(positive, by_bounds.verdicts, strict=True) if v.value != "verified"]
     for start in range(0, len(open_), REPROVE_BATCH):
         rows = np.asarray(open_[start:start + REPROVE_BATCH])

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import torch
 
 from pacverify import pac
 from pacverify._version import __version__
@@ -58,7 +59,9 @@ from pacverify.pipeline.stages import (
     Sample,
     Setup,
     _student_network,
-    teacher_confidence,
+    margins_over,
+    runner,
+    teacher_logits_over,
 )
 from pacverify.progress import counter, prefixed
 
@@ -94,20 +97,17 @@ class _ChunkJob:
     progress: Any = None  # in this process only: (done, total) over all points
 
 
-def _over_chunks(setup: Setup, fn, job: _ChunkJob, part: str, *, within: bool = False) -> list:
+def _over_chunks(setup: Setup, fn, job: _ChunkJob, part: str, *, within: bool = False, gpu: bool = False) -> list:
     """``fn(job, chunk)`` over the fixed chunks of :func:`pacverify.executor.chunk_ranges` on the run's executor,
     in chunk order. Each chunk is seeded from (seed, chunk index): the result does not depend on the executor.
     Progress: points per finished chunk, or (``within``, in this process) as ``fn`` reports them inside a chunk."""
-    from pacverify.executor import LocalExecutor, chunk_ranges
+    from pacverify.executor import LocalExecutor, chunk_ranges, map_points
 
-    chunks = chunk_ranges(len(job.flat))
     tick = counter(setup.ticker, part)
-    runner = setup.executor if setup.executor is not None else LocalExecutor()
-    if within and isinstance(runner, LocalExecutor):
-        return runner.map_chunks(fn, replace(job, progress=tick), chunks)
-    n = len(job.flat)
-    return runner.map_chunks(fn, job, chunks, on_done=None if tick is None else
-                             lambda done, total: tick(n if done == total else chunks[done - 1][2], n))
+    on = runner(setup)
+    if within and isinstance(on, LocalExecutor):
+        return on.map_chunks(fn, replace(job, progress=tick), chunk_ranges(len(job.flat)))
+    return map_points(on, fn, job, len(job.flat), progress=tick, gpu=gpu)
 
 
 def _chunk_progress(job: _ChunkJob, start: int):
@@ -159,7 +159,6 @@ def student_lower(setup: Setup, sample: Sample, labels: Labels, exported: Export
     import time
 
     from pacverify.certificate.guarantee import teacher_radius_factor
-    from pacverify.distill.margins import margin_alignment
     from pacverify.models import load_student
     from pacverify.verify.api import certified_radius
 
@@ -169,11 +168,11 @@ def student_lower(setup: Setup, sample: Sample, labels: Labels, exported: Export
                               method=cfg.verify_method, cap=float(cfg.radius_cap or 2 * cfg.delta),
                               tol=float(cfg.radius_tol or cfg.delta / 32), domain=cfg.domain, seed=cfg.seed,
                               attack=False, progress=prefixed(setup.ticker, "lower radii (student)"),
-                              executor=setup.executor if setup.executor is not None else "local")
+                              executor=runner(setup))
     radius = np.asarray(result.radius, dtype=np.float64)
     radius[exported.student_label != labels.label] = 0.0
     student = load_student(setup.out_dir / "student.pt")
-    m = margin_alignment(setup.teacher, student, sample.points, labels.label, cfg.norm)
+    m = margins_over(setup, student, sample.points, labels.label, "lower radii (student): ρ")
     factor = teacher_radius_factor(m.rho, m.margin_ratio)
     return Lower(factor * radius, radius, factor, time.perf_counter() - start)
 
@@ -213,7 +212,7 @@ def teacher_upper(setup: Setup, sample: Sample, labels: Labels) -> Upper:
     job = _ChunkJob(_teacher_model(setup), sample.flat, labels.label, cfg.norm, cfg.domain, cfg.seed,
                     dict(hi=float(cfg.radius_cap or 2 * cfg.delta), steps=cfg.pgd_steps, restarts=cfg.pgd_restarts,
                          bisection=cfg.attack_bisection))
-    parts = _over_chunks(setup, _upper_chunk, job, "upper radii")
+    parts = _over_chunks(setup, _upper_chunk, job, "upper radii", gpu=setup.device.type == "cuda")
     upper = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
     cex = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, sample.flat.shape[1]))
     return Upper(np.asarray(upper, dtype=np.float64), np.asarray(cex, dtype=np.float64), time.perf_counter() - start)
@@ -243,11 +242,27 @@ def holdout_points(setup: Setup) -> int:
     return max(int(want), 0)
 
 
+def _holdout_chunk(job: _ChunkJob, chunk: tuple[int, int, int]) -> np.ndarray:
+    """PGD at radius ``options["radius"]`` around the chunk's points for their labels: (B,) bool, a confirmed
+    counterexample found. Seeded from (seed, chunk index)."""
+    import torch
+
+    from pacverify.attacks import attack
+    from pacverify.executor import chunk_seed
+
+    index, start, stop = chunk
+    options = dict(job.options)
+    radius = options.pop("radius")
+    result = attack(job.model, torch.as_tensor(job.flat[start:stop]), torch.as_tensor(job.labels[start:stop]),
+                    radius, norm=job.norm, domain=job.domain, seed=chunk_seed(job.seed, index), starts="spread",
+                    **options)
+    return result.found.cpu().numpy()
+
+
 def held_out(setup: Setup, labels: Labels, lower: Lower) -> HeldOut:
     """Fresh draws disjoint from the sample: the κ-confident ones are attacked at radius M(κ); a confirmed
-    counterexample makes the draw a member of R(M(κ), κ) (docs/theory.md)."""
-    from pacverify.attacks import attack
-
+    counterexample makes the draw a member of R(M(κ), κ) (docs/theory.md). The labelling and the attack run over
+    the fixed chunks of draws on the run's executor, each chunk's attack seeded from (seed, chunk index)."""
     cfg = setup.cfg
     n = holdout_points(setup)
     radius = float(radius_at(labels.confidence, lower.lower, cfg.kappa)[0])
@@ -255,19 +270,16 @@ def held_out(setup: Setup, labels: Labels, lower: Lower) -> HeldOut:
         why = "holdout = 0" if cfg.holdout == 0 else "the data file has no rows to spare beyond the sample"
         return HeldOut(np.zeros(0), np.zeros(0, bool), radius, f"not run: {why}")
     points = setup.sampler.fresh(n, after=setup.samples)
-    conf = teacher_confidence(setup, points, progress=counter(setup.ticker, "held-out: labelling"))
+    logits = teacher_logits_over(setup, points, "held-out: labelling")
+    conf = torch.softmax(logits.double(), dim=1).max(1).values.numpy()
     found = np.zeros(n, bool)
     idx = np.nonzero(conf >= cfg.kappa)[0]
     if idx.size and 0 < radius < np.inf:
-        import torch
-
-        model = _teacher_model(setup)
-        x = torch.as_tensor(points.reshape(n, -1)[idx], dtype=torch.float64)
-        with torch.no_grad():
-            y = model(x).argmax(1)
-        result = attack(model, x, y, radius, norm=cfg.norm, domain=cfg.domain, steps=cfg.pgd_steps,
-                        restarts=cfg.pgd_restarts, seed=cfg.seed, starts="spread")
-        found[idx] = result.found.cpu().numpy()
+        job = _ChunkJob(_teacher_model(setup), points.reshape(n, -1)[idx].astype(np.float64),
+                        logits.argmax(1).numpy()[idx], cfg.norm, cfg.domain, cfg.seed,
+                        dict(radius=radius, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts))
+        found[idx] = np.concatenate(_over_chunks(setup, _holdout_chunk, job, "held-out: attack",
+                                                 gpu=setup.device.type == "cuda"))
     note = None if 0 < radius < np.inf else f"M(κ) = {radius:g}: the range R(M(κ), κ) holds no input to attack"
     return HeldOut(conf, found, radius, note)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,10 +89,68 @@ class Labels:
         return np.nonzero(self.confidence >= kappa)[0]
 
 
+def runner(setup: Setup):
+    """The run's executor (:mod:`pacverify.executor`): the one certify opened, else a local one."""
+    from pacverify.executor import LocalExecutor
+
+    return setup.executor if setup.executor is not None else LocalExecutor()
+
+
+@dataclass(frozen=True)
+class _TeacherJob:
+    """What every chunk of a pass of the teacher over points shares (put once into Ray's object store)."""
+
+    teacher: torch.nn.Module
+    points: np.ndarray  # (N, *input_shape)
+    device: torch.device
+    labels: np.ndarray | None = None  # (N,) for the margins
+    student: torch.nn.Module | None = None
+    norm: str = "2"
+
+
+def _logits_chunk(job: _TeacherJob, chunk: tuple[int, int, int]) -> torch.Tensor:
+    _, start, stop = chunk
+    return teacher_logits(job.teacher, job.points[start:stop], device=job.device)
+
+
+def teacher_logits_over(setup: Setup, points: np.ndarray, part: str) -> torch.Tensor:
+    """The teacher's logits at ``points`` (N, *input_shape), float32 (N, n), over the fixed chunks of
+    :func:`~pacverify.executor.chunk_ranges` on the run's executor (as GPU tasks under ``--device cuda``). A chunk
+    is a whole number of :func:`~pacverify.models.teacher_logits`'s batches, so the numbers are those of one call."""
+    from pacverify.executor import map_points
+
+    parts = map_points(runner(setup), _logits_chunk, _TeacherJob(setup.teacher, points, setup.device), len(points),
+                       progress=counter(setup.ticker, part), gpu=setup.device.type == "cuda")
+    return torch.cat(parts) if parts else torch.empty(0, 0)
+
+
+def _margins_chunk(job: _TeacherJob, chunk: tuple[int, int, int]):
+    from pacverify.distill.margins import margin_alignment
+
+    _, start, stop = chunk
+    assert job.labels is not None and job.student is not None
+    return margin_alignment(job.teacher, job.student, job.points[start:stop], job.labels[start:stop], job.norm)
+
+
+def margins_over(setup: Setup, student: torch.nn.Module, points: np.ndarray, labels: np.ndarray, part: str):
+    """:func:`~pacverify.distill.margins.margin_alignment` of the teacher and ``student`` at ``points`` for
+    ``labels``, over the fixed chunks on the run's executor (a chunk is a whole number of its batches: the numbers
+    of one call)."""
+    from pacverify.distill.margins import MarginAlignment, margin_alignment
+    from pacverify.executor import map_points
+
+    if len(points) == 0:
+        return margin_alignment(setup.teacher, student, points, labels, setup.cfg.norm)
+    job = _TeacherJob(setup.teacher, points, setup.device, np.asarray(labels), student, setup.cfg.norm)
+    parts = map_points(runner(setup), _margins_chunk, job, len(points), progress=counter(setup.ticker, part),
+                       gpu=setup.device.type == "cuda")
+    return MarginAlignment(*(np.concatenate([getattr(p, name) for p in parts])
+                             for name in ("g_teacher", "g_student", "grad_teacher", "grad_student", "cosine")))
+
+
 def label_sample(setup: Setup, sample: Sample) -> Labels:
     """The teacher's class and confidence at every sample point (float64 softmax of its logits)."""
-    logits = teacher_logits(setup.teacher, sample.points, device=setup.device,
-                            progress=counter(setup.ticker, "label"))
+    logits = teacher_logits_over(setup, sample.points, "label")
     if not torch.isfinite(logits).all():
         raise InputError("the teacher returned NaN or infinite logits on the sample")
     probs = torch.softmax(logits.double(), dim=1)
@@ -229,11 +286,6 @@ def _student_network(setup: Setup):
     return load_network(setup.out_dir / "student.onnx")
 
 
-def _executor(setup: Setup):
-    """The run's executor (:mod:`pacverify.executor`): the one certify opened, else "local"."""
-    return setup.executor if setup.executor is not None else "local"
-
-
 def verify_student(setup: Setup, sample: Sample, labels: Labels, exported: Exported) -> StudentProof:
     """Sound bounds (and branch and bound when ``complete``) at radius 3δ at every κ-confident point."""
     from pacverify.verify.api import verify_points
@@ -245,7 +297,7 @@ def verify_student(setup: Setup, sample: Sample, labels: Labels, exported: Expor
     result = verify_points(_student_network(setup), sample.flat[idx], 3 * cfg.delta, cfg.norm,
                            labels=labels.label[idx], method=cfg.verify_method, complete=cfg.complete,
                            timeout=cfg.timeout, domain=cfg.domain, seed=cfg.seed,
-                           progress=prefixed(setup.ticker, "verify"), executor=_executor(setup))
+                           progress=prefixed(setup.ticker, "verify"), executor=runner(setup))
     codes = np.array([_POINT_STATUS[v] for v in result.verdicts], dtype=np.int8)
     cex = np.full((idx.size, setup.dim), np.nan)
     for i, x in result.counterexamples.items():
@@ -279,7 +331,7 @@ def certify_radii(setup: Setup, sample: Sample, labels: Labels, exported: Export
                               method=cfg.verify_method, cap=float(cfg.radius_cap or 6 * cfg.delta),
                               tol=float(cfg.radius_tol or 3 * cfg.delta / 64),
                               domain=cfg.domain, seed=cfg.seed, attack=False,
-                              progress=prefixed(setup.ticker, "radius"), executor=_executor(setup))
+                              progress=prefixed(setup.ticker, "radius"), executor=runner(setup))
     radius = np.asarray(result.radius, dtype=np.float64)
     return Radii(np.where(proof.verified, np.maximum(radius, 3 * cfg.delta), radius))
 
@@ -302,16 +354,14 @@ class Relaxation:
 
 
 def relax(setup: Setup, sample: Sample, labels: Labels, exported: Exported, radii: Radii) -> Relaxation:
-    """Margins, gradient ratios and cosines against every runner-up class, and δ_T (Prop 4.3, DESIGN.md §2)."""
-    from pacverify.distill.margins import margin_alignment
-
+    """Margins, gradient ratios and cosines against every runner-up class, and δ_T (Prop 4.3, DESIGN.md §2), over
+    the fixed chunks of points on the run's executor."""
     idx = labels.required(setup.cfg.kappa)
     if idx.size == 0:
         empty = np.zeros(0)
         return Relaxation(empty, empty, empty, empty, 0.0)
     student = load_student(setup.out_dir / "student.pt")
-    m = margin_alignment(setup.teacher, student, sample.points[idx], labels.label[idx], setup.cfg.norm,
-                         progress=counter(setup.ticker, "rho"))
+    m = margins_over(setup, student, sample.points[idx], labels.label[idx], "rho")
     rho, ratio = m.rho, m.margin_ratio
     per_j = np.stack([teacher_radius_factor(rho[:, j], ratio[:, j]) for j in range(rho.shape[1])], 1)
     binding = per_j.argmin(1)
@@ -431,17 +481,17 @@ def estimate_coverage(setup: Setup) -> CoverageEstimate:
         return CoverageEstimate({"lower": 0.0, "confidence": None, "points": 0, "batch": 0, "declared_covered": None,
                                  "alpha_point": None, "threshold": threshold, "note": f"not estimated: {why}"})
     draws = setup.sampler.fresh(n * (batch + 1), after=after)
-    confident = teacher_confidence(setup, draws[n:], progress=counter(setup.ticker, "coverage")) >= cfg.kappa
+    confident = teacher_confidence(setup, draws[n:], "coverage") >= cfg.kappa
     flat = draws.reshape(n * (batch + 1), -1).astype(np.float64)
     centers, refs = flat[:n], flat[n:].reshape(n, batch, -1)
     hits = ball_hits(centers, refs, cfg.delta, cfg.norm, counted=confident.reshape(n, batch))
     return CoverageEstimate(shifted_coverage(hits, batch, cfg.eps, cfg.tv))
 
 
-def teacher_confidence(setup: Setup, points: np.ndarray,
-                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """conf_T(x) = max softmax of the teacher's logits (Def 3.2), float64, for points (N, *input_shape)."""
-    logits = teacher_logits(setup.teacher, points, device=setup.device, progress=progress)
+def teacher_confidence(setup: Setup, points: np.ndarray, part: str) -> np.ndarray:
+    """conf_T(x) = max softmax of the teacher's logits (Def 3.2), float64, for points (N, *input_shape), over the
+    fixed chunks on the run's executor; progress reported as ``part``."""
+    logits = teacher_logits_over(setup, points, part)
     return torch.softmax(logits.double(), dim=1).max(1).values.numpy()
 
 

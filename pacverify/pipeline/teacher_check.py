@@ -226,9 +226,11 @@ def attack_teacher(teacher: Attackable, centers: np.ndarray, labels: np.ndarray,
                      random_samples)
     batches = [(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
     runner = executor if executor is not None else LocalExecutor()
+    device = getattr(teacher, "module_device", None)
     parts = runner.map_chunks(_attack_batch, job, batches,
                               on_done=None if progress is None else
-                              lambda done, total: progress(batches[done - 1][1] if done < total else n, n))
+                              lambda done, total: progress(batches[done - 1][1] if done < total else n, n),
+                              gpu=isinstance(device, torch.device) and device.type == "cuda")
     found, cex, cls = result.found, result.counterexamples, result.cex_class
     for (lo, _), (hit, points, classes) in zip(batches, parts, strict=True):
         idx = lo + np.nonzero(hit)[0]
