@@ -317,3 +317,81 @@ def test_affine_steps_fold_only_when_the_product_is_no_larger_than_its_factors()
     funnel = _model([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])],
                     ["N", 4], [_const("w1", RNG.normal(size=(4, 30))), _const("w2", RNG.normal(size=(30, 3)))])
     assert [tuple(a.weight.shape) for a in _agrees(funnel).affine_layers()] == [(3, 4)]
+
+
+def _pads(values, name="pads") -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
+
+
+@pytest.mark.parametrize("nodes, shape, inits, opset", [
+    ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])], ["N", 2, 6, 6], [], 13),
+    ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)],
+     ["N", 2, 5, 5], [], 13),
+    ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2],
+                       ceil_mode=1)], ["N", 1, 6, 6], [], 13),
+    ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3], strides=[2])], ["N", 3, 7], [], 13),
+    ([helper.make_node("GlobalAveragePool", ["x"], ["y"])], ["N", 3, 4, 4], [], 13),
+    ([helper.make_node("Pad", ["x", "pads", "v"], ["y"], mode="constant")], ["N", 2, 3, 3],
+     [_pads([0, 0, 1, 2, 0, 0, 2, 1]), _const("v", 0.5)], 13),
+    ([helper.make_node("Pad", ["x", "pads"], ["y"], mode="edge")], ["N", 2, 3, 3], [_pads([0, 0, 1, 1, 0, 0, 2, 1])],
+     13),
+    ([helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], ["N", 2, 4, 4], [_pads([0, 0, 1, 2, 0, 0, 2, 1])],
+     13),
+    ([helper.make_node("Pad", ["x"], ["y"], pads=[0, 0, 1, 0, 0, 2], value=-1.0)], ["N", 2, 3], [], 2),
+    ([helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)], ["N", 3, 2, 4], [], 13),
+    ([helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)], ["N", 3, 4], [_pads([-1], "axes")], 13),
+])
+def test_affine_pooling_padding_and_reductions_agree_with_onnxruntime(nodes, shape, inits, opset):
+    """AveragePool, GlobalAveragePool, Pad (constant, edge, reflect; operand and attribute forms) and ReduceMean /
+    ReduceSum over non-batch axes are read as affine layers that agree with onnxruntime, alone and inside a ReLU
+    network (Conv → op → ReLU → Flatten → Gemm)."""
+    _agrees(_model(nodes, shape, inits, opset=opset))
+
+
+def test_cnn_with_pooling_reads_and_its_bounds_contain_sampled_points():
+    """A torch CNN with AvgPool2d and a global average pool (AdaptiveAvgPool2d(1)), exported to ONNX, is read; its
+    CROWN and IBP bounds contain the outputs (onnxruntime) of points sampled in L2 and L∞ balls."""
+    from helpers_nets import sample_in_set
+
+    from pacverify.verify.bounds import crown, ibp
+    from pacverify.verify.sets import perturbation_set
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
+                                torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.zeros(1, 1, 6, 6), buffer, dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    proto = onnx.load_from_string(buffer.getvalue())
+    assert {"AveragePool", "GlobalAveragePool"} <= {n.op_type for n in proto.graph.node}
+    net = _agrees(proto)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    center = torch.rand(3, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for norm, radius in (("2", 0.5), ("inf", 0.05)):
+        s = perturbation_set(center, radius, norm)
+        points = sample_in_set(s, 300, 2)  # (300, 3, 36)
+        flat = points.reshape(-1, 1, 6, 6).numpy().astype(np.float32)
+        values = torch.as_tensor(session.run(None, {"x": flat})[0], dtype=torch.float64).reshape(points.shape[0], 3, 3)
+        for method in (ibp, crown):
+            bounds = method(net, s)
+            slack = 1e-5 * (1 + values.abs())  # onnxruntime computes in float32
+            assert (values >= bounds.lower - slack).all() and (values <= bounds.upper + slack).all(), method
+
+
+def test_pooling_and_padding_that_mix_the_batch_are_refused():
+    """A node that pads or reduces over the batch axis, or an AveragePool form without a sound lowering, is refused
+    with an error naming the node."""
+    pad_batch = _model([helper.make_node("Pad", ["x", "pads"], ["y"], name="padb")], ["N", 3],
+                       [_pads([1, 0, 0, 0])])
+    with pytest.raises(InputError, match="padb.*mixes the rows of the batch"):
+        load_network(pad_batch)
+    mean_all = _model([helper.make_node("ReduceMean", ["x"], ["y"], name="meanall", keepdims=0)], ["N", 3], [])
+    with pytest.raises(InputError, match="meanall"):
+        load_network(mean_all)
+    asym = _model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], pads=[0, 0, 1, 1],
+                                    name="pool9")], ["N", 1, 4, 4], [])
+    with pytest.raises(InputError, match="pool9.*asymmetric pads"):
+        load_network(asym)

@@ -40,6 +40,7 @@ class Context:
     consts: dict[int, np.ndarray]
     max_dense_entries: int
     attrs: dict = field(default_factory=dict)
+    opset: int = 0  # the model's default-domain opset (operand vs attribute forms)
 
     @property
     def n_in(self) -> int:
@@ -357,6 +358,46 @@ def _batchnorm(ctx: Context) -> Effect:
     return Step(ctx.shape, b.copy(), scale=s.copy())
 
 
+def _affine_via_evaluator(op_type: str) -> Callable[[Context], Effect]:
+    """The rule of an op that is affine in its live operand (AveragePool, GlobalAveragePool, Pad, ReduceMean,
+    ReduceSum: averages, copies and sums of entries, plus constants), lowered through the torch evaluator of ONNX
+    teachers (:mod:`pacverify.onnx_io.torch_module`, which onnxruntime agreement tests cover): ``bias = f(0)`` and
+    the linear part ``f(x) − f(0)`` applied to rows. A node that mixes the batch rows (a reduction or padding over
+    the batch axis) is refused: its output must have one row per input row, each depending on its own row only."""
+    from pacverify.onnx_io.torch_module import OPS as EVALUATOR
+    from pacverify.onnx_io.torch_module import _attributes
+
+    run = EVALUATOR[op_type]
+
+    def rule(ctx: Context) -> Effect:
+        _live_only(ctx)
+        operands = [None if i not in ctx.consts else torch.as_tensor(np.array(ctx.consts[i]))
+                    for i in range(1, len(ctx.node.input))]
+        attrs = _attributes(ctx.node)  # as the evaluator reads them (strings decoded)
+
+        def f(rows: np.ndarray) -> np.ndarray:
+            x = torch.as_tensor(np.asarray(rows, dtype=np.float64)).reshape(-1, *ctx.shape[1:])
+            try:
+                out = run([x, *operands], attrs, ctx.opset)
+            except UnsupportedOperationError as exc:
+                raise ctx.refuse(str(exc)) from None
+            if out.dim() == 0 or out.shape[0] != x.shape[0]:
+                raise ctx.refuse("it mixes the rows of the batch (a reduction or padding over axis 0), which a "
+                                 "classifier of one input per row does not do")
+            return out.reshape(x.shape[0], -1).numpy()
+
+        probe = np.random.default_rng(0).normal(size=(2, ctx.n_in))
+        together, apart = f(probe), np.concatenate([f(probe[:1]), f(probe[1:])])
+        if not np.allclose(together, apart, rtol=1e-12, atol=1e-12):
+            raise ctx.refuse("its output rows depend on other rows of the batch")
+        x = torch.zeros((1, *ctx.shape[1:]), dtype=torch.float64)
+        out_shape = (1, *run([x, *operands], attrs, ctx.opset).shape[1:])
+        zero = f(np.zeros((1, ctx.n_in)))
+        return Step(out_shape, zero[0].copy(), apply=lambda rows: f(rows) - zero)
+
+    return rule
+
+
 OPS: dict[str, Callable[[Context], Effect]] = {
     "Identity": _identity,
     "Relu": _relu,
@@ -375,6 +416,7 @@ OPS: dict[str, Callable[[Context], Effect]] = {
     "MatMul": _matmul,
     "Conv": _conv,
     "BatchNormalization": _batchnorm,
+    **{op: _affine_via_evaluator(op) for op in ("AveragePool", "GlobalAveragePool", "Pad", "ReduceMean", "ReduceSum")},
 }
 
 

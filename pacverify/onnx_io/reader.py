@@ -168,7 +168,8 @@ def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets:
     pending = live[names[live_at[0]]]
     _require_current(pending, layers, f"node {node.name or node.op_type}")
     ctx = ops.Context(node, live_at[0], pending.shape, {i: consts[n] for i, n in enumerate(names) if n in consts},
-                      max_entries, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute})
+                      max_entries, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
+                      max((o.version for o in opsets if o.domain in ("", "ai.onnx")), default=0))
     try:
         _apply_effect(rule(ctx), node, pending, live, consts, layers, max_entries, ctx)
     except InputError:

@@ -260,7 +260,10 @@ def _pad(x: Tensors, a: dict, opset: int) -> torch.Tensor:
     mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}.get(a.get("mode", "constant"))
     if mode is None:
         raise UnsupportedOperationError(f"Pad mode {a.get('mode')!r} is not supported")
-    return F.pad(x[0], _attrs.torch_pad_widths(full), mode=mode, value=value if mode == "constant" else None)
+    widths = _attrs.torch_pad_widths(full)
+    while mode != "constant" and len(widths) > 2 and widths[-2:] == [0, 0]:
+        widths = widths[:-2]  # torch pads only the last dims in these modes: drop the unpadded leading axes
+    return F.pad(x[0], widths, mode=mode, value=value if mode == "constant" else None)
 
 
 def _expand(x: Tensors, a: dict, opset: int) -> torch.Tensor:
