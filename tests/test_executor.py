@@ -65,6 +65,18 @@ def test_chunks_and_seeds_depend_on_the_count_and_index_only():
         get_executor("local", "127.0.0.1:6379")
 
 
+def test_map_points_cuts_fixed_chunks_and_counts_points():
+    """map_points: fn over chunk_ranges(n, size) in chunk order; progress in points, ending at (n, n)."""
+    from pacverify.executor import map_points
+
+    seen: list[tuple[int, int]] = []
+    out = map_points(LocalExecutor(), lambda payload, c: (c, payload), "p", 10, size=4,
+                     progress=lambda done, total: seen.append((done, total)))
+    assert out == [((0, 0, 4), "p"), ((1, 4, 8), "p"), ((2, 8, 10), "p")]
+    assert seen == [(4, 10), (8, 10), (10, 10)]
+    assert map_points(LocalExecutor(), lambda payload, c: c, None, 0) == []
+
+
 def test_missing_ray_is_a_clear_error(monkeypatch):
     import sys
 
@@ -313,10 +325,39 @@ def test_ray_payload_and_task_errors_are_one_line_input_errors(ray_instance):
     with pytest.raises(InputError, match="cannot be sent to Ray workers"):
         dumps_payload({"lock": threading.Lock()})
     with RayExecutor() as runner:
-        assert runner.map_chunks(_times, 3, [1, 2, 4]) == [3, 6, 12]
+        seen: list[tuple[int, int]] = []
+        assert runner.map_chunks(_times, 3, [1, 2, 4], on_done=lambda done, total: seen.append((done, total))) \
+            == [3, 6, 12]
+        assert seen == [(1, 3), (2, 3), (3, 3)]  # one progress tick per finished task, across the workers
         with pytest.raises(InputError, match="the Ray cluster has no GPUs"):
             runner.map_chunks(_times, 3, [1], gpu=True)
         with pytest.raises(InputError, match="^chunk 2 is bad$"):
             runner.map_chunks(_refuses_two, None, [1, 2])
     with pytest.raises(InputError, match="gpus_per_task"):
         RayExecutor(gpus_per_task=1.5)
+
+
+def test_chunked_teacher_passes_equal_one_pass():
+    """The teacher's logits and the margins over fixed chunks (3 chunks of 2048 here) are bit for bit those of one
+    call over all points (a chunk is a whole number of the batches inside), as docs/scale.md says."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from pacverify.distill.margins import margin_alignment
+    from pacverify.models import teacher_logits
+    from pacverify.pipeline.stages import margins_over, teacher_logits_over
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    student = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    points = np.random.default_rng(0).normal(size=(5000, 6)).astype(np.float32)
+    setup = SimpleNamespace(teacher=teacher, device=torch.device("cpu"), ticker=None, executor=None,
+                            cfg=SimpleNamespace(norm="2"))
+    whole = teacher_logits(teacher, points)
+    assert torch.equal(teacher_logits_over(setup, points, "label"), whole)
+    labels = whole.argmax(1).numpy()
+    one, chunked = margin_alignment(teacher, student, points, labels, "2"), margins_over(setup, student, points,
+                                                                                        labels, "rho")
+    for name in ("g_teacher", "g_student", "grad_teacher", "grad_student", "cosine"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(one, name), err_msg=name)
