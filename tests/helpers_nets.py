@@ -236,7 +236,7 @@ def exact_range_milp(net: Network, lower: np.ndarray, upper: np.ndarray, c: np.n
                     row[index] = value
                 rows.append(row), lb.append(low), ub.append(high)
         signs = np.zeros(width) if split is None else np.asarray(split[k], dtype=float)
-        d_lo = [1.0 if (signs[j] > 0 or l[j] >= 0) else 0.0 for j in range(width)]   # delta: the ReLU is active
+        d_lo = [1.0 if (signs[j] > 0 or l[j] > 0) else 0.0 for j in range(width)]   # delta: the ReLU is active
         d_hi = [0.0 if (signs[j] < 0 or u[j] <= 0) else 1.0 for j in range(width)]
         z_lo = [max(l[j], 0.0) if signs[j] > 0 else l[j] for j in range(width)]
         z_hi = [min(u[j], 0.0) if signs[j] < 0 else u[j] for j in range(width)]

@@ -289,16 +289,40 @@ def test_multiple_inputs_outputs_and_dynamic_dims_are_refused():
         load_network(_model([helper.make_node("Identity", ["x"], ["y"])], ["N", "M"], []))
 
 
-def test_non_sequential_graphs_are_refused():
+def test_non_sequential_graphs_are_lowered_exactly():
+    """A residual Add of a ReLU's input and output, a tensor read again after a later ReLU (carried as ±ReLU
+    pairs) and a Concat of two branches are read as chains that agree with onnxruntime."""
+    w = _const("w", RNG.normal(size=(3, 3)))
     residual = _model([helper.make_node("Gemm", ["x", "w"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
-                       helper.make_node("Add", ["r", "h"], ["y"])], ["N", 3], [_const("w", RNG.normal(size=(3, 3)))])
-    with pytest.raises(InputError, match="not sequential"):
-        load_network(residual)
-    skip = _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
-                  ["N", 3], [_const("w", RNG.normal(size=(3, 3)))])
-    skip.graph.node.insert(1, helper.make_node("Identity", ["r"], ["unused"]))
-    with pytest.raises(InputError, match="not sequential"):
-        load_network(skip)
+                       helper.make_node("Add", ["r", "h"], ["y"])], ["N", 3], [w])
+    net = _agrees(residual)
+    assert sum(isinstance(layer, Relu) for layer in net.layers) == 1
+    skip = _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["unused"]),
+                   helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], ["N", 3], [w])
+    _agrees(skip)
+    for batch, extra in (("N", 0), (1, 2)):  # a constant block joins the concatenation at a fixed batch of 1
+        inputs = ["ra", "b"] + (["c"] if extra else [])
+        branches = _model([helper.make_node("Gemm", ["x", "w"], ["a"], transB=1),
+                           helper.make_node("Relu", ["a"], ["ra"]), helper.make_node("Neg", ["x"], ["b"]),
+                           helper.make_node("Concat", inputs, ["cat"], axis=-1),
+                           helper.make_node("Gemm", ["cat", "v"], ["y"], transB=1)], [batch, 3],
+                          [w, _const("c", RNG.normal(size=(1, 2))), _const("v", RNG.normal(size=(4, 6 + extra)))])
+        _agrees(branches)
+
+
+def test_graphs_that_cannot_be_lowered_are_refused():
+    """Two input-dependent tensors multiplied, or added with different shapes, are refused naming the node."""
+    w = _const("w", RNG.normal(size=(3, 3)))
+    product = _model([helper.make_node("Gemm", ["x", "w"], ["h"], transB=1), helper.make_node("Mul", ["x", "h"], ["y"],
+                                                                                              name="mul3")],
+                     ["N", 3], [w])
+    with pytest.raises(InputError, match="mul3.*combines 2 input-dependent tensors"):
+        load_network(product)
+    shapes = _model([helper.make_node("Gemm", ["x", "w2"], ["h"], transB=1),
+                     helper.make_node("Add", ["x", "h"], ["y"], name="add4")], ["N", 3],
+                    [_const("w2", RNG.normal(size=(1, 3)))])
+    with pytest.raises(InputError, match="add4.*shapes"):
+        load_network(shapes)
 
 
 def test_division_by_the_input_and_oversized_conv_are_refused():

@@ -3,12 +3,20 @@
 The graph is read at batch size 1 (a dynamic batch dimension is set to 1; a fixed batch of 1 is
 kept), which defines the function of one point that the verifier bounds. Walking the nodes in
 their (topological) order, the reader keeps every input-dependent tensor as an affine function
-``x_seg @ R + b`` of the output of the last ReLU (or of the network input), composing each node's
+``x_seg @ R + b`` of the output of the last layer emitted (or of the network input), composing each node's
 affine step into it; a ReLU turns the pending affine map into an :class:`Affine` layer followed by
 a :class:`Relu`. Nodes whose inputs are all constant are evaluated with onnx's reference runtime
 (constant folding). Consecutive affine steps are folded into one matrix when the product is no
 larger than its factors (cheap products only); otherwise the pending map is emitted as its own
 :class:`Affine` layer.
+
+Graphs that are not a chain (a residual ``Add``/``Sub`` of two input-dependent tensors, a ``Concat`` of branches, a
+tensor used again after a later ReLU) are lowered to the same chain, exactly: at each ReLU, every other
+input-dependent tensor that a later node still reads is *carried* through the ReLU layer as the pair
+``relu(q), relu(−q)`` (``q = relu(q) − relu(−q)``), or as ``relu(q)`` alone when q is known to be non-negative
+(a ReLU's output, as the skip connections of residual networks are), where the bound routines' relaxation of the
+carried neurons is exact (they are stable). Two tensors on the same layer then add, subtract or concatenate as
+affine maps.
 """
 from __future__ import annotations
 
@@ -37,6 +45,7 @@ class _Pending:
     R: np.ndarray | None
     b: np.ndarray
     segment: int
+    nonneg: bool = False  # every entry is a ReLU output of the segment input (x_seg @ R selects them, b = 0)
 
     @property
     def size(self) -> int:
@@ -53,7 +62,8 @@ class _Pending:
 
 def load_network(source: str | os.PathLike | bytes | onnx.ModelProto, *, dtype: torch.dtype = torch.float64,
                  device=None, max_dense_entries: int = ops.DEFAULT_MAX_DENSE_ENTRIES) -> Network:
-    """Read a sequential ReLU network from ONNX and lower it to affine layers and ReLUs.
+    """Read a ReLU network from ONNX — a chain, or a graph with residual Add/Sub and Concat (module docstring) —
+    and lower it to affine layers and ReLUs.
 
     ``source`` is a path, the serialised bytes or a ``ModelProto``. The result computes, for one
     point, what the ONNX graph computes at batch size 1 (checked against onnxruntime in the tests);
@@ -61,7 +71,8 @@ def load_network(source: str | os.PathLike | bytes | onnx.ModelProto, *, dtype: 
     dense matrices a Conv or broadcast MatMul becomes.
 
     Raises InputError for an unreadable or invalid file, several inputs or outputs, dynamic
-    dimensions other than the batch dimension, non-sequential graphs; UnsupportedOperationError
+    dimensions other than the batch dimension, two input-dependent operands of an op other than Add, Sub (of one
+    shape) and Concat; UnsupportedOperationError
     (a kind of InputError) naming the op type and node for an op without a rule.
     """
     model = _load_model(source)
@@ -77,9 +88,12 @@ def load_network(source: str | os.PathLike | bytes | onnx.ModelProto, *, dtype: 
     opsets = list(model.opset_import)
     live = {inputs[0].name: _Pending(full_shape, None, np.zeros(int(np.prod(full_shape))), 0)}
     layers: list = []
-    for node in graph.node:
-        _visit(node, live, consts, layers, opsets, max_dense_entries)
     out_name = graph.output[0].name
+    last_use = {name: i for i, node in enumerate(graph.node) for name in node.input}
+    last_use[out_name] = len(graph.node)
+    for index, node in enumerate(graph.node):
+        needed = {name for name, pending in live.items() if last_use.get(name, -1) > index}
+        _visit(node, live, consts, layers, opsets, max_dense_entries, needed)
     if out_name not in live:
         raise InputError(f"the model output {out_name!r} does not depend on the input")
     final = live[out_name]
@@ -151,7 +165,9 @@ def _input_shape(value_info: onnx.ValueInfoProto) -> tuple[tuple[int, ...], str]
     return (first, *rest), ("fixed" if first == 1 and rest else "none")
 
 
-def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets: list, max_entries: int) -> None:
+def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets: list, max_entries: int,
+           needed: set[str]) -> None:
+    """Apply one node. ``needed``: the live tensors that a later node (or the output) still reads."""
     names = list(node.input)
     unknown = [n for n in names if n and n not in live and n not in consts]
     if unknown:
@@ -161,46 +177,126 @@ def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets:
         for name, value in zip(node.output, _fold(node, consts, opsets), strict=True):
             consts[name] = value
         return
-    if len(live_at) > 1:
-        raise InputError(f"node {node.name or node.op_type} combines two input-dependent tensors: the graph is not "
-                         f"sequential, which the verifier does not support")
+    for i in live_at:
+        _require_current(live[names[i]], layers, f"node {node.name or node.op_type}")
+    where = f"node {node.name or node.op_type} ({node.op_type})"
+    if len(live_at) > 1 or node.op_type == "Concat":
+        live[node.output[0]] = _combine(node, [live.get(n) if n in live else consts.get(n) for n in names if n],
+                                        where)
+        return
     rule = ops.rule_for(node)
     pending = live[names[live_at[0]]]
-    _require_current(pending, layers, f"node {node.name or node.op_type}")
     ctx = ops.Context(node, live_at[0], pending.shape, {i: consts[n] for i, n in enumerate(names) if n in consts},
                       max_entries, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
                       max((o.version for o in opsets if o.domain in ("", "ai.onnx")), default=0))
+    carried = {name: live[name] for name in needed}  # what must survive this node (carried through a ReLU)
     try:
-        _apply_effect(rule(ctx), node, pending, live, consts, layers, max_entries, ctx)
+        _apply_effect(rule(ctx), node, pending, live, consts, layers, max_entries, ctx, carried)
     except InputError:
         raise
     except (ValueError, IndexError, KeyError, TypeError, RuntimeError) as exc:  # malformed node attributes/operands
         raise ctx.refuse(f"cannot lower this node: {type(exc).__name__}: {exc}") from None
 
 
+def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
+    """``Add``/``Sub`` of two live tensors of one shape, or ``Concat`` of live tensors and constants: one affine map
+    of the current segment (every operand is on it: :func:`_visit` carried them there)."""
+    live = [o for o in operands if isinstance(o, _Pending)]
+    segment = live[0].segment
+    size = live[0].R.shape[0] if live[0].R is not None and live[0].R.ndim == 2 else live[0].size
+    if node.op_type in ("Add", "Sub") and len(operands) == 2 and len(live) == 2:
+        a, b = live
+        if a.shape != b.shape:
+            raise InputError(f"{where}: adds input-dependent tensors of shapes {a.shape} and {b.shape}; only equal "
+                             f"shapes are supported")
+        sign = 1.0 if node.op_type == "Add" else -1.0
+        return _Pending(a.shape, a.dense() + sign * b.dense(), a.b + sign * b.b, segment)
+    if node.op_type != "Concat":
+        raise InputError(f"{where} combines {len(live)} input-dependent tensors; only Add, Sub (two of one shape) "
+                         f"and Concat can")
+    axis_attr = next((a for a in node.attribute if a.name == "axis"), None)
+    if axis_attr is None:
+        raise InputError(f"{where}: Concat needs an axis")
+    shapes = [o.shape if isinstance(o, _Pending) else np.shape(o) for o in operands]
+    rank = len(shapes[0])
+    axis = onnx.helper.get_attribute_value(axis_attr)
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0 or any(len(shape) != rank for shape in shapes):
+        raise InputError(f"{where}: Concat along the batch axis, or of tensors of different ranks, is not supported")
+    columns, biases, index, offset = [], [], [], 0
+    for operand, shape in zip(operands, shapes, strict=True):
+        n = int(np.prod(shape))
+        if isinstance(operand, _Pending):
+            columns.append(operand.dense())
+            biases.append(operand.b)
+        else:
+            columns.append(np.zeros((size, n)))
+            biases.append(np.asarray(operand, dtype=np.float64).reshape(-1))
+        index.append(np.arange(offset, offset + n).reshape(shape))
+        offset += n
+    order = np.concatenate(index, axis=axis)
+    flat = order.reshape(-1)
+    return _Pending(tuple(order.shape), np.hstack(columns)[:, flat], np.concatenate(biases)[flat], segment,
+                    all(o.nonneg for o in live) and len(live) == len(operands))
+
+
 def _apply_effect(effect: ops.Effect, node: onnx.NodeProto, pending: _Pending, live: dict, consts: dict,
-                  layers: list, max_entries: int, ctx: ops.Context) -> None:
+                  layers: list, max_entries: int, ctx: ops.Context, carried: dict) -> None:
     if isinstance(effect, ops.Value):
         consts[node.output[0]] = effect.value
     elif isinstance(effect, ops.Restructure):
-        live[node.output[0]] = _Pending(effect.shape, pending.R, pending.b, pending.segment)
+        live[node.output[0]] = _Pending(effect.shape, pending.R, pending.b, pending.segment, pending.nonneg)
     elif isinstance(effect, ops.Activation):
+        _relu_layer(node.output[0], pending, effect.shape, live, layers, carried)
+    else:
+        live[node.output[0]] = _compose(pending, effect, layers, max_entries, ctx, alone=not carried)
+
+
+def _relu_layer(name: str, pending: _Pending, shape: tuple[int, ...], live: dict, layers: list,
+                carried: dict) -> None:
+    """Emit ``pending`` (and the ``carried`` tensors) as an Affine layer followed by a ReLU; re-express the carried
+    tensors on its output: ``q = relu(q) − relu(−q)``, or ``relu(q)`` when q is non-negative."""
+    if not carried:
         if not pending.is_identity():
             layers.append(_affine(pending))
         layers.append(Relu())
-        live[node.output[0]] = _Pending(effect.shape, None, np.zeros(pending.size), _segment(layers))
-    else:
-        live[node.output[0]] = _compose(pending, effect, layers, max_entries, ctx)
+        live[name] = _Pending(shape, None, np.zeros(pending.size), _segment(layers), nonneg=True)
+        return
+    groups: dict[int, list[str]] = {}
+    for key, q in carried.items():  # a tensor known under several names is carried once
+        groups.setdefault(id(q), []).append(key)
+    weights, biases, places = [pending.dense().T], [pending.b], []
+    offset = pending.size
+    for keys in groups.values():
+        q = carried[keys[0]]
+        signs = (1.0,) if q.nonneg else (1.0, -1.0)
+        for sign in signs:
+            weights.append(sign * q.dense().T)
+            biases.append(sign * q.b)
+        places.append((keys, q, offset))
+        offset += len(signs) * q.size
+    layers.append((np.vstack(weights), np.concatenate(biases)))
+    layers.append(Relu())
+    segment, eye = _segment(layers), np.eye(offset)
+    for keys, q, start in places:
+        R = eye[:, start:start + q.size]
+        if not q.nonneg:
+            R = R - eye[:, start + q.size:start + 2 * q.size]
+        carried_q = _Pending(q.shape, R, np.zeros(q.size), segment, nonneg=q.nonneg)
+        for key in keys:
+            live[key] = carried_q
+    live[name] = _Pending(shape, eye[:, :pending.size], np.zeros(pending.size), segment, nonneg=True)
 
 
 def _segment(layers: list) -> int:
-    return sum(isinstance(layer, Relu) for layer in layers)
+    """The number of layers emitted so far: a live tensor's map refers to the output of that many layers."""
+    return len(layers)
 
 
 def _require_current(pending: _Pending, layers: list, what: str) -> None:
     if pending.segment != _segment(layers):
-        raise InputError(f"{what} uses a tensor from before a later ReLU: the graph is not sequential "
-                         f"(skip connections are not supported)")
+        raise InputError(f"{what} uses a tensor from before a later layer: the graph is not sequential, and the "
+                         f"reader could not carry it")
 
 
 def _affine(pending: _Pending) -> tuple[np.ndarray, np.ndarray]:
@@ -208,8 +304,10 @@ def _affine(pending: _Pending) -> tuple[np.ndarray, np.ndarray]:
     return pending.dense().T.copy(), pending.b.copy()
 
 
-def _compose(pending: _Pending, step: ops.Step, layers: list, max_entries: int, ctx: ops.Context) -> _Pending:
-    """``step`` after ``pending``: fold when cheap, else emit ``pending`` as a layer first."""
+def _compose(pending: _Pending, step: ops.Step, layers: list, max_entries: int, ctx: ops.Context, *,
+             alone: bool = True) -> _Pending:
+    """``step`` after ``pending``: fold when cheap (always when other live tensors are still needed: ``alone``
+    False, since emitting a layer would move the segment under them), else emit ``pending`` as a layer first."""
     bias = (step.apply(pending.b[None])[0] if step.apply is not None else
             pending.b * step.scale if step.scale is not None else pending.b @ step.matrix) + step.bias
     R = pending.R
@@ -220,11 +318,11 @@ def _compose(pending: _Pending, step: ops.Step, layers: list, max_entries: int, 
             R = step.matrix
         elif R.ndim == 1:
             R = R[:, None] * step.matrix
-        elif R.shape[0] * step.matrix.shape[1] <= R.size + step.matrix.size:
+        elif R.shape[0] * step.matrix.shape[1] <= R.size + step.matrix.size or not alone:
             R = R @ step.matrix
         else:  # the product would be larger than its factors: keep two layers
             layers.append(_affine(pending))
-            return _Pending(step.shape, step.matrix, step.bias.copy(), pending.segment)
+            return _Pending(step.shape, step.matrix, step.bias.copy(), _segment(layers))
     else:
         assert step.apply is not None  # a Step carries one of scale, matrix and apply
         rows = pending.size if R is None or R.ndim == 1 else R.shape[0]
