@@ -77,6 +77,7 @@ def test_mass_mode_certifies_digits_with_the_teacher_as_oracle(mass_cert):
     assert pac.sample_size(64, 0.05, 0.01, norm="inf") > 100_000  # what ball mode would need (d = 2m for L∞)
     assert record.oracle.used == "teacher" and "read by the engine" in record.oracle.reason
     assert not any("Transfer" in a for a in record.statements.assumptions)  # nothing transferred
+    assert any(a.startswith("Exact arithmetic (teacher oracle)") for a in record.statements.assumptions)
     a = cert.arrays
     lower, upper, conf = a["lower"], a["upper"], a["teacher_confidence"]
     assert (lower >= 0).all() and (lower <= record.oracle.cap + 1e-12).all()
@@ -122,6 +123,7 @@ def test_the_student_oracle_lists_the_transfer_assumptions(digits, tmp_path):
     record = cert.record
     assert record.oracle.used == "student" and record.files.student_onnx is not None
     assert any(a.startswith("Transfer") for a in record.statements.assumptions)
+    assert not any(a.startswith("Exact arithmetic") for a in record.statements.assumptions)
     a = cert.arrays
     np.testing.assert_allclose(a["lower"], a["teacher_radius_factor"] * a["student_radius"])
     assert (a["lower"][a["student_label"] != a["teacher_label"]] == 0).all()

@@ -288,3 +288,25 @@ def test_teacher_oracle_brackets_the_radius_and_estimate_cost_is_positive():
     assert result.time_lower_s > 0 and result.time_upper_s > 0 and result.stats["passes"] >= 1
     cost = estimate_cost(net, 10_000, points=x, norm="inf", cap=CAP, domain=DOMAIN)
     assert np.isfinite(cost) and cost > 0
+
+
+def test_exact_keeps_class_separates_rounding_from_a_contradicted_proof():
+    """A counterexample closer than the proven radius counts as rounding only where the exact function (float64
+    network) keeps the class there — a tie or better — and as a contradiction where it clearly does not."""
+    import torch
+
+    from pacverify.network import Affine, Network
+    from pacverify.pipeline.mass import exact_keeps_class
+
+    # logits (x0, x1): class 0 where x0 > x1, a tie on the diagonal
+    net = Network((Affine(torch.eye(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)),), (2,))
+    labels = np.array([0, 0, 0, 0, 1])
+    cex = np.array([[0.5, 0.5],          # on the boundary: a float64 tie -> rounding
+                    [0.5, 0.6],          # class 1: the exact function changes class -> a contradiction
+                    [0.7, 0.2],          # keeps class 0 (a float32 evaluation said otherwise) -> rounding
+                    [np.nan, np.nan],    # no counterexample
+                    [0.9, 0.1]])         # label 1, class 0 at the counterexample -> a contradiction
+    closer = np.array([True, True, True, True, True])
+    np.testing.assert_array_equal(exact_keeps_class(net, labels, cex, closer), [True, False, True, False, False])
+    np.testing.assert_array_equal(exact_keeps_class(net, labels, cex, ~closer), [False] * 5)
+    np.testing.assert_array_equal(exact_keeps_class(None, labels, cex, closer), [False] * 5)

@@ -170,6 +170,12 @@ def mass_assumptions(*, oracle: str, source_kind: str, tv: float, premises: tupl
         "Fixed ranges: the ranges {x : conf_T(x) ≥ κ, rob_T(x) < ρ} are defined by the teacher alone, before "
         "sampling; M(κ) may depend on the sample because the ε-net event covers every range at once.",
     ]
+    if oracle == "teacher":
+        out.append("Exact arithmetic (teacher oracle): the lower radii are proven for the function the teacher's graph "
+                   "computes exactly (bounds in float64 with outward rounding margins); the teacher as it runs "
+                   "(float32) agrees with it up to its rounding error (the oracle line gives the measured logit "
+                   "agreement), so within that error of a decision boundary the float32 teacher can change class "
+                   "inside a proven radius.")
     if oracle == "student":
         out.append("Transfer (Prop 4.3 of 004): at every sample point the student's certified radius, scaled by "
                    "min_j min((g_T/g_S)_j·ρ_j, 1), is at most the teacher's robust radius: " + "; ".join(premises)

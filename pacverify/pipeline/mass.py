@@ -299,6 +299,30 @@ def mass_mode(oracle: str) -> tuple[Stage, ...]:
 
 # --- the certificate -----------------------------------------------------------------------------------------------
 
+EXACT_TIE = 1e-10  # relative float64 margin within which the exact function's evaluation counts as a tie
+
+
+def exact_keeps_class(network, labels: np.ndarray, cex: np.ndarray, closer: np.ndarray) -> np.ndarray:
+    """(s,) bool: at which of the points ``closer`` (a teacher counterexample closer than the proven radius) the
+    exact function the teacher oracle proves (``network``, the teacher's graph in float64) keeps the class at the
+    counterexample: its margin there is > −EXACT_TIE·(1 + max |logit|) (a float64 tie or better). There the
+    counterexample comes from the float32 evaluation of the teacher, not from a false proof; elsewhere (margin
+    clearly negative) the proof is contradicted. No network: none."""
+    import torch
+
+    keeps = np.zeros(len(closer), dtype=bool)
+    rows = np.nonzero(closer & np.isfinite(cex).all(axis=1))[0] if cex.size else np.zeros(0, dtype=np.int64)
+    if network is None or rows.size == 0:
+        return keeps
+    with torch.no_grad():
+        logits = network(torch.as_tensor(cex[rows], dtype=torch.float64).to(network.dtype)).double()
+    label = torch.as_tensor(labels[rows], dtype=torch.long)
+    own = logits.gather(1, label[:, None])[:, 0]
+    others = logits.scatter(1, label[:, None], -torch.inf).amax(1)
+    scale = 1 + logits.abs().amax(1)
+    keeps[rows] = ((own - others) > -EXACT_TIE * scale).numpy()
+    return keeps
+
 def confidence_map(confidence: np.ndarray, lower: np.ndarray, kappa: float, eps: float, eta: float) -> S.ConfidenceMap:
     """M(κ) at the requested κ, as a step function and as a table with p̲(κ) and ε/p̲(κ)."""
     table = np.asarray(KAPPA_TABLE, dtype=np.float64)
@@ -320,10 +344,14 @@ def assemble(setup: Setup, results: dict[str, Any],
     labels, low, up, hold = results["label"], results["lower"], results["upper"], results["holdout"]
     oracle = setup.oracle
     cmap = confidence_map(labels.confidence, low.lower, cfg.kappa, cfg.eps, cfg.eta)
-    inconsistent = int((up.upper < low.lower).sum())
+    closer = up.upper < low.lower
+    rounding = exact_keeps_class(setup.teacher_network, labels.label, up.cex, closer) if oracle == "teacher" \
+        else np.zeros_like(closer)
+    contradicted = closer & ~rounding
+    inconsistent = int(contradicted.sum())
     verdict, reasons = mass_verdict(MassEvidence(cmap.radius, cfg.delta, inconsistent))
     if inconsistent:  # show the pair: the point, its proven radius and the closer counterexample (points.npz)
-        i = int(np.argmax(up.upper < low.lower))
+        i = int(np.argmax(contradicted))
         reasons.append(f"first at sample point {i}: proven l_i = {low.lower[i]:.6g} but a confirmed teacher "
                        f"counterexample at distance u_i = {up.upper[i]:.6g} (points.npz: upper_cex)")
     p_here = float(confident_fraction_lower(labels.confidence, cfg.kappa, cfg.eta)[0])
@@ -341,6 +369,13 @@ def assemble(setup: Setup, results: dict[str, Any],
     if inconsistent:
         warnings.append(f"{inconsistent} sample point(s) have a teacher counterexample closer than the proven lower "
                         "radius (u_i < l_i): the oracle is wrong there")
+    if rounding.any():
+        i = int(np.argmax(rounding))
+        warnings.append(f"{int(rounding.sum())} sample point(s) have a counterexample of the teacher as it runs "
+                        f"(float32) closer than the proven radius, at which the exact function of its graph — what "
+                        f"the teacher oracle proves — keeps its class (first: point {i}, l_i = {low.lower[i]:.6g}, "
+                        f"u_i = {up.upper[i]:.6g}): the float32 teacher's rounding error decides the class there, "
+                        f"within its logit agreement with the exact function")
     if "distill" in results:
         warnings += search_warning(results["distill"].summary.get("auto"))
     exported = results.get("export")
