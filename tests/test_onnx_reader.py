@@ -310,6 +310,15 @@ def test_non_sequential_graphs_are_lowered_exactly():
         _agrees(branches)
 
 
+def test_a_tensor_read_only_for_its_shape_is_not_carried():
+    """Shape(x) after a later ReLU reads x's static shape: x is not carried through the ReLU layer."""
+    model = _model([helper.make_node("Gemm", ["x", "w"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+                    helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["r", "s"], ["y"])],
+                   ["N", 3], [_const("w", RNG.normal(size=(3, 3)))])
+    net = _agrees(model)
+    assert net.relu_widths() == [3]
+
+
 def test_graphs_that_cannot_be_lowered_are_refused():
     """Two input-dependent tensors multiplied, or added with different shapes, are refused naming the node."""
     w = _const("w", RNG.normal(size=(3, 3)))

@@ -33,6 +33,8 @@ from pacverify.errors import InputError
 from pacverify.network import Affine, Network, Relu
 from pacverify.onnx_io import ops
 
+SHAPE_ONLY = ("Shape", "Size")  # ops that read a tensor's static shape, not its values
+
 
 @dataclass(frozen=True)
 class _Pending:
@@ -89,7 +91,8 @@ def load_network(source: str | os.PathLike | bytes | onnx.ModelProto, *, dtype: 
     live = {inputs[0].name: _Pending(full_shape, None, np.zeros(int(np.prod(full_shape))), 0)}
     layers: list = []
     out_name = graph.output[0].name
-    last_use = {name: i for i, node in enumerate(graph.node) for name in node.input}
+    # the last node that reads each tensor's values (Shape and Size read only its static shape: no need to carry it)
+    last_use = {name: i for i, node in enumerate(graph.node) if node.op_type not in SHAPE_ONLY for name in node.input}
     last_use[out_name] = len(graph.node)
     for index, node in enumerate(graph.node):
         needed = {name for name, pending in live.items() if last_use.get(name, -1) > index}
@@ -178,7 +181,8 @@ def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets:
             consts[name] = value
         return
     for i in live_at:
-        _require_current(live[names[i]], layers, f"node {node.name or node.op_type}")
+        if node.op_type not in SHAPE_ONLY:
+            _require_current(live[names[i]], layers, f"node {node.name or node.op_type}")
     where = f"node {node.name or node.op_type} ({node.op_type})"
     if len(live_at) > 1 or node.op_type == "Concat":
         live[node.output[0]] = _combine(node, [live.get(n) if n in live else consts.get(n) for n in names if n],
