@@ -155,3 +155,17 @@ def test_the_exact_range_of_a_tiny_residual_net_lies_within_the_bounds(seed):
     for fn in (ibp, crown):
         b = fn(net, s, C)
         assert float(b.lower[0, 0]) <= exact[0] + 1e-7 and float(b.upper[0, 0]) >= exact[1] - 1e-7
+
+
+def test_the_teacher_oracle_reads_a_residual_torch_teacher():
+    """A residual torch module (no file) is exported and read for the teacher oracle; its logits agree."""
+    from pacverify.verify.oracle import teacher_network
+
+    torch.manual_seed(0)
+    model = ResNetBlockCNN().eval()
+    net, reason = teacher_network(model, None, (1, 5, 5))
+    assert net is not None, reason
+    assert "exported to ONNX" in reason
+    x = torch.rand(8, 1, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(net(x.reshape(8, -1).double()).float(), model(x), atol=1e-5)

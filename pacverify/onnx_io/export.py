@@ -27,9 +27,12 @@ from torch import nn
 
 from pacverify.errors import InputError
 from pacverify.fileio import atomic_write_bytes
+from pacverify.onnx_io.ops import OPS
 from pacverify.validation import check_positive, check_positive_int, check_seed
 
-VERIFIER_OPS = frozenset({"Gemm", "MatMul", "Add", "Relu", "Flatten", "Reshape", "Conv", "Constant"})
+# the ops the verifier's reader has a rule for (pacverify.onnx_io.ops), plus Constant (folded) and Concat (combined
+# by the traversal): an exported graph with any other op cannot be read
+VERIFIER_OPS = frozenset(OPS) | {"Constant", "Concat"}
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
