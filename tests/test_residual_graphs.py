@@ -110,10 +110,13 @@ def test_residual_graphs_are_read_and_agree_with_onnxruntime(build, shape):
 
 def test_relu_output_skips_are_carried_by_one_stable_relu_each():
     """The skips of a residual MLP carry ReLU outputs: one carried neuron per entry (no ±pair), so the network is
-    as wide as the block plus its skip."""
+    as wide as the block plus its skip; a tensor of either sign is carried as a ±pair."""
     net = load_network(_export(ResidualMLP(width=6), (4,)))
     widths = net.relu_widths()
     assert widths == [6, 12, 6, 12, 6], widths  # block ReLU layers: 6 own + 6 carried; the joins: 6
+    # a tensor of either sign costs a ±pair per entry: 5 own + the pre-activation z (5) carried as 10 at the first two
+    # ReLU layers; at the last one, h − z (5) carried as 10
+    assert load_network(_export(PreActivationSkip(), (3,))).relu_widths() == [15, 15, 15]
 
 
 @settings(max_examples=20, deadline=None)
