@@ -1,4 +1,4 @@
-"""Residual and branching graphs (issue 13, in part): the reader lowers them exactly to the chain of Affine and ReLU
+"""Residual and branching graphs, and MaxPool (issue 13, in part): the reader lowers them exactly to the chain of Affine and ReLU
 layers (other live tensors carried through each ReLU layer as relu(q), relu(−q), or relu(q) alone when q is a ReLU
 output); the bound routines then hold on them as on any chain: sampled points (checked by onnxruntime) never leave
 IBP / CROWN / α-CROWN bounds, IBP ⊇ CROWN ⊇ α-CROWN, and the exact MILP range lies within the bounds."""
@@ -172,3 +172,101 @@ def test_the_teacher_oracle_reads_a_residual_torch_teacher():
     x = torch.rand(8, 1, 5, 5)
     with torch.no_grad():
         assert torch.allclose(net(x.reshape(8, -1).double()).float(), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs, shape", [
+    (dict(kernel_shape=[2, 2], strides=[2, 2]), ["N", 2, 4, 4]),
+    (dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), ["N", 1, 4, 5]),
+    (dict(kernel_shape=[3, 2], strides=[2, 1], pads=[0, 1, 2, 0], dilations=[1, 2]), ["N", 2, 6, 5]),
+    (dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"), ["N", 1, 5, 5]),
+    (dict(kernel_shape=[3], strides=[2]), ["N", 2, 7]),
+])
+def test_maxpool_is_lowered_exactly(attrs, shape):
+    """MaxPool forms (strides, pads, dilations, auto_pad, 1-D) after a linear layer (inputs of either sign) agree with
+    onnxruntime; each needs ⌈log2 k⌉ ReLU layers (one per tournament round)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = int(np.prod(shape[1:]))
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "s"], ["z"]),
+             helper.make_node("MaxPool", ["z"], ["y"], **attrs)]
+    inits = [numpy_helper.from_array(rng.normal(size=(n, n)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([-1, *shape[1:]], np.int64), "s")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8).SerializeToString()
+    net = load_network(data)
+    x = torch.as_tensor(rng.uniform(-2, 2, (32, n)))
+    reference = _onnxruntime(data, net, x)
+    assert torch.allclose(net(x), reference, atol=1e-5)
+    window = int(np.prod(attrs["kernel_shape"]))
+    assert len(net.relu_widths()) == int(np.ceil(np.log2(window)))
+
+
+class PoolingCNN(torch.nn.Module):
+    """conv → ReLU → MaxPool 2×2 → conv → ReLU → MaxPool 3×3 stride 2 pad 1 → linear (the pools see ReLU outputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                       torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                       torch.nn.MaxPool2d(3, stride=2, padding=1), torch.nn.Flatten(),
+                                       torch.nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), norm=st.sampled_from(["2", "inf"]), radius=st.floats(0.02, 0.5))
+def test_maxpool_networks_are_bounded_soundly(seed, norm, radius):
+    """A CNN with two MaxPools (exported by torch): sampled outputs (onnxruntime) never leave the IBP, CROWN and
+    α-CROWN bounds, and CROWN is at least as tight as IBP."""
+    torch.manual_seed(seed)
+    model = PoolingCNN().eval()
+    data = _export(model, (1, 8, 8))
+    assert "MaxPool" in {n.op_type for n in onnx.load_from_string(data).graph.node}
+    net = load_network(data)
+    gen = torch.Generator().manual_seed(seed)
+    center = torch.rand(2, net.in_features, generator=gen, dtype=torch.float64)
+    s = perturbation_set(center, radius * (8 if norm == "2" else 1), norm)
+    C = margin_rows(net(center).argmax(1), net.out_features)
+    values = torch.einsum("bko,pbo->pbk", C, _onnxruntime(data, net, sample_in_set(s, 150, seed)))
+    slack = 1e-5 * (1 + values.abs())
+    bounds = {name: fn(net, s, C) for name, fn in (("ibp", ibp), ("crown", crown),
+                                                     ("alpha", lambda *a: alpha_crown(*a, iterations=4)))}
+    for name, b in bounds.items():
+        assert (values >= b.lower - slack).all() and (values <= b.upper + slack).all(), name
+    assert (bounds["crown"].lower >= bounds["ibp"].lower - 1e-9).all()
+
+
+def test_maxpool_of_relu_outputs_carries_one_neuron_per_kept_entry():
+    """After a ReLU the pooled entries are non-negative, so the kept operands of each round are carried by one
+    stable ReLU each, and the teacher oracle reads the pooling CNN."""
+    from pacverify.verify.oracle import teacher_network
+
+    torch.manual_seed(0)
+    model = PoolingCNN().eval()
+    net = load_network(_export(model, (1, 8, 8)))
+    # conv1 ReLU (192); pool 2×2 rounds: 96 differences + 96 kept, then 48 + 48; conv2 ReLU (64) + ...
+    widths = net.relu_widths()
+    assert widths[:3] == [192, 96 + 96, 48 + 48], widths
+    oracle, reason = teacher_network(model, None, (1, 8, 8))
+    assert oracle is not None, reason
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_the_exact_range_of_a_tiny_maxpool_net_lies_within_the_bounds(seed):
+    """The MILP's exact range of a logit difference of conv → MaxPool 2×2 → linear over an L∞ box, after lowering."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 2), torch.nn.MaxPool2d(2, stride=1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 2)).eval()
+    net = load_network(_export(model, (1, 4, 4)))
+    center = torch.rand(1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    s = perturbation_set(center, 0.3, "inf")
+    c = np.array([1.0, -1.0])
+    exact = exact_range_milp(net, s.lower[0].numpy(), s.upper[0].numpy(), c)
+    for fn in (ibp, crown):
+        b = fn(net, s, torch.as_tensor(c)[None, None])
+        assert float(b.lower[0, 0]) <= exact[0] + 1e-7 and float(b.upper[0, 0]) >= exact[1] - 1e-7

@@ -30,9 +30,9 @@ from pacverify.fileio import atomic_write_bytes
 from pacverify.onnx_io.ops import OPS
 from pacverify.validation import check_positive, check_positive_int, check_seed
 
-# the ops the verifier's reader has a rule for (pacverify.onnx_io.ops), plus Constant (folded) and Concat (combined
-# by the traversal): an exported graph with any other op cannot be read
-VERIFIER_OPS = frozenset(OPS) | {"Constant", "Concat"}
+# the ops the verifier's reader has a rule for (pacverify.onnx_io.ops), plus Constant (folded), Concat and MaxPool
+# (lowered by the traversal): an exported graph with any other op cannot be read
+VERIFIER_OPS = frozenset(OPS) | {"Constant", "Concat", "MaxPool"}
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 

@@ -16,7 +16,7 @@ input-dependent tensor that a later node still reads is *carried* through the Re
 ``relu(q), relu(−q)`` (``q = relu(q) − relu(−q)``), or as ``relu(q)`` alone when q is known to be non-negative
 (a ReLU's output, as the skip connections of residual networks are), where the bound routines' relaxation of the
 carried neurons is exact (they are stable). Two tensors on the same layer then add, subtract or concatenate as
-affine maps.
+affine maps. MaxPool is lowered the same way, as a tournament of ``max(a, b) = b + relu(a − b)`` (:func:`_maxpool`).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class _Pending:
     R: np.ndarray | None
     b: np.ndarray
     segment: int
-    nonneg: bool = False  # every entry is a ReLU output of the segment input (x_seg @ R selects them, b = 0)
+    nonneg: bool = False  # every entry is ≥ 0 for every input (a ReLU output, a max of ReLU outputs, ...)
 
     @property
     def size(self) -> int:
@@ -184,6 +184,9 @@ def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets:
         if node.op_type not in SHAPE_ONLY:
             _require_current(live[names[i]], layers, f"node {node.name or node.op_type}")
     where = f"node {node.name or node.op_type} ({node.op_type})"
+    if node.op_type == "MaxPool" and len(live_at) == 1:
+        _maxpool(node, live[names[0]], live, layers, {name: live[name] for name in needed}, where)
+        return
     if len(live_at) > 1 or node.op_type == "Concat":
         live[node.output[0]] = _combine(node, [live.get(n) if n in live else consts.get(n) for n in names if n],
                                         where)
@@ -242,6 +245,77 @@ def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
     flat = order.reshape(-1)
     return _Pending(tuple(order.shape), np.hstack(columns)[:, flat], np.concatenate(biases)[flat], segment,
                     all(o.nonneg for o in live) and len(live) == len(operands))
+
+
+def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, carried: dict, where: str) -> None:
+    """MaxPool (1-D or 2-D; strides, pads, auto_pad, dilations), lowered exactly: each window's maximum is a
+    tournament of pairwise ``max(a, b) = b + relu(a − b)``, one ReLU layer per round (⌈log2 k⌉ rounds for k-entry
+    windows), the kept operands and every other needed tensor carried through those layers (:func:`_relu_layer`).
+    Padded positions are left out of their windows (ONNX pads MaxPool with −inf)."""
+    from pacverify.onnx_io import _attrs
+
+    attrs = {a.name: _attrs.text(onnx.helper.get_attribute_value(a)) for a in node.attribute}
+    shape = pending.shape
+    spatial = len(shape) - 2
+    if spatial not in (1, 2) or shape[0] != 1:
+        raise InputError(f"{where}: only 1-D and 2-D MaxPool of one sample is supported, got input {shape}")
+    if attrs.get("ceil_mode", 0) or len([o for o in node.output if o]) > 1 or attrs.get("storage_order", 0):
+        raise InputError(f"{where}: MaxPool with ceil_mode, storage_order or an Indices output is not supported")
+    kernel = [int(k) for k in attrs["kernel_shape"]]
+    strides = [int(v) for v in attrs.get("strides", [1] * spatial)]
+    dilations = [int(v) for v in attrs.get("dilations", [1] * spatial)]
+    pads = _attrs.conv_pads(attrs, shape[2:], kernel, strides, dilations)
+    index = torch.arange(1, pending.size + 1, dtype=torch.float64).reshape(shape)  # 1-based; 0 marks padding
+    if spatial == 1:
+        index, kernel, strides, dilations = index.unsqueeze(2), [1, *kernel], [1, *strides], [1, *dilations]
+        pads = [0, pads[0], 0, pads[1]]
+    padded = torch.nn.functional.pad(index, _attrs.torch_pad_widths(pads))
+    windows = torch.nn.functional.unfold(padded, tuple(kernel), dilation=tuple(dilations), stride=tuple(strides))  # (1, C·kh·kw, L)
+    channels, out_spatial = shape[1], [(padded.shape[2 + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1
+                                      for i in range(2)]
+    entries = windows.reshape(channels, kernel[0] * kernel[1], -1).permute(0, 2, 1).reshape(-1, kernel[0] * kernel[1])
+    candidates = [[int(v) - 1 for v in row.tolist() if v > 0] for row in entries]  # per output, in C order
+    if any(not c for c in candidates):
+        raise InputError(f"{where}: a MaxPool window lies entirely in the padding")
+    M, b, nonneg = pending.dense(), pending.b, pending.nonneg
+    names = ("\0maxpool-differences", "\0maxpool-kept")
+    while any(len(c) > 1 for c in candidates):
+        diff_cols: list[tuple[int, int]] = []
+        kept_cols: list[int] = []
+        plan: list[list[tuple[str, int, int]]] = []
+        for cand in candidates:
+            row = []
+            for j in range(0, len(cand) - 1, 2):
+                row.append(("pair", len(diff_cols), len(kept_cols)))
+                diff_cols.append((cand[j], cand[j + 1]))
+                kept_cols.append(cand[j + 1])
+            if len(cand) % 2:
+                row.append(("kept", len(kept_cols), -1))
+                kept_cols.append(cand[-1])
+            plan.append(row)
+        a, c = np.array([d[0] for d in diff_cols]), np.array([d[1] for d in diff_cols])
+        kept = np.array(kept_cols)
+        differences = _Pending((len(a),), M[:, a] - M[:, c], b[a] - b[c], pending.segment)
+        keep = _Pending((len(kept),), M[:, kept], b[kept], pending.segment, nonneg)
+        _relu_layer(names[0], differences, (len(a),), live, layers, {**carried, names[1]: keep})
+        relu_d, kept_now = live.pop(names[0]), live.pop(names[1])
+        carried = {name: live[name] for name in carried}
+        columns: list[np.ndarray] = []
+        candidates = []
+        for row in plan:
+            cand = []
+            for item in row:
+                if item[0] == "pair":
+                    columns.append(relu_d.dense()[:, item[1]] + kept_now.dense()[:, item[2]])
+                else:
+                    columns.append(kept_now.dense()[:, item[1]])
+                cand.append(len(columns) - 1)
+            candidates.append(cand)
+        M, b = np.stack(columns, axis=1), np.zeros(len(columns))
+        pending = _Pending((len(columns),), M, b, _segment(layers), nonneg)
+    order = [c[0] for c in candidates]
+    out_shape = (1, channels, *out_spatial[2 - spatial:])
+    live[node.output[0]] = _Pending(out_shape, M[:, order], b[order], _segment(layers), nonneg)
 
 
 def _apply_effect(effect: ops.Effect, node: onnx.NodeProto, pending: _Pending, live: dict, consts: dict,
