@@ -270,52 +270,44 @@ def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, 
         index, kernel, strides, dilations = index.unsqueeze(2), [1, *kernel], [1, *strides], [1, *dilations]
         pads = [0, pads[0], 0, pads[1]]
     padded = torch.nn.functional.pad(index, _attrs.torch_pad_widths(pads))
-    windows = torch.nn.functional.unfold(padded, tuple(kernel), dilation=tuple(dilations), stride=tuple(strides))  # (1, C·kh·kw, L)
+    # (1, C·kh·kw, L): the 1-based entries of every window, 0 where it covers padding
+    windows = torch.nn.functional.unfold(padded, tuple(kernel), dilation=tuple(dilations), stride=tuple(strides))
     channels, out_spatial = shape[1], [(padded.shape[2 + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1
                                       for i in range(2)]
     entries = windows.reshape(channels, kernel[0] * kernel[1], -1).permute(0, 2, 1).reshape(-1, kernel[0] * kernel[1])
     candidates = [[int(v) - 1 for v in row.tolist() if v > 0] for row in entries]  # per output, in C order
     if any(not c for c in candidates):
         raise InputError(f"{where}: a MaxPool window lies entirely in the padding")
-    M, b, nonneg = pending.dense(), pending.b, pending.nonneg
+    M, b, nonneg, segment = pending.dense(), pending.b, pending.nonneg, pending.segment
     names = ("\0maxpool-differences", "\0maxpool-kept")
     while any(len(c) > 1 for c in candidates):
-        diff_cols: list[tuple[int, int]] = []
-        kept_cols: list[int] = []
-        plan: list[list[tuple[str, int, int]]] = []
+        # one round: each candidate pair (a, b) becomes b + relu(a − b); an odd one out passes as it is. Every new
+        # candidate is one kept operand (b, or the odd one), plus relu(a − b) where it came from a pair.
+        pairs: list[tuple[int, int]] = []
+        kept: list[int] = []
+        paired_at: list[int] = []
+        regrouped = []
         for cand in candidates:
-            row = []
-            for j in range(0, len(cand) - 1, 2):
-                row.append(("pair", len(diff_cols), len(kept_cols)))
-                diff_cols.append((cand[j], cand[j + 1]))
-                kept_cols.append(cand[j + 1])
-            if len(cand) % 2:
-                row.append(("kept", len(kept_cols), -1))
-                kept_cols.append(cand[-1])
-            plan.append(row)
-        a, c = np.array([d[0] for d in diff_cols]), np.array([d[1] for d in diff_cols])
-        kept = np.array(kept_cols)
-        differences = _Pending((len(a),), M[:, a] - M[:, c], b[a] - b[c], pending.segment)
-        keep = _Pending((len(kept),), M[:, kept], b[kept], pending.segment, nonneg)
+            group = []
+            for j in range(0, len(cand), 2):
+                if j + 1 < len(cand):
+                    pairs.append((cand[j], cand[j + 1]))
+                    paired_at.append(len(kept))
+                group.append(len(kept))
+                kept.append(cand[min(j + 1, len(cand) - 1)])
+            regrouped.append(group)
+        a, c = (np.array(side) for side in zip(*pairs, strict=True))
+        differences = _Pending((len(a),), M[:, a] - M[:, c], b[a] - b[c], segment)
+        keep = _Pending((len(kept),), M[:, kept], b[kept], segment, nonneg)
         _relu_layer(names[0], differences, (len(a),), live, layers, {**carried, names[1]: keep})
         relu_d, kept_now = live.pop(names[0]), live.pop(names[1])
         carried = {name: live[name] for name in carried}
-        columns: list[np.ndarray] = []
-        candidates = []
-        for row in plan:
-            cand = []
-            for item in row:
-                if item[0] == "pair":
-                    columns.append(relu_d.dense()[:, item[1]] + kept_now.dense()[:, item[2]])
-                else:
-                    columns.append(kept_now.dense()[:, item[1]])
-                cand.append(len(columns) - 1)
-            candidates.append(cand)
-        M, b = np.stack(columns, axis=1), np.zeros(len(columns))
-        pending = _Pending((len(columns),), M, b, _segment(layers), nonneg)
+        M = kept_now.dense().copy()  # carried maps have no bias
+        M[:, paired_at] += relu_d.dense()
+        b, segment, candidates = np.zeros(len(kept)), _segment(layers), regrouped
     order = [c[0] for c in candidates]
     out_shape = (1, channels, *out_spatial[2 - spatial:])
-    live[node.output[0]] = _Pending(out_shape, M[:, order], b[order], _segment(layers), nonneg)
+    live[node.output[0]] = _Pending(out_shape, M[:, order], b[order], segment, nonneg)
 
 
 def _apply_effect(effect: ops.Effect, node: onnx.NodeProto, pending: _Pending, live: dict, consts: dict,

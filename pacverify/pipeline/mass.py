@@ -59,7 +59,9 @@ from pacverify.pipeline.stages import (
     Sample,
     Setup,
     _student_network,
+    confidence,
     margins_over,
+    on_gpu,
     runner,
     teacher_logits_over,
 )
@@ -212,7 +214,7 @@ def teacher_upper(setup: Setup, sample: Sample, labels: Labels) -> Upper:
     job = _ChunkJob(_teacher_model(setup), sample.flat, labels.label, cfg.norm, cfg.domain, cfg.seed,
                     dict(hi=float(cfg.radius_cap or 2 * cfg.delta), steps=cfg.pgd_steps, restarts=cfg.pgd_restarts,
                          bisection=cfg.attack_bisection))
-    parts = _over_chunks(setup, _upper_chunk, job, "upper radii", gpu=setup.device.type == "cuda")
+    parts = _over_chunks(setup, _upper_chunk, job, "upper radii", gpu=on_gpu(setup))
     upper = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
     cex = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, sample.flat.shape[1]))
     return Upper(np.asarray(upper, dtype=np.float64), np.asarray(cex, dtype=np.float64), time.perf_counter() - start)
@@ -245,8 +247,6 @@ def holdout_points(setup: Setup) -> int:
 def _holdout_chunk(job: _ChunkJob, chunk: tuple[int, int, int]) -> np.ndarray:
     """PGD at radius ``options["radius"]`` around the chunk's points for their labels: (B,) bool, a confirmed
     counterexample found. Seeded from (seed, chunk index)."""
-    import torch
-
     from pacverify.attacks import attack
     from pacverify.executor import chunk_seed
 
@@ -271,7 +271,7 @@ def held_out(setup: Setup, labels: Labels, lower: Lower) -> HeldOut:
         return HeldOut(np.zeros(0), np.zeros(0, bool), radius, f"not run: {why}")
     points = setup.sampler.fresh(n, after=setup.samples)
     logits = teacher_logits_over(setup, points, "held-out: labelling")
-    conf = torch.softmax(logits.double(), dim=1).max(1).values.numpy()
+    conf = confidence(logits)
     found = np.zeros(n, bool)
     idx = np.nonzero(conf >= cfg.kappa)[0]
     if idx.size and 0 < radius < np.inf:
@@ -279,7 +279,7 @@ def held_out(setup: Setup, labels: Labels, lower: Lower) -> HeldOut:
                         logits.argmax(1).numpy()[idx], cfg.norm, cfg.domain, cfg.seed,
                         dict(radius=radius, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts))
         found[idx] = np.concatenate(_over_chunks(setup, _holdout_chunk, job, "held-out: attack",
-                                                 gpu=setup.device.type == "cuda"))
+                                                 gpu=on_gpu(setup)))
     note = None if 0 < radius < np.inf else f"M(κ) = {radius:g}: the range R(M(κ), κ) holds no input to attack"
     return HeldOut(conf, found, radius, note)
 
@@ -308,8 +308,6 @@ def exact_keeps_class(network, labels: np.ndarray, cex: np.ndarray, closer: np.n
     counterexample: its margin there is > −EXACT_TIE·(1 + max |logit|) (a float64 tie or better). There the
     counterexample comes from the float32 evaluation of the teacher, not from a false proof; elsewhere (margin
     clearly negative) the proof is contradicted. No network: none."""
-    import torch
-
     keeps = np.zeros(len(closer), dtype=bool)
     rows = np.nonzero(closer & np.isfinite(cex).all(axis=1))[0] if cex.size else np.zeros(0, dtype=np.int64)
     if network is None or rows.size == 0:
@@ -322,6 +320,7 @@ def exact_keeps_class(network, labels: np.ndarray, cex: np.ndarray, closer: np.n
     scale = 1 + logits.abs().amax(1)
     keeps[rows] = ((own - others) > -EXACT_TIE * scale).numpy()
     return keeps
+
 
 def confidence_map(confidence: np.ndarray, lower: np.ndarray, kappa: float, eps: float, eta: float) -> S.ConfidenceMap:
     """M(κ) at the requested κ, as a step function and as a table with p̲(κ) and ε/p̲(κ)."""

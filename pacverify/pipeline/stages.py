@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,16 @@ def runner(setup: Setup):
     return setup.executor if setup.executor is not None else LocalExecutor()
 
 
+def on_gpu(setup: Setup) -> bool:
+    """Whether the teacher's stages run on a GPU (their Ray tasks then ask for one)."""
+    return setup.device.type == "cuda"
+
+
+def confidence(logits: torch.Tensor) -> np.ndarray:
+    """conf_T = the largest softmax probability of each row of logits (Def 3.2), in float64."""
+    return torch.softmax(logits.double(), dim=1).max(1).values.numpy()
+
+
 @dataclass(frozen=True)
 class _TeacherJob:
     """What every chunk of a pass of the teacher over points shares (put once into Ray's object store)."""
@@ -120,7 +130,7 @@ def teacher_logits_over(setup: Setup, points: np.ndarray, part: str) -> torch.Te
     from pacverify.executor import map_points
 
     parts = map_points(runner(setup), _logits_chunk, _TeacherJob(setup.teacher, points, setup.device), len(points),
-                       progress=counter(setup.ticker, part), gpu=setup.device.type == "cuda")
+                       progress=counter(setup.ticker, part), gpu=on_gpu(setup))
     return torch.cat(parts) if parts else torch.empty(0, 0)
 
 
@@ -143,9 +153,8 @@ def margins_over(setup: Setup, student: torch.nn.Module, points: np.ndarray, lab
         return margin_alignment(setup.teacher, student, points, labels, setup.cfg.norm)
     job = _TeacherJob(setup.teacher, points, setup.device, np.asarray(labels), student, setup.cfg.norm)
     parts = map_points(runner(setup), _margins_chunk, job, len(points), progress=counter(setup.ticker, part),
-                       gpu=setup.device.type == "cuda")
-    return MarginAlignment(*(np.concatenate([getattr(p, name) for p in parts])
-                             for name in ("g_teacher", "g_student", "grad_teacher", "grad_student", "cosine")))
+                       gpu=on_gpu(setup))
+    return MarginAlignment(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(MarginAlignment)))
 
 
 def label_sample(setup: Setup, sample: Sample) -> Labels:
@@ -153,8 +162,7 @@ def label_sample(setup: Setup, sample: Sample) -> Labels:
     logits = teacher_logits_over(setup, sample.points, "label")
     if not torch.isfinite(logits).all():
         raise InputError("the teacher returned NaN or infinite logits on the sample")
-    probs = torch.softmax(logits.double(), dim=1)
-    return Labels(logits.argmax(1).numpy(), probs.max(1).values.numpy(), int(logits.shape[1]))
+    return Labels(logits.argmax(1).numpy(), confidence(logits), int(logits.shape[1]))
 
 
 LABEL = Stage("label", label_sample, Labels, needs=("sample",),
@@ -491,8 +499,7 @@ def estimate_coverage(setup: Setup) -> CoverageEstimate:
 def teacher_confidence(setup: Setup, points: np.ndarray, part: str) -> np.ndarray:
     """conf_T(x) = max softmax of the teacher's logits (Def 3.2), float64, for points (N, *input_shape), over the
     fixed chunks on the run's executor; progress reported as ``part``."""
-    logits = teacher_logits_over(setup, points, part)
-    return torch.softmax(logits.double(), dim=1).max(1).values.numpy()
+    return confidence(teacher_logits_over(setup, points, part))
 
 
 COVERAGE = Stage("coverage", estimate_coverage, CoverageEstimate,

@@ -212,7 +212,7 @@ def attack_teacher(teacher: Attackable, centers: np.ndarray, labels: np.ndarray,
     (:mod:`pacverify.executor`; None: this process) runs the batches: each batch is seeded by its first ball's
     index, so the result does not depend on where it ran.
     """
-    from pacverify.executor import LocalExecutor
+    from pacverify.executor import LocalExecutor, chunk_ranges, map_points
 
     starts = check_choice(starts, STARTS, "starts")
     random_samples = int(random_samples)
@@ -224,15 +224,11 @@ def attack_teacher(teacher: Attackable, centers: np.ndarray, labels: np.ndarray,
         return result
     job = _AttackJob(teacher, centers, labels, float(radius), norm, n_classes, domain, steps, restarts, seed, starts,
                      random_samples)
-    batches = [(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
-    runner = executor if executor is not None else LocalExecutor()
     device = getattr(teacher, "module_device", None)
-    parts = runner.map_chunks(_attack_batch, job, batches,
-                              on_done=None if progress is None else
-                              lambda done, total: progress(batches[done - 1][1] if done < total else n, n),
-                              gpu=isinstance(device, torch.device) and device.type == "cuda")
+    parts = map_points(executor if executor is not None else LocalExecutor(), _attack_batch, job, n, size=batch_size,
+                       progress=progress, gpu=isinstance(device, torch.device) and device.type == "cuda")
     found, cex, cls = result.found, result.counterexamples, result.cex_class
-    for (lo, _), (hit, points, classes) in zip(batches, parts, strict=True):
+    for (_, lo, _), (hit, points, classes) in zip(chunk_ranges(n, batch_size), parts, strict=True):
         idx = lo + np.nonzero(hit)[0]
         found[idx], cex[idx], cls[idx] = True, points[hit], classes[hit]
     return merge_checks(result, centers=centers, labels=labels, norm=norm, domain=domain, seed=seed)
@@ -256,10 +252,11 @@ class _AttackJob:
     random_samples: int
 
 
-def _attack_batch(job: _AttackJob, batch: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """PGD and random draws in the balls ``batch`` = (start, stop): (found (B,), counterexamples (B, m), classes (B,)),
-    each counterexample confirmed; the first confirmed one of PGD, then of the draws, is kept. Seeded by ``start``."""
-    start, stop = batch
+def _attack_batch(job: _AttackJob, batch: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PGD and random draws in the balls ``batch`` = (index, start, stop): (found (B,), counterexamples (B, m),
+    classes (B,)), each counterexample confirmed; the first confirmed one of PGD, then of the draws, is kept. Seeded
+    by ``start`` (the results of earlier versions, which cut the same batches)."""
+    _, start, stop = batch
     teacher = job.teacher
     dtype = getattr(teacher, "module_dtype", None)
     c, y = torch.as_tensor(job.centers[start:stop]), torch.as_tensor(job.labels[start:stop])
