@@ -1,16 +1,24 @@
-"""Which real teacher shapes the engine reads (issue 13): ConvBig (PAGR's MNIST network shape) and ResNet20 (CIFAR-10)
-with random weights, exported with torch.onnx.export and given to pacverify's reader; and scaled-down versions of
-the same shapes, which are read, bounded (CROWN, L∞ radius 1/255) and checked against sampled points.
+"""Which real teacher shapes the engine reads, and how fast it bounds them (issue 13): ConvBig (PAGR's MNIST network
+shape) and ResNet20 (CIFAR-10) with random weights, exported with torch.onnx.export and given to pacverify's reader,
+and scaled-down versions of the same shapes. Each readable one is bounded by CROWN (the 9 margins at the network's
+class, L∞ radius 1/255 in [0, 1]) at random points, checked against points sampled in the boxes (onnxruntime), and,
+with ``--python``, compared with auto_LiRPA's CROWN on the same model, points and specification, float32 and float64
+(a fetched copy installed by hand in a throwaway virtual environment; never a dependency):
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_real_teachers.py            # writes benchmarks/results/real_teachers.md
+    OMP_NUM_THREADS=1 python benchmarks/bench_real_teachers.py --python /tmp/alirpa-venv/bin/python
     OMP_NUM_THREADS=1 python benchmarks/bench_real_teachers.py --out -
+
+Every measurement runs in a fresh process (peak memory is that process's), with one torch thread.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,40 +86,91 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(name: str, model, shape, points: int) -> dict:
+CASES = {
+    "convbig": ("ConvBig (MNIST, PAGR's shape)", lambda: convbig()),
+    "resnet20": ("ResNet20 (CIFAR-10 shape)", lambda: resnet()),
+    "convbig-small": ("ConvBig at 14×14, 8/16 channels, 128 hidden", lambda: convbig((8, 16), 128, 14)),
+    "resnet8-small": ("ResNet8-shaped (1 block per stage) at 8×8, 4/8/16 channels", lambda: resnet(1, (4, 8, 16), 8)),
+}
+
+AUTO_LIRPA = r'''
+import json, resource, sys, time
+import numpy as np
+import torch
+cfg = json.loads(sys.argv[1])
+torch.set_num_threads(1)
+sys.path.insert(0, cfg["bench_dir"])
+from bench_real_teachers import CASES
+from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
+dtype = getattr(torch, cfg["dtype"])
+model, shape = CASES[cfg["case"]][1]()
+model.load_state_dict(torch.load(cfg["state"]))
+model = model.eval().to(dtype)
+data = np.load(cfg["data"])
+x = torch.tensor(data["x"], dtype=dtype).reshape(-1, *shape)
+C = torch.tensor(data["C"], dtype=dtype)
+bm = BoundedModule(model, x[:1], device="cpu", verbose=0)
+eps = cfg["radius"]
+def run(lo, hi):
+    ptb = PerturbationLpNorm(norm=np.inf, eps=eps, x_L=(x[lo:hi] - eps).clamp(0, 1), x_U=(x[lo:hi] + eps).clamp(0, 1))
+    lb, _ = bm.compute_bounds(x=(BoundedTensor(x[lo:hi], ptb),), C=C[lo:hi], method="CROWN", bound_upper=False)
+    return lb.detach()
+run(0, 1)
+start = time.perf_counter()
+lower = torch.cat([run(i, i + 1) for i in range(x.shape[0])])
+wall = time.perf_counter() - start
+np.save(cfg["out"], lower.double().numpy())
+print(json.dumps({"points_per_s": x.shape[0] / wall, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+
+def run_one(case: str, points: int, workdir: str, native: bool) -> dict:
+    """Read, bound and check one case in this process; saves the model, points and rows for auto_LiRPA."""
+    import numpy as np
     import onnxruntime as ort
     import torch
 
     from pacverify.errors import InputError
+    from pacverify.network import Conv
     from pacverify.onnx_io import load_network, onnx_input
     from pacverify.verify.bounds import crown
     from pacverify.verify.output_rows import margin_rows
     from pacverify.verify.sets import perturbation_set
 
-    params = sum(p.numel() for p in model.parameters())
+    torch.set_num_threads(1)
+    name, build = CASES[case]
+    model, shape = build()
     data = _export(model, shape)
-    row = {"name": name, "params": params, "input": "×".join(map(str, shape))}
+    torch.save(model.state_dict(), f"{workdir}/{case}.pt")
+    row: dict = {"case": case, "name": name, "params": sum(p.numel() for p in model.parameters()),
+                 "input": "×".join(map(str, shape)), "native": native}
     start = time.perf_counter()
     try:
-        net = load_network(data)
+        net = load_network(data, **({} if native else {"native_conv_entries": 2**62}))
     except InputError as exc:
-        row.update(read="no", why=str(exc).splitlines()[0][:160], read_s=time.perf_counter() - start)
+        row.update(read="no", why=str(exc).splitlines()[0][:200], read_s=time.perf_counter() - start)
         return row
-    row.update(read="yes", read_s=time.perf_counter() - start, layers=len(net.layers),
-               relus=sum(net.relu_widths()), dense_entries=sum(a.weight.numel() for a in net.affine_layers()))
+    convs = [layer for layer in net.affine_layers() if isinstance(layer, Conv)]
+    row.update(read="yes", read_s=time.perf_counter() - start, layers=len(net.layers), native_convs=len(convs),
+               relus=sum(net.relu_widths()),
+               stored=sum(a.kernel.numel() + a.bias.numel() if isinstance(a, Conv) else a.weight.numel() + a.bias.numel()
+                          for a in net.affine_layers()))
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(points, net.in_features, generator=gen, dtype=torch.float64)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     reference = torch.as_tensor(session.run(None, {net.input_name: onnx_input(net, x.numpy())})[0], dtype=torch.float64)
     row["max_abs_vs_onnxruntime"] = float((net(x) - reference).abs().max())
-    s = perturbation_set(x, 1 / 255, "inf", domain=(0.0, 1.0))
-    C = margin_rows(net(x).argmax(1), net.out_features)
-    crown(net, s.select(torch.arange(min(2, points))), C[:2], upper=False)  # warm-up
+    radius = 1 / 255
+    s = perturbation_set(x, radius, "inf", domain=(0.0, 1.0))
+    C = margin_rows(reference.argmax(1), net.out_features)
+    np.savez(f"{workdir}/{case}.npz", x=x.numpy(), C=C.numpy())
+    crown(net, s.select(torch.arange(1)), C[:1], upper=False)  # warm-up
     start = time.perf_counter()
     bounds = crown(net, s, C, upper=False)
     elapsed = time.perf_counter() - start
+    np.save(f"{workdir}/{case}-pacverify.npy", bounds.lower.numpy())
     row.update(points_per_s=points / elapsed, verified=float((bounds.lower > 0).all(1).float().mean()),
-               peak_mib=_peak_mib())
+               peak_mib=_peak_mib(), radius=radius)
     # soundness spot check: sampled points (corners and uniform) of the boxes, evaluated by onnxruntime
     lo, hi = s.interval()
     u = torch.rand((64,) + tuple(lo.shape), generator=gen, dtype=torch.float64)
@@ -123,45 +182,91 @@ def run_one(name: str, model, shape, points: int) -> dict:
     return row
 
 
+def auto_lirpa(python: str, case: str, workdir: str, dtype: str, radius: float, timeout: int) -> dict:
+    import numpy as np
+
+    cfg = {"bench_dir": str(REPO / "benchmarks"), "case": case, "state": f"{workdir}/{case}.pt", "dtype": dtype,
+           "data": f"{workdir}/{case}.npz", "out": f"{workdir}/{case}-{dtype}.npy", "radius": radius}
+    try:
+        res = subprocess.run([python, "-c", AUTO_LIRPA, json.dumps(cfg)], capture_output=True, text=True,
+                             timeout=timeout, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    except subprocess.TimeoutExpired:
+        return {"error": f"over {timeout} s"}
+    if res.returncode != 0:
+        return {"error": (res.stderr.strip().splitlines() or ["failed"])[-1][:120]}
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    ours, theirs = np.load(f"{workdir}/{case}-pacverify.npy"), np.load(cfg["out"])
+    out["max_lower_delta"] = float((theirs - ours).max())    # > 0: auto_LiRPA's lower bound is tighter somewhere
+    return out
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
 def main(argv=None) -> int:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--points", type=int, default=20)
+    p.add_argument("--points", type=int, default=4, help="points per full-size network (scaled-down ones: 5×)")
+    p.add_argument("--python", default=None, help="an interpreter with auto_LiRPA installed, for the comparison")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per auto_LiRPA measurement")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/real_teachers.md"))
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--dense", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    cases = [("ConvBig (MNIST, PAGR's shape)", *convbig()),
-             ("ResNet20 (CIFAR-10 shape)", *resnet()),
-             ("ConvBig at 14×14, 8/16 channels, 128 hidden", *convbig((8, 16), 128, 14)),
-             ("ResNet8-shaped (1 block per stage) at 8×8, 4/8/16 channels", *resnet(1, (4, 8, 16), 8))]
+    if args.one:
+        print(json.dumps(run_one(args.one, args.points, args.workdir, not args.dense)))
+        return 0
+    runs = [(case, False) for case in ("convbig-small", "resnet8-small")] + \
+           [(case, True) for case in ("convbig", "resnet20", "convbig-small", "resnet8-small")]
     rows = []
-    for name, model, shape in cases:
-        rows.append(run_one(name, model, shape, args.points))
-        print(rows[-1], flush=True)
+    with tempfile.TemporaryDirectory(prefix="pacverify-teachers-") as workdir:
+        for case, native in runs:
+            points = args.points * (5 if case.endswith("small") else 1)
+            cmd = [sys.executable, __file__, "--one", case, "--points", str(points), "--workdir", workdir]
+            res = subprocess.run(cmd + ([] if native else ["--dense"]), capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(res.stderr)
+            row = json.loads(res.stdout.strip().splitlines()[-1])
+            if native and row["read"] == "yes" and args.python:
+                for dtype in ("float32", "float64"):
+                    row[dtype] = auto_lirpa(args.python, case, workdir, dtype, row["radius"], args.timeout)
+            rows.append(row)
+            print(row, flush=True)
     lines = ["# Real teacher shapes (issue 13)", "",
-             f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread; torch {torch.__version__}. "
-             f"Command: `python benchmarks/bench_real_teachers.py --points {args.points}`. Random weights (BatchNorm "
-             "statistics drawn), exported by `pacverify.onnx_io.export.onnx_bytes` (torch's legacy exporter, as the teacher oracle does), read by `load_network` with "
-             "its default dense limit (2^26 entries per matrix); the readable ones bounded by CROWN (margins, L∞ "
-             "radius 1/255 in [0, 1]) at random points.", "",
-             "| network | parameters | input | read | why not / layers | ReLU neurons | dense entries | "
-             "max \\|Δ\\| vs onnxruntime | CROWN points/s | verified | sampled points inside | process peak RSS MiB (so far, refused reads included) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Machine: {platform.machine()}, 1 torch thread per process; torch {torch.__version__}. Command: "
+             f"`OMP_NUM_THREADS=1 python benchmarks/bench_real_teachers.py --points {args.points}"
+             f"{' --python <auto_LiRPA venv>' if args.python else ''}`. Random weights (BatchNorm statistics drawn), "
+             "exported by `pacverify.onnx_io.export.onnx_bytes` (torch's legacy exporter, as the teacher oracle "
+             "does), read by `load_network`: with its defaults (convolutions whose dense matrix would exceed 2^22 "
+             "entries kept native, in chains; others dense up to 2^26 entries), and, for the scaled-down shapes, with "
+             "every convolution dense (the reader before native convolutions). CROWN lower bounds on the 9 margins "
+             f"at the network's class, L∞ radius 1/255 in [0, 1], {args.points} random points for the full sizes and "
+             f"{5 * args.points} for the scaled-down ones, one point per call for auto_LiRPA (its batches of several "
+             "points were no faster per point and multiply its memory). `max lower Δ`: the largest "
+             "auto_LiRPA lower bound minus pacverify's (≤ 0: pacverify's are at least as tight everywhere).", "",
+             "| network | parameters | input | convolutions | read | layers (native conv) | ReLU neurons | stored "
+             "entries | max \|Δ\| vs onnxruntime | CROWN points/s | verified | sampled points inside | peak RSS MiB | "
+             "auto_LiRPA f32 points/s, peak MiB, max lower Δ | auto_LiRPA f64 points/s, peak MiB, max lower Δ |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        how = "native where large" if r["native"] else "all dense"
         if r["read"] == "no":
-            lines.append(f"| {r['name']} | {r['params']:,} | {r['input']} | no | {r['why']} | | | | | | | |")
-        else:
-            lines.append(f"| {r['name']} | {r['params']:,} | {r['input']} | yes | {r['layers']} layers | "
-                         f"{r['relus']:,} | {r['dense_entries']:,} | {r['max_abs_vs_onnxruntime']:.1e} | "
-                         f"{r['points_per_s']:.2f} | {r['verified']:.2f} | {r['sampled_inside']} | "
-                         f"{r['peak_mib']:.0f} |")
-    lines += ["", "What these say: the reader lowers convolutions to dense matrices, so the full-size shapes are "
-              "refused (their convolutions would be matrices of 10^8 entries and more); scaled-down versions of the "
-              "same shapes, residual blocks included, are read exactly (agreement with onnxruntime to float32 "
-              "precision) and bounded soundly, slowly. Native convolution in the bound engine (issue 13) is what "
-              "would read the full sizes; it is not built.", ""]
-    text = "\n".join(lines)
+            lines.append(f"| {r['name']} | {r['params']:,} | {r['input']} | {how} | no: {r['why']} "
+                         "| | | | | | | | | | |")
+            continue
+        cells = []
+        for dtype in ("float32", "float64"):
+            a = r.get(dtype)
+            cells.append("" if a is None else a["error"] if "error" in a else
+                         f"{a['points_per_s']:.3g}, {a['peak_mib']:.0f}, {a['max_lower_delta']:.1e}")
+        lines.append(f"| {r['name']} | {r['params']:,} | {r['input']} | {how} | yes | {r['layers']} "
+                     f"({r['native_convs']}) | {r['relus']:,} | {r['stored']:,} | {r['max_abs_vs_onnxruntime']:.1e} | "
+                     f"{r['points_per_s']:.3g} | {r['verified']:.2f} | {r['sampled_inside']} | {r['peak_mib']:.0f} | "
+                     f"{cells[0]} | {cells[1]} |")
+    text = "\n".join(lines) + "\n"
     if args.out == "-":
         print(text)
     else:

@@ -2,14 +2,18 @@
 
 Every graph the verifier accepts (Gemm / MatMul / Add / Conv / BatchNormalization ...
 read from ONNX by :mod:`pacverify.onnx_io`) is lowered to this one typed form, so bound
-rules need only two cases. Shapes: a batch of inputs is ``(B, in_features)``, flattened in
-the ONNX input's C order; the network maps it to ``(B, out_features)`` logits.
+rules need only two cases: a linear layer (:class:`Affine`, a dense matrix, or :class:`Conv`, a
+convolution kept as one, whose matrix would be too large to store) and a ReLU. Shapes: a batch of
+inputs is ``(B, in_features)``, flattened in the ONNX input's C order; the network maps it to
+``(B, out_features)`` logits.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,123 @@ class Affine:
     def to(self, device=None, dtype=None) -> "Affine":
         return Affine(self.weight.to(device=device, dtype=dtype), self.bias.to(device=device, dtype=dtype))
 
+    def dense_weight(self) -> torch.Tensor:
+        return self.weight
+
+
+@contextlib.contextmanager
+def sums_of_products():
+    """Convolutions computed as plain sums of products (im2col and matrix products), the arithmetic whose
+    rounding errors the bound routines' margins cover (``γ_n`` per dot product): oneDNN, NNPACK and cuDNN
+    may pick Winograd or FFT algorithms, or TF32, whose errors are of another kind."""
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False   # (its flags() context also resets oneDNN's TF32 switch, with a warning)
+    try:
+        with torch.backends.nnpack.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
+            yield
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A 2-D convolution kept as one: ``y = conv2d(pad(x), kernel) + bias`` on entries flattened in C order.
+
+    ``kernel`` (C_out, C_in / groups, kh, kw); ``bias`` (out_features,): one value per output entry (a
+    per-channel bias repeated, plus whatever constant the reader folded in); ``in_shape`` (C_in, H, W);
+    ``pads`` (top, left, bottom, right) of zeros; a 1-D convolution is one of height 1. The same linear map
+    as the dense :class:`Affine` layer :meth:`dense_weight` would build, in memory proportional to the
+    activations rather than to their product, and with the costs of a convolution: the forward map is
+    ``conv2d``, rows are pulled back through it (``A ↦ A W``) by ``conv_transpose2d``.
+    """
+
+    kernel: torch.Tensor
+    bias: torch.Tensor
+    in_shape: tuple[int, int, int]
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        c_out, c_in, kh, kw = self.kernel.shape if self.kernel.dim() == 4 else (0, 0, 0, 0)
+        if self.kernel.dim() != 4 or len(self.in_shape) != 3 or c_in * self.groups != self.in_shape[0] \
+                or c_out % self.groups:
+            raise ValueError(f"Conv needs a kernel (C_out, C_in/groups, kh, kw) that fits the input shape "
+                             f"{self.in_shape} with groups={self.groups}, got {tuple(self.kernel.shape)}")
+        if min(self.out_shape) < 1 or self.bias.shape != (self.out_features,):
+            raise ValueError(f"Conv: output shape {self.out_shape} and bias {tuple(self.bias.shape)} do not fit")
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        top, left, bottom, right = self.pads
+        size = [(n + a + b - d * (k - 1) - 1) // s + 1 for n, a, b, k, s, d in zip(
+            self.in_shape[1:], (top, left), (bottom, right), self.kernel.shape[2:], self.stride, self.dilation,
+            strict=True)]
+        return (self.kernel.shape[0], size[0], size[1])
+
+    @property
+    def in_features(self) -> int:
+        c, h, w = self.in_shape
+        return c * h * w
+
+    @property
+    def out_features(self) -> int:
+        c, h, w = self.out_shape
+        return c * h * w
+
+    def linear(self, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """``x W^T`` (no bias) for rows x (..., in_features) → (..., out_features); ``kernel`` replaces the
+        layer's own (e.g. its absolute value)."""
+        top, left, bottom, right = self.pads
+        lead = x.shape[:-1]
+        image = F.pad(x.reshape(-1, *self.in_shape), (left, right, top, bottom))
+        with sums_of_products():
+            out = F.conv2d(image, self.kernel if kernel is None else kernel, None, self.stride, 0, self.dilation,
+                           self.groups)
+        return out.reshape(*lead, self.out_features)
+
+    def pull_window(self, A: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """Coefficients A (N, C_out, P, Q) on a window of output positions → the coefficients they put on the
+        window of padded-input positions the kernel reaches from it, (N, C_in, (P−1)·s + d·(k−1) + 1, ...): the
+        transposed convolution, whose top-left entry is padded-input position ``stride ×`` the window's."""
+        with sums_of_products():
+            return F.conv_transpose2d(A, self.kernel if kernel is None else kernel, None, self.stride, 0, 0,
+                                      self.groups, self.dilation)
+
+    def pull(self, A: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """``A W`` for rows A (..., out_features) → (..., in_features): the transposed convolution."""
+        top, left, bottom, right = self.pads
+        lead = A.shape[:-1]
+        padded = (self.in_shape[1] + top + bottom, self.in_shape[2] + left + right)
+        image = self.pull_window(A.reshape(-1, *self.out_shape), kernel)
+        # entries the kernel never reaches at the bottom or right (a stride that does not divide) get no rows
+        image = F.pad(image, (0, padded[1] - image.shape[3], 0, padded[0] - image.shape[2]))
+        image = image[:, :, top:top + self.in_shape[1], left:left + self.in_shape[2]]
+        return image.reshape(*lead, self.in_features)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.bias
+
+    def abs(self) -> "Conv":
+        """The convolution by ``|kernel|`` with bias ``|bias|``: the map ``|W|`` of the dense matrix."""
+        return Conv(self.kernel.abs(), self.bias.abs(), self.in_shape, self.stride, self.pads, self.dilation,
+                    self.groups)
+
+    def row_norms(self) -> torch.Tensor:
+        """``‖W[j, :]‖₂`` for every output entry j, (out_features,): zero padding takes no part in a row."""
+        ones = torch.ones(1, self.in_features, dtype=self.kernel.dtype, device=self.kernel.device)
+        return self.linear(ones, self.kernel.square())[0].sqrt()
+
+    def dense_weight(self) -> torch.Tensor:
+        """The (out_features, in_features) matrix of the map (for small layers: MILP, Marabou, tests)."""
+        eye = torch.eye(self.out_features, dtype=self.kernel.dtype, device=self.kernel.device)
+        return self.pull(eye)
+
+    def to(self, device=None, dtype=None) -> "Conv":
+        return Conv(self.kernel.to(device=device, dtype=dtype), self.bias.to(device=device, dtype=dtype),
+                    self.in_shape, self.stride, self.pads, self.dilation, self.groups)
+
 
 @dataclass(frozen=True)
 class Relu:
@@ -50,7 +171,8 @@ class Relu:
         return self
 
 
-Layer = Affine | Relu
+Layer = Affine | Conv | Relu
+LINEAR = (Affine, Conv)
 
 
 @dataclass(frozen=True)
@@ -71,34 +193,34 @@ class Network:
     def __post_init__(self) -> None:
         width = None
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Affine):
+            if isinstance(layer, LINEAR):
                 if width is not None and layer.in_features != width:
                     raise ValueError(f"layer {i}: Affine expects {layer.in_features} inputs, previous layer gives {width}")
                 width = layer.out_features
             elif not isinstance(layer, Relu):
                 raise TypeError(f"layer {i}: unsupported layer type {type(layer).__name__}")
-        if not any(isinstance(layer, Affine) for layer in self.layers):
+        if not any(isinstance(layer, LINEAR) for layer in self.layers):
             raise ValueError("a Network needs at least one Affine layer")
-        first = next(layer for layer in self.layers if isinstance(layer, Affine))
+        first = self.affine_layers()[0]
         if int(torch.tensor(self.input_shape).prod()) != first.in_features:
             raise ValueError(f"input_shape {self.input_shape} has {int(torch.tensor(self.input_shape).prod())} "
                              f"entries, the first layer expects {first.in_features}")
 
     @property
     def in_features(self) -> int:
-        return next(layer for layer in self.layers if isinstance(layer, Affine)).in_features
+        return self.affine_layers()[0].in_features
 
     @property
     def out_features(self) -> int:
-        return next(layer for layer in reversed(self.layers) if isinstance(layer, Affine)).out_features
+        return self.affine_layers()[-1].out_features
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(layer for layer in self.layers if isinstance(layer, Affine)).weight.dtype
+        return self.affine_layers()[0].bias.dtype
 
     @property
     def device(self) -> torch.device:
-        return next(layer for layer in self.layers if isinstance(layer, Affine)).weight.device
+        return self.affine_layers()[0].bias.device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch ``x`` of shape (B, in_features) (or (B, *input_shape))."""
@@ -118,20 +240,29 @@ class Network:
         pre-activation bounds the bound routines report."""
         widths, width = [], self.in_features
         for layer in self.layers:
-            if isinstance(layer, Affine):
+            if isinstance(layer, LINEAR):
                 width = layer.out_features
             else:
                 widths.append(width)
         return widths
 
-    def affine_layers(self) -> list[Affine]:
-        return [layer for layer in self.layers if isinstance(layer, Affine)]
+    def affine_layers(self) -> list[Affine | Conv]:
+        """The linear layers (dense and convolutional), in order."""
+        return [layer for layer in self.layers if isinstance(layer, LINEAR)]
+
+    def dense(self) -> "Network":
+        """The same network with every convolution as its dense matrix (for small networks: MILP, Marabou)."""
+        return Network(tuple(Affine(layer.dense_weight(), layer.bias) if isinstance(layer, Conv) else layer
+                             for layer in self.layers), self.input_shape, self.input_name, self.output_name,
+                       dict(self.meta))
 
     def as_module(self) -> torch.nn.Module:
         """A ``torch.nn.Sequential`` computing the same function (on flattened inputs)."""
         modules: list[torch.nn.Module] = []
         for layer in self.layers:
-            if isinstance(layer, Affine):
+            if isinstance(layer, Conv):
+                modules.append(_ConvModule(layer))
+            elif isinstance(layer, Affine):
                 lin = torch.nn.Linear(layer.in_features, layer.out_features, dtype=layer.weight.dtype,
                                       device=layer.weight.device)
                 with torch.no_grad():
@@ -141,3 +272,16 @@ class Network:
             else:
                 modules.append(torch.nn.ReLU())
         return torch.nn.Sequential(torch.nn.Flatten(), *modules)
+
+
+class _ConvModule(torch.nn.Module):
+    """A :class:`Conv` layer as a module on flattened rows (its kernel and bias as parameters)."""
+
+    def __init__(self, layer: Conv) -> None:
+        super().__init__()
+        self.layer = layer
+        self.kernel = torch.nn.Parameter(layer.kernel.detach().clone())
+        self.bias = torch.nn.Parameter(layer.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer.linear(x, self.kernel) + self.bias

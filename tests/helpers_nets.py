@@ -151,7 +151,7 @@ def crown_reference(net: Network, input_set: Box | L2Ball, C: torch.Tensor | Non
     the interval image. For alternating Affine/ReLU networks ending in an Affine layer; no rounding
     margins. Returns (lower, upper), each (B, K).
     """
-    weights = [(layer.weight.double().numpy(), layer.bias.double().numpy()) for layer in net.affine_layers()]
+    weights = [(layer.dense_weight().double().numpy(), layer.bias.double().numpy()) for layer in net.affine_layers()]
     lowers, uppers = [], []
     for b in range(input_set.batch_size):
         spec = np.eye(net.out_features) if C is None else (C[b] if C.dim() == 3 else C).double().numpy()
@@ -205,7 +205,7 @@ def exact_range_milp(net: Network, lower: np.ndarray, upper: np.ndarray, c: np.n
     from scipy.optimize import Bounds as VarBounds
     from scipy.optimize import LinearConstraint, milp
 
-    weights = [(layer.weight.double().numpy(), layer.bias.double().numpy()) for layer in net.affine_layers()]
+    weights = [(layer.dense_weight().double().numpy(), layer.bias.double().numpy()) for layer in net.affine_layers()]
     n_in = weights[0][0].shape[1]
     hidden = [w.shape[0] for w, _ in weights[:-1]]
     # variable layout: x, then per hidden layer (z, a, delta)

@@ -334,12 +334,27 @@ def test_graphs_that_cannot_be_lowered_are_refused():
         load_network(shapes)
 
 
-def test_division_by_the_input_and_oversized_conv_are_refused():
+def test_division_by_the_input_is_refused_and_an_oversized_conv_kept_native_or_refused():
+    """A convolution above the dense limit is kept native in a chain (BatchNorm folded into it), the network agreeing
+    with the dense one; one whose input is scaled per entry (not per channel) cannot be, and is refused."""
+    from pacverify.network import Conv
+
     with pytest.raises(UnsupportedOperationError, match="Div"):
         load_network(_model([helper.make_node("Div", ["one", "x"], ["y"])], ["N", 3], [_const("one", 1.0)]))
     model = conv_model(0, size=5)
-    with pytest.raises(InputError, match="max_dense_entries=100"):
-        load_network(model, max_dense_entries=100)
+    native = load_network(model, max_dense_entries=100)
+    assert [type(layer).__name__ for layer in native.layers] == ["Conv", "Relu", "Conv", "Relu", "Affine"]
+    x = torch.as_tensor(RNG.uniform(-2, 2, (5, 25)))
+    assert torch.allclose(native(x), load_network(model)(x), atol=1e-10)
+    scaled = onnx.ModelProto()
+    scaled.CopyFrom(model)
+    graph = scaled.graph
+    graph.initializer.append(numpy_helper.from_array(RNG.uniform(0.5, 2, (1, 1, 5, 5)).astype(np.float32), "pix"))
+    graph.node.insert(0, helper.make_node("Mul", ["x", "pix"], ["xs"], name="per_pixel"))
+    graph.node[1].input[0] = "xs"
+    with pytest.raises(InputError, match="conv1.*max_dense_entries=100.*kept native only in a chain"):
+        load_network(scaled, max_dense_entries=100)
+    assert not any(isinstance(layer, Conv) for layer in load_network(scaled).layers)
 
 
 def test_affine_steps_fold_only_when_the_product_is_no_larger_than_its_factors():

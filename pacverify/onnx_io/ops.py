@@ -62,12 +62,27 @@ class Restructure:
 
 
 @dataclass(frozen=True)
+class ConvSpec:
+    """A 2-D convolution without bias on one sample (a 1-D one has height 1), as :class:`pacverify.network.Conv`
+    takes it: ``kernel`` (C_out, C_in / groups, kh, kw), ``in_shape`` (C_in, H, W), ``pads`` (top, left, bottom,
+    right)."""
+
+    kernel: np.ndarray
+    in_shape: tuple[int, int, int]
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+
+@dataclass(frozen=True)
 class Step:
     shape: tuple[int, ...]
     bias: np.ndarray
     matrix: np.ndarray | None = None
     scale: np.ndarray | None = None
     apply: Callable[[np.ndarray], np.ndarray] | None = None
+    conv: ConvSpec | None = None  # the map ``apply`` computes, when it is a convolution the verifier can keep native
 
 
 @dataclass(frozen=True)
@@ -305,7 +320,8 @@ def _check_size(ctx: Context, entries: int) -> None:
 
 
 def _conv(ctx: Context) -> Effect:
-    """Conv (1-D or 2-D, any strides, pads, dilations, groups) as the dense matrix of the map it computes."""
+    """Conv (1-D or 2-D, any strides, pads, dilations, groups): its map on rows, and its :class:`ConvSpec` (the
+    reader keeps it native, or builds its dense matrix, as the graph allows)."""
     _live_only(ctx)
     weight = _float(ctx, 1)
     bias = ctx.const(2)
@@ -336,11 +352,15 @@ def _conv(ctx: Context) -> Effect:
     except RuntimeError as exc:
         raise ctx.refuse(f"invalid convolution: {exc}") from None
     out_shape = tuple(probe.shape)
-    n_out = int(np.prod(out_shape))
-    _check_size(ctx, ctx.n_in * n_out)
     b = np.zeros(out_shape) if bias is None else np.broadcast_to(
         np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * spatial), out_shape)
-    return Step(out_shape, np.array(b).reshape(-1), apply=apply)
+    if spatial == 1:
+        spec = ConvSpec(weight[:, :, None, :], (ctx.shape[1], 1, ctx.shape[2]), (1, strides[0]),
+                        (0, pads[0], 0, pads[1]), (1, dilations[0]), group)
+    else:
+        spec = ConvSpec(weight, (ctx.shape[1], ctx.shape[2], ctx.shape[3]), (strides[0], strides[1]),
+                        (pads[0], pads[1], pads[2], pads[3]), (dilations[0], dilations[1]), group)
+    return Step(out_shape, np.array(b).reshape(-1), apply=apply, conv=spec)
 
 
 def _batchnorm(ctx: Context) -> Effect:

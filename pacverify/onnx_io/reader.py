@@ -17,9 +17,16 @@ input-dependent tensor that a later node still reads is *carried* through the Re
 (a ReLU's output, as the skip connections of residual networks are), where the bound routines' relaxation of the
 carried neurons is exact (they are stable). Two tensors on the same layer then add, subtract or concatenate as
 affine maps. MaxPool is lowered the same way, as a tournament of ``max(a, b) = b + relu(a − b)`` (:func:`_maxpool`).
+
+A convolution whose dense matrix would have more than ``native_conv_entries`` entries is kept as a convolution
+(:class:`~pacverify.network.Conv`) where the graph allows: in a chain, applied to a layer's output or to the input
+scaled per channel (a normalisation), followed by per-channel scales and shifts (BatchNorm, folded into it) up to the
+next ReLU. Where its output meets a residual Add, a Concat, a MaxPool or another convolution before a ReLU, it is
+built as its dense matrix, as every convolution was before (refused above ``max_dense_entries``).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -30,8 +37,11 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from pacverify.errors import InputError
-from pacverify.network import Affine, Network, Relu
+from pacverify.network import Affine, Conv, Network, Relu
 from pacverify.onnx_io import ops
+
+# Convolutions whose dense matrix would have more entries are kept native (module docstring).
+NATIVE_CONV_ENTRIES = 2**22
 
 SHAPE_ONLY = ("Shape", "Size")  # ops that read a tensor's static shape, not its values
 
@@ -40,14 +50,18 @@ SHAPE_ONLY = ("Shape", "Size")  # ops that read a tensor's static shape, not its
 class _Pending:
     """An affine map ``x @ R + b`` from the segment input (n_seg,) to a live tensor of ``shape``.
 
-    ``R`` is None (identity), a 1-D scale vector (diagonal), or a dense (n_seg, n) matrix.
+    ``R`` is None (identity), a 1-D scale vector (diagonal), a dense (n_seg, n) matrix, or a native convolution
+    (:class:`ops.ConvSpec`; ``limit`` and ``origin`` then say how large its dense matrix may be built, and for which
+    node the error names).
     """
 
     shape: tuple[int, ...]
-    R: np.ndarray | None
+    R: np.ndarray | ops.ConvSpec | None
     b: np.ndarray
     segment: int
     nonneg: bool = False  # every entry is ≥ 0 for every input (a ReLU output, a max of ReLU outputs, ...)
+    limit: int = ops.DEFAULT_MAX_DENSE_ENTRIES
+    origin: str = ""
 
     @property
     def size(self) -> int:
@@ -59,18 +73,25 @@ class _Pending:
     def dense(self) -> np.ndarray:
         if self.R is None:
             return np.eye(self.size)
+        if isinstance(self.R, ops.ConvSpec):
+            conv = _torch_conv(self.R, np.zeros(self.size), torch.float64)
+            if conv.in_features * conv.out_features > self.limit:
+                raise InputError(f"{self.origin}: {_too_dense(conv.in_features * conv.out_features, self.limit, True)}")
+            return conv.dense_weight().T.numpy()
         return np.diag(self.R) if self.R.ndim == 1 else self.R
 
 
 def load_network(source: str | os.PathLike | bytes | onnx.ModelProto, *, dtype: torch.dtype = torch.float64,
-                 device=None, max_dense_entries: int = ops.DEFAULT_MAX_DENSE_ENTRIES) -> Network:
+                 device=None, max_dense_entries: int = ops.DEFAULT_MAX_DENSE_ENTRIES,
+                 native_conv_entries: int = NATIVE_CONV_ENTRIES) -> Network:
     """Read a ReLU network from ONNX — a chain, or a graph with residual Add/Sub and Concat (module docstring) —
     and lower it to affine layers and ReLUs.
 
     ``source`` is a path, the serialised bytes or a ``ModelProto``. The result computes, for one
     point, what the ONNX graph computes at batch size 1 (checked against onnxruntime in the tests);
     its input is the model input flattened in C order. ``max_dense_entries`` caps the size of the
-    dense matrices a Conv or broadcast MatMul becomes.
+    dense matrices a Conv or broadcast MatMul becomes; a Conv whose matrix would have more than
+    ``native_conv_entries`` entries is kept native where the graph allows (module docstring).
 
     Raises InputError for an unreadable or invalid file, several inputs or outputs, dynamic
     dimensions other than the batch dimension, two input-dependent operands of an op other than Add, Sub (of one
@@ -96,14 +117,15 @@ def load_network(source: str | os.PathLike | bytes | onnx.ModelProto, *, dtype: 
     last_use[out_name] = len(graph.node)
     for index, node in enumerate(graph.node):
         needed = {name for name, pending in live.items() if last_use.get(name, -1) > index}
-        _visit(node, live, consts, layers, opsets, max_dense_entries, needed)
+        _visit(node, live, consts, layers, opsets, (max_dense_entries, native_conv_entries), needed)
     if out_name not in live:
         raise InputError(f"the model output {out_name!r} does not depend on the input")
     final = live[out_name]
     _require_current(final, layers, f"the output {out_name!r}")
     if not final.is_identity() or not any(isinstance(layer, Affine) for layer in layers):
         layers.append(_affine(final))
-    torch_layers = tuple(layer if isinstance(layer, Relu) else Affine(
+    torch_layers = tuple(layer if isinstance(layer, Relu) else _torch_conv(layer[0], layer[1], dtype, device)
+                         if isinstance(layer[0], ops.ConvSpec) else Affine(
         torch.as_tensor(layer[0], dtype=dtype, device=device), torch.as_tensor(layer[1], dtype=dtype, device=device))
         for layer in layers)
     per_sample = full_shape[1:] if batch != "none" else full_shape
@@ -168,9 +190,11 @@ def _input_shape(value_info: onnx.ValueInfoProto) -> tuple[tuple[int, ...], str]
     return (first, *rest), ("fixed" if first == 1 and rest else "none")
 
 
-def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets: list, max_entries: int,
+def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets: list, limits: tuple[int, int],
            needed: set[str]) -> None:
-    """Apply one node. ``needed``: the live tensors that a later node (or the output) still reads."""
+    """Apply one node. ``needed``: the live tensors that a later node (or the output) still reads; ``limits``:
+    (max_dense_entries, native_conv_entries)."""
+    max_entries = limits[0]
     names = list(node.input)
     unknown = [n for n in names if n and n not in live and n not in consts]
     if unknown:
@@ -198,7 +222,7 @@ def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets:
                       max((o.version for o in opsets if o.domain in ("", "ai.onnx")), default=0))
     carried = {name: live[name] for name in needed}  # what must survive this node (carried through a ReLU)
     try:
-        _apply_effect(rule(ctx), node, pending, live, consts, layers, max_entries, ctx, carried)
+        _apply_effect(rule(ctx), node, pending, live, consts, layers, limits, ctx, carried)
     except InputError:
         raise
     except (ValueError, IndexError, KeyError, TypeError, RuntimeError) as exc:  # malformed node attributes/operands
@@ -210,7 +234,7 @@ def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
     of the current segment (every operand is on it: :func:`_visit` carried them there)."""
     live = [o for o in operands if isinstance(o, _Pending)]
     segment = live[0].segment
-    size = live[0].R.shape[0] if live[0].R is not None and live[0].R.ndim == 2 else live[0].size
+    size = live[0].dense().shape[0]
     if node.op_type in ("Add", "Sub") and len(operands) == 2 and len(live) == 2:
         a, b = live
         if a.shape != b.shape:
@@ -311,15 +335,15 @@ def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, 
 
 
 def _apply_effect(effect: ops.Effect, node: onnx.NodeProto, pending: _Pending, live: dict, consts: dict,
-                  layers: list, max_entries: int, ctx: ops.Context, carried: dict) -> None:
+                  layers: list, limits: tuple[int, int], ctx: ops.Context, carried: dict) -> None:
     if isinstance(effect, ops.Value):
         consts[node.output[0]] = effect.value
     elif isinstance(effect, ops.Restructure):
-        live[node.output[0]] = _Pending(effect.shape, pending.R, pending.b, pending.segment, pending.nonneg)
+        live[node.output[0]] = dataclasses.replace(pending, shape=effect.shape)
     elif isinstance(effect, ops.Activation):
         _relu_layer(node.output[0], pending, effect.shape, live, layers, carried)
     else:
-        live[node.output[0]] = _compose(pending, effect, layers, max_entries, ctx, alone=not carried)
+        live[node.output[0]] = _compose(pending, effect, layers, limits, ctx, alone=not carried)
 
 
 def _relu_layer(name: str, pending: _Pending, shape: tuple[int, ...], live: dict, layers: list,
@@ -369,18 +393,68 @@ def _require_current(pending: _Pending, layers: list, what: str) -> None:
                          f"reader could not carry it")
 
 
-def _affine(pending: _Pending) -> tuple[np.ndarray, np.ndarray]:
-    """The (weight (n, n_seg), bias (n,)) layer of a pending map."""
+def _affine(pending: _Pending) -> tuple:
+    """The layer of a pending map: (weight (n, n_seg), bias (n,)), or (ConvSpec, bias (n,)) for a native one."""
+    if isinstance(pending.R, ops.ConvSpec):
+        return pending.R, pending.b.copy()
     return pending.dense().T.copy(), pending.b.copy()
 
 
-def _compose(pending: _Pending, step: ops.Step, layers: list, max_entries: int, ctx: ops.Context, *,
+def _too_dense(entries: int, limit: int, conv: bool) -> str:
+    why = (f"its dense matrix would have {entries} entries, more than the limit max_dense_entries={limit}")
+    return why + ("; a convolution is kept native only in a chain (applied to a layer's output or to the input scaled "
+                  "per channel, its output not meeting an Add, Concat or MaxPool before the next ReLU)" if conv else "")
+
+
+def _torch_conv(spec: ops.ConvSpec, bias: np.ndarray, dtype: torch.dtype, device=None) -> Conv:
+    return Conv(torch.as_tensor(spec.kernel, dtype=dtype, device=device), torch.as_tensor(bias, dtype=dtype,
+                device=device), spec.in_shape, spec.stride, spec.pads, spec.dilation, spec.groups)
+
+
+def _channel_values(values: np.ndarray, channels: int) -> np.ndarray | None:
+    """One value per channel when ``values`` (flattened (C, ...)) is constant within every channel, else None."""
+    per_channel = values.reshape(channels, -1)
+    return per_channel[:, 0].copy() if (per_channel == per_channel[:, :1]).all() else None
+
+
+def _native_conv(pending: _Pending, step: ops.Step, limits: tuple[int, int], alone: bool) -> ops.ConvSpec | None:
+    """The convolution of ``step`` applied to ``pending`` as one native convolution, when it is large enough to be
+    worth keeping native and the map before it is the identity or a per-channel scale; else None."""
+    spec = step.conv
+    if spec is None or not alone or pending.size * int(np.prod(step.shape)) <= min(limits):
+        return None
+    if pending.R is None:
+        return spec
+    if isinstance(pending.R, np.ndarray) and pending.R.ndim == 1 and spec.groups == 1:
+        scale = _channel_values(pending.R, spec.in_shape[0])
+        if scale is not None:
+            return dataclasses.replace(spec, kernel=spec.kernel * scale[None, :, None, None])
+    return None
+
+
+def _compose(pending: _Pending, step: ops.Step, layers: list, limits: tuple[int, int], ctx: ops.Context, *,
              alone: bool = True) -> _Pending:
     """``step`` after ``pending``: fold when cheap (always when other live tensors are still needed: ``alone``
-    False, since emitting a layer would move the segment under them), else emit ``pending`` as a layer first."""
+    False, since emitting a layer would move the segment under them), else emit ``pending`` as a layer first.
+    A large convolution stays native (:func:`_native_conv`), and per-channel scales after it fold into it."""
+    max_entries = limits[0]
     bias = (step.apply(pending.b[None])[0] if step.apply is not None else
             pending.b * step.scale if step.scale is not None else pending.b @ step.matrix) + step.bias
+    native = _native_conv(pending, step, limits, alone)
+    if native is not None:
+        return _Pending(step.shape, native, np.asarray(bias, dtype=np.float64), pending.segment, limit=max_entries,
+                        origin=ctx.where())
     R = pending.R
+    if isinstance(R, ops.ConvSpec):
+        scale = None if step.scale is None else _channel_values(step.scale, R.kernel.shape[0])
+        if scale is not None:
+            return dataclasses.replace(pending, shape=step.shape, R=dataclasses.replace(
+                R, kernel=R.kernel * scale[:, None, None, None]), b=np.asarray(bias, dtype=np.float64))
+        if alone:  # the convolution becomes its own layer; the step starts the next one
+            layers.append(_affine(pending))
+            return _compose(_Pending(pending.shape, None, np.zeros(pending.size), _segment(layers)), step, layers,
+                            limits, ctx)
+        R = pending.dense()
     if step.scale is not None:
         R = step.scale.copy() if R is None else R * step.scale
     elif step.matrix is not None:
@@ -398,8 +472,7 @@ def _compose(pending: _Pending, step: ops.Step, layers: list, max_entries: int, 
         rows = pending.size if R is None or R.ndim == 1 else R.shape[0]
         n_out = int(np.prod(step.shape))
         if rows * n_out > max_entries:
-            raise ctx.refuse(f"its dense matrix would have {rows * n_out} entries, more than the limit "
-                             f"max_dense_entries={max_entries}")
+            raise ctx.refuse(_too_dense(rows * n_out, max_entries, step.conv is not None))
         R = step.apply(pending.dense())
     return _Pending(step.shape, R, np.asarray(bias, dtype=np.float64), pending.segment)
 

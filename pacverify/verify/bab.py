@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from pacverify.errors import InputError
-from pacverify.network import Affine, Network
+from pacverify.network import LINEAR, Network
 from pacverify.validation import check_positive
 from pacverify.verify.attacks import attack_set, bound_guided_attack, confirm
 from pacverify.verify.bab_leaf import decide_leaf, leaf_phases
@@ -51,6 +51,7 @@ from pacverify.verify.bounds import (
     crown,
 )
 from pacverify.verify.bounds.coefficients import lower_bound_coefficients
+from pacverify.verify.bounds.common import abs_column_sums
 from pacverify.verify.property import OutputProperty
 from pacverify.verify.result import Decision, PointVerdict
 from pacverify.verify.sets import Box, InputSet
@@ -365,10 +366,10 @@ def _importance(net: Network) -> list[torch.Tensor]:
     widths = net.relu_widths()
     layers = list(net.layers)
     for i, layer in enumerate(layers):
-        if not isinstance(layer, Affine):
-            nxt = next((later for later in layers[i + 1:] if isinstance(later, Affine)), None)
+        if not isinstance(layer, LINEAR):
+            nxt = next((later for later in layers[i + 1:] if isinstance(later, LINEAR)), None)
             out.append(torch.ones(widths[len(out)], dtype=net.dtype, device=net.device) if nxt is None
-                       else nxt.weight.abs().sum(0))
+                       else abs_column_sums(nxt))
     return out
 
 

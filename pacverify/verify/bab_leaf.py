@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.optimize import linprog
 
-from pacverify.network import Affine, Network
+from pacverify.network import LINEAR, Network
 
 _PROOF_MARGIN = 1e-9   # relative slack demanded of the closed-form Lagrangian bound
 
@@ -89,8 +89,8 @@ def _affine_pieces(net: Network, phases: list[np.ndarray]) -> tuple[np.ndarray, 
     G_rows, g_rows = [], []
     k = 0
     for layer in net.layers:
-        if isinstance(layer, Affine):
-            W, b = layer.weight.detach().double().cpu().numpy(), layer.bias.detach().double().cpu().numpy()
+        if isinstance(layer, LINEAR):
+            W, b = layer.dense_weight().detach().double().cpu().numpy(), layer.bias.detach().double().cpu().numpy()
             A, a = W @ A, W @ a + b
         else:
             sign = phases[k].astype(np.float64)       # +1 active: −z <= 0; −1 inactive: z <= 0

@@ -21,6 +21,7 @@ The search for l_i is :func:`~pacverify.verify.radius.search_radii` (module :mod
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -33,7 +34,7 @@ import torch
 
 from pacverify.attacks import Attackable, attack, margin_loss
 from pacverify.errors import InputError
-from pacverify.network import Affine, Network, Relu
+from pacverify.network import LINEAR, Affine, Conv, Network, Relu
 from pacverify.norms import vector_norm
 from pacverify.validation import check_norm, check_positive, check_positive_int, check_seed
 from pacverify.verify.bounds import check_bound_method
@@ -106,9 +107,11 @@ def teacher_network(teacher: torch.nn.Module, teacher_path: Path | str | None, i
             source = "the teacher, exported to ONNX,"
         if kind == "costs":   # logits = −costs: the last affine layer negated
             last = net.layers[-1]
-            if not isinstance(last, Affine):
+            if not isinstance(last, LINEAR):
                 return None, "the engine cannot read the teacher: its cost outputs do not end in an affine layer"
-            net = Network(net.layers[:-1] + (Affine(-last.weight, -last.bias),), net.input_shape)
+            negated = (dataclasses.replace(last, kernel=-last.kernel, bias=-last.bias) if isinstance(last, Conv)
+                       else Affine(-last.weight, -last.bias))
+            net = Network(net.layers[:-1] + (negated,), net.input_shape)
             source += " with its costs negated into logits"
     except Exception as exc:  # the exporter and the reader raise many types for graphs they cannot handle
         return None, f"the engine cannot read the teacher: {_one_line(exc)}"
@@ -136,7 +139,7 @@ def teacher_network(teacher: torch.nn.Module, teacher_path: Path | str | None, i
     if not worst <= allowed:
         return None, (f"the engine's network differs from the teacher by {worst:.3g} on {len(x)} points "
                       f"(allowed {allowed:.3g})")
-    layers = sum(isinstance(layer, Affine) for layer in net.layers)
+    layers = sum(isinstance(layer, LINEAR) for layer in net.layers)
     relus = sum(isinstance(layer, Relu) for layer in net.layers)
     return net, (f"{source} is read by the engine ({layers} affine layers, {relus} ReLU layers; logits agree "
                  f"to {worst:.2g} on {len(x)} points)")

@@ -51,7 +51,7 @@ import torch
 
 from pacverify.attacks import margin_loss
 from pacverify.errors import InputError
-from pacverify.network import Affine, Network, Relu
+from pacverify.network import LINEAR, Network, Relu
 from pacverify.validation import check_choice, check_norm, check_positive, check_seed
 from pacverify.verify.bounds import BOUND_METHODS, check_bound_method
 from pacverify.verify.bounds.common import default_max_batch
@@ -78,8 +78,8 @@ def _domain_rows(domain, index: np.ndarray):
 
 
 def _skip_first_layer(net: Network, method: str) -> bool:
-    """Whether the first ReLU layer's CROWN bounds equal its interval image (an Affine layer, then a ReLU)."""
-    return (method != "ibp" and len(net.layers) >= 2 and isinstance(net.layers[0], Affine)
+    """Whether the first ReLU layer's CROWN bounds equal its interval image (a linear layer, then a ReLU)."""
+    return (method != "ibp" and len(net.layers) >= 2 and isinstance(net.layers[0], LINEAR)
             and isinstance(net.layers[1], Relu))
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pacverify.errors import InputError
-from pacverify.network import Affine, Network
+from pacverify.network import LINEAR, Network
 from pacverify.verify.backends.base import Backend
 from pacverify.verify.property import OutputProperty
 from pacverify.verify.result import Decision, PointVerdict
@@ -41,8 +41,8 @@ def _marabou():
 
 def _network_query(core, net: Network, lower: np.ndarray, upper: np.ndarray):
     """A Marabou InputQuery encoding ``y = net(x)`` for x in the box; returns (query, input vars, output vars)."""
-    weights = [(layer.weight.double().cpu().numpy(), layer.bias.double().cpu().numpy())
-               if isinstance(layer, Affine) else None for layer in net.layers]
+    weights = [(layer.dense_weight().double().cpu().numpy(), layer.bias.double().cpu().numpy())
+               if isinstance(layer, LINEAR) else None for layer in net.layers]
     n_vars, width = net.in_features, net.in_features
     for w in weights:
         width = width if w is None else w[0].shape[0]

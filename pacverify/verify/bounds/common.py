@@ -38,7 +38,7 @@ from typing import Callable, overload
 import torch
 
 from pacverify.errors import InputError
-from pacverify.network import Affine, Network
+from pacverify.network import LINEAR, Affine, Conv, Network
 from pacverify.verify.bounds.types import Bounds, OutputRowsAffine, PropagationResult
 from pacverify.verify.output_rows import check_output_rows
 from pacverify.verify.sets import Box, InputSet, L2Ball, batched_matvec
@@ -205,12 +205,12 @@ def rounding_margins(net: Network, input_set: InputSet, C: torch.Tensor | None) 
 
     relu = []
     for layer in net.layers:
-        if isinstance(layer, Affine):
+        if isinstance(layer, LINEAR):
             length += layer.in_features + layer.out_features
             floor = floor + length * magnitude.sum()
-            weight, bias = layer.weight.abs(), layer.bias.abs()
-            magnitude = weight @ magnitude + bias
-            gain = weight @ live
+            bias = layer.bias.abs()
+            magnitude = abs_linear(layer, magnitude) + bias
+            gain = abs_linear(layer, live)
             live = (gain + bias > 0).to(gain.dtype)
             q = q.max() * gain + (length + floor)
             p = p.max() * gain + radius
@@ -297,9 +297,59 @@ def output_layers(net: Network, C: torch.Tensor | None) -> tuple[list, torch.Ten
     """
     layers: list = list(net.layers)
     last = layers[-1]
-    if C is None or not isinstance(last, Affine):
+    if C is None or not isinstance(last, LINEAR):
         return layers, C
-    return layers[:-1] + [OutputRowsAffine(C @ last.weight, C @ last.bias)], None
+    return layers[:-1] + [OutputRowsAffine(pull_rows(last, C), C @ last.bias)], None
+
+
+def abs_linear(layer: Affine | Conv, v: torch.Tensor) -> torch.Tensor:
+    """``|W| v`` for a vector v (n_in,) of a linear layer."""
+    if isinstance(layer, Conv):
+        return layer.linear(v[None], layer.kernel.abs())[0]
+    return layer.weight.abs() @ v
+
+
+def abs_column_sums(layer: Affine | Conv) -> torch.Tensor:
+    """``Σ_j |W[j, i]|`` for every input i of a linear layer, (n_in,)."""
+    if isinstance(layer, Conv):
+        ones = torch.ones(layer.out_features, dtype=layer.bias.dtype, device=layer.bias.device)
+        return layer.pull(ones[None], layer.kernel.abs())[0]
+    return layer.weight.abs().sum(0)
+
+
+def pull_rows(layer, A: torch.Tensor) -> torch.Tensor:
+    """``A W`` for rows A (..., n_out) of a linear layer (a dense or batched weight, or a convolution)."""
+    if isinstance(layer, Conv):
+        return layer.pull(A)
+    weight = layer.weight
+    if weight.dim() == 3:
+        return torch.bmm(A if A.dim() == 3 else A.expand(weight.shape[0], -1, -1), weight)
+    # weight passed as the transpose of a contiguous copy: MKL picks a faster kernel for this layout
+    return (A.reshape(-1, A.shape[-1]) @ weight.T.contiguous().T).reshape(*A.shape[:-1], weight.shape[1])
+
+
+def layer_interval(layer, lower: torch.Tensor, upper: torch.Tensor) -> Interval:
+    """Interval image of ``[lower, upper]`` (B, m) under a linear layer (dense, batched or convolutional)."""
+    if not isinstance(layer, Conv):
+        return affine_interval(layer.weight, layer.bias, lower, upper)
+    mid, rad = (upper + lower) / 2, (upper - lower) / 2
+    centre, spread = layer(mid), layer.linear(rad, layer.kernel.abs())
+    return centre - spread, centre + spread
+
+
+def first_interval(layer, input_set: InputSet) -> Interval:
+    """Interval image of the input set itself under a linear layer: exact for boxes and for L2 balls without
+    a domain (``W x0 + b ± r‖W_j‖₂``); with a domain, intersected with the image of its bounding box."""
+    if not isinstance(layer, Conv):
+        return input_set.linear_min(layer.weight) + layer.bias, input_set.linear_max(layer.weight) + layer.bias
+    if isinstance(input_set, Box):
+        return layer_interval(layer, *input_set.interval())
+    centre, spread = layer(input_set.center), input_set.radius[:, None] * layer.row_norms()
+    interval = (centre - spread, centre + spread)
+    if input_set.has_domain:
+        box_lower, box_upper = layer_interval(layer, *input_set.bounding_box().interval())
+        interval = (torch.maximum(interval[0], box_lower), torch.minimum(interval[1], box_upper))
+    return interval
 
 
 

@@ -20,7 +20,8 @@ from typing import Literal, overload
 
 import torch
 
-from pacverify.network import Network
+from pacverify.network import Conv, Network, Relu
+from pacverify.verify.bounds import patches
 from pacverify.verify.bounds.common import (
     Interval,
     PartialInterval,
@@ -41,8 +42,11 @@ from pacverify.verify.bounds.types import Bounds, PropagationResult
 from pacverify.verify.sets import InputSet, L2Ball, batched_matvec
 
 # Above this fraction of unstable neurons, intermediate bounds use dense rows (all neurons) instead of
-# gathered sparse rows (unstable neurons only).
+# gathered sparse rows (unstable neurons only), if the dense rows fit in ROW_BYTES.
 DENSE_FRACTION = 0.5
+# The most bytes of rows an intermediate-bound pass holds at once: sparse rows are pulled back in blocks of this
+# size, so that memory stays flat however many neurons a layer has (convolutional layers: tens of thousands).
+ROW_BYTES = 256 * 2**20
 
 
 def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
@@ -119,26 +123,36 @@ def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: 
     Other entries get (−inf, +inf), i.e. no information beyond the interval. None when nothing is
     unstable or there are no layers (the interval is then the input's own bounds). When most
     entries are unstable, all rows are computed densely (cheaper than gathering per-row slopes)
-    and the stable ones discarded, so the result does not depend on the layout.
+    and the stable ones discarded, so the result does not depend on the layout; when those dense
+    rows would not fit in :data:`ROW_BYTES`, the unstable entries' rows are pulled back in blocks.
     """
     lower, upper = interval
     unstable = (lower < 0) & (upper > 0)
     count = int(unstable.sum())
     if count == 0 or not layers:
         return None
-    if count > DENSE_FRACTION * unstable.numel():
+    row_bytes = max(layer.in_features for layer in layers if not isinstance(layer, Relu)) * lower.element_size()
+    if count > DENSE_FRACTION * unstable.numel() and 2 * unstable.numel() * row_bytes <= ROW_BYTES \
+            and not isinstance(layers[-1], Conv):
         bounds = backward_bounds(layers, None, relaxations, input_set)
         return (torch.where(unstable, bounds[0], torch.full_like(lower, -torch.inf)),
                 torch.where(unstable, bounds[1], torch.full_like(upper, torch.inf)))
     owner, neuron = torch.nonzero(unstable, as_tuple=True)
-    ones = torch.ones(owner.shape[0], dtype=lower.dtype, device=lower.device)
-    start = Select(torch.cat([neuron, neuron]), torch.cat([owner, owner]), torch.cat([ones, -ones]))
-    rows = pull_back(layers, start, relaxations)
-    assert rows is not None  # layers is not empty
-    values = lower_values(rows, input_set)
-    half = owner.shape[0]
-    out_lower = torch.full_like(lower, -torch.inf).index_put_((owner, neuron), values[:half])
-    out_upper = torch.full_like(upper, torch.inf).index_put_((owner, neuron), -values[half:])
+    out_lower = torch.full_like(lower, -torch.inf)
+    out_upper = torch.full_like(upper, torch.inf)
+    block = max(1, ROW_BYTES // (2 * row_bytes))
+    for first in range(0, count, block):
+        o, n = owner[first:first + block], neuron[first:first + block]
+        ones = torch.ones(o.shape[0], dtype=lower.dtype, device=lower.device)
+        select = Select(torch.cat([n, n]), torch.cat([o, o]), torch.cat([ones, -ones]))
+        if isinstance(layers[-1], Conv):   # rows of a convolution's neurons: patches
+            values = patches.lower_values_from(layers, select, relaxations, input_set)
+        else:
+            rows = pull_back(layers, select, relaxations)
+            assert rows is not None  # layers is not empty
+            values = lower_values(rows, input_set)
+        out_lower.index_put_((o, n), values[:o.shape[0]])
+        out_upper.index_put_((o, n), -values[o.shape[0]:])
     return out_lower, out_upper
 
 

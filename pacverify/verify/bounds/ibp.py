@@ -19,7 +19,9 @@ from pacverify.verify.bounds.common import (
     affine_interval,
     apply_split,
     finish,
+    first_interval,
     intersect,
+    layer_interval,
     output_layers,
     prepare,
     rounding_margins,
@@ -107,9 +109,5 @@ def forward_interval(layers: list, input_set: InputSet, interval: Interval | Non
     boxes and L2 balls), not over its bounding box.
     """
     for layer in layers:
-        if interval is None:
-            w, b = layer.weight, layer.bias
-            interval = (input_set.linear_min(w) + b, input_set.linear_max(w) + b)
-        else:
-            interval = affine_interval(layer.weight, layer.bias, *interval)
+        interval = first_interval(layer, input_set) if interval is None else layer_interval(layer, *interval)
     return interval if interval is not None else input_set.interval()

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pacverify.network import Relu
+from pacverify.network import Conv, Relu
+from pacverify.verify.bounds.common import pull_rows
 from pacverify.verify.bounds.relax import ReluRelaxation, relu_backward_lower
 from pacverify.verify.sets import InputSet
 
@@ -69,7 +70,7 @@ def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluR
             if term is not None:
                 rows = Rows(rows.A + term, rows.c, rows.owner)
         else:
-            rows = _affine(rows, layer.weight, layer.bias, both)
+            rows = _affine(rows, layer, both)
     return rows if isinstance(rows, Rows) else None
 
 
@@ -80,19 +81,20 @@ def lower_values(rows: Rows, input_set: InputSet) -> torch.Tensor:
     return input_set.linear_min(rows.A) + rows.c
 
 
-def _affine(rows, weight: torch.Tensor, bias: torch.Tensor, both: bool) -> Rows:
+def _affine(rows, layer, both: bool) -> Rows:
+    bias = layer.bias
     if rows is None:  # the identity on this layer's output: the layer's own rows
         sign = (1.0, -1.0) if both else (1.0,)
+        weight = layer.dense_weight() if isinstance(layer, Conv) else layer.weight
         return Rows(torch.cat([weight * f for f in sign], dim=-2), torch.cat([bias * f for f in sign], dim=-1))
     if isinstance(rows, Select):
-        return Rows(weight[rows.neuron] * rows.sign[:, None], bias[rows.neuron] * rows.sign, rows.owner)
+        if isinstance(layer, Conv):
+            one_hot = torch.nn.functional.one_hot(rows.neuron, layer.out_features).to(bias.dtype)
+            return Rows(layer.pull(one_hot * rows.sign[:, None]), bias[rows.neuron] * rows.sign, rows.owner)
+        return Rows(layer.weight[rows.neuron] * rows.sign[:, None], bias[rows.neuron] * rows.sign, rows.owner)
     A = rows.A
     c = rows.c + (A @ bias if bias.dim() == 1 else torch.einsum("bkn,bn->bk", A, bias))
-    if weight.dim() == 3:
-        return Rows(torch.bmm(A if A.dim() == 3 else A.expand(weight.shape[0], -1, -1), weight), c, rows.owner)
-    # weight passed as the transpose of a contiguous copy: MKL picks a faster kernel for this layout
-    new_A = (A.reshape(-1, A.shape[-1]) @ weight.T.contiguous().T).reshape(*A.shape[:-1], weight.shape[1])
-    return Rows(new_A, c, rows.owner)
+    return Rows(pull_rows(layer, A), c, rows.owner)
 
 
 def _relu(rows: Rows, slope: torch.Tensor, relax: ReluRelaxation) -> Rows:

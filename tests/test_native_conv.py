@@ -1,0 +1,250 @@
+"""Native convolutions (issue 13): a :class:`Conv` layer is the linear map of its dense matrix, kept as a convolution;
+the bound routines give the same bounds on it as on the dense network, CROWN's rows of a convolution's neurons as
+patches equal the full rows, sampled points never leave the bounds (hypothesis, both norms), the exact MILP range lies
+within them, and the reader keeps large convolutions native where the graph allows."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from helpers_nets import exact_range_milp, sample_in_set
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_residual_graphs import ResNetBlockCNN, _export
+
+from pacverify.errors import InputError
+from pacverify.network import Affine, Conv, Network, Relu
+from pacverify.onnx_io import load_network, onnx_input
+from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.bounds.common import abs_column_sums, prepare, rounding_margins
+from pacverify.verify.bounds.crown import relax_network
+from pacverify.verify.bounds.linear import Select, lower_values, pull_back
+from pacverify.verify.bounds.patches import lower_values_from
+from pacverify.verify.output_rows import margin_rows
+from pacverify.verify.sets import perturbation_set
+
+F64 = torch.float64
+# (in_shape, C_out, kernel, stride, pads (top, left, bottom, right), dilation, groups)
+FORMS = [((2, 7, 6), 4, (3, 3), (2, 2), (1, 0, 2, 1), (1, 1), 1),
+         ((4, 9, 9), 4, (3, 3), (1, 1), (1, 1, 1, 1), (2, 2), 2),
+         ((1, 1, 10), 3, (1, 3), (1, 2), (0, 1, 0, 0), (1, 1), 1),      # a 1-D convolution (height 1)
+         ((3, 8, 8), 6, (4, 4), (2, 2), (1, 1, 1, 1), (1, 1), 3),
+         ((2, 5, 5), 3, (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1)]       # a kernel as large as the image
+
+
+def _conv(in_shape, c_out, kernel, stride, pads, dilation, groups, gen: torch.Generator, scale: float = 1.0) -> Conv:
+    weight = torch.randn(c_out, in_shape[0] // groups, *kernel, generator=gen, dtype=F64)
+    weight *= scale / (weight[0].numel() ** 0.5)
+    top, left, bottom, right = pads
+    size = [(n + a + b - d * (k - 1) - 1) // s + 1 for n, a, b, k, s, d in
+            zip(in_shape[1:], (top, left), (bottom, right), kernel, stride, dilation, strict=True)]
+    bias = torch.randn(c_out * size[0] * size[1], generator=gen, dtype=F64) * 0.2
+    return Conv(weight, bias, in_shape, stride, pads, dilation, groups)
+
+
+def _torch_reference(layer: Conv, x: torch.Tensor) -> torch.Tensor:
+    top, left, bottom, right = layer.pads
+    image = torch.nn.functional.pad(x.reshape(-1, *layer.in_shape), (left, right, top, bottom))
+    out = torch.nn.functional.conv2d(image, layer.kernel, None, layer.stride, 0, layer.dilation, layer.groups)
+    return out.reshape(x.shape[0], -1) + layer.bias
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_conv_layer_is_the_linear_map_of_its_dense_matrix(form):
+    gen = torch.Generator().manual_seed(0)
+    layer = _conv(*form, gen=gen)
+    x = torch.randn(5, layer.in_features, generator=gen, dtype=F64)
+    W = layer.dense_weight()
+    assert W.shape == (layer.out_features, layer.in_features)
+    assert torch.allclose(layer(x), _torch_reference(layer, x), atol=1e-12)
+    assert torch.allclose(x @ W.T + layer.bias, layer(x), atol=1e-12)
+    A = torch.randn(3, 2, layer.out_features, generator=gen, dtype=F64)
+    assert torch.allclose(layer.pull(A), A @ W, atol=1e-12)
+    assert torch.allclose(layer.row_norms(), W.norm(dim=1), atol=1e-12)
+    assert torch.allclose(abs_column_sums(layer), W.abs().sum(0), atol=1e-12)
+    assert torch.allclose(layer.abs().dense_weight(), W.abs())
+
+
+def _conv_net(seed: int, *, first=FORMS[0], c2: int = 3, scale: float = 1.5) -> Network:
+    """conv (``first``) → ReLU → conv 3×3 stride 1 pad 1 → ReLU → conv 2×2 stride 2 → ReLU → dense → 3 logits."""
+    gen = torch.Generator().manual_seed(seed)
+    a = _conv(*first, gen=gen, scale=scale)
+    b = _conv(a.out_shape, c2, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, gen, scale)
+    c = _conv(b.out_shape, 2, (2, 2), (2, 2), (0, 0, 1, 1), (1, 1), 1, gen, scale)
+    head = Affine(torch.randn(3, c.out_features, generator=gen, dtype=F64) / c.out_features ** 0.5,
+                  torch.randn(3, generator=gen, dtype=F64) * 0.2)
+    return Network((a, Relu(), b, Relu(), c, Relu(), head), a.in_shape)
+
+
+@pytest.mark.parametrize("norm, radius, domain", [("inf", 0.1, None), ("2", 0.5, None), ("2", 0.5, (0.0, 1.0)),
+                                                  ("inf", 0.2, (0.0, 1.0))])
+def test_bounds_on_native_convolutions_equal_those_on_the_dense_network(norm, radius, domain):
+    """IBP and CROWN (whose intermediate rows of convolutional neurons are patches) give the dense network's bounds, and
+    the same rounding margins. (α-CROWN is not compared: Adam's normalised steps turn differences of rounding in a
+    gradient into different slopes; its soundness is tested below.)"""
+    for first in FORMS[:4]:
+        net = _conv_net(1, first=first)
+        dense = net.dense()
+        assert all(isinstance(layer, (Affine, Relu)) for layer in dense.layers)
+        x = torch.rand(4, net.in_features, generator=torch.Generator().manual_seed(2), dtype=F64)
+        assert torch.allclose(net(x), dense(x), atol=1e-12)
+        s = perturbation_set(x, radius, norm, domain)
+        C = margin_rows(net(x).argmax(1), 3)
+        for fn in (ibp, crown):
+            native, reference = fn(net, s, C), fn(dense, s, C)
+            assert torch.allclose(native.lower, reference.lower, atol=1e-9, rtol=1e-9)
+            assert torch.allclose(native.upper, reference.upper, atol=1e-9, rtol=1e-9)
+        m_native, m_dense = rounding_margins(net, s, C), rounding_margins(dense, s, C)
+        assert torch.allclose(m_native.output, m_dense.output, rtol=1e-12)
+        for a, b in zip(m_native.relu, m_dense.relu, strict=True):
+            assert torch.allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("norm, domain", [("inf", (0.0, 1.0)), ("2", None), ("2", (0.0, 1.0))])
+def test_patch_rows_equal_full_rows(norm, domain):
+    """The lower values of rows started at every neuron of each convolutional layer, pulled back as patches (windows
+    reaching into the padding, strides, dilations, groups, a 1-D convolution), equal those of the full rows."""
+    for first in FORMS:
+        net = _conv_net(3, first=first)
+        x = torch.rand(2, net.in_features, generator=torch.Generator().manual_seed(4), dtype=F64)
+        problem = prepare(net, perturbation_set(x, 0.3, norm, domain), None, None, None)
+        relaxed = relax_network(net, problem)
+        for position in (1, 3, 5):                 # the ReLU layers; rows on the conv before each
+            layers = relaxed.layers[:position]
+            width = layers[-1].out_features
+            owner = torch.arange(2).repeat_interleave(width)
+            neuron = torch.arange(width).repeat(2)
+            sign = torch.where(neuron % 2 == 0, 1.0, -1.0).to(F64)
+            select = Select(neuron, owner, sign)
+            k = sum(isinstance(layer, Relu) for layer in layers)
+            patches = lower_values_from(layers, select, relaxed.relaxations[:k], problem.input_set)
+            rows = pull_back(layers, select, relaxed.relaxations[:k])
+            full = lower_values(rows, problem.input_set)
+            assert torch.allclose(patches, full, atol=1e-10, rtol=1e-10), (first, position)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), form=st.sampled_from(FORMS), norm=st.sampled_from(["2", "inf"]),
+       radius=st.floats(0.02, 0.6), clip=st.booleans())
+def test_sampled_outputs_never_leave_native_conv_bounds(seed, form, norm, radius, clip):
+    net = _conv_net(seed, first=form)
+    gen = torch.Generator().manual_seed(seed)
+    center = torch.rand(2, net.in_features, generator=gen, dtype=F64)
+    s = perturbation_set(center, radius, norm, (0.0, 1.0) if clip else None)
+    C = margin_rows(net(center).argmax(1), 3)
+    points = sample_in_set(s, 100, seed)                                  # (100, 2, n)
+    values = torch.einsum("bko,pbo->pbk", C, net(points.reshape(-1, net.in_features)).reshape(100, 2, 3))
+    bounds = {"ibp": ibp(net, s, C), "crown": crown(net, s, C), "alpha": alpha_crown(net, s, C, iterations=4)}
+    for name, b in bounds.items():
+        assert (values >= b.lower - 1e-9).all() and (values <= b.upper + 1e-9).all(), name
+    assert (bounds["crown"].lower >= bounds["ibp"].lower - 1e-9).all()
+    assert (bounds["alpha"].lower >= bounds["crown"].lower - 1e-12).all()
+
+
+class _NormalisedCNN(torch.nn.Module):
+    """(x − mean) / std per channel → conv → BN → ReLU → conv (stride 2) → ReLU → conv → conv (no ReLU between) →
+    ReLU → flatten → linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.1, 0.3]).reshape(1, 2, 1, 1))
+        self.register_buffer("std", torch.tensor([0.5, 0.25]).reshape(1, 2, 1, 1))
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+            torch.nn.Conv2d(4, 4, 4, stride=2, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(4, 3, 3, padding=1), torch.nn.Conv2d(3, 3, 1), torch.nn.ReLU(), torch.nn.Flatten(),
+            torch.nn.Linear(3 * 4 * 4, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
+
+def test_the_reader_keeps_large_convolutions_native():
+    """With ``native_conv_entries=0`` every convolution the graph allows is native: the input normalisation folds into
+    the first, BatchNorm into it too, a convolution followed by another without a ReLU becomes two layers; the network
+    agrees with onnxruntime. With the default, these small convolutions stay dense matrices, as before."""
+    torch.manual_seed(0)
+    data = _export(_NormalisedCNN(), (2, 8, 8))
+    native = load_network(data, native_conv_entries=0)
+    kinds = [type(layer).__name__ for layer in native.layers]
+    assert kinds == ["Conv", "Relu", "Conv", "Relu", "Conv", "Conv", "Relu", "Affine"], kinds
+    dense = load_network(data)
+    assert not any(isinstance(layer, Conv) for layer in dense.layers)
+    x = torch.rand(16, 2 * 8 * 8, dtype=F64)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    reference = torch.as_tensor(session.run(None, {"x": onnx_input(native, x.numpy())})[0], dtype=F64)
+    assert torch.allclose(native(x), reference, atol=1e-5)
+    assert torch.allclose(dense(x), native(x), atol=1e-10)
+    s = perturbation_set(x[:3], 0.05, "inf", (0.0, 1.0))
+    C = margin_rows(native(x[:3]).argmax(1), 5)
+    # the same layers as dense matrices give the same bounds (the reader's dense network composed the two convolutions
+    # without a ReLU between into one matrix: its interval bounds differ)
+    assert torch.allclose(crown(native, s, C).lower, crown(native.dense(), s, C).lower, atol=1e-9)
+
+
+def test_a_native_convolution_that_meets_a_residual_add_is_built_dense_or_refused():
+    """A convolution whose output is added to a skip cannot stay native: it is built as its dense matrix, or refused,
+    naming the node and the limit, when that matrix is larger than max_dense_entries."""
+    data = _export(ResNetBlockCNN(), (1, 5, 5))
+    net = load_network(data, native_conv_entries=0)
+    x = torch.rand(4, 25, dtype=F64)
+    assert torch.allclose(net(x), load_network(data)(x), atol=1e-10)
+    with pytest.raises(InputError, match="max_dense_entries=100.*kept native only in a chain"):
+        load_network(data, native_conv_entries=0, max_dense_entries=100)
+
+
+def _tiny_conv_net(seed: int) -> Network:
+    gen = torch.Generator().manual_seed(seed)
+    a = _conv((1, 3, 3), 2, (2, 2), (1, 1), (0, 0, 0, 0), (1, 1), 1, gen, 1.5)
+    b = _conv(a.out_shape, 2, (2, 2), (1, 1), (0, 0, 0, 0), (1, 1), 1, gen, 1.5)
+    head = Affine(torch.randn(2, b.out_features, generator=gen, dtype=F64), torch.randn(2, generator=gen, dtype=F64))
+    return Network((a, Relu(), b, Relu(), head), (1, 3, 3))
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_the_exact_range_of_a_tiny_native_conv_net_lies_within_the_bounds(seed):
+    net = _tiny_conv_net(seed)
+    center = torch.rand(1, 9, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    s = perturbation_set(center, 0.4, "inf")
+    c = np.array([1.0, -1.0])
+    exact = exact_range_milp(net, s.lower[0].numpy(), s.upper[0].numpy(), c)
+    for fn in (ibp, crown):
+        bound = fn(net, s, torch.as_tensor(c)[None, None])
+        assert float(bound.lower[0, 0]) <= exact[0] + 1e-7 and float(bound.upper[0, 0]) >= exact[1] - 1e-7
+
+
+def test_verification_radii_and_branch_and_bound_run_on_native_convolutions():
+    """The public entry points take a network with native convolutions: verdicts and certified radii equal those on
+    the same network with dense matrices; branch and bound decides every point of a tiny one as the exact MILP does;
+    the module form computes the same function."""
+    from pacverify.verify import certified_radius, verify_points
+
+    net = _conv_net(5, first=FORMS[0], scale=1.2)
+    dense = net.dense()
+    x = torch.rand(12, net.in_features, generator=torch.Generator().manual_seed(6), dtype=F64)
+    with torch.no_grad():
+        assert torch.allclose(net.as_module()(x), net(x), atol=1e-12)
+    for radius in (0.02, 0.2):
+        a = verify_points(net, x.numpy(), radius, "inf", domain=(0.0, 1.0), seed=0)
+        b = verify_points(dense, x.numpy(), radius, "inf", domain=(0.0, 1.0), seed=0)
+        assert [v.name for v in a.verdicts] == [v.name for v in b.verdicts]
+    ra = certified_radius(net, x[:4].numpy(), "2", cap=1.0, tol=1e-3, attack=False)
+    rb = certified_radius(dense, x[:4].numpy(), "2", cap=1.0, tol=1e-3, attack=False)
+    assert np.allclose(np.asarray(ra.radius), np.asarray(rb.radius), atol=1e-9)
+    decided = 0
+    for seed in range(6):
+        tiny = _tiny_conv_net(seed)
+        center = torch.rand(1, 9, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        label = int(tiny(center).argmax())
+        radius = 0.2 + 0.3 * seed
+        result = verify_points(tiny, center.numpy(), radius, "inf", complete=True, timeout=10, seed=0)
+        s = perturbation_set(center, radius, "inf")
+        c = np.array([1.0, -1.0]) * (1 if label == 0 else -1)
+        low, _ = exact_range_milp(tiny, s.lower[0].numpy(), s.upper[0].numpy(), c)
+        verdict = result.verdicts[0].name
+        assert verdict != "UNKNOWN"
+        assert verdict == ("VERIFIED" if low > 0 else "FALSIFIED"), (seed, verdict, low)
+        decided += verdict == "VERIFIED"
+    assert 0 < decided < 6   # both answers occur
