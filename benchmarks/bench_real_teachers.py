@@ -124,6 +124,9 @@ print(json.dumps({"points_per_s": x.shape[0] / wall, "peak_mib": resource.getrus
 '''
 
 
+NOTES = "## What these say"
+
+
 def run_one(case: str, points: int, workdir: str, native: bool) -> dict:
     """Read, bound and check one case in this process; saves the model, points and rows for auto_LiRPA."""
     import numpy as np
@@ -270,7 +273,10 @@ def main(argv=None) -> int:
     if args.out == "-":
         print(text)
     else:
-        Path(args.out).write_text(text)
+        # the reading of the figures, written by hand below the table, is kept when the table is regenerated
+        old = Path(args.out).read_text() if Path(args.out).exists() else ""
+        notes = old[old.index(NOTES):] if NOTES in old else ""
+        Path(args.out).write_text(text + ("\n" + notes if notes else ""))
         print(f"wrote {args.out}")
     return 0
 

@@ -248,3 +248,20 @@ def test_verification_radii_and_branch_and_bound_run_on_native_convolutions():
         assert verdict == ("VERIFIED" if low > 0 else "FALSIFIED"), (seed, verdict, low)
         decided += verdict == "VERIFIED"
     assert 0 < decided < 6   # both answers occur
+
+
+def test_the_teacher_oracle_reads_a_teacher_with_large_convolutions_natively():
+    """A torch CNN whose first convolution's dense matrix would have 8.4M entries (above the native threshold) is
+    exported and read with that convolution native; its logits agree with the teacher's."""
+    from pacverify.verify.oracle import teacher_network
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 4, 4, stride=4), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 8 * 8, 10)).eval()
+    net, reason = teacher_network(model, None, (1, 32, 32))
+    assert net is not None, reason
+    assert [type(layer).__name__ for layer in net.layers] == ["Conv", "Relu", "Affine", "Relu", "Affine"]
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x.reshape(4, -1).double()).float(), model(x), atol=1e-5)

@@ -180,9 +180,12 @@ def test_the_teacher_oracle_reads_a_residual_torch_teacher():
     (dict(kernel_shape=[3, 2], strides=[2, 1], pads=[0, 1, 2, 0], dilations=[1, 2]), ["N", 2, 6, 5]),
     (dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"), ["N", 1, 5, 5]),
     (dict(kernel_shape=[3], strides=[2]), ["N", 2, 7]),
+    (dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), ["N", 1, 6, 6]),        # last window runs off the end
+    (dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1), ["N", 1, 5, 5]),  # one dropped
+    (dict(kernel_shape=[2], strides=[2], ceil_mode=1), ["N", 2, 7]),
 ])
 def test_maxpool_is_lowered_exactly(attrs, shape):
-    """MaxPool forms (strides, pads, dilations, auto_pad, 1-D) after a linear layer (inputs of either sign) agree with
+    """MaxPool forms (strides, pads, dilations, auto_pad, ceil_mode, 1-D) after a linear layer (inputs of either sign) agree with
     onnxruntime; each needs ⌈log2 k⌉ ReLU layers (one per tournament round)."""
     from onnx import TensorProto, helper, numpy_helper
 

@@ -272,7 +272,7 @@ def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
 
 
 def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, carried: dict, where: str) -> None:
-    """MaxPool (1-D or 2-D; strides, pads, auto_pad, dilations), lowered exactly: each window's maximum is a
+    """MaxPool (1-D or 2-D; strides, pads, auto_pad, dilations, ceil_mode), lowered exactly: each window's maximum is a
     tournament of pairwise ``max(a, b) = b + relu(a − b)``, one ReLU layer per round (⌈log2 k⌉ rounds for k-entry
     windows), the kept operands and every other needed tensor carried through those layers (:func:`_relu_layer`).
     Padded positions are left out of their windows (ONNX pads MaxPool with −inf)."""
@@ -283,8 +283,8 @@ def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, 
     spatial = len(shape) - 2
     if spatial not in (1, 2) or shape[0] != 1:
         raise InputError(f"{where}: only 1-D and 2-D MaxPool of one sample is supported, got input {shape}")
-    if attrs.get("ceil_mode", 0) or len([o for o in node.output if o]) > 1 or attrs.get("storage_order", 0):
-        raise InputError(f"{where}: MaxPool with ceil_mode, storage_order or an Indices output is not supported")
+    if len([o for o in node.output if o]) > 1 or attrs.get("storage_order", 0):
+        raise InputError(f"{where}: MaxPool with storage_order or an Indices output is not supported")
     kernel = [int(k) for k in attrs["kernel_shape"]]
     strides = [int(v) for v in attrs.get("strides", [1] * spatial)]
     dilations = [int(v) for v in attrs.get("dilations", [1] * spatial)]
@@ -293,6 +293,16 @@ def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, 
     if spatial == 1:
         index, kernel, strides, dilations = index.unsqueeze(2), [1, *kernel], [1, *strides], [1, *dilations]
         pads = [0, pads[0], 0, pads[1]]
+    if attrs.get("ceil_mode", 0):
+        # ceil_mode: one more output where the last window runs off the end, unless it would start in the end
+        # padding (ONNX's and torch's rule); the positions it runs over are padding (never the maximum)
+        for i in range(2):
+            size = index.shape[2 + i] + pads[i] + pads[2 + i]
+            reach = dilations[i] * (kernel[i] - 1) + 1
+            out = -(-(size - reach) // strides[i]) + 1
+            if (out - 1) * strides[i] >= index.shape[2 + i] + pads[i]:
+                out -= 1
+            pads[2 + i] += max(0, (out - 1) * strides[i] + reach - size)
     padded = torch.nn.functional.pad(index, _attrs.torch_pad_widths(pads))
     # (1, C·kh·kw, L): the 1-based entries of every window, 0 where it covers padding
     windows = torch.nn.functional.unfold(padded, tuple(kernel), dilation=tuple(dilations), stride=tuple(strides))
