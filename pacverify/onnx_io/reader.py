@@ -21,8 +21,9 @@ affine maps. MaxPool is lowered the same way, as a tournament of ``max(a, b) = b
 A convolution whose dense matrix would have more than ``native_conv_entries`` entries is kept as a convolution
 (:class:`~pacverify.network.Conv`) where the graph allows: in a chain, applied to a layer's output or to the input
 scaled per channel (a normalisation), followed by per-channel scales and shifts (BatchNorm, folded into it) up to the
-next ReLU. Where its output meets a residual Add, a Concat, a MaxPool or another convolution before a ReLU, it is
-built as its dense matrix, as every convolution was before (refused above ``max_dense_entries``).
+next ReLU, or by another linear step (it is then a layer of its own). Where its output meets a residual Add, a Concat
+or a MaxPool, or is carried across a ReLU, it is built as its dense matrix, as every convolution was before (refused
+above ``max_dense_entries``).
 """
 from __future__ import annotations
 
@@ -66,6 +67,12 @@ class _Pending:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+    def segment_width(self) -> int:
+        """n_seg, the width of the layer output (or network input) the map starts from."""
+        if isinstance(self.R, ops.ConvSpec):
+            return int(np.prod(self.R.in_shape))
+        return self.R.shape[0] if self.R is not None and self.R.ndim == 2 else self.size
 
     def is_identity(self) -> bool:
         return self.R is None and not self.b.any()
@@ -234,7 +241,7 @@ def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
     of the current segment (every operand is on it: :func:`_visit` carried them there)."""
     live = [o for o in operands if isinstance(o, _Pending)]
     segment = live[0].segment
-    size = live[0].dense().shape[0]
+    size = live[0].segment_width()
     if node.op_type in ("Add", "Sub") and len(operands) == 2 and len(live) == 2:
         a, b = live
         if a.shape != b.shape:
@@ -465,6 +472,7 @@ def _compose(pending: _Pending, step: ops.Step, layers: list, limits: tuple[int,
             return _compose(_Pending(pending.shape, None, np.zeros(pending.size), _segment(layers)), step, layers,
                             limits, ctx)
         R = pending.dense()
+        pending = dataclasses.replace(pending, R=R)
     if step.scale is not None:
         R = step.scale.copy() if R is None else R * step.scale
     elif step.matrix is not None:
@@ -479,7 +487,7 @@ def _compose(pending: _Pending, step: ops.Step, layers: list, limits: tuple[int,
             return _Pending(step.shape, step.matrix, step.bias.copy(), _segment(layers))
     else:
         assert step.apply is not None  # a Step carries one of scale, matrix and apply
-        rows = pending.size if R is None or R.ndim == 1 else R.shape[0]
+        rows = pending.segment_width()
         n_out = int(np.prod(step.shape))
         if rows * n_out > max_entries:
             raise ctx.refuse(_too_dense(rows * n_out, max_entries, step.conv is not None))
