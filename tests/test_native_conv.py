@@ -265,3 +265,12 @@ def test_the_teacher_oracle_reads_a_teacher_with_large_convolutions_natively():
     x = torch.rand(4, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(net(x.reshape(4, -1).double()).float(), model(x), atol=1e-5)
+
+
+def test_a_maxpool_on_a_large_convolutional_output_is_refused_in_one_line():
+    """The reader lowers MaxPool with dense matrices of the pooled tensor's size squared: on a 16×64×64 ReLU output
+    (4.3e9 entries) that is refused by name, at once, instead of exhausting memory."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(16 * 32 * 32, 3))
+    with pytest.raises(InputError, match="MaxPool.*4294967296 entries, more than the limit"):
+        load_network(_export(model, (1, 64, 64)))

@@ -77,15 +77,21 @@ class _Pending:
     def is_identity(self) -> bool:
         return self.R is None and not self.b.any()
 
-    def dense(self) -> np.ndarray:
+    def dense(self, where: str = "") -> np.ndarray:
+        """The (n_seg, n) matrix of the map; InputError (naming ``where``, else the node that made a convolution)
+        when it would have more than ``limit`` entries."""
+        if isinstance(self.R, np.ndarray) and self.R.ndim == 2:
+            return self.R
+        entries = self.segment_width() * self.size
+        if entries > self.limit:
+            conv = isinstance(self.R, ops.ConvSpec)
+            raise InputError(f"{(self.origin if conv else '') or where or 'a tensor'}: "
+                             f"{_too_dense(entries, self.limit, conv)}")
         if self.R is None:
             return np.eye(self.size)
         if isinstance(self.R, ops.ConvSpec):
-            conv = _torch_conv(self.R, np.zeros(self.size), torch.float64)
-            if conv.in_features * conv.out_features > self.limit:
-                raise InputError(f"{self.origin}: {_too_dense(conv.in_features * conv.out_features, self.limit, True)}")
-            return conv.dense_weight().T.numpy()
-        return np.diag(self.R) if self.R.ndim == 1 else self.R
+            return _torch_conv(self.R, np.zeros(self.size), torch.float64).dense_weight().T.numpy()
+        return np.diag(self.R)
 
 
 def load_network(source: str | os.PathLike | bytes | onnx.ModelProto, *, dtype: torch.dtype = torch.float64,
@@ -248,7 +254,7 @@ def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
             raise InputError(f"{where}: adds input-dependent tensors of shapes {a.shape} and {b.shape}; only equal "
                              f"shapes are supported")
         sign = 1.0 if node.op_type == "Add" else -1.0
-        return _Pending(a.shape, a.dense() + sign * b.dense(), a.b + sign * b.b, segment)
+        return _Pending(a.shape, a.dense(where) + sign * b.dense(where), a.b + sign * b.b, segment)
     if node.op_type != "Concat":
         raise InputError(f"{where} combines {len(live)} input-dependent tensors; only Add, Sub (two of one shape) "
                          f"and Concat can")
@@ -265,7 +271,7 @@ def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
     for operand, shape in zip(operands, shapes, strict=True):
         n = int(np.prod(shape))
         if isinstance(operand, _Pending):
-            columns.append(operand.dense())
+            columns.append(operand.dense(where))
             biases.append(operand.b)
         else:
             columns.append(np.zeros((size, n)))
@@ -319,7 +325,7 @@ def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, 
     candidates = [[int(v) - 1 for v in row.tolist() if v > 0] for row in entries]  # per output, in C order
     if any(not c for c in candidates):
         raise InputError(f"{where}: a MaxPool window lies entirely in the padding")
-    M, b, nonneg, segment = pending.dense(), pending.b, pending.nonneg, pending.segment
+    M, b, nonneg, segment = pending.dense(where), pending.b, pending.nonneg, pending.segment
     names = ("\0maxpool-differences", "\0maxpool-kept")
     while any(len(c) > 1 for c in candidates):
         # one round: each candidate pair (a, b) becomes b + relu(a − b); an odd one out passes as it is. Every new
@@ -376,16 +382,21 @@ def _relu_layer(name: str, pending: _Pending, shape: tuple[int, ...], live: dict
     groups: dict[int, list[str]] = {}
     for key, q in carried.items():  # a tensor known under several names is carried once
         groups.setdefault(id(q), []).append(key)
-    weights, biases, places = [pending.dense().T], [pending.b], []
+    where = f"the ReLU {name!r}, which carries other tensors across it"
+    weights, biases, places = [pending.dense(where).T], [pending.b], []
     offset = pending.size
     for keys in groups.values():
         q = carried[keys[0]]
         signs = (1.0,) if q.nonneg else (1.0, -1.0)
         for sign in signs:
-            weights.append(sign * q.dense().T)
+            weights.append(sign * q.dense(where).T)
             biases.append(sign * q.b)
         places.append((keys, q, offset))
         offset += len(signs) * q.size
+    entries = offset * max(offset, pending.segment_width())
+    if entries > pending.limit:
+        raise InputError(f"{where}: the layer that carries them would need matrices of {entries} entries, more than "
+                         f"the limit max_dense_entries={pending.limit}")
     layers.append((np.vstack(weights), np.concatenate(biases)))
     layers.append(Relu())
     segment, eye = _segment(layers), np.eye(offset)
