@@ -274,3 +274,35 @@ def test_a_maxpool_on_a_large_convolutional_output_is_refused_in_one_line():
                                 torch.nn.Flatten(), torch.nn.Linear(16 * 32 * 32, 3))
     with pytest.raises(InputError, match="MaxPool.*4294967296 entries, more than the limit"):
         load_network(_export(model, (1, 64, 64)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), shared=st.booleans(), P=st.integers(1, 6), Q=st.integers(1, 6))
+def test_windows_read_the_image_and_zero_outside_and_expand_places_them_back(seed, shared, P, Q):
+    """``windows`` equals a plain loop over each row's window (zero outside the image, anchors reaching past every
+    edge); ``expand`` puts the in-image entries of each window back at full width."""
+    from pacverify.verify.bounds.patches import Patches, expand, windows
+
+    gen = torch.Generator().manual_seed(seed)
+    B, C, H, W = 3, 2, 5, 4
+    image = torch.randn(1 if shared else B, C, H, W, generator=gen, dtype=F64)
+    T = 7
+    anchor = torch.stack([torch.randint(-P, H + 1, (T,), generator=gen), torch.randint(-Q, W + 1, (T,), generator=gen)],
+                         dim=1)
+    owner = torch.randint(0, B, (T,), generator=gen)
+    got = windows(image, anchor, owner, (P, Q))
+    for t in range(T):
+        for i in range(P):
+            for j in range(Q):
+                r, c = int(anchor[t, 0]) + i, int(anchor[t, 1]) + j
+                inside = 0 <= r < H and 0 <= c < W
+                expected = image[0 if shared else owner[t], :, r, c] if inside else torch.zeros(C, dtype=F64)
+                assert torch.equal(got[t, :, i, j], expected)
+    rows = expand(Patches(got, torch.zeros(T, dtype=F64), anchor, owner, (C, H, W)))
+    full = rows.A.reshape(T, C, H, W)
+    for t in range(T):
+        source = image[0 if shared else owner[t]]
+        r0, c0 = int(anchor[t, 0]), int(anchor[t, 1])
+        mask = torch.zeros(H, W, dtype=torch.bool)
+        mask[max(r0, 0):max(min(r0 + P, H), 0), max(c0, 0):max(min(c0 + Q, W), 0)] = True
+        assert torch.equal(full[t], torch.where(mask, source, torch.zeros_like(source)))
