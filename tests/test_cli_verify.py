@@ -290,3 +290,10 @@ def test_progress_in_a_log_is_a_line_per_tenth_with_eta_and_quick_parts_stay_sil
         quick.update("bounds", done, 10)
     quick.close()
     assert quiet_stream.getvalue() == ""
+
+
+def test_the_summary_rate_keeps_three_digits_for_slow_networks():
+    """A ConvBig-size network verifies ~0.05 points/s: the summary prints that, not 0.0; fast ones print whole."""
+    from pacverify.cli.verify import _rate
+
+    assert _rate(0.0437) == "0.0437" and _rate(5.25) == "5.25" and _rate(3295.4) == "3,295"

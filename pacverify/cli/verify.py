@@ -158,7 +158,7 @@ def _summary_text(summary: dict, result, *, certified: bool) -> str:
         if "search" in summary and n:
             lines.append(f"radius search {summary['search']}: {summary['passes']} passes, "
                          f"{summary['bounded'] / n:.2f} bounds per point")
-    lines.append(f"time {summary['time_s']:.3f} s ({summary['points_per_s']:.1f} points/s); "
+    lines.append(f"time {summary['time_s']:.3f} s ({_rate(summary['points_per_s'])} points/s); "
                  f"method {summary['method']}, norm {summary['norm']}, backend {summary['backend']}, "
                  f"complete {summary['complete']}")
     if summary.get("executor") == "ray":
@@ -233,3 +233,8 @@ def _run_global(args: argparse.Namespace) -> int:
 def _vector(v: np.ndarray) -> str:
     """A vector on one line (long ones summarised; --json has them whole)."""
     return " ".join(np.array2string(v, precision=6, threshold=16).split())
+
+
+def _rate(points_per_s: float) -> str:
+    """Points per second with three significant digits below 100 (a ConvBig-size network runs ~0.05), whole above."""
+    return f"{points_per_s:,.0f}" if points_per_s >= 100 else f"{points_per_s:.3g}"
