@@ -306,3 +306,41 @@ def test_windows_read_the_image_and_zero_outside_and_expand_places_them_back(see
         mask = torch.zeros(H, W, dtype=torch.bool)
         mask[max(r0, 0):max(min(r0 + P, H), 0), max(c0, 0):max(min(c0 + Q, W), 0)] = True
         assert torch.equal(full[t], torch.where(mask, source, torch.zeros_like(source)))
+
+
+def test_convolutions_run_without_onednn_nnpack_or_cudnn_and_the_switches_are_restored(monkeypatch):
+    """The rounding margins cover plain sums of products: every convolution of a Conv layer runs with oneDNN, NNPACK
+    and cuDNN switched off (their Winograd, FFT or TF32 algorithms err otherwise), and the switches come back."""
+    seen = []
+    for name in ("conv2d", "conv_transpose2d"):
+        original = getattr(torch.nn.functional, name)
+
+        def spy(*args, _original=original, **kwargs):
+            seen.append((torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled(), torch.backends.cudnn.enabled))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.functional, name, spy)
+    before = (torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled(), torch.backends.cudnn.enabled)
+    layer = _conv(*FORMS[0], gen=torch.Generator().manual_seed(0))
+    x = torch.rand(2, layer.in_features, dtype=F64)
+    layer(x), layer.pull(torch.rand(2, layer.out_features, dtype=F64)), layer.row_norms()
+    assert len(seen) == 3 and all(flags == (False, False, False) for flags in seen)
+    assert (torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled(), torch.backends.cudnn.enabled) == before
+
+
+def test_rows_pulled_back_in_small_blocks_give_the_same_bounds(monkeypatch):
+    """Intermediate rows are pulled back in blocks of at most ROW_BYTES (memory flat in a layer's width): with blocks
+    of a few rows the CROWN bounds are those of one block, on native convolutions and on dense layers."""
+    import sys
+
+    crown_module = sys.modules["pacverify.verify.bounds.crown"]
+    net = _conv_net(7, first=FORMS[3])
+    x = torch.rand(3, net.in_features, generator=torch.Generator().manual_seed(8), dtype=F64)
+    s = perturbation_set(x, 0.2, "2", (0.0, 1.0))
+    C = margin_rows(net(x).argmax(1), 3)
+    whole = {"native": crown(net, s, C), "dense": crown(net.dense(), s, C)}
+    monkeypatch.setattr(crown_module, "ROW_BYTES", 8 * 8 * net.in_features)   # 4 rows of the widest layer
+    for name, network in (("native", net), ("dense", net.dense())):
+        blocked = crown(network, s, C)
+        assert torch.allclose(blocked.lower, whole[name].lower, atol=1e-12), name
+        assert torch.allclose(blocked.upper, whole[name].upper, atol=1e-12), name

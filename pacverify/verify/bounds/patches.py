@@ -82,18 +82,18 @@ def through_conv(rows: Patches, layer: Conv) -> Patches:
     return Patches(A * inside, c, anchor, rows.owner, layer.in_shape)
 
 
+def _read(rows: Patches, values: torch.Tensor) -> torch.Tensor:
+    """Per-point values (B, C·H·W) on the rows' grid, read in each row's window: (T, C, P, Q)."""
+    return windows(values.reshape(-1, *rows.grid), rows.anchor, rows.owner, (rows.A.shape[2], rows.A.shape[3]))
+
+
 def through_relu(rows: Patches, relax: ReluRelaxation) -> Patches:
     """Rows on a ReLU's output → rows on its input, by CROWN's relaxation lines (:func:`.relax.relu_backward_lower`)
     read in each row's window."""
-    size = (rows.A.shape[2], rows.A.shape[3])
     T = rows.A.shape[0]
-
-    def window(values: torch.Tensor) -> torch.Tensor:
-        return windows(values.reshape(-1, *rows.grid), rows.anchor, rows.owner, size).reshape(T, -1)
-
-    up = window(relax.up_slope)
-    A, shift = relu_backward_lower(rows.A.reshape(T, -1), up, window(relax.lo_slope) - up,
-                                   window(relax.up_intercept))
+    up = _read(rows, relax.up_slope).reshape(T, -1)
+    A, shift = relu_backward_lower(rows.A.reshape(T, -1), up, _read(rows, relax.lo_slope).reshape(T, -1) - up,
+                                   _read(rows, relax.up_intercept).reshape(T, -1))
     return Patches(A.reshape(rows.A.shape), rows.c + shift, rows.anchor, rows.owner, rows.grid)
 
 
@@ -115,20 +115,15 @@ def expand(rows: Patches) -> Rows:
 def input_lower(rows: Patches, input_set: InputSet) -> torch.Tensor:
     """``min_{x in set of point owner[t]} A[t] x + c[t]``, (T,), rows on the network input (closed forms of
     :class:`~pacverify.verify.sets.Box` and :class:`~pacverify.verify.sets.L2Ball`, read in the windows)."""
-    size = (rows.A.shape[2], rows.A.shape[3])
-
-    def window(values: torch.Tensor) -> torch.Tensor:
-        return windows(values.reshape(-1, *rows.grid), rows.anchor, rows.owner, size)
-
     def over_box(box: Box) -> torch.Tensor:
-        mid, rad = window((box.lower + box.upper) / 2), window((box.upper - box.lower) / 2)
+        mid, rad = _read(rows, (box.lower + box.upper) / 2), _read(rows, (box.upper - box.lower) / 2)
         return (rows.A * mid).sum(dim=(1, 2, 3)) - (rows.A.abs() * rad).sum(dim=(1, 2, 3))
 
     if isinstance(input_set, Box):
         return over_box(input_set) + rows.c
     assert isinstance(input_set, L2Ball)
     norms = torch.linalg.vector_norm(rows.A.flatten(1), dim=1)
-    out = (rows.A * window(input_set.center)).sum(dim=(1, 2, 3)) - input_set.radius[rows.owner] * norms
+    out = (rows.A * _read(rows, input_set.center)).sum(dim=(1, 2, 3)) - input_set.radius[rows.owner] * norms
     if input_set.has_domain:
         out = torch.maximum(out, over_box(input_set.bounding_box()))
     return out + rows.c
