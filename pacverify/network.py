@@ -251,7 +251,8 @@ class Network:
         return [layer for layer in self.layers if isinstance(layer, LINEAR)]
 
     def dense(self) -> "Network":
-        """The same network with every convolution as its dense matrix (for small networks: MILP, Marabou)."""
+        """The same network with every convolution as its dense matrix (small networks only: a reference for tests
+        and comparisons; the MILP leaf and Marabou read each layer's :meth:`dense_weight` themselves)."""
         return Network(tuple(Affine(layer.dense_weight(), layer.bias) if isinstance(layer, Conv) else layer
                              for layer in self.layers), self.input_shape, self.input_name, self.output_name,
                        dict(self.meta))
