@@ -82,16 +82,19 @@ def test_unreachable_targets_try_the_whole_ladder_and_keep_the_best(hard_teacher
 
 
 def test_a_try_predicted_not_to_fit_is_not_started(hard_teacher, points, monkeypatch):
-    """The prediction E × s/epoch × step-time ratio decides; here the ratio is made 1000 for the larger student."""
+    """The prediction E × s/epoch × step-time ratio decides; here the ratio is made 1e9 for the larger student.
+
+    The ratio must dwarf budget / (first try's seconds): with 1000, a first try under 60 ms (a fast CI machine)
+    made the prediction fit the 60 s budget and the second try started."""
     x, fresh = points
     monkeypatch.setattr(auto_module, "step_seconds", lambda teacher, student, *a, **k:
-                        1.0 if sum(p.numel() for p in student.parameters()) < 100 else 1000.0)
+                        1.0 if sum(p.numel() for p in student.parameters()) < 100 else 1e9)
     result = distill_auto(hard_teacher, x, x_fresh=fresh, ladder=["mlp:1x4", "mlp:2x8"], budget_s=60,
                           **UNREACHABLE, **FAST)
     assert [t.student for t in result.tries] == ["mlp:1x4"] and len(result.skipped) == 1
     first, skipped = result.tries[0], result.skipped[0]
     assert skipped.student == "mlp:2x8" and skipped.predicted_seconds > skipped.seconds_left > 0
-    assert skipped.predicted_seconds == pytest.approx(1000 * first.seconds, rel=1e-9)  # E = epochs of try 1
+    assert skipped.predicted_seconds == pytest.approx(1e9 * first.seconds, rel=1e-9)  # E = epochs of try 1
     assert "not reached within 60 s" in result.explanation
     assert "not tried for lack of time mlp:2x8 (predicted" in result.explanation
 
