@@ -45,6 +45,25 @@ class Affine:
     def dense_weight(self) -> torch.Tensor:
         return self.weight
 
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W^T`` (no bias) for rows x (..., in_features)."""
+        return x @ self.weight.T
+
+    def pull(self, A: torch.Tensor) -> torch.Tensor:
+        """``A W`` for rows A (..., out_features) → (..., in_features)."""
+        return A @ self.weight
+
+    def abs(self) -> "Affine":
+        """The map ``|W|`` with bias ``|bias|``."""
+        return Affine(self.weight.abs(), self.bias.abs())
+
+    def row_norms(self) -> torch.Tensor:
+        """``‖W[j, :]‖₂`` for every output j, (out_features,)."""
+        return torch.linalg.vector_norm(self.weight, dim=1)
+
+    def negated(self) -> "Affine":
+        return Affine(-self.weight, -self.bias)
+
 
 @contextlib.contextmanager
 def sums_of_products():
@@ -58,6 +77,15 @@ def sums_of_products():
             yield
     finally:
         torch.backends.mkldnn.enabled = mkldnn
+
+
+def conv_out_shape(in_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride: tuple[int, int],
+                   pads: tuple[int, int, int, int], dilation: tuple[int, int]) -> tuple[int, int, int]:
+    """(C_out, H_out, W_out) of a 2-D convolution: ``⌊(n + pads − d·(k − 1) − 1) / s⌋ + 1`` per spatial axis."""
+    top, left, bottom, right = pads
+    size = [(n + a + b - d * (k - 1) - 1) // s + 1 for n, a, b, k, s, d in zip(
+        in_shape[1:], (top, left), (bottom, right), kernel_shape[2:], stride, dilation, strict=True)]
+    return (kernel_shape[0], size[0], size[1])
 
 
 @dataclass(frozen=True)
@@ -91,11 +119,7 @@ class Conv:
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
-        top, left, bottom, right = self.pads
-        size = [(n + a + b - d * (k - 1) - 1) // s + 1 for n, a, b, k, s, d in zip(
-            self.in_shape[1:], (top, left), (bottom, right), self.kernel.shape[2:], self.stride, self.dilation,
-            strict=True)]
-        return (self.kernel.shape[0], size[0], size[1])
+        return conv_out_shape(self.in_shape, tuple(self.kernel.shape), self.stride, self.pads, self.dilation)
 
     @property
     def in_features(self) -> int:
@@ -159,6 +183,139 @@ class Conv:
         return Conv(self.kernel.to(device=device, dtype=dtype), self.bias.to(device=device, dtype=dtype),
                     self.in_shape, self.stride, self.pads, self.dilation, self.groups)
 
+    def negated(self) -> "Conv":
+        return Conv(-self.kernel, -self.bias, self.in_shape, self.stride, self.pads, self.dilation, self.groups)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """``y = x * scale``, entrywise: a diagonal map kept as its diagonal (a part of a :class:`Block`)."""
+
+    scale: torch.Tensor
+
+    @property
+    def in_features(self) -> int:
+        return self.scale.shape[0]
+
+    out_features = in_features
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+    pull = linear
+
+    def abs(self) -> "Scale":
+        return Scale(self.scale.abs())
+
+    def row_norms(self) -> torch.Tensor:
+        return self.scale.abs()
+
+    def dense_weight(self) -> torch.Tensor:
+        return torch.diag(self.scale)
+
+    def to(self, device=None, dtype=None) -> "Scale":
+        return Scale(self.scale.to(device=device, dtype=dtype))
+
+    def negated(self) -> "Scale":
+        return Scale(-self.scale)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One linear map of a :class:`Block`: ``op`` (a dense :class:`Affine` whose bias is not used, a :class:`Conv`
+    whose bias is not used, or a :class:`Scale`) applied to the input entries ``start … start + op.in_features − 1``."""
+
+    start: int
+    op: "Affine | Conv | Scale"
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.op.in_features
+
+
+@dataclass(frozen=True)
+class Block:
+    """A linear layer made of smaller maps: ``y = concat_p(Σ_{t ∈ parts[p]} op_t(x[start_t : stop_t])) + bias``.
+
+    This is the layer of a residual block lowered to the chain (:mod:`pacverify.onnx_io.reader`): e.g. the output
+    ``[conv1(x), x]`` of the layer that carries the skip x through a ReLU, then ``conv2(h) + x``, the sum of a
+    convolution of one slice of its input and the identity on another. Within a part the terms read disjoint
+    slices (checked), so that every entry of the dense matrix belongs to at most one term: :meth:`abs` is exactly
+    ``|W|``, :meth:`row_norms` exactly ``‖W[j, :]‖₂``, and a forward dot product has at most ``in_features``
+    products and a backward one at most ``out_features`` (the rounding margins' premise). Memory and work are those
+    of its terms, not of the dense matrix.
+    """
+
+    parts: tuple[tuple[Term, ...], ...]
+    bias: torch.Tensor
+    in_features: int
+
+    def __post_init__(self) -> None:
+        for p, part in enumerate(self.parts):
+            widths = {term.op.out_features for term in part}
+            spans = sorted((term.start, term.stop) for term in part)
+            if not part or len(widths) != 1 or spans[0][0] < 0 or spans[-1][1] > self.in_features \
+                    or any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False)):
+                raise ValueError(f"Block part {p}: terms must have one output width and read disjoint slices of "
+                                 f"the {self.in_features} inputs, got {[(t.start, t.stop) for t in part]} with "
+                                 f"output widths {sorted(widths)}")
+        if self.bias.shape != (self.out_features,):
+            raise ValueError(f"Block: bias {tuple(self.bias.shape)} does not fit {self.out_features} outputs")
+
+    @property
+    def widths(self) -> list[int]:
+        """The output width of each part."""
+        return [part[0].op.out_features for part in self.parts]
+
+    @property
+    def out_features(self) -> int:
+        return sum(self.widths)
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W^T`` (no bias) for rows x (..., in_features) → (..., out_features)."""
+        outputs = []
+        for part in self.parts:
+            total = part[0].op.linear(x[..., part[0].start:part[0].stop])
+            for term in part[1:]:
+                total = total + term.op.linear(x[..., term.start:term.stop])
+            outputs.append(total)
+        return torch.cat(outputs, dim=-1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.bias
+
+    def pull(self, A: torch.Tensor) -> torch.Tensor:
+        """``A W`` for rows A (..., out_features) → (..., in_features)."""
+        out = A.new_zeros(*A.shape[:-1], self.in_features)
+        for part, rows in zip(self.parts, A.split(self.widths, dim=-1), strict=True):
+            for term in part:
+                out[..., term.start:term.stop] += term.op.pull(rows)
+        return out
+
+    def _map(self, how, bias: torch.Tensor) -> "Block":
+        return Block(tuple(tuple(Term(t.start, how(t.op)) for t in part) for part in self.parts), bias,
+                     self.in_features)
+
+    def abs(self) -> "Block":
+        """The map ``|W|`` with bias ``|bias|`` (exact: terms of a part read disjoint slices)."""
+        return self._map(lambda op: op.abs(), self.bias.abs())
+
+    def row_norms(self) -> torch.Tensor:
+        """``‖W[j, :]‖₂`` for every output j, (out_features,)."""
+        return torch.cat([torch.stack([t.op.row_norms().square() for t in part]).sum(0).sqrt()
+                          for part in self.parts])
+
+    def dense_weight(self) -> torch.Tensor:
+        """The (out_features, in_features) matrix of the map (for small layers: MILP, Marabou, tests)."""
+        return self.pull(torch.eye(self.out_features, dtype=self.bias.dtype, device=self.bias.device))
+
+    def to(self, device=None, dtype=None) -> "Block":
+        return Block(tuple(tuple(Term(t.start, t.op.to(device, dtype)) for t in part) for part in self.parts),
+                     self.bias.to(device=device, dtype=dtype), self.in_features)
+
+    def negated(self) -> "Block":
+        return self._map(lambda op: op.negated(), -self.bias)
+
 
 @dataclass(frozen=True)
 class Relu:
@@ -171,8 +328,9 @@ class Relu:
         return self
 
 
-Layer = Affine | Conv | Relu
-LINEAR = (Affine, Conv)
+Layer = Affine | Conv | Block | Relu
+LINEAR = (Affine, Conv, Block)
+NATIVE = (Conv, Block)  # linear layers kept as their maps, not as dense matrices
 
 
 @dataclass(frozen=True)
@@ -246,14 +404,14 @@ class Network:
                 widths.append(width)
         return widths
 
-    def affine_layers(self) -> list[Affine | Conv]:
+    def affine_layers(self) -> list[Affine | Conv | Block]:
         """The linear layers (dense and convolutional), in order."""
         return [layer for layer in self.layers if isinstance(layer, LINEAR)]
 
     def dense(self) -> "Network":
         """The same network with every convolution as its dense matrix (small networks only: a reference for tests
         and comparisons; the MILP leaf and Marabou read each layer's :meth:`dense_weight` themselves)."""
-        return Network(tuple(Affine(layer.dense_weight(), layer.bias) if isinstance(layer, Conv) else layer
+        return Network(tuple(Affine(layer.dense_weight(), layer.bias) if isinstance(layer, NATIVE) else layer
                              for layer in self.layers), self.input_shape, self.input_name, self.output_name,
                        dict(self.meta))
 
@@ -263,6 +421,8 @@ class Network:
         for layer in self.layers:
             if isinstance(layer, Conv):
                 modules.append(_ConvModule(layer))
+            elif isinstance(layer, Block):
+                modules.append(_BlockModule(layer))
             elif isinstance(layer, Affine):
                 lin = torch.nn.Linear(layer.in_features, layer.out_features, dtype=layer.weight.dtype,
                                       device=layer.weight.device)
@@ -286,3 +446,14 @@ class _ConvModule(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer.linear(x, self.kernel) + self.bias
+
+
+class _BlockModule(torch.nn.Module):
+    """A :class:`Block` layer as a module on flattened rows (fixed weights: no parameters)."""
+
+    def __init__(self, layer: Block) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)

@@ -11,10 +11,10 @@ import torch
 from helpers_nets import exact_range_milp, sample_in_set
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_residual_graphs import ResNetBlockCNN, _export
+from test_residual_graphs import _export
 
 from pacverify.errors import InputError
-from pacverify.network import Affine, Conv, Network, Relu
+from pacverify.network import Affine, Conv, Network, Relu, conv_out_shape
 from pacverify.onnx_io import load_network, onnx_input
 from pacverify.verify.bounds import alpha_crown, crown, ibp
 from pacverify.verify.bounds.common import abs_column_sums, prepare, rounding_margins
@@ -36,10 +36,8 @@ FORMS = [((2, 7, 6), 4, (3, 3), (2, 2), (1, 0, 2, 1), (1, 1), 1),
 def _conv(in_shape, c_out, kernel, stride, pads, dilation, groups, gen: torch.Generator, scale: float = 1.0) -> Conv:
     weight = torch.randn(c_out, in_shape[0] // groups, *kernel, generator=gen, dtype=F64)
     weight *= scale / (weight[0].numel() ** 0.5)
-    top, left, bottom, right = pads
-    size = [(n + a + b - d * (k - 1) - 1) // s + 1 for n, a, b, k, s, d in
-            zip(in_shape[1:], (top, left), (bottom, right), kernel, stride, dilation, strict=True)]
-    bias = torch.randn(c_out * size[0] * size[1], generator=gen, dtype=F64) * 0.2
+    size = conv_out_shape(in_shape, tuple(weight.shape), stride, pads, dilation)
+    bias = torch.randn(size[0] * size[1] * size[2], generator=gen, dtype=F64) * 0.2
     return Conv(weight, bias, in_shape, stride, pads, dilation, groups)
 
 
@@ -181,17 +179,6 @@ def test_the_reader_keeps_large_convolutions_native():
     # the same layers as dense matrices give the same bounds (the reader's dense network composed the two convolutions
     # without a ReLU between into one matrix: its interval bounds differ)
     assert torch.allclose(crown(native, s, C).lower, crown(native.dense(), s, C).lower, atol=1e-9)
-
-
-def test_a_native_convolution_that_meets_a_residual_add_is_built_dense_or_refused():
-    """A convolution whose output is added to a skip cannot stay native: it is built as its dense matrix, or refused,
-    naming the node and the limit, when that matrix is larger than max_dense_entries."""
-    data = _export(ResNetBlockCNN(), (1, 5, 5))
-    net = load_network(data, native_conv_entries=0)
-    x = torch.rand(4, 25, dtype=F64)
-    assert torch.allclose(net(x), load_network(data)(x), atol=1e-10)
-    with pytest.raises(InputError, match="max_dense_entries=100.*kept native only in a chain"):
-        load_network(data, native_conv_entries=0, max_dense_entries=100)
 
 
 def _tiny_conv_net(seed: int) -> Network:

@@ -38,8 +38,8 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from pacverify.errors import InputError
-from pacverify.network import Affine, Conv, Network, Relu
-from pacverify.onnx_io import ops
+from pacverify.network import Affine, Block, Conv, Network, Relu
+from pacverify.onnx_io import ops, terms
 
 # Convolutions whose dense matrix would have more entries are kept native (module docstring).
 NATIVE_CONV_ENTRIES = 2**22
@@ -51,13 +51,13 @@ SHAPE_ONLY = ("Shape", "Size")  # ops that read a tensor's static shape, not its
 class _Pending:
     """An affine map ``x @ R + b`` from the segment input (n_seg,) to a live tensor of ``shape``.
 
-    ``R`` is None (identity), a 1-D scale vector (diagonal), a dense (n_seg, n) matrix, or a native convolution
-    (:class:`ops.ConvSpec`; ``limit`` and ``origin`` then say how large its dense matrix may be built, and for which
-    node the error names).
+    ``R`` is None (identity), a 1-D scale vector (diagonal), a dense (n_seg, n) matrix, or a sum of native maps on
+    slices of the segment input (:class:`terms.Terms`: convolutions, identities; ``limit`` and ``origin`` then say
+    how large its dense matrix may be built, and for which node the error names).
     """
 
     shape: tuple[int, ...]
-    R: np.ndarray | ops.ConvSpec | None
+    R: np.ndarray | terms.Terms | None
     b: np.ndarray
     segment: int
     nonneg: bool = False  # every entry is ≥ 0 for every input (a ReLU output, a max of ReLU outputs, ...)
@@ -70,8 +70,8 @@ class _Pending:
 
     def segment_width(self) -> int:
         """n_seg, the width of the layer output (or network input) the map starts from."""
-        if isinstance(self.R, ops.ConvSpec):
-            return int(np.prod(self.R.in_shape))
+        if isinstance(self.R, terms.Terms):
+            return self.R.width
         return self.R.shape[0] if self.R is not None and self.R.ndim == 2 else self.size
 
     def is_identity(self) -> bool:
@@ -84,14 +84,20 @@ class _Pending:
             return self.R
         entries = self.segment_width() * self.size
         if entries > self.limit:
-            conv = isinstance(self.R, ops.ConvSpec)
-            raise InputError(f"{(self.origin if conv else '') or where or 'a tensor'}: "
-                             f"{_too_dense(entries, self.limit, conv)}")
+            native = isinstance(self.R, terms.Terms)
+            raise InputError(f"{(self.origin if native else '') or where or 'a tensor'}: "
+                             f"{_too_dense(entries, self.limit, native)}")
         if self.R is None:
             return np.eye(self.size)
-        if isinstance(self.R, ops.ConvSpec):
-            return _torch_conv(self.R, np.zeros(self.size), torch.float64).dense_weight().T.numpy()
+        if isinstance(self.R, terms.Terms):
+            return terms.dense(self.R, self.size)
         return np.diag(self.R)
+
+    def as_terms(self) -> terms.Terms:
+        """The map as :class:`terms.Terms` (one term on the whole segment input, unless it is one already)."""
+        if isinstance(self.R, terms.Terms):
+            return self.R
+        return terms.Terms((terms.Term(0, self.segment_width(), self.R),), self.segment_width())
 
 
 def load_network(source: str | os.PathLike | bytes | onnx.ModelProto, *, dtype: torch.dtype = torch.float64,
@@ -137,10 +143,7 @@ def load_network(source: str | os.PathLike | bytes | onnx.ModelProto, *, dtype: 
     _require_current(final, layers, f"the output {out_name!r}")
     if not final.is_identity() or not any(isinstance(layer, Affine) for layer in layers):
         layers.append(_affine(final))
-    torch_layers = tuple(layer if isinstance(layer, Relu) else _torch_conv(layer[0], layer[1], dtype, device)
-                         if isinstance(layer[0], ops.ConvSpec) else Affine(
-        torch.as_tensor(layer[0], dtype=dtype, device=device), torch.as_tensor(layer[1], dtype=dtype, device=device))
-        for layer in layers)
+    torch_layers = tuple(layer if isinstance(layer, Relu) else _torch_layer(layer[0], layer[1], dtype, device) for layer in layers)
     per_sample = full_shape[1:] if batch != "none" else full_shape
     meta = {"batch": batch, "onnx_input_shape": ((None,) if batch == "dynamic" else ()) + full_shape[
         1 if batch == "dynamic" else 0:], "output_shape": final.shape,
@@ -222,11 +225,11 @@ def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets:
             _require_current(live[names[i]], layers, f"node {node.name or node.op_type}")
     where = f"node {node.name or node.op_type} ({node.op_type})"
     if node.op_type == "MaxPool" and len(live_at) == 1:
-        _maxpool(node, live[names[0]], live, layers, {name: live[name] for name in needed}, where)
+        _maxpool(node, live[names[0]], live, layers, {name: live[name] for name in needed}, where, limits)
         return
     if len(live_at) > 1 or node.op_type == "Concat":
         live[node.output[0]] = _combine(node, [live.get(n) if n in live else consts.get(n) for n in names if n],
-                                        where)
+                                        where, limits)
         return
     rule = ops.rule_for(node)
     pending = live[names[live_at[0]]]
@@ -242,9 +245,10 @@ def _visit(node: onnx.NodeProto, live: dict, consts: dict, layers: list, opsets:
         raise ctx.refuse(f"cannot lower this node: {type(exc).__name__}: {exc}") from None
 
 
-def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
+def _combine(node: onnx.NodeProto, operands: list, where: str, limits: tuple[int, int]) -> _Pending:
     """``Add``/``Sub`` of two live tensors of one shape, or ``Concat`` of live tensors and constants: one affine map
-    of the current segment (every operand is on it: :func:`_visit` carried them there)."""
+    of the current segment (every operand is on it: :func:`_visit` carried them there). A sum stays a sum of native
+    maps (:func:`terms.add`) when either operand is one and its dense matrix would be large."""
     live = [o for o in operands if isinstance(o, _Pending)]
     segment = live[0].segment
     size = live[0].segment_width()
@@ -254,6 +258,11 @@ def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
             raise InputError(f"{where}: adds input-dependent tensors of shapes {a.shape} and {b.shape}; only equal "
                              f"shapes are supported")
         sign = 1.0 if node.op_type == "Add" else -1.0
+        if any(isinstance(o.R, terms.Terms) for o in live) and size * a.size > limits[1]:
+            R = terms.add(a.as_terms(), b.as_terms(), sign)
+            if R is not None:
+                return _Pending(a.shape, R, a.b + sign * b.b, segment, limit=limits[0],
+                                origin=a.origin or b.origin)
         return _Pending(a.shape, a.dense(where) + sign * b.dense(where), a.b + sign * b.b, segment)
     if node.op_type != "Concat":
         raise InputError(f"{where} combines {len(live)} input-dependent tensors; only Add, Sub (two of one shape) "
@@ -284,7 +293,8 @@ def _combine(node: onnx.NodeProto, operands: list, where: str) -> _Pending:
                     all(o.nonneg for o in live) and len(live) == len(operands))
 
 
-def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, carried: dict, where: str) -> None:
+def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, carried: dict, where: str,
+             limits: tuple[int, int]) -> None:
     """MaxPool (1-D or 2-D; strides, pads, auto_pad, dilations, ceil_mode), lowered exactly: each window's maximum is a
     tournament of pairwise ``max(a, b) = b + relu(a − b)``, one ReLU layer per round (⌈log2 k⌉ rounds for k-entry
     windows), the kept operands and every other needed tensor carried through those layers (:func:`_relu_layer`).
@@ -346,7 +356,7 @@ def _maxpool(node: onnx.NodeProto, pending: _Pending, live: dict, layers: list, 
         a, c = (np.array(side) for side in zip(*pairs, strict=True))
         differences = _Pending((len(a),), M[:, a] - M[:, c], b[a] - b[c], segment)
         keep = _Pending((len(kept),), M[:, kept], b[kept], segment, nonneg)
-        _relu_layer(names[0], differences, (len(a),), live, layers, {**carried, names[1]: keep})
+        _relu_layer(names[0], differences, (len(a),), live, layers, {**carried, names[1]: keep}, limits)
         relu_d, kept_now = live.pop(names[0]), live.pop(names[1])
         carried = {name: live[name] for name in carried}
         M = kept_now.dense().copy()  # carried maps have no bias
@@ -364,15 +374,19 @@ def _apply_effect(effect: ops.Effect, node: onnx.NodeProto, pending: _Pending, l
     elif isinstance(effect, ops.Restructure):
         live[node.output[0]] = dataclasses.replace(pending, shape=effect.shape)
     elif isinstance(effect, ops.Activation):
-        _relu_layer(node.output[0], pending, effect.shape, live, layers, carried)
+        _relu_layer(node.output[0], pending, effect.shape, live, layers, carried, limits)
     else:
         live[node.output[0]] = _compose(pending, effect, layers, limits, ctx, alone=not carried)
 
 
 def _relu_layer(name: str, pending: _Pending, shape: tuple[int, ...], live: dict, layers: list,
-                carried: dict) -> None:
-    """Emit ``pending`` (and the ``carried`` tensors) as an Affine layer followed by a ReLU; re-express the carried
-    tensors on its output: ``q = relu(q) − relu(−q)``, or ``relu(q)`` when q is non-negative."""
+                carried: dict, limits: tuple[int, int]) -> None:
+    """Emit ``pending`` (and the ``carried`` tensors) as a linear layer followed by a ReLU; re-express the carried
+    tensors on its output: ``q = relu(q) − relu(−q)``, or ``relu(q)`` when q is non-negative.
+
+    The layer is a dense :class:`Affine` while its matrix is small; when a map is native (a convolution) or the
+    matrix would have more than ``native_conv_entries`` entries, a :class:`Block` of one part per tensor, and the
+    carried tensors become identities on slices of its output (:class:`terms.Terms`) instead of dense selections."""
     if not carried:
         if not pending.is_identity():
             layers.append(_affine(pending))
@@ -383,31 +397,39 @@ def _relu_layer(name: str, pending: _Pending, shape: tuple[int, ...], live: dict
     for key, q in carried.items():  # a tensor known under several names is carried once
         groups.setdefault(id(q), []).append(key)
     where = f"the ReLU {name!r}, which carries other tensors across it"
-    weights, biases, places = [pending.dense(where).T], [pending.b], []
+    parts: list[tuple[_Pending, float]] = [(pending, 1.0)]
+    places = []
     offset = pending.size
     for keys in groups.values():
         q = carried[keys[0]]
         signs = (1.0,) if q.nonneg else (1.0, -1.0)
-        for sign in signs:
-            weights.append(sign * q.dense(where).T)
-            biases.append(sign * q.b)
+        parts += [(q, sign) for sign in signs]
         places.append((keys, q, offset))
         offset += len(signs) * q.size
-    entries = offset * max(offset, pending.segment_width())
-    if entries > pending.limit:
-        raise InputError(f"{where}: the layer that carries them would need matrices of {entries} entries, more than "
-                         f"the limit max_dense_entries={pending.limit}")
-    layers.append((np.vstack(weights), np.concatenate(biases)))
+    biases = np.concatenate([sign * q.b for q, sign in parts])
+    native = any(isinstance(q.R, terms.Terms) for q, _ in parts) or offset * max(offset, pending.segment_width()) \
+        > min(limits)
+    if native:
+        layers.append(([q.as_terms() if sign > 0 else terms.negated_all(q.as_terms()) for q, sign in parts],
+                       biases))
+    else:
+        layers.append((np.vstack([sign * q.dense(where).T for q, sign in parts]), biases))
     layers.append(Relu())
-    segment, eye = _segment(layers), np.eye(offset)
+    segment, eye = _segment(layers), np.eye(0 if native else offset)
     for keys, q, start in places:
-        R = eye[:, start:start + q.size]
-        if not q.nonneg:
-            R = R - eye[:, start + q.size:start + 2 * q.size]
-        carried_q = _Pending(q.shape, R, np.zeros(q.size), segment, nonneg=q.nonneg)
+        if native:
+            sliced = [terms.Term(start, q.size, None)] + ([] if q.nonneg else [
+                terms.Term(start + q.size, q.size, -np.ones(q.size))])
+            R: np.ndarray | terms.Terms = terms.Terms(tuple(sliced), offset)
+        else:
+            R = eye[:, start:start + q.size]
+            if not q.nonneg:
+                R = R - eye[:, start + q.size:start + 2 * q.size]
+        carried_q = _Pending(q.shape, R, np.zeros(q.size), segment, nonneg=q.nonneg, limit=limits[0])
         for key in keys:
             live[key] = carried_q
-    live[name] = _Pending(shape, eye[:, :pending.size], np.zeros(pending.size), segment, nonneg=True)
+    R = terms.Terms((terms.Term(0, pending.size, None),), offset) if native else eye[:, :pending.size]
+    live[name] = _Pending(shape, R, np.zeros(pending.size), segment, nonneg=True, limit=limits[0])
 
 
 def _segment(layers: list) -> int:
@@ -422,10 +444,21 @@ def _require_current(pending: _Pending, layers: list, what: str) -> None:
 
 
 def _affine(pending: _Pending) -> tuple:
-    """The layer of a pending map: (weight (n, n_seg), bias (n,)), or (ConvSpec, bias (n,)) for a native one."""
-    if isinstance(pending.R, ops.ConvSpec):
-        return pending.R, pending.b.copy()
+    """The layer of a pending map: (weight (n, n_seg), bias (n,)), or ([Terms], bias (n,)) for a native one."""
+    if isinstance(pending.R, terms.Terms):
+        return [pending.R], pending.b.copy()
     return pending.dense().T.copy(), pending.b.copy()
+
+
+def _torch_layer(weight, bias: np.ndarray, dtype: torch.dtype, device) -> Affine | Conv | Block:
+    """The verifier's layer of an emitted ``(weight, bias)``: dense, one convolution, or a :class:`Block`."""
+    if not isinstance(weight, list):
+        return Affine(torch.as_tensor(weight, dtype=dtype, device=device), torch.as_tensor(bias, dtype=dtype,
+                                                                                          device=device))
+    conv = weight[0].single_conv() if len(weight) == 1 else None
+    if conv is not None:
+        return _torch_conv(conv, bias, dtype, device)
+    return terms.block(weight, bias, dtype, device)
 
 
 def _too_dense(entries: int, limit: int, conv: bool) -> str:
@@ -445,19 +478,25 @@ def _channel_values(values: np.ndarray, channels: int) -> np.ndarray | None:
     return per_channel[:, 0].copy() if (per_channel == per_channel[:, :1]).all() else None
 
 
-def _native_conv(pending: _Pending, step: ops.Step, limits: tuple[int, int], alone: bool) -> ops.ConvSpec | None:
-    """The convolution of ``step`` applied to ``pending`` as one native convolution, when it is large enough to be
-    worth keeping native and the map before it is the identity or a per-channel scale; else None."""
+def _native_conv(pending: _Pending, step: ops.Step, limits: tuple[int, int]) -> terms.Terms | None:
+    """The convolution of ``step`` applied to ``pending`` as native convolutions (one per term of the map before it),
+    when it is large enough to be worth keeping native and every term before it is an identity or a per-channel
+    scale; else None."""
     spec = step.conv
-    if spec is None or not alone or pending.size * int(np.prod(step.shape)) <= min(limits):
+    if spec is None or pending.size * int(np.prod(step.shape)) <= min(limits):
         return None
-    if pending.R is None:
-        return spec
-    if isinstance(pending.R, np.ndarray) and pending.R.ndim == 1 and spec.groups == 1:
-        scale = _channel_values(pending.R, spec.in_shape[0])
-        if scale is not None:
-            return dataclasses.replace(spec, kernel=spec.kernel * scale[None, :, None, None])
-    return None
+    source = pending.as_terms()
+    out = []
+    for term in source.terms:
+        kernel = spec.kernel
+        if term.op is not None:
+            scale = _channel_values(term.op, spec.in_shape[0]) if isinstance(term.op, np.ndarray) \
+                and term.op.ndim == 1 and spec.groups == 1 else None
+            if scale is None:
+                return None
+            kernel = kernel * scale[None, :, None, None]
+        out.append(terms.Term(term.start, term.width, dataclasses.replace(spec, kernel=kernel)))
+    return terms.Terms(tuple(out), source.width)
 
 
 def _compose(pending: _Pending, step: ops.Step, layers: list, limits: tuple[int, int], ctx: ops.Context, *,
@@ -468,17 +507,16 @@ def _compose(pending: _Pending, step: ops.Step, layers: list, limits: tuple[int,
     max_entries = limits[0]
     bias = (step.apply(pending.b[None])[0] if step.apply is not None else
             pending.b * step.scale if step.scale is not None else pending.b @ step.matrix) + step.bias
-    native = _native_conv(pending, step, limits, alone)
+    native = _native_conv(pending, step, limits)
     if native is not None:
         return _Pending(step.shape, native, np.asarray(bias, dtype=np.float64), pending.segment, limit=max_entries,
                         origin=ctx.where())
     R = pending.R
-    if isinstance(R, ops.ConvSpec):
-        scale = None if step.scale is None else _channel_values(step.scale, R.kernel.shape[0])
-        if scale is not None:
-            return dataclasses.replace(pending, shape=step.shape, R=dataclasses.replace(
-                R, kernel=R.kernel * scale[:, None, None, None]), b=np.asarray(bias, dtype=np.float64))
-        if alone:  # the convolution becomes its own layer; the step starts the next one
+    if isinstance(R, terms.Terms):
+        scaled = None if step.scale is None else terms.scaled(R, step.scale)
+        if scaled is not None:
+            return dataclasses.replace(pending, shape=step.shape, R=scaled, b=np.asarray(bias, dtype=np.float64))
+        if alone:  # the native map becomes its own layer; the step starts the next one
             layers.append(_affine(pending))
             return _compose(_Pending(pending.shape, None, np.zeros(pending.size), _segment(layers)), step, layers,
                             limits, ctx)

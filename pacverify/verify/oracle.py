@@ -21,7 +21,6 @@ The search for l_i is :func:`~pacverify.verify.radius.search_radii` (module :mod
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 import time
@@ -34,7 +33,7 @@ import torch
 
 from pacverify.attacks import Attackable, attack, margin_loss
 from pacverify.errors import InputError
-from pacverify.network import LINEAR, Affine, Conv, Network, Relu
+from pacverify.network import LINEAR, Network, Relu
 from pacverify.norms import vector_norm
 from pacverify.validation import check_norm, check_positive, check_positive_int, check_seed
 from pacverify.verify.bounds import check_bound_method
@@ -109,9 +108,7 @@ def teacher_network(teacher: torch.nn.Module, teacher_path: Path | str | None, i
             last = net.layers[-1]
             if not isinstance(last, LINEAR):
                 return None, "the engine cannot read the teacher: its cost outputs do not end in an affine layer"
-            negated = (dataclasses.replace(last, kernel=-last.kernel, bias=-last.bias) if isinstance(last, Conv)
-                       else Affine(-last.weight, -last.bias))
-            net = Network(net.layers[:-1] + (negated,), net.input_shape)
+            net = Network(net.layers[:-1] + (last.negated(),), net.input_shape)
             source += " with its costs negated into logits"
     except Exception as exc:  # the exporter and the reader raise many types for graphs they cannot handle
         return None, f"the engine cannot read the teacher: {_one_line(exc)}"

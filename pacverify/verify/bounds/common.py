@@ -38,7 +38,7 @@ from typing import Callable, overload
 import torch
 
 from pacverify.errors import InputError
-from pacverify.network import LINEAR, Affine, Conv, Network
+from pacverify.network import LINEAR, NATIVE, Affine, Block, Conv, Network
 from pacverify.verify.bounds.types import Bounds, OutputRowsAffine, PropagationResult
 from pacverify.verify.output_rows import check_output_rows
 from pacverify.verify.sets import Box, InputSet, L2Ball, batched_matvec
@@ -302,24 +302,24 @@ def output_layers(net: Network, C: torch.Tensor | None) -> tuple[list, torch.Ten
     return layers[:-1] + [OutputRowsAffine(pull_rows(last, C), C @ last.bias)], None
 
 
-def abs_linear(layer: Affine | Conv, v: torch.Tensor) -> torch.Tensor:
+def abs_linear(layer: Affine | Conv | Block, v: torch.Tensor) -> torch.Tensor:
     """``|W| v`` for a vector v (n_in,) of a linear layer."""
-    if isinstance(layer, Conv):
-        return layer.linear(v[None], layer.kernel.abs())[0]
+    if isinstance(layer, NATIVE):
+        return layer.abs().linear(v[None])[0]
     return layer.weight.abs() @ v
 
 
-def abs_column_sums(layer: Affine | Conv) -> torch.Tensor:
+def abs_column_sums(layer: Affine | Conv | Block) -> torch.Tensor:
     """``Σ_j |W[j, i]|`` for every input i of a linear layer, (n_in,)."""
-    if isinstance(layer, Conv):
+    if isinstance(layer, NATIVE):
         ones = torch.ones(layer.out_features, dtype=layer.bias.dtype, device=layer.bias.device)
-        return layer.pull(ones[None], layer.kernel.abs())[0]
+        return layer.abs().pull(ones[None])[0]
     return layer.weight.abs().sum(0)
 
 
 def pull_rows(layer, A: torch.Tensor) -> torch.Tensor:
-    """``A W`` for rows A (..., n_out) of a linear layer (a dense or batched weight, or a convolution)."""
-    if isinstance(layer, Conv):
+    """``A W`` for rows A (..., n_out) of a linear layer (a dense or batched weight, a convolution or a block)."""
+    if isinstance(layer, NATIVE):
         return layer.pull(A)
     weight = layer.weight
     if weight.dim() == 3:
@@ -329,18 +329,18 @@ def pull_rows(layer, A: torch.Tensor) -> torch.Tensor:
 
 
 def layer_interval(layer, lower: torch.Tensor, upper: torch.Tensor) -> Interval:
-    """Interval image of ``[lower, upper]`` (B, m) under a linear layer (dense, batched or convolutional)."""
-    if not isinstance(layer, Conv):
+    """Interval image of ``[lower, upper]`` (B, m) under a linear layer (dense, batched, a convolution or a block)."""
+    if not isinstance(layer, NATIVE):
         return affine_interval(layer.weight, layer.bias, lower, upper)
     mid, rad = (upper + lower) / 2, (upper - lower) / 2
-    centre, spread = layer(mid), layer.linear(rad, layer.kernel.abs())
+    centre, spread = layer(mid), layer.abs().linear(rad)
     return centre - spread, centre + spread
 
 
 def first_interval(layer, input_set: InputSet) -> Interval:
     """Interval image of the input set itself under a linear layer: exact for boxes and for L2 balls without
     a domain (``W x0 + b ± r‖W_j‖₂``); with a domain, intersected with the image of its bounding box."""
-    if not isinstance(layer, Conv):
+    if not isinstance(layer, NATIVE):
         return input_set.linear_min(layer.weight) + layer.bias, input_set.linear_max(layer.weight) + layer.bias
     if isinstance(input_set, Box):
         return layer_interval(layer, *input_set.interval())
@@ -350,7 +350,6 @@ def first_interval(layer, input_set: InputSet) -> Interval:
         box_lower, box_upper = layer_interval(layer, *input_set.bounding_box().interval())
         interval = (torch.maximum(interval[0], box_lower), torch.minimum(interval[1], box_upper))
     return interval
-
 
 
 def affine_interval(weight: torch.Tensor, bias: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> Interval:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pacverify.network import Conv, Relu
+from pacverify.network import NATIVE, Relu
 from pacverify.verify.bounds.common import pull_rows
 from pacverify.verify.bounds.relax import ReluRelaxation, relu_backward_lower
 from pacverify.verify.sets import InputSet
@@ -85,10 +85,10 @@ def _affine(rows, layer, both: bool) -> Rows:
     bias = layer.bias
     if rows is None:  # the identity on this layer's output: the layer's own rows
         sign = (1.0, -1.0) if both else (1.0,)
-        weight = layer.dense_weight() if isinstance(layer, Conv) else layer.weight
+        weight = layer.dense_weight() if isinstance(layer, NATIVE) else layer.weight
         return Rows(torch.cat([weight * f for f in sign], dim=-2), torch.cat([bias * f for f in sign], dim=-1))
     if isinstance(rows, Select):
-        if isinstance(layer, Conv):
+        if isinstance(layer, NATIVE):
             one_hot = torch.nn.functional.one_hot(rows.neuron, layer.out_features).to(bias.dtype)
             return Rows(layer.pull(one_hot * rows.sign[:, None]), bias[rows.neuron] * rows.sign, rows.owner)
         return Rows(layer.weight[rows.neuron] * rows.sign[:, None], bias[rows.neuron] * rows.sign, rows.owner)
