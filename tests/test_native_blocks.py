@@ -198,3 +198,40 @@ def test_negated_layers_negate_the_network(last):
     flipped = Network((layer.negated(),), (layer.in_features,))
     x = torch.randn(4, layer.in_features, generator=gen, dtype=F64)
     assert torch.allclose(flipped(x), -net(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("norm, domain", [("inf", (0.0, 1.0)), ("2", None)])
+def test_patch_rows_through_blocks_equal_full_rows(norm, domain, monkeypatch):
+    """Rows started at every neuron of each convolutional or Block layer (both parts of the layer that carries the
+    skip: the convolution's and the identity's) pulled back as patches — through the Blocks' convolutions and
+    identities, windows merged where a skip meets a convolution's path — give the full rows' lower values. Rows of a
+    part with a convolution never fall back to full rows."""
+    from pacverify.verify.bounds import patches as patches_module
+    from pacverify.verify.bounds.common import prepare
+    from pacverify.verify.bounds.crown import relax_network
+    from pacverify.verify.bounds.linear import Select, lower_values, pull_back
+    from pacverify.verify.bounds.patches import lower_values_from
+
+    for index in (0, 1):
+        net = _native(index)
+        x = torch.rand(2, net.in_features, generator=torch.Generator().manual_seed(4), dtype=F64)
+        problem = prepare(net, perturbation_set(x, 0.3, norm, domain), None, None, None)
+        relaxed = relax_network(net, problem)
+        positions = [i + 1 for i, layer in enumerate(relaxed.layers[:-1]) if isinstance(layer, (Conv, Block))]
+        assert len(positions) >= 3
+        for position in positions:
+            layers = relaxed.layers[:position]
+            width = layers[-1].out_features
+            owner = torch.arange(2).repeat_interleave(width)
+            neuron = torch.arange(width).repeat(2)
+            sign = torch.where(neuron % 2 == 0, 1.0, -1.0).to(F64)
+            select = Select(neuron, owner, sign)
+            k = sum(isinstance(layer, Relu) for layer in layers)
+            fallbacks: list[int] = []
+            monkeypatch.setattr(patches_module, "pull_back", lambda *a: fallbacks.append(1) or pull_back(*a))
+            patches = lower_values_from(layers, select, relaxed.relaxations[:k], problem.input_set)
+            full = lower_values(pull_back(layers, select, relaxed.relaxations[:k]), problem.input_set)
+            assert torch.allclose(patches, full, atol=1e-10, rtol=1e-10), (index, position)
+            gridless = isinstance(layers[-1], Block) and any(
+                not any(isinstance(t.op, Conv) for t in part) for part in layers[-1].parts)
+            assert len(fallbacks) == int(gridless), (index, position)   # the identity part's rows only

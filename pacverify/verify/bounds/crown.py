@@ -20,7 +20,7 @@ from typing import Literal, overload
 
 import torch
 
-from pacverify.network import Conv, Network, Relu
+from pacverify.network import NATIVE, Network, Relu
 from pacverify.verify.bounds import patches
 from pacverify.verify.bounds.common import (
     Interval,
@@ -133,7 +133,7 @@ def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: 
         return None
     row_bytes = max(layer.in_features for layer in layers if not isinstance(layer, Relu)) * lower.element_size()
     if count > DENSE_FRACTION * unstable.numel() and 2 * unstable.numel() * row_bytes <= ROW_BYTES \
-            and not isinstance(layers[-1], Conv):
+            and not isinstance(layers[-1], NATIVE):
         bounds = backward_bounds(layers, None, relaxations, input_set)
         return (torch.where(unstable, bounds[0], torch.full_like(lower, -torch.inf)),
                 torch.where(unstable, bounds[1], torch.full_like(upper, torch.inf)))
@@ -145,7 +145,7 @@ def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: 
         o, n = owner[first:first + block], neuron[first:first + block]
         ones = torch.ones(o.shape[0], dtype=lower.dtype, device=lower.device)
         select = Select(torch.cat([n, n]), torch.cat([o, o]), torch.cat([ones, -ones]))
-        if isinstance(layers[-1], Conv):   # rows of a convolution's neurons: patches
+        if isinstance(layers[-1], NATIVE):   # rows of a convolution's or a Block's neurons: patches
             values = patches.lower_values_from(layers, select, relaxations, input_set)
         else:
             rows = pull_back(layers, select, relaxations)

@@ -17,12 +17,15 @@ finishes.
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pacverify.network import Conv, Relu
+from pacverify.network import Block, Conv, Relu, Scale
 from pacverify.verify.bounds.linear import Rows, Select, lower_values, pull_back
 from pacverify.verify.bounds.relax import ReluRelaxation, relu_backward_lower
 from pacverify.verify.sets import Box, InputSet, L2Ball
@@ -71,9 +74,20 @@ def start(layer: Conv, select: Select) -> Patches:
 def through_conv(rows: Patches, layer: Conv) -> Patches:
     """Rows on a convolution's output → rows on its input: ``A W`` by a transposed convolution of each window,
     ``c + A · bias``; entries that fall in the zero padding are dropped."""
-    P, Q = rows.A.shape[2:]
-    bias = windows(layer.bias.reshape(1, *layer.out_shape), rows.anchor, rows.owner, (P, Q))
-    c = rows.c + (rows.A * bias).sum(dim=(1, 2, 3))
+    return _pull_conv(rows, layer, rows.c + _bias_term(rows, layer.bias))
+
+
+def _bias_term(rows: Patches, bias: torch.Tensor) -> torch.Tensor:
+    """``A · bias`` per row, (T,), for a bias (n,) on the rows' grid."""
+    return (rows.A * windows(bias.reshape(1, *rows.grid), rows.anchor, rows.owner, _size(rows))).sum(dim=(1, 2, 3))
+
+
+def _size(rows: Patches) -> tuple[int, int]:
+    return rows.A.shape[2], rows.A.shape[3]
+
+
+def _pull_conv(rows: Patches, layer: Conv, c: torch.Tensor) -> Patches:
+    """``A W`` as patches on the convolution's input grid (its bias not used), with the constants ``c``."""
     A = layer.pull_window(rows.A)
     stride = torch.tensor(layer.stride, device=rows.anchor.device)
     anchor = rows.anchor * stride - torch.tensor(layer.pads[:2], device=rows.anchor.device)
@@ -129,23 +143,166 @@ def input_lower(rows: Patches, input_set: InputSet) -> torch.Tensor:
     return out + rows.c
 
 
+def _grid_of(part) -> tuple[int, int, int] | None:
+    """The grid of a :class:`Block` part's output: that of a convolution in it (None when it has none)."""
+    return next((term.op.out_shape for term in part if isinstance(term.op, Conv)), None)
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Rows on a vector made of slices, each a grid (a :class:`Block`'s parts, or one convolution's output): the sum
+    of the ``parts``' rows, each :class:`Patches` on the slice that begins at its ``start``; ``width`` the vector's."""
+
+    parts: tuple[tuple[int, Patches], ...]
+    width: int
+
+
+def _scaled(rows: Patches, scale: torch.Tensor) -> Patches:
+    """Rows through ``y = x * scale`` on the same grid."""
+    return Patches(rows.A * windows(scale.reshape(1, *rows.grid), rows.anchor, rows.owner, _size(rows)), rows.c,
+                   rows.anchor, rows.owner, rows.grid)
+
+
+def _place(canvas: torch.Tensor, A: torch.Tensor, offset: torch.Tensor) -> None:
+    """``canvas[t, :, offset[t] + window] += A[t]`` for every row t."""
+    T, _, P, Q = A.shape
+    r = offset[:, 0, None] + torch.arange(P, device=A.device)
+    q = offset[:, 1, None] + torch.arange(Q, device=A.device)
+    t = torch.arange(T, device=A.device)[:, None, None]
+    canvas[t, :, r[:, :, None], q[:, None, :]] += A.permute(0, 2, 3, 1)
+
+
+def _merge(a: Patches, b: Patches) -> Patches:
+    """The sum of two row sets on one grid: windows the union of both (per row), each placed in it."""
+    anchor = torch.minimum(a.anchor, b.anchor)
+    size = torch.tensor(a.A.shape[2:], device=anchor.device)
+    end = torch.maximum(a.anchor + size, b.anchor + torch.tensor(b.A.shape[2:], device=anchor.device))
+    P, Q = (int(v) for v in (end - anchor).max(dim=0).values)
+    canvas = a.A.new_zeros(a.A.shape[0], a.A.shape[1], P, Q)
+    _place(canvas, a.A, a.anchor - anchor)
+    _place(canvas, b.A, b.anchor - anchor)
+    return Patches(canvas, a.c + b.c, anchor, a.owner, a.grid)
+
+
+def _fit(rows: Patches) -> Patches:
+    """The same rows with windows no larger than the grid: a window longer than the grid along an axis becomes the
+    whole axis (its entries outside the grid are zero)."""
+    T, C, P, Q = rows.A.shape
+    _, H, W = rows.grid
+    if P <= H and Q <= W:
+        return rows
+    size = (min(P, H), min(Q, W))
+    anchor = torch.stack([rows.anchor[:, 0].clamp(0, H - size[0]), rows.anchor[:, 1].clamp(0, W - size[1])], dim=1)
+    # the new window read from the old one (its corner at anchor − old anchor there); zero where the old had none
+    return Patches(windows(rows.A, anchor - rows.anchor, torch.arange(T, device=anchor.device), size), rows.c, anchor,
+                   rows.owner, rows.grid)
+
+
+def _through_linear(rows: Pieces, layer) -> Pieces | None:
+    """Rows on a convolution's or a :class:`Block`'s output → rows on its input, as patches; None when a piece is
+    not one of the layer's parts or a part holds a dense map (the caller expands the rows)."""
+    if isinstance(layer, Conv):
+        if len(rows.parts) != 1 or rows.parts[0][0] != 0:
+            return None
+        return Pieces(((0, _fit(through_conv(rows.parts[0][1], layer))),), layer.in_features)
+    if not isinstance(layer, Block):
+        return None
+    starts = dict(zip(itertools.accumulate([0] + layer.widths[:-1]), range(len(layer.parts)), strict=True))
+    out: dict[int, Patches] = {}
+    for start, piece in rows.parts:
+        index = starts.get(start)
+        if index is None or _grid_of(layer.parts[index]) not in (None, piece.grid):
+            return None
+        # the piece's constants and its part's bias go with the first term, zero with the others
+        c = piece.c + _bias_term(piece, layer.bias[start:start + int(np.prod(piece.grid))])
+        for term in layer.parts[index]:
+            if isinstance(term.op, Conv):
+                pulled = _pull_conv(piece, term.op, c)
+            elif isinstance(term.op, Scale):
+                pulled = dataclasses.replace(_scaled(piece, term.op.scale), c=c)
+            else:
+                return None
+            c = torch.zeros_like(c)
+            if term.start in out:
+                if out[term.start].grid != pulled.grid:
+                    return None
+                pulled = _merge(out[term.start], pulled)
+            out[term.start] = pulled
+    return Pieces(tuple((start, _fit(piece)) for start, piece in sorted(out.items())), layer.in_features)
+
+
+def _through_relu(rows: Pieces, relax: ReluRelaxation) -> Pieces:
+    parts = []
+    for start, piece in rows.parts:
+        n = int(np.prod(piece.grid))
+        part = ReluRelaxation(*(getattr(relax, f.name)[:, start:start + n] for f in dataclasses.fields(relax)))
+        parts.append((start, through_relu(piece, part)))
+    return Pieces(tuple(parts), rows.width)
+
+
+def _expand(rows: Pieces) -> Rows:
+    """The rows at full width (T, width)."""
+    first = rows.parts[0][1]
+    A = first.A.new_zeros(first.A.shape[0], rows.width)
+    c = torch.zeros_like(first.c)
+    for start, piece in rows.parts:
+        full = expand(piece)
+        A[:, start:start + full.A.shape[1]] = full.A
+        c = c + full.c
+    return Rows(A, c, first.owner)
+
+
+def _start(layer, select: Select) -> Pieces | None:
+    """One-hot rows on the neurons ``select`` of a convolution's or a Block part's output; None when they are not
+    all in one part with a grid."""
+    if isinstance(layer, Conv):
+        return Pieces(((0, start(layer, select)),), layer.out_features)
+    offsets = list(itertools.accumulate([0] + layer.widths))
+    part = int(torch.searchsorted(torch.tensor(offsets[1:], device=select.neuron.device), select.neuron.min(),
+                                  right=True))
+    grid = _grid_of(layer.parts[part])
+    if grid is None or int(select.neuron.max()) >= offsets[part + 1]:
+        return None
+    local = Select(select.neuron - offsets[part], select.owner, select.sign)
+    conv = next(term.op for term in layer.parts[part] if isinstance(term.op, Conv))
+    return Pieces(((offsets[part], start(conv, local)),), layer.out_features)
+
+
 def lower_values_from(layers: list, select: Select, relaxations: list[ReluRelaxation],
                       input_set: InputSet) -> torch.Tensor:
-    """CROWN's lower bounds (T,) of the rows ``select`` on the output of ``layers`` (which ends in a :class:`Conv`),
-    over the input set: the rows of :func:`.linear.pull_back` and :func:`.linear.lower_values`, computed as patches
-    for as long as the layers are convolutions and ReLUs and the windows are smaller than the grid."""
-    rows = start(layers[-1], select)
+    """CROWN's lower bounds (T,) of the rows ``select`` on the output of ``layers`` (which ends in a :class:`Conv`
+    or a :class:`Block`), over the input set: the rows of :func:`.linear.pull_back` and :func:`.linear.lower_values`,
+    computed as patches for as long as the layers are convolutions, Blocks of convolutions and scales, and ReLUs.
+    Rows in several parts of a Block are computed part by part."""
+    last = layers[-1]
+    if isinstance(last, Block):
+        offsets = torch.tensor(list(itertools.accumulate(last.widths)), device=select.neuron.device)
+        part = torch.searchsorted(offsets, select.neuron, right=True)
+        if int(part.min()) != int(part.max()):
+            out = torch.empty(select.neuron.shape[0], dtype=last.bias.dtype, device=last.bias.device)
+            for p in part.unique().tolist():
+                at = torch.nonzero(part == p).squeeze(1)
+                out[at] = lower_values_from(layers, Select(select.neuron[at], select.owner[at], select.sign[at]),
+                                            relaxations, input_set)
+            return out
+    rows = _start(last, select)
+    if rows is None:
+        full = pull_back(layers, select, relaxations)
+        assert full is not None
+        return lower_values(full, input_set)
     k = len(relaxations)
     for position in range(len(layers) - 1, -1, -1):
         layer = layers[position]
-        _, H, W = rows.grid
-        if not isinstance(layer, (Conv, Relu)) or rows.A.shape[2] * rows.A.shape[3] >= H * W:
-            full = pull_back(layers[:position + 1], expand(rows), relaxations[:k])
-            assert full is not None
-            return lower_values(full, input_set)
         if isinstance(layer, Relu):
             k -= 1
-            rows = through_relu(rows, relaxations[k])
-        else:
-            rows = through_conv(rows, layer)
-    return input_lower(rows, input_set)
+            rows = _through_relu(rows, relaxations[k])
+            continue
+        pulled = _through_linear(rows, layer)
+        if pulled is None:
+            full = pull_back(layers[:position + 1], _expand(rows), relaxations[:k])
+            assert full is not None
+            return lower_values(full, input_set)
+        rows = pulled
+    if len(rows.parts) == 1 and int(np.prod(rows.parts[0][1].grid)) == rows.width:
+        return input_lower(rows.parts[0][1], input_set)
+    return lower_values(_expand(rows), input_set)
