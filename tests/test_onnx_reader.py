@@ -352,7 +352,7 @@ def test_division_by_the_input_is_refused_and_an_oversized_conv_kept_native_or_r
     graph.initializer.append(numpy_helper.from_array(RNG.uniform(0.5, 2, (1, 1, 5, 5)).astype(np.float32), "pix"))
     graph.node.insert(0, helper.make_node("Mul", ["x", "pix"], ["xs"], name="per_pixel"))
     graph.node[1].input[0] = "xs"
-    with pytest.raises(InputError, match="conv1.*max_dense_entries=100.*kept native only in a chain"):
+    with pytest.raises(InputError, match="conv1.*max_dense_entries=100.*kept native only where the map before it"):
         load_network(scaled, max_dense_entries=100)
     assert not any(isinstance(layer, Conv) for layer in load_network(scaled).layers)
 

@@ -19,11 +19,14 @@ carried neurons is exact (they are stable). Two tensors on the same layer then a
 affine maps. MaxPool is lowered the same way, as a tournament of ``max(a, b) = b + relu(a − b)`` (:func:`_maxpool`).
 
 A convolution whose dense matrix would have more than ``native_conv_entries`` entries is kept as a convolution
-(:class:`~pacverify.network.Conv`) where the graph allows: in a chain, applied to a layer's output or to the input
-scaled per channel (a normalisation), followed by per-channel scales and shifts (BatchNorm, folded into it) up to the
-next ReLU, or by another linear step (it is then a layer of its own). Where its output meets a residual Add, a Concat
-or a MaxPool, or is carried across a ReLU, it is built as its dense matrix, as every convolution was before (refused
-above ``max_dense_entries``).
+(:class:`~pacverify.network.Conv`) where the graph allows: applied to a layer's output (or a slice of it) or to the
+input scaled per channel (a normalisation), followed by per-channel scales and shifts (BatchNorm, folded into it) up
+to the next ReLU, or by another linear step (it is then a layer of its own). A residual block stays native too: the
+skip is carried through the block's first ReLU as an identity on a slice of that layer's output, and ``conv2(h) + x``
+is a sum of native maps on two slices (:mod:`pacverify.onnx_io.terms`); such layers become
+:class:`~pacverify.network.Block` layers. Where a native map meets a Concat or a MaxPool, or a step other than a
+per-channel scale while other tensors are carried, it is built as its dense matrix (refused above
+``max_dense_entries``).
 """
 from __future__ import annotations
 
@@ -463,8 +466,9 @@ def _torch_layer(weight, bias: np.ndarray, dtype: torch.dtype, device) -> Affine
 
 def _too_dense(entries: int, limit: int, conv: bool) -> str:
     why = (f"its dense matrix would have {entries} entries, more than the limit max_dense_entries={limit}")
-    return why + ("; a convolution is kept native only in a chain (applied to a layer's output or to the input scaled "
-                  "per channel, its output not meeting an Add, Concat or MaxPool before the next ReLU)" if conv else "")
+    return why + ("; a convolution is kept native only where the map before it is an identity or a per-channel scale, "
+                  "and up to the next ReLU only through per-channel scales, Add/Sub and reshapes (not a Concat, a "
+                  "MaxPool or another linear step while other tensors are carried)" if conv else "")
 
 
 def _torch_conv(spec: ops.ConvSpec, bias: np.ndarray, dtype: torch.dtype, device=None) -> Conv:
