@@ -115,7 +115,8 @@ def run(lo, hi):
     ptb = PerturbationLpNorm(norm=np.inf, eps=eps, x_L=(x[lo:hi] - eps).clamp(0, 1), x_U=(x[lo:hi] + eps).clamp(0, 1))
     lb, _ = bm.compute_bounds(x=(BoundedTensor(x[lo:hi], ptb),), C=C[lo:hi], method="CROWN", bound_upper=False)
     return lb.detach()
-run(0, 1)
+if cfg["warm_up"]:
+    run(0, 1)
 start = time.perf_counter()
 lower = torch.cat([run(i, i + 1) for i in range(x.shape[0])])
 wall = time.perf_counter() - start
@@ -125,16 +126,18 @@ print(json.dumps({"points_per_s": x.shape[0] / wall, "peak_mib": resource.getrus
 
 
 NOTES = "## What these say"
+SLOW = ("resnet20",)   # one point, no warm-up call (minutes per point on this CPU)
 
 
 def run_one(case: str, points: int, workdir: str, native: bool) -> dict:
+    warm_up = case not in SLOW
     """Read, bound and check one case in this process; saves the model, points and rows for auto_LiRPA."""
     import numpy as np
     import onnxruntime as ort
     import torch
 
     from pacverify.errors import InputError
-    from pacverify.network import Conv
+    from pacverify.network import Affine, Block, Conv, Term
     from pacverify.onnx_io import load_network, onnx_input
     from pacverify.verify.bounds import crown
     from pacverify.verify.output_rows import margin_rows
@@ -153,11 +156,14 @@ def run_one(case: str, points: int, workdir: str, native: bool) -> dict:
     except InputError as exc:
         row.update(read="no", why=str(exc).splitlines()[0][:200], read_s=time.perf_counter() - start)
         return row
-    convs = [layer for layer in net.affine_layers() if isinstance(layer, Conv)]
-    row.update(read="yes", read_s=time.perf_counter() - start, layers=len(net.layers), native_convs=len(convs),
-               relus=sum(net.relu_widths()),
-               stored=sum(a.kernel.numel() + a.bias.numel() if isinstance(a, Conv) else a.weight.numel() + a.bias.numel()
-                          for a in net.affine_layers()))
+    maps = [term.op for layer in net.affine_layers() for part in getattr(layer, "parts", ((Term(0, layer),),))
+            for term in part]
+    row.update(read="yes", read_s=time.perf_counter() - start, layers=len(net.layers),
+               blocks=sum(isinstance(layer, Block) for layer in net.layers),
+               native_convs=sum(isinstance(op, Conv) for op in maps), relus=sum(net.relu_widths()),
+               stored=sum(op.bias.numel() for op in net.affine_layers()) + sum(
+                   op.kernel.numel() if isinstance(op, Conv) else op.weight.numel() if isinstance(op, Affine)
+                   else op.scale.numel() for op in maps))
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(points, net.in_features, generator=gen, dtype=torch.float64)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -167,7 +173,8 @@ def run_one(case: str, points: int, workdir: str, native: bool) -> dict:
     s = perturbation_set(x, radius, "inf", domain=(0.0, 1.0))
     C = margin_rows(reference.argmax(1), net.out_features)
     np.savez(f"{workdir}/{case}.npz", x=x.numpy(), C=C.numpy())
-    crown(net, s.select(torch.arange(1)), C[:1], upper=False)  # warm-up
+    if warm_up:
+        crown(net, s.select(torch.arange(1)), C[:1], upper=False)
     start = time.perf_counter()
     bounds = crown(net, s, C, upper=False)
     elapsed = time.perf_counter() - start
@@ -189,7 +196,8 @@ def auto_lirpa(python: str, case: str, workdir: str, dtype: str, radius: float, 
     import numpy as np
 
     cfg = {"bench_dir": str(REPO / "benchmarks"), "case": case, "state": f"{workdir}/{case}.pt", "dtype": dtype,
-           "data": f"{workdir}/{case}.npz", "out": f"{workdir}/{case}-{dtype}.npy", "radius": radius}
+           "data": f"{workdir}/{case}.npz", "out": f"{workdir}/{case}-{dtype}.npy", "radius": radius,
+           "warm_up": case not in SLOW}
     try:
         res = subprocess.run([python, "-c", AUTO_LIRPA, json.dumps(cfg)], capture_output=True, text=True,
                              timeout=timeout, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
@@ -227,14 +235,14 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="pacverify-teachers-") as workdir:
         for case, native in runs:
-            points = args.points * (5 if case.endswith("small") else 1)
+            points = 1 if case in SLOW else args.points * (5 if case.endswith("small") else 1)
             cmd = [sys.executable, __file__, "--one", case, "--points", str(points), "--workdir", workdir]
             res = subprocess.run(cmd + ([] if native else ["--dense"]), capture_output=True, text=True)
             if res.returncode != 0:
                 raise SystemExit(res.stderr)
             row = json.loads(res.stdout.strip().splitlines()[-1])
             if native and row["read"] == "yes" and args.python:
-                for dtype in ("float32", "float64"):
+                for dtype in ("float32",) if case in SLOW else ("float32", "float64"):   # f64: ~3× its f32's time
                     row[dtype] = auto_lirpa(args.python, case, workdir, dtype, row["radius"], args.timeout)
             rows.append(row)
             print(row, flush=True)
@@ -244,13 +252,14 @@ def main(argv=None) -> int:
              f"{' --python <auto_LiRPA venv>' if args.python else ''}`. Random weights (BatchNorm statistics drawn), "
              "exported by `pacverify.onnx_io.export.onnx_bytes` (torch's legacy exporter, as the teacher oracle "
              "does), read by `load_network`: with its defaults (convolutions whose dense matrix would exceed 2^22 "
-             "entries kept native, in chains; others dense up to 2^26 entries), and, for the scaled-down shapes, with "
-             "every convolution dense (the reader before native convolutions). CROWN lower bounds on the 9 margins "
-             f"at the network's class, L∞ radius 1/255 in [0, 1], {args.points} random points for the full sizes and "
-             f"{5 * args.points} for the scaled-down ones, one point per call for auto_LiRPA (its batches of several "
+             "entries kept native, residual blocks as Block layers; others dense up to 2^26 entries), and, for the "
+             "scaled-down shapes, with every convolution dense (the reader before native convolutions). CROWN lower "
+             f"bounds on the 9 margins at the network's class, L∞ radius 1/255 in [0, 1], {args.points} random points "
+             f"for ConvBig, one for ResNet20 (no warm-up call: minutes per point), {5 * args.points} for the "
+             "scaled-down ones, one point per call for auto_LiRPA (its batches of several "
              "points were no faster per point and multiply its memory). `max lower Δ`: the largest "
              "auto_LiRPA lower bound minus pacverify's (≤ 0: pacverify's are at least as tight everywhere).", "",
-             "| network | parameters | input | convolutions | read | layers (native conv) | ReLU neurons | stored "
+             "| network | parameters | input | convolutions | read | layers (native conv, Block) | ReLU neurons | stored "
              "entries | max \|Δ\| vs onnxruntime | CROWN points/s | verified | sampled points inside | peak RSS MiB | "
              "auto_LiRPA f32 points/s, peak MiB, max lower Δ | auto_LiRPA f64 points/s, peak MiB, max lower Δ |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -266,7 +275,7 @@ def main(argv=None) -> int:
             cells.append("" if a is None else a["error"] if "error" in a else
                          f"{a['points_per_s']:.3g}, {a['peak_mib']:.0f}, {a['max_lower_delta']:.1e}")
         lines.append(f"| {r['name']} | {r['params']:,} | {r['input']} | {how} | yes | {r['layers']} "
-                     f"({r['native_convs']}) | {r['relus']:,} | {r['stored']:,} | {r['max_abs_vs_onnxruntime']:.1e} | "
+                     f"({r['native_convs']}, {r.get('blocks', 0)}) | {r['relus']:,} | {r['stored']:,} | {r['max_abs_vs_onnxruntime']:.1e} | "
                      f"{r['points_per_s']:.3g} | {r['verified']:.2f} | {r['sampled_inside']} | {r['peak_mib']:.0f} | "
                      f"{cells[0]} | {cells[1]} |")
     text = "\n".join(lines) + "\n"
