@@ -476,12 +476,6 @@ def _torch_conv(spec: ops.ConvSpec, bias: np.ndarray, dtype: torch.dtype, device
                 device=device), spec.in_shape, spec.stride, spec.pads, spec.dilation, spec.groups)
 
 
-def _channel_values(values: np.ndarray, channels: int) -> np.ndarray | None:
-    """One value per channel when ``values`` (flattened (C, ...)) is constant within every channel, else None."""
-    per_channel = values.reshape(channels, -1)
-    return per_channel[:, 0].copy() if (per_channel == per_channel[:, :1]).all() else None
-
-
 def _native_conv(pending: _Pending, step: ops.Step, limits: tuple[int, int]) -> terms.Terms | None:
     """The convolution of ``step`` applied to ``pending`` as native convolutions (one per term of the map before it),
     when it is large enough to be worth keeping native and every term before it is an identity or a per-channel
@@ -494,7 +488,7 @@ def _native_conv(pending: _Pending, step: ops.Step, limits: tuple[int, int]) -> 
     for term in source.terms:
         kernel = spec.kernel
         if term.op is not None:
-            scale = _channel_values(term.op, spec.in_shape[0]) if isinstance(term.op, np.ndarray) \
+            scale = terms.channel_values(term.op, spec.in_shape[0]) if isinstance(term.op, np.ndarray) \
                 and term.op.ndim == 1 and spec.groups == 1 else None
             if scale is None:
                 return None

@@ -105,6 +105,12 @@ def add(a: Terms, b: Terms, sign: float) -> Terms | None:
     return Terms(tuple(merged[s] for s in spans), a.width)
 
 
+def channel_values(values: np.ndarray, channels: int) -> np.ndarray | None:
+    """One value per channel when ``values`` (flattened (C, ...)) is constant within every channel, else None."""
+    per_channel = values.reshape(channels, -1)
+    return per_channel[:, 0].copy() if (per_channel == per_channel[:, :1]).all() else None
+
+
 def scaled(terms: Terms, scale: np.ndarray) -> Terms | None:
     """The map followed by the entrywise ``scale`` (n,), kept term by term; None when a convolution's output would
     need a scale that is not constant within each of its channels."""
@@ -114,17 +120,17 @@ def scaled(terms: Terms, scale: np.ndarray) -> Terms | None:
         if op is None:
             op = scale.copy()
         elif isinstance(op, ops.ConvSpec):
-            per_channel = scale.reshape(op.kernel.shape[0], -1)
-            if not (per_channel == per_channel[:, :1]).all():
+            per_channel = channel_values(scale, op.kernel.shape[0])
+            if per_channel is None:
                 return None
-            op = dataclasses.replace(op, kernel=op.kernel * per_channel[:, 0, None, None, None])
+            op = dataclasses.replace(op, kernel=op.kernel * per_channel[:, None, None, None])
         else:
             op = op * scale
         out.append(dataclasses.replace(term, op=op))
     return Terms(tuple(out), terms.width)
 
 
-def torch_op(op: Op | np.ndarray, width: int, dtype: torch.dtype, device) -> Affine | Conv | Scale:
+def torch_op(op: Op, width: int, dtype: torch.dtype, device) -> Affine | Conv | Scale:
     """The verifier's map of a term (:class:`~pacverify.network.Term`'s ``op``)."""
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
     if op is None:

@@ -211,12 +211,12 @@ def _through_linear(rows: Pieces, layer) -> Pieces | None:
     out: dict[int, Patches] = {}
     for start, piece in rows.parts:
         index = starts.get(start)
-        if index is None or _grid_of(layer.parts[index]) not in (None, piece.grid):
+        if index is None or layer.widths[index] != int(np.prod(piece.grid)):
             return None
         # the piece's constants and its part's bias go with the first term, zero with the others
         c = piece.c + _bias_term(piece, layer.bias[start:start + int(np.prod(piece.grid))])
         for term in layer.parts[index]:
-            if isinstance(term.op, Conv):
+            if isinstance(term.op, Conv) and term.op.out_shape == piece.grid:
                 pulled = _pull_conv(piece, term.op, c)
             elif isinstance(term.op, Scale):
                 pulled = dataclasses.replace(_scaled(piece, term.op.scale), c=c)
