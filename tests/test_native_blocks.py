@@ -235,3 +235,18 @@ def test_patch_rows_through_blocks_equal_full_rows(norm, domain, monkeypatch):
             gridless = isinstance(layers[-1], Block) and any(
                 not any(isinstance(t.op, Conv) for t in part) for part in layers[-1].parts)
             assert len(fallbacks) == int(gridless), (index, position)   # the identity part's rows only
+
+
+def test_whole_image_windows_at_the_origin_are_the_images():
+    """``windows`` reads whole-image windows at the origin without padding or gathering: the shared image for every
+    row, or each row's owner's image; the same as a window one entry larger that is cropped."""
+    from pacverify.verify.bounds.patches import windows
+
+    gen = torch.Generator().manual_seed(0)
+    owner = torch.tensor([2, 0, 1, 2])
+    anchor = torch.zeros(4, 2, dtype=torch.long)
+    for images in (torch.randn(1, 2, 3, 4, generator=gen, dtype=F64), torch.randn(3, 2, 3, 4, generator=gen, dtype=F64)):
+        got = windows(images, anchor, owner, (3, 4))
+        larger = windows(images, anchor, owner, (4, 5))[:, :, :3, :4]
+        expected = torch.stack([images[0 if images.shape[0] == 1 else int(o)] for o in owner])
+        assert torch.equal(got, expected) and torch.equal(larger, expected)

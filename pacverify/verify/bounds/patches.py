@@ -49,6 +49,8 @@ def windows(image: torch.Tensor, anchor: torch.Tensor, owner: torch.Tensor, size
     ``image`` (B, C, H, W), or (1, C, H, W) shared by every owner."""
     P, Q = size
     H, W = image.shape[2:]
+    if (P, Q) == (H, W) and not anchor.any():   # every window the whole image: no padding, no gather
+        return image.expand(anchor.shape[0], -1, -1, -1) if image.shape[0] == 1 else image.index_select(0, owner)
     top = max(0, -int(anchor[:, 0].min()))
     left = max(0, -int(anchor[:, 1].min()))
     bottom = max(0, int(anchor[:, 0].max()) + P - H)
@@ -88,12 +90,15 @@ def _size(rows: Patches) -> tuple[int, int]:
 
 def _pull_conv(rows: Patches, layer: Conv, c: torch.Tensor) -> Patches:
     """``A W`` as patches on the convolution's input grid (its bias not used), with the constants ``c``."""
-    A = layer.pull_window(rows.A)
     stride = torch.tensor(layer.stride, device=rows.anchor.device)
     anchor = rows.anchor * stride - torch.tensor(layer.pads[:2], device=rows.anchor.device)
-    inside = windows(torch.ones(1, 1, *layer.in_shape[1:], dtype=A.dtype, device=A.device), anchor, rows.owner,
-                     (A.shape[2], A.shape[3]))
-    return Patches(A * inside, c, anchor, rows.owner, layer.in_shape)
+    pulled = _fit(Patches(layer.pull_window(rows.A), c, anchor, rows.owner, layer.in_shape))
+    P, Q = _size(pulled)
+    _, H, W = layer.in_shape
+    if pulled.anchor.min() >= 0 and pulled.anchor[:, 0].max() + P <= H and pulled.anchor[:, 1].max() + Q <= W:
+        return pulled   # every window inside the grid
+    inside = windows(torch.ones(1, 1, H, W, dtype=c.dtype, device=c.device), pulled.anchor, rows.owner, (P, Q))
+    return dataclasses.replace(pulled, A=pulled.A * inside)
 
 
 def _read(rows: Patches, values: torch.Tensor) -> torch.Tensor:
@@ -181,7 +186,7 @@ def _merge(a: Patches, b: Patches) -> Patches:
     canvas = a.A.new_zeros(a.A.shape[0], a.A.shape[1], P, Q)
     _place(canvas, a.A, a.anchor - anchor)
     _place(canvas, b.A, b.anchor - anchor)
-    return Patches(canvas, a.c + b.c, anchor, a.owner, a.grid)
+    return _fit(Patches(canvas, a.c + b.c, anchor, a.owner, a.grid))
 
 
 def _fit(rows: Patches) -> Patches:
@@ -204,7 +209,7 @@ def _through_linear(rows: Pieces, layer) -> Pieces | None:
     if isinstance(layer, Conv):
         if len(rows.parts) != 1 or rows.parts[0][0] != 0:
             return None
-        return Pieces(((0, _fit(through_conv(rows.parts[0][1], layer))),), layer.in_features)
+        return Pieces(((0, through_conv(rows.parts[0][1], layer)),), layer.in_features)
     if not isinstance(layer, Block):
         return None
     starts = dict(zip(itertools.accumulate([0] + layer.widths[:-1]), range(len(layer.parts)), strict=True))
@@ -228,7 +233,7 @@ def _through_linear(rows: Pieces, layer) -> Pieces | None:
                     return None
                 pulled = _merge(out[term.start], pulled)
             out[term.start] = pulled
-    return Pieces(tuple((start, _fit(piece)) for start, piece in sorted(out.items())), layer.in_features)
+    return Pieces(tuple(sorted(out.items())), layer.in_features)
 
 
 def _through_relu(rows: Pieces, relax: ReluRelaxation) -> Pieces:
