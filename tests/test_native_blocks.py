@@ -11,7 +11,7 @@ import torch
 from helpers_nets import exact_range_milp, sample_in_set
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_residual_graphs import ResNetBlockCNN, _export
+from test_residual_graphs import PreActivationSkip, ResidualMLP, ResNetBlockCNN, _export
 
 from pacverify.errors import InputError
 from pacverify.network import Affine, Block, Conv, Network, Relu, Scale, Term
@@ -250,3 +250,21 @@ def test_whole_image_windows_at_the_origin_are_the_images():
         larger = windows(images, anchor, owner, (4, 5))[:, :, :3, :4]
         expected = torch.stack([images[0 if images.shape[0] == 1 else int(o)] for o in owner])
         assert torch.equal(got, expected) and torch.equal(larger, expected)
+
+
+@pytest.mark.parametrize("build, n_in", [(ResidualMLP, 4), (PreActivationSkip, 3)])
+def test_wide_carried_layers_become_blocks_of_dense_maps(build, n_in):
+    """A carried layer whose dense matrix would exceed ``native_conv_entries`` is a Block of dense maps and
+    identities (a skip of either sign as ±identity), instead of one matrix with an identity block: the same function
+    and the same CROWN bounds as the dense read."""
+    torch.manual_seed(1)
+    data = _export(build(), (n_in,))
+    native, dense = load_network(data, native_conv_entries=0), load_network(data)
+    assert any(isinstance(layer, Block) for layer in native.layers)
+    assert not any(isinstance(layer, Block) for layer in dense.layers)
+    x = torch.rand(6, n_in, generator=torch.Generator().manual_seed(2), dtype=F64)
+    assert torch.allclose(native(x), dense(x), atol=1e-10)
+    for norm, radius in (("inf", 0.1), ("2", 0.3)):
+        s = perturbation_set(x, radius, norm)
+        C = margin_rows(dense(x).argmax(1), dense.out_features)
+        assert torch.allclose(crown(native, s, C).lower, crown(dense, s, C).lower, atol=1e-9)
