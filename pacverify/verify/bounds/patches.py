@@ -148,11 +148,6 @@ def input_lower(rows: Patches, input_set: InputSet) -> torch.Tensor:
     return out + rows.c
 
 
-def _grid_of(part) -> tuple[int, int, int] | None:
-    """The grid of a :class:`Block` part's output: that of a convolution in it (None when it has none)."""
-    return next((term.op.out_shape for term in part if isinstance(term.op, Conv)), None)
-
-
 @dataclass(frozen=True)
 class Pieces:
     """Rows on a vector made of slices, each a grid (a :class:`Block`'s parts, or one convolution's output): the sum
@@ -265,11 +260,10 @@ def _start(layer, select: Select) -> Pieces | None:
     offsets = list(itertools.accumulate([0] + layer.widths))
     part = int(torch.searchsorted(torch.tensor(offsets[1:], device=select.neuron.device), select.neuron.min(),
                                   right=True))
-    grid = _grid_of(layer.parts[part])
-    if grid is None or int(select.neuron.max()) >= offsets[part + 1]:
+    conv = next((term.op for term in layer.parts[part] if isinstance(term.op, Conv)), None)   # the part's grid
+    if conv is None or int(select.neuron.max()) >= offsets[part + 1]:
         return None
     local = Select(select.neuron - offsets[part], select.owner, select.sign)
-    conv = next(term.op for term in layer.parts[part] if isinstance(term.op, Conv))
     return Pieces(((offsets[part], start(conv, local)),), layer.out_features)
 
 
