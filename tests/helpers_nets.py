@@ -99,6 +99,23 @@ def sample_in_set(input_set: Box | L2Ball, n: int, seed: int) -> torch.Tensor:
     return points
 
 
+def assert_samples_inside_nested_bounds(net: Network, input_set: Box | L2Ball, C: torch.Tensor, seed: int) -> None:
+    """100 points sampled in each set never leave the IBP, CROWN or α-CROWN bounds of ``C · net(x)``, and
+    IBP ⊇ CROWN ⊇ α-CROWN (lower bounds)."""
+    from pacverify.verify.bounds import alpha_crown, crown, ibp
+
+    points = sample_in_set(input_set, 100, seed)                          # (100, B, n)
+    B, K = C.shape[0], C.shape[1]
+    values = torch.einsum("bko,pbo->pbk", C, net(points.reshape(-1, net.in_features)).reshape(100, B, -1))
+    bounds = {"ibp": ibp(net, input_set, C), "crown": crown(net, input_set, C),
+              "alpha": alpha_crown(net, input_set, C, iterations=4)}
+    for name, b in bounds.items():
+        assert values.shape[-1] == K
+        assert (values >= b.lower - 1e-9).all() and (values <= b.upper + 1e-9).all(), name
+    assert (bounds["crown"].lower >= bounds["ibp"].lower - 1e-9).all()
+    assert (bounds["alpha"].lower >= bounds["crown"].lower - 1e-12).all()
+
+
 def pre_activations(net: Network, x: torch.Tensor) -> list[torch.Tensor]:
     """The input of every ReLU layer for points x (..., n), in order."""
     out = []

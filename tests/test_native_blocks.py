@@ -8,15 +8,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from helpers_nets import exact_range_milp, sample_in_set
+from helpers_nets import assert_samples_inside_nested_bounds, exact_range_milp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_native_conv import patch_and_full_lower_values
 from test_residual_graphs import PreActivationSkip, ResidualMLP, ResNetBlockCNN, _export
 
 from pacverify.errors import InputError
 from pacverify.network import Affine, Block, Conv, Network, Relu, Scale, Term
 from pacverify.onnx_io import load_network, onnx_input
-from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.bounds import crown, ibp
 from pacverify.verify.bounds.common import rounding_margins
 from pacverify.verify.output_rows import margin_rows
 from pacverify.verify.sets import perturbation_set
@@ -145,13 +146,7 @@ def test_sampled_outputs_never_leave_block_bounds(seed, index, norm, radius, cli
     center = torch.rand(2, net.in_features, generator=torch.Generator().manual_seed(seed), dtype=F64)
     s = perturbation_set(center, radius, norm, (0.0, 1.0) if clip else None)
     C = margin_rows(net(center).argmax(1), 3)
-    points = sample_in_set(s, 100, seed)                                  # (100, 2, n)
-    values = torch.einsum("bko,pbo->pbk", C, net(points.reshape(-1, net.in_features)).reshape(100, 2, 3))
-    bounds = {"ibp": ibp(net, s, C), "crown": crown(net, s, C), "alpha": alpha_crown(net, s, C, iterations=4)}
-    for name, b in bounds.items():
-        assert (values >= b.lower - 1e-9).all() and (values <= b.upper + 1e-9).all(), name
-    assert (bounds["crown"].lower >= bounds["ibp"].lower - 1e-9).all()
-    assert (bounds["alpha"].lower >= bounds["crown"].lower - 1e-12).all()
+    assert_samples_inside_nested_bounds(net, s, C, seed)
 
 
 @settings(max_examples=4, deadline=None)
@@ -209,8 +204,7 @@ def test_patch_rows_through_blocks_equal_full_rows(norm, domain, monkeypatch):
     from pacverify.verify.bounds import patches as patches_module
     from pacverify.verify.bounds.common import prepare
     from pacverify.verify.bounds.crown import relax_network
-    from pacverify.verify.bounds.linear import Select, lower_values, pull_back
-    from pacverify.verify.bounds.patches import lower_values_from
+    from pacverify.verify.bounds.linear import pull_back
 
     for index in (0, 1):
         net = _native(index)
@@ -221,16 +215,9 @@ def test_patch_rows_through_blocks_equal_full_rows(norm, domain, monkeypatch):
         assert len(positions) >= 3
         for position in positions:
             layers = relaxed.layers[:position]
-            width = layers[-1].out_features
-            owner = torch.arange(2).repeat_interleave(width)
-            neuron = torch.arange(width).repeat(2)
-            sign = torch.where(neuron % 2 == 0, 1.0, -1.0).to(F64)
-            select = Select(neuron, owner, sign)
-            k = sum(isinstance(layer, Relu) for layer in layers)
             fallbacks: list[int] = []
             monkeypatch.setattr(patches_module, "pull_back", lambda *a: fallbacks.append(1) or pull_back(*a))
-            patches = lower_values_from(layers, select, relaxed.relaxations[:k], problem.input_set)
-            full = lower_values(pull_back(layers, select, relaxed.relaxations[:k]), problem.input_set)
+            patches, full = patch_and_full_lower_values(relaxed, problem, position)
             assert torch.allclose(patches, full, atol=1e-10, rtol=1e-10), (index, position)
             gridless = isinstance(layers[-1], Block) and any(
                 not any(isinstance(t.op, Conv) for t in part) for part in layers[-1].parts)

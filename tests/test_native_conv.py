@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from helpers_nets import exact_range_milp, sample_in_set
+from helpers_nets import assert_samples_inside_nested_bounds, exact_range_milp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_residual_graphs import _export
@@ -16,7 +16,7 @@ from test_residual_graphs import _export
 from pacverify.errors import InputError
 from pacverify.network import Affine, Conv, Network, Relu, conv_out_shape
 from pacverify.onnx_io import load_network, onnx_input
-from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.bounds import crown, ibp
 from pacverify.verify.bounds.common import abs_column_sums, prepare, rounding_margins
 from pacverify.verify.bounds.crown import relax_network
 from pacverify.verify.bounds.linear import Select, lower_values, pull_back
@@ -109,17 +109,21 @@ def test_patch_rows_equal_full_rows(norm, domain):
         problem = prepare(net, perturbation_set(x, 0.3, norm, domain), None, None, None)
         relaxed = relax_network(net, problem)
         for position in (1, 3, 5):                 # the ReLU layers; rows on the conv before each
-            layers = relaxed.layers[:position]
-            width = layers[-1].out_features
-            owner = torch.arange(2).repeat_interleave(width)
-            neuron = torch.arange(width).repeat(2)
-            sign = torch.where(neuron % 2 == 0, 1.0, -1.0).to(F64)
-            select = Select(neuron, owner, sign)
-            k = sum(isinstance(layer, Relu) for layer in layers)
-            patches = lower_values_from(layers, select, relaxed.relaxations[:k], problem.input_set)
-            rows = pull_back(layers, select, relaxed.relaxations[:k])
-            full = lower_values(rows, problem.input_set)
+            patches, full = patch_and_full_lower_values(relaxed, problem, position)
             assert torch.allclose(patches, full, atol=1e-10, rtol=1e-10), (first, position)
+
+
+def patch_and_full_lower_values(relaxed, problem, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower values of rows started at every neuron of ``relaxed.layers[position − 1]``'s output (signs alternating,
+    every point), pulled back as patches and as full rows."""
+    layers = relaxed.layers[:position]
+    width, points = layers[-1].out_features, problem.input_set.batch_size
+    owner = torch.arange(points).repeat_interleave(width)
+    neuron = torch.arange(width).repeat(points)
+    select = Select(neuron, owner, torch.where(neuron % 2 == 0, 1.0, -1.0).to(F64))
+    k = sum(isinstance(layer, Relu) for layer in layers)
+    patches = lower_values_from(layers, select, relaxed.relaxations[:k], problem.input_set)
+    return patches, lower_values(pull_back(layers, select, relaxed.relaxations[:k]), problem.input_set)
 
 
 @settings(max_examples=20, deadline=None)
@@ -131,13 +135,7 @@ def test_sampled_outputs_never_leave_native_conv_bounds(seed, form, norm, radius
     center = torch.rand(2, net.in_features, generator=gen, dtype=F64)
     s = perturbation_set(center, radius, norm, (0.0, 1.0) if clip else None)
     C = margin_rows(net(center).argmax(1), 3)
-    points = sample_in_set(s, 100, seed)                                  # (100, 2, n)
-    values = torch.einsum("bko,pbo->pbk", C, net(points.reshape(-1, net.in_features)).reshape(100, 2, 3))
-    bounds = {"ibp": ibp(net, s, C), "crown": crown(net, s, C), "alpha": alpha_crown(net, s, C, iterations=4)}
-    for name, b in bounds.items():
-        assert (values >= b.lower - 1e-9).all() and (values <= b.upper + 1e-9).all(), name
-    assert (bounds["crown"].lower >= bounds["ibp"].lower - 1e-9).all()
-    assert (bounds["alpha"].lower >= bounds["crown"].lower - 1e-12).all()
+    assert_samples_inside_nested_bounds(net, s, C, seed)
 
 
 class _NormalisedCNN(torch.nn.Module):
