@@ -92,8 +92,10 @@ def _pacverify(cfg: dict) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     k = min(256, x.shape[0])
+    torch.set_num_threads(1)   # the profiler sees the calling thread only, and CROWN's chunk workers are others
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         crown(net, s.select(slice(0, k)), C[:k], upper=False)
+    torch.set_num_threads(cfg["threads"])
     flops = sum(e.flops for e in prof.key_averages()) / k
     a, b = torch.rand(2048, 256, dtype=torch.float64), torch.rand(256, 256, dtype=torch.float64)
     start = time.perf_counter()
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-mnist", type=int, default=2000, help="points on mnist-net_256x2")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=10000, help="auto_LiRPA's points per call")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each tool, alternating; the median time is shown")
     p.add_argument("--nets", default="student,mnist")
     p.add_argument("--norms", default="2,inf")
     p.add_argument("--pacverify-one", help=argparse.SUPPRESS)
@@ -149,24 +152,29 @@ def main(argv=None) -> int:
                 radius = radii[(name, norm)]
                 cfg = {"data": str(data), "norm": norm, "radius": radius, "threads": args.threads,
                        "batch": args.batch}
-                runs = []
-                out = str(Path(tmp) / "pacverify.npy")
-                res = subprocess.run([sys.executable, __file__, "--python", args.python, "--pacverify-one",
-                                      json.dumps({**cfg, "out": out})], capture_output=True, text=True, check=True)
-                info = json.loads(res.stdout.strip().splitlines()[-1])
-                wall = info["wall_s"]
-                ours = np.load(out)
-                runs.append(("pacverify", "float64", wall, ours))
+                walls: dict[tuple[str, str], list[float]] = {}
+                results: dict[tuple[str, str], np.ndarray] = {}
+                for _ in range(args.repeat):   # alternating, so that a change of the machine's load hits every tool
+                    out = str(Path(tmp) / "pacverify.npy")
+                    res = subprocess.run([sys.executable, __file__, "--python", args.python, "--pacverify-one",
+                                          json.dumps({**cfg, "out": out})], capture_output=True, text=True,
+                                         check=True)
+                    info = json.loads(res.stdout.strip().splitlines()[-1])
+                    walls.setdefault(("pacverify", "float64"), []).append(info["wall_s"])
+                    results[("pacverify", "float64")] = np.load(out)
+                    for dtype in ("float32", "float64"):
+                        out = str(Path(tmp) / f"alirpa_{dtype}.npy")
+                        res = subprocess.run([args.python, "-c", AUTO_LIRPA, json.dumps({**cfg, "dtype": dtype,
+                                                                                          "out": out})],
+                                             capture_output=True, text=True, check=True)
+                        walls.setdefault(("auto_LiRPA", dtype), []).append(
+                            json.loads(res.stdout.strip().splitlines()[-1])["wall_s"])
+                        results[("auto_LiRPA", dtype)] = np.load(out)
                 limits.append(f"{name} {norm}: {info['flops_per_point'] / 1e6:.2f} MFLOP of matrix products per "
                               f"point at {info['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s (float64 GEMM) = "
                               f"{info['gemm_flops_per_s'] / info['flops_per_point']:,.0f} points/s at most")
-                for dtype in ("float32", "float64"):
-                    out = str(Path(tmp) / f"alirpa_{dtype}.npy")
-                    res = subprocess.run([args.python, "-c", AUTO_LIRPA, json.dumps({**cfg, "dtype": dtype,
-                                                                                      "out": out})],
-                                         capture_output=True, text=True, check=True)
-                    wall = json.loads(res.stdout.strip().splitlines()[-1])["wall_s"]
-                    runs.append(("auto_LiRPA", dtype, wall, np.load(out)))
+                ours = results[("pacverify", "float64")]
+                runs = [(tool, dtype, float(np.median(w)), results[(tool, dtype)]) for (tool, dtype), w in walls.items()]
                 for tool, dtype, wall, lower in runs:
                     delta = float((ours - lower).max())
                     print(f"| {name} | {norm} | {radius:g} | {tool} | {dtype} | {n / wall:,.0f} | "

@@ -2,8 +2,10 @@
 agreement with an unbatched reference CROWN, chunking invariance, split semantics, argument checks."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
+import threading
 from functools import partial
 
 import numpy as np
@@ -14,6 +16,8 @@ from helpers_nets import crown_reference, random_conv_net, random_mlp
 from pacverify.errors import InputError
 from pacverify.network import Affine, Network, Relu
 from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.bounds.common import chunk_workers, chunks_side_by_side
+from pacverify.verify.bounds.crown import crown_radius
 from pacverify.verify.output_rows import margin_rows
 from pacverify.verify.sets import l2_ball, linf_ball, perturbation_set
 
@@ -118,6 +122,64 @@ def test_chunking_does_not_change_results(method):
     assert torch.allclose(whole.bounds.upper, parts.bounds.upper, atol=1e-12)
     for (l1, u1), (l2, u2) in zip(whole.pre_activation, parts.pre_activation, strict=True):
         assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose(u1, u2, atol=1e-12)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("method", [ibp, crown, partial(alpha_crown, iterations=3)])
+def test_two_threads_bound_the_chunks_side_by_side_with_one_threads_results(method):
+    """Several threads bound chunks side by side, each with one-thread operations: the same bits as one thread
+    (same chunks), and torch's thread count is back afterwards."""
+    net = random_conv_net(1, size=4)
+    x0 = torch.rand(9, net.in_features, generator=torch.Generator().manual_seed(5), dtype=F64)
+    s, C = l2_ball(x0, 0.5, domain=(0.0, 1.0)), margin_rows(net(x0).argmax(1), 3)
+    with torch_threads(1):
+        one = method(net, s, C, max_batch=2, return_intermediate=True)
+    with torch_threads(2):
+        two = method(net, s, C, max_batch=2, return_intermediate=True)
+        assert torch.get_num_threads() == 2
+    assert torch.equal(one.bounds.lower, two.bounds.lower) and torch.equal(one.bounds.upper, two.bounds.upper)
+    for (l1, u1), (l2, u2) in zip(one.pre_activation, two.pre_activation, strict=True):
+        assert torch.equal(l1, l2) and torch.equal(u1, u2)
+
+
+def test_crown_radius_chunks_side_by_side_give_one_threads_results():
+    net = random_mlp([6, 20, 20, 3], seed=1)
+    x0 = torch.rand(9, 6, generator=torch.Generator().manual_seed(5), dtype=F64)
+    C, radius = margin_rows(net(x0).argmax(1), 3), torch.full((9,), 0.3, dtype=F64)
+    results = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            results.append(crown_radius(net, x0, radius, "2", C, max_batch=2))
+    for a, b in zip(results[0].__dict__.values(), results[1].__dict__.values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_chunk_workers_run_at_once_with_one_thread_each_and_pass_errors_on():
+    net = random_mlp([3, 4, 2], seed=0)
+    meet = threading.Barrier(2, timeout=30)   # broken unless both chunks run at the same time
+    with torch_threads(2):
+        seen = chunks_side_by_side(net, [0, 1], lambda start: (meet.wait(), torch.get_num_threads())[1])
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+
+        def fail(start: int) -> int:
+            if start == 3:
+                raise ValueError("chunk 3")
+            return start
+
+        with pytest.raises(ValueError, match="chunk 3"):
+            chunks_side_by_side(net, range(6), fail)
+        assert torch.get_num_threads() == 2
+    with torch_threads(1):
+        assert chunk_workers(net, 10) == 1 and chunks_side_by_side(net, range(3), lambda s: s * 2) == [0, 2, 4]
 
 
 def test_alpha_crown_is_reproducible_and_chunked_runs_stay_at_least_crown():

@@ -32,8 +32,11 @@ exact and get no absolute term. For normal-magnitude weights the term is ~1e-35 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, overload
+from typing import Callable, TypeVar, overload
 
 import torch
 
@@ -49,8 +52,12 @@ PartialInterval = tuple[torch.Tensor, torch.Tensor | None]
 
 # Memory budget (bytes) for one chunk of points when max_batch is not given.
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
-# On CPU: the size (bytes) of one row tensor of a chunk that keeps it near the caches.
-CPU_CACHE_BUDGET = 2 * 2**20
+# On CPU: the size (bytes) of one row tensor of a chunk, per worker thread (benchmarks/results/verify.md: 8 MiB
+# chunks ran 1.3× faster than 2 MiB ones on the 64-64-64-10 student, one thread; two workers' chunks still fit
+# in this class of CPU's 32 MiB last-level cache).
+CPU_CACHE_BUDGET = 8 * 2**20
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -242,16 +249,42 @@ def finish(lower: torch.Tensor, upper: torch.Tensor, infeasible: torch.Tensor, m
 
 def default_max_batch(net: Network, rows_per_point: int) -> int:
     """Points per chunk for a routine whose largest tensors hold ``rows_per_point`` rows per point over the
-    widest layer: on CPU with one torch thread, tensors of about 2 MiB (16 to 2048 points) — tensors that
-    stay in the caches make the memory-bound steps several times faster; with several threads, 8 times
-    larger (each operation then pays a synchronisation of the threads, so fewer, larger operations win);
-    elsewhere, four such tensors within 512 MiB."""
+    widest layer: on CPU, tensors of about :data:`CPU_CACHE_BUDGET` (16 to 2048 points), whatever the number of
+    threads (several threads bound chunks side by side: :func:`chunks_side_by_side`), so that a point's bounds do not
+    depend on the thread count; elsewhere, four such tensors within 512 MiB."""
     per_point = max(1, rows_per_point) * max([net.in_features] + [a.out_features for a in net.affine_layers()]) \
         * torch.finfo(net.dtype).bits // 8
     if net.device.type == "cpu":
-        budget = CPU_CACHE_BUDGET * (1 if torch.get_num_threads() == 1 else 8)
-        return max(16, min(2048, budget // per_point))
+        return max(16, min(2048, CPU_CACHE_BUDGET // per_point))
     return max(1, DEFAULT_MEMORY_BUDGET // (4 * per_point))
+
+
+def chunk_workers(net: Network, chunks: int) -> int:
+    """Threads that bound chunks side by side: on CPU, torch's intra-op thread count (at most one per chunk); 1 on
+    other devices."""
+    if net.device.type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), chunks))
+
+
+def chunks_side_by_side(net: Network, starts: Sequence[int], work: Callable[[int], T]) -> list[T]:
+    """``[work(start) for start in starts]``, the chunks bound side by side on :func:`chunk_workers` threads.
+
+    Each worker runs torch with one intra-op thread: the chunks are independent, so a worker never waits for
+    another (OpenMP threads that split every small operation wait for each other at each one, which collapses
+    when another process holds a core: benchmarks/results/verify.md, "Under load"), and each chunk's result is the
+    one a single thread computes, bit for bit. torch's thread count is restored afterwards; on an exception the
+    chunks not yet started are cancelled."""
+    workers = chunk_workers(net, len(starts))
+    if workers == 1:
+        return [work(start) for start in starts]
+    threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+    try:
+        return list(pool.map(work, starts))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 def spec_rows(net: Network, problem: Problem) -> int:
@@ -264,8 +297,8 @@ def run_chunked(net: Network, problem: Problem, max_batch: int | None,
                 rows_per_point: int) -> PropagationResult:
     """Apply ``bound_chunk`` to consecutive chunks of at most ``max_batch`` points and concatenate.
 
-    Working memory is that of one chunk, whatever the number of points; what is kept is the
-    bounds, (B, K), and the pre-activation bounds only when ``keep_intermediate`` (else the result's
+    Working memory is that of one chunk per worker (:func:`chunks_side_by_side`), whatever the number of points; what is
+    kept is the bounds, (B, K), and the pre-activation bounds only when ``keep_intermediate`` (else the result's
     ``pre_activation`` is empty). ``max_batch`` None: :func:`default_max_batch` for ``rows_per_point``.
     """
     if max_batch is None:
@@ -277,15 +310,20 @@ def run_chunked(net: Network, problem: Problem, max_batch: int | None,
         part = bound_chunk(net, problem)
         return part if keep_intermediate else PropagationResult(part.bounds, [])
     outputs: list[torch.Tensor] = []  # filled in place: no per-chunk pieces left between the chunks' work
-    for start in range(0, batch, max_batch):
+    allocate = threading.Lock()
+
+    def one(start: int) -> None:
         part = bound_chunk(net, problem.select(slice(start, start + max_batch)))
         pieces = [part.bounds.lower, part.bounds.upper, part.bounds.infeasible]
         if keep_intermediate:
             pieces += [t for pair in part.pre_activation for t in pair]
-        if not outputs:
-            outputs = [piece.new_empty((batch,) + tuple(piece.shape[1:])) for piece in pieces]
+        with allocate:
+            if not outputs:
+                outputs.extend(piece.new_empty((batch,) + tuple(piece.shape[1:])) for piece in pieces)
         for out, piece in zip(outputs, pieces, strict=True):
             out[start:start + piece.shape[0]] = piece
+
+    chunks_side_by_side(net, range(0, batch, max_batch), one)
     return PropagationResult(Bounds(*outputs[:3]), list(zip(outputs[3::2], outputs[4::2], strict=True)))
 
 

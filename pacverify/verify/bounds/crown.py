@@ -26,6 +26,7 @@ from pacverify.verify.bounds.common import (
     Interval,
     PartialInterval,
     Problem,
+    chunks_side_by_side,
     default_max_batch,
     finish,
     intersect,
@@ -228,13 +229,13 @@ def crown_radius(net: Network, center: torch.Tensor, radius: torch.Tensor, norm:
     problem = prepare(net, input_set, C, None, intermediate)
     rows = 2 * max(net.relu_widths() + [spec_rows(net, problem)])
     step = default_max_batch(net, rows) if max_batch is None else max_batch
-    outs: list[list[torch.Tensor]] = [[], [], []]
-    for start in range(0, batch, step):
+
+    def one(start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         part = slice(start, start + step)
         dom = None if domain is None else _domain_part(domain, part, batch)
-        chunk = _radius_chunk(net, problem.select(part), center[part], radius[part], norm, dom)
-        for out, piece in zip(outs, chunk, strict=True):
-            out.append(piece)
+        return _radius_chunk(net, problem.select(part), center[part], radius[part], norm, dom)
+
+    outs = list(zip(*chunks_side_by_side(net, range(0, batch, step), one), strict=True))
     lower, proven, estimate = (torch.cat(o) for o in outs)
     return RadiusBounds(lower, proven, estimate)
 
