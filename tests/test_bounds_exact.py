@@ -167,8 +167,11 @@ def test_chunk_workers_run_at_once_with_one_thread_each_and_pass_errors_on():
     net = random_mlp([3, 4, 2], seed=0)
     meet = threading.Barrier(2, timeout=30)   # broken unless both chunks run at the same time
     with torch_threads(2):
-        seen = chunks_side_by_side(net, [0, 1], lambda start: (meet.wait(), torch.get_num_threads())[1])
-        assert seen == [1, 1] and torch.get_num_threads() == 2
+        with torch.no_grad():
+            seen = chunks_side_by_side(net, [0, 1], lambda start: (meet.wait(), torch.get_num_threads(),
+                                                                  torch.is_grad_enabled())[1:])
+        assert seen == [(1, False), (1, False)] and torch.get_num_threads() == 2
+        assert chunks_side_by_side(net, [0, 1], lambda start: torch.is_grad_enabled()) == [True, True]
 
         def fail(start: int) -> int:
             if start == 3:

@@ -273,15 +273,22 @@ def chunks_side_by_side(net: Network, starts: Sequence[int], work: Callable[[int
     Each worker runs torch with one intra-op thread: the chunks are independent, so a worker never waits for
     another (OpenMP threads that split every small operation wait for each other at each one, which collapses
     when another process holds a core: benchmarks/results/verify.md, "Under load"), and each chunk's result is the
-    one a single thread computes, bit for bit. torch's thread count is restored afterwards; on an exception the
-    chunks not yet started are cancelled."""
+    one a single thread computes, bit for bit. The workers run in the caller's grad and inference modes (torch keeps
+    them per thread); torch's thread count is restored afterwards; on an exception the chunks not yet started are
+    cancelled."""
     workers = chunk_workers(net, len(starts))
     if workers == 1:
         return [work(start) for start in starts]
     threads = torch.get_num_threads()
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()   # thread-local in torch
+
+    def task(start: int) -> T:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return work(start)
+
     pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
     try:
-        return list(pool.map(work, starts))
+        return list(pool.map(task, starts))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
