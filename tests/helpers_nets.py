@@ -2,6 +2,9 @@
 activation patterns, and an unbatched float64 reference CROWN to compare the engine against."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 import torch
@@ -10,6 +13,17 @@ from onnx import TensorProto, helper, numpy_helper
 from pacverify.network import Affine, Network, Relu
 from pacverify.onnx_io import load_network
 from pacverify.verify.sets import Box, L2Ball
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's CPU threads set to ``count`` inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def random_mlp(widths: list[int], seed: int, *, dtype: torch.dtype = torch.float64, bias_scale: float = 0.3,

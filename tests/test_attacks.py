@@ -4,14 +4,15 @@ from __future__ import annotations
 import math
 
 import torch
-from helpers_nets import random_mlp
+from helpers_nets import random_mlp, torch_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from verify_nets import sum_threshold_net
 
 from pacverify.attacks import in_set, project_l2_box
-from pacverify.verify.attacks import pgd_attack
+from pacverify.verify.attacks import attack_set, pgd_attack
 from pacverify.verify.property import OutputProperty, robustness_property
+from pacverify.verify.sets import perturbation_set
 
 ORIGIN = torch.zeros(1, 2, dtype=torch.float64)
 
@@ -164,3 +165,17 @@ def test_verify_points_reports_progress_by_block_with_the_same_results(monkeypat
     attack = [s for s in seen if s[0] == "attack"]
     opened = 50 - told.stats["verified_by_bounds"]
     assert attack == ([("attack", 0, opened), ("attack", opened, opened)] if opened else [])
+
+
+def test_attack_set_chunks_side_by_side_give_one_threads_result():
+    """With two torch threads attack_set's chunks run side by side (each seeded by its start): the same result."""
+    net = random_mlp([4, 16, 16, 3], seed=2)
+    x0 = torch.rand(8, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    s, prop = perturbation_set(x0, 0.1, "2", (0.0, 1.0)), robustness_property(net(x0).argmax(1), 3)
+    results = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            results.append(attack_set(net, s, prop, seed=3, steps=5, restarts=2, chunk=3))
+    assert results[0].found.any() and not results[0].found.all()   # a mix, so that the comparison means something
+    for name in ("found", "inputs", "outputs", "violation"):
+        assert torch.equal(getattr(results[0], name), getattr(results[1], name))

@@ -2,7 +2,6 @@
 agreement with an unbatched reference CROWN, chunking invariance, split semantics, argument checks."""
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
 import threading
@@ -11,7 +10,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from helpers_nets import crown_reference, random_conv_net, random_mlp
+from helpers_nets import crown_reference, random_conv_net, random_mlp, torch_threads
 
 from pacverify.errors import InputError
 from pacverify.network import Affine, Network, Relu
@@ -122,16 +121,6 @@ def test_chunking_does_not_change_results(method):
     assert torch.allclose(whole.bounds.upper, parts.bounds.upper, atol=1e-12)
     for (l1, u1), (l2, u2) in zip(whole.pre_activation, parts.pre_activation, strict=True):
         assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose(u1, u2, atol=1e-12)
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("method", [ibp, crown, partial(alpha_crown, iterations=3)])

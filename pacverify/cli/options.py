@@ -12,10 +12,10 @@ file: :func:`global_domain`).
 ``--min-width``, ``--outside-domain``).
 
 :func:`add_threads_option` declares ``--threads`` (torch's CPU threads) and :func:`apply_threads` sets it: by default
-:data:`DEFAULT_THREADS` (or the environment's ``PACVERIFY_THREADS``). One thread, because what is not bounded in
-chunks side by side (the attacks, branch and bound) uses torch's own threads, which wait for each other at every
+:data:`DEFAULT_THREADS` (or the environment's ``PACVERIFY_THREADS``). One thread, because what is not run in
+chunks side by side (a single chunk, branch and bound) uses torch's own threads, which wait for each other at every
 operation: on a busy machine they were up to 40× slower than one thread (docs/verifier.md, "Batching, chunking,
-devices"). The chunked bound passes scale with ``--threads`` and keep the machine's share under load.
+devices"). The chunked bound passes and attacks scale with ``--threads`` and keep the machine's share under load.
 """
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ def global_domain(value: str, m: int):
 
 
 DEFAULT_THREADS = 1
-THREADS_HELP = ("CPU threads for torch (default 1, or the environment's PACVERIFY_THREADS): the bound passes run "
-                "this many chunks side by side; the attacks and branch and bound split each operation, which can "
+THREADS_HELP = ("CPU threads for torch (default 1, or the environment's PACVERIFY_THREADS): the bound passes and attacks run "
+                "this many chunks side by side; a single chunk and branch and bound split each operation, which can "
                 "collapse on a busy machine")
 
 

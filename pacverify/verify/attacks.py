@@ -26,6 +26,7 @@ import torch
 from pacverify.attacks import AttackResult, clip_into_set, in_set, pgd_search
 from pacverify.network import Network
 from pacverify.verify.bounds.coefficients import lower_bound_coefficients
+from pacverify.verify.bounds.common import chunks_side_by_side
 from pacverify.verify.property import OutputProperty
 from pacverify.verify.sets import InputSet, L2Ball
 
@@ -88,17 +89,20 @@ def confirm(net: Network, prop: OutputProperty, x: torch.Tensor, lower: torch.Te
 def attack_set(net: Network, input_set: InputSet, prop: OutputProperty, *, seed: int = 0, steps: int = 50,
                restarts: int = 5, chunk: int = 2048) -> AttackResult:
     """:func:`pgd_attack` on a :class:`~pacverify.verify.sets.Box` or :class:`~pacverify.verify.sets.L2Ball`
-    batch, ``chunk`` problems at a time (memory: chunk × restarts × input size); same guarantee."""
-    parts = []
-    for start in range(0, input_set.batch_size, chunk):
+    batch, ``chunk`` problems at a time (memory: chunk × restarts × input size per worker), chunk i seeded with
+    ``seed + i·chunk``; with several torch threads the chunks run side by side
+    (:func:`~pacverify.verify.bounds.common.chunks_side_by_side`: same result); same guarantee."""
+    def one(start: int) -> AttackResult:
         index = torch.arange(start, min(start + chunk, input_set.batch_size))
         part = input_set.select(index)
         lower, upper = part.interval()
         center = radius = None
         if isinstance(part, L2Ball):
             center, radius = part.center, part.radius
-        parts.append(pgd_attack(net, prop.select(index), lower, upper, center=center, radius=radius, steps=steps,
-                                restarts=restarts, seed=seed + start))
+        return pgd_attack(net, prop.select(index), lower, upper, center=center, radius=radius, steps=steps,
+                          restarts=restarts, seed=seed + start)
+
+    parts = chunks_side_by_side(net, range(0, input_set.batch_size, chunk), one)
     return AttackResult(*(torch.cat([getattr(p, name) for p in parts])
                           for name in ("found", "inputs", "outputs", "violation")))
 
