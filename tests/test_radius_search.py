@@ -19,7 +19,7 @@ from pacverify.verify.api import certified_radius, verify_points
 from pacverify.verify.bounds import crown
 from pacverify.verify.bounds.crown import crown_radius
 from pacverify.verify.output_rows import margin_rows
-from pacverify.verify.radius import PILOT, search_radii
+from pacverify.verify.radius import EXPAND, EXPANSIONS, PILOT, search_radii
 from pacverify.verify.result import PointVerdict
 from pacverify.verify.sets import perturbation_set
 
@@ -99,6 +99,40 @@ def test_a_pilot_sets_the_first_guess_on_many_points():
     again = verify_points(net, x.numpy(), np.maximum(found.proven, 1e-12), "2", labels=y.numpy(), attack=False,
                           complete=True, timeout=20)
     assert all(v is PointVerdict.VERIFIED for v, r in zip(again.verdicts, found.proven, strict=True) if r > 0)
+
+
+def test_itp_grows_a_radius_proved_below_the_cap_before_trying_the_cap(monkeypatch):
+    """With CROWN, a point whose passes keep proving radii below an untested cap tries at most EXPANSIONS larger
+    radii (each ≥ EXPAND × the radius proved, where the proving pass's linear bounds reach 0), then the cap. (Many
+    points: the pilot's first guess proves about half of them; the radii are proved again in the pilot test above.)"""
+    import pacverify.verify.radius as radius_module
+
+    net, x, y, _ = _problem(6, [4, 16, 16, 3], 4 * PILOT)
+    cap, tries = 1.0, {}
+    real = radius_module._crown_pass
+
+    def recording(net_, x_, y_, index, r, norm, domain):
+        out = real(net_, x_, y_, index, r, norm, domain)
+        for i, ri, fi in zip(index.tolist(), r.tolist(), out[0].tolist(), strict=True):
+            tries.setdefault((x_.data_ptr(), i), []).append((ri, fi > 0))   # the pilot's points, then the rest
+        return out
+
+    monkeypatch.setattr(radius_module, "_crown_pass", recording)
+    search_radii(net, x.numpy(), y.numpy(), "2", cap=cap, tol=1e-2, search="itp")
+    grown = 0
+    for seq in tries.values():
+        proved = 0.0
+        for k, (r, ok) in enumerate(seq):
+            if k >= 1:   # every pass before this one proved its radius, below the cap
+                if k <= EXPANSIONS:
+                    assert min(cap, EXPAND * proved) - 1e-12 <= r <= cap
+                    grown += r < cap
+                else:
+                    assert r == cap
+            if not ok or r >= cap:
+                break
+            proved = r
+    assert grown >= 5   # the rule was exercised
 
 
 def test_certified_radius_chooses_its_search_and_refuses_impossible_ones():
