@@ -52,9 +52,9 @@ PartialInterval = tuple[torch.Tensor, torch.Tensor | None]
 
 # Memory budget (bytes) for one chunk of points when max_batch is not given.
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
-# On CPU: the size (bytes) of one row tensor of a chunk, per worker thread (benchmarks/results/verify.md: 8 MiB
-# chunks ran 1.3× faster than 2 MiB ones on the 64-64-64-10 student, one thread; two workers' chunks still fit
-# in this class of CPU's 32 MiB last-level cache).
+# On CPU: the size (bytes) of one row tensor of a chunk, per worker thread (benchmarks/results/verify.md, "Chunk
+# size": on the 64-64-64-10 student 8 MiB chunks ran 1.05–1.3× faster than 2 MiB ones with one thread, 1.8× with
+# two workers, and 16 MiB ones slower; two workers' chunks still fit in this CPU's 32 MiB last-level cache).
 CPU_CACHE_BUDGET = 8 * 2**20
 
 T = TypeVar("T")
