@@ -135,6 +135,39 @@ def test_itp_grows_a_radius_proved_below_the_cap_before_trying_the_cap(monkeypat
     assert grown >= 5   # the rule was exercised
 
 
+def test_itp_first_guess_without_a_first_order_root_is_the_pilots_median_radius(monkeypatch):
+    """Where the first-order model never reaches 0 within the cap (L∞ in a domain, points near its corners), the
+    first pass tries the pilot's median radius instead of the cap."""
+    import pacverify.verify.radius as radius_module
+
+    net = random_mlp([6, 16, 16, 3], 7)
+    corners = torch.rand(4 * PILOT, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64) > 0.5
+    x = corners.to(torch.float64) * 0.98 + 0.01
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    cap, domain, first = 0.5, (0.0, 1.0), {}
+    real = radius_module._crown_pass
+
+    def recording(net_, x_, y_, index, r, norm, dom):
+        out = real(net_, x_, y_, index, r, norm, dom)
+        for i, ri in zip(index.tolist(), r.tolist(), strict=True):
+            first.setdefault((x_.data_ptr(), i), (ri, x_[i]))
+        return out
+
+    monkeypatch.setattr(radius_module, "_crown_pass", recording)
+    found = search_radii(net, x.numpy(), y.numpy(), "inf", cap=cap, tol=cap / 128, domain=domain, search="itp")
+    r_lin, _ = radius_module._linear_radius(net, x, y, "inf", domain, cap, beyond_cap=True)
+    pilot = torch.linspace(0, x.shape[0] - 1, PILOT).round().long().unique()
+    inside = (found.proven[pilot.numpy()] > 0) & (found.proven[pilot.numpy()] < cap)
+    rest = torch.ones(x.shape[0], dtype=torch.bool)
+    rest[pilot] = False
+    no_root = torch.nonzero(rest & ~torch.isfinite(r_lin)).reshape(-1)
+    assert no_root.numel() >= 20 and int(inside.sum()) >= PILOT // 4
+    tried = {tuple(point.tolist()): r for r, point in first.values()}
+    guesses = {tried[tuple(x[i].tolist())] for i in no_root.tolist()}
+    assert len(guesses) == 1 and 0 < guesses.pop() < cap   # one shared guess, below the cap
+
+
 def test_certified_radius_chooses_its_search_and_refuses_impossible_ones():
     net, x, y, _ = _problem(2, [4, 16, 3], 20)
     auto = certified_radius(net, x.numpy(), "2", cap=1.0, tol=1e-2, attack=False)

@@ -14,7 +14,8 @@ Searches (``search``; "auto" is "itp"):
   at the last radius proved by a pass and at b_i (``f_i(0)`` is the margin at the point itself). The first pass
   tests the radius where the first-order model of the margin (its gradient at x_i, moving inside the domain box)
   reaches 0, times a factor learnt on a pilot of :data:`PILOT` points when there are many (how far the bounds
-  fall short of the linearisation; 1 without a pilot). Later radii follow the ITP rule (Oliveira & Takahashi,
+  fall short of the linearisation; 1 without a pilot); where that model never reaches 0 within the cap (L∞ in a
+  domain whose faces block the descent), the pilot's median radius, else the cap. Later radii follow the ITP rule (Oliveira & Takahashi,
   *An Enhancement of the Bisection Method Average Performance Preserving Minmax Optimality*, ACM TOMS 2020): an
   interpolated root (on ``[0, b_i]`` the quadratic ``g − s·r − c·r²`` through f(b_i) with the model's slope s;
   else regula falsi), moved toward the midpoint and kept within a shrinking distance of it, which keeps the worst
@@ -273,7 +274,8 @@ def _narrow(info: dict, active: torch.Tensor, keep: torch.Tensor) -> torch.Tenso
 
 
 def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: float, tol: float, method: str,
-                domain, info: dict, first_guess: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                domain, info: dict, first_guess: float = 1.0, no_model_guess: float | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The bracket search of the module docstring; ``info`` gets the pass counts."""
     n = x.shape[0]
     with torch.no_grad():
@@ -310,7 +312,8 @@ def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: 
     active = torch.nonzero(g > 0).reshape(-1)
     r_lin, slope = _linear_radius(net, x[active], y[active], norm, _domain_rows(domain, active.numpy()), cap,
                                   beyond_cap=True)
-    first = torch.where(torch.isfinite(r_lin) & (r_lin > 0), first_guess * r_lin, torch.full_like(r_lin, cap))
+    first = torch.where(torch.isfinite(r_lin) & (r_lin > 0), first_guess * r_lin,
+                        torch.full_like(r_lin, cap if no_model_guess is None else no_model_guess))
     first = first.clamp(max=cap)
     if active.numel():
         bound(active, first)
@@ -374,8 +377,10 @@ def _with_pilot(searcher, net: Network, x: torch.Tensor, y: torch.Tensor, norm: 
                 method: str, domain, info: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """``searcher`` on :data:`PILOT` evenly spaced points, then on the rest with the first guess set to the
     pilot's median ratio of radius found to first-order radius (how far this network's bounds fall short of its
-    linearisation: 0.44 on the benchmark student, near 1 on almost linear networks). Only the first guess
-    changes; every radius is still proved by its own passes."""
+    linearisation: 0.44 on the benchmark student, near 1 on almost linear networks) and, for "itp", the points
+    whose first-order model has no root within the cap set to the pilot's median radius (instead of the cap: 5.15
+    → 4.92 bounds per point on mnist-net_256x2 at L∞). Only the first guess changes; every radius is still proved
+    by its own passes."""
     n = x.shape[0]
     pilot = torch.linspace(0, n - 1, PILOT).round().long().unique()
     rest = torch.ones(n, dtype=torch.bool)
@@ -390,6 +395,9 @@ def _with_pilot(searcher, net: Network, x: torch.Tensor, y: torch.Tensor, norm: 
     kwargs = {}
     if int(usable.sum()) >= PILOT // 4:
         kwargs["first_guess"] = float((pa[usable] / r_lin[usable]).median())
+    inside = (pa > 0) & (pa < cap)
+    if searcher is _itp_search and int(inside.sum()) >= PILOT // 4:
+        kwargs["no_model_guess"] = float(pa[inside].median())
     ra, rb = searcher(net, x[rest_index], y[rest_index], norm, cap, tol, method,
                       _domain_rows(domain, rest_index.numpy()), info, **kwargs)
     a[rest_index], b[rest_index] = ra, rb
