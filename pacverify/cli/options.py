@@ -78,9 +78,9 @@ def global_domain(value: str, m: int):
 
 
 DEFAULT_THREADS = 1
-THREADS_HELP = ("CPU threads for torch (default 1, or the environment's PACVERIFY_THREADS): the bound passes and attacks run "
-                "this many chunks side by side; a single chunk and branch and bound split each operation, which can "
-                "collapse on a busy machine")
+THREADS_HELP = ("CPU threads for torch (default 1, or the environment's PACVERIFY_THREADS): the bound passes and "
+                "attacks run this many chunks side by side; a single chunk and branch and bound split each "
+                "operation, which can collapse on a busy machine")
 
 
 def add_threads_option(p: argparse.ArgumentParser) -> None:

@@ -15,15 +15,15 @@ Searches (``search``; "auto" is "itp"):
   tests the radius where the first-order model of the margin (its gradient at x_i, moving inside the domain box)
   reaches 0, times a factor learnt on a pilot of :data:`PILOT` points when there are many (how far the bounds
   fall short of the linearisation; 1 without a pilot); where that model never reaches 0 within the cap (L∞ in a
-  domain whose faces block the descent), the pilot's median radius, else the cap. Later radii follow the ITP rule (Oliveira & Takahashi,
-  *An Enhancement of the Bisection Method Average Performance Preserving Minmax Optimality*, ACM TOMS 2020): an
-  interpolated root (on ``[0, b_i]`` the quadratic ``g − s·r − c·r²`` through f(b_i) with the model's slope s;
-  else regula falsi), moved toward the midpoint and kept within a shrinking distance of it, which keeps the worst
-  case within two passes of bisection's once a pass has failed. A point proved below an untested cap tries the
-  cap next; with CROWN first at most :data:`EXPANSIONS` larger radii, each where the proving pass's linear bounds
-  reach 0 but at least :data:`EXPAND` times the radius proved (a failure there leaves a bracket far narrower than
-  [a_i, cap]: 3.53 → 3.07 bounds per point on the benchmark student, 6.38 → 5.76 on mnist-net_256x2 at L2,
-  benchmarks/results/verify.md). With CROWN a failed pass also raises a_i:
+  domain whose faces block the descent), the pilot's median radius, else the cap. Later radii follow the ITP
+  rule (Oliveira & Takahashi, *An Enhancement of the Bisection Method Average Performance Preserving Minmax
+  Optimality*, ACM TOMS 2020): an interpolated root (on ``[0, b_i]`` the quadratic ``g − s·r − c·r²`` through
+  f(b_i) with the model's slope s; else regula falsi), moved toward the midpoint and kept within a shrinking
+  distance of it, which keeps the worst case within two passes of bisection's once a pass has failed. A point
+  proved below an untested cap tries the cap next; with CROWN first at most :data:`EXPANSIONS` larger radii, each
+  where the proving pass's linear bounds reach 0 but at least :data:`EXPAND` times the radius proved (a failure
+  there leaves a bracket far narrower than [a_i, cap]: 3.53 → 3.07 bounds per point on the benchmark student,
+  6.38 → 5.76 on mnist-net_256x2 at L2, benchmarks/results/verify.md). With CROWN a failed pass also raises a_i:
   :func:`~pacverify.verify.bounds.crown.crown_radius` reads the pass at every smaller radius (the final linear
   bounds, with the intermediate bounds of the larger ball, are linear in r, so the largest r they prove has a
   closed form, checked by evaluating them there).
@@ -297,7 +297,6 @@ def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: 
         info["bounded"] += int(index.numel())
         if proofs:
             f, proven, est = _crown_pass(net, x, y, index, r, norm, domain)
-            zero_at[index[f > 0]] = est[f > 0]
         else:
             f = _bound_margin(net, x[index].to(net.device), y[index].to(net.device), r.to(net.device), norm, domain,
                               method, index.numpy())
@@ -306,6 +305,7 @@ def _itp_search(net: Network, x: torch.Tensor, y: torch.Tensor, norm: str, cap: 
         b[index[~ok]], fb[index[~ok]] = r[~ok], f[~ok]
         if proofs:
             a[index[~ok]] = torch.maximum(a[index[~ok]], proven[~ok])
+            zero_at[index[ok]] = est[ok]
         tested[index[~ok]] = True
 
     b[g <= 0] = 0.0
