@@ -73,22 +73,30 @@ over the K clauses (restart j ≥ 1 of a problem descends clause (j − 1) mod K
 class AttackResult:
     """Per problem b: ``found[b]`` (a confirmed counterexample), ``inputs[b]`` the best point seen (inside the
     set; a counterexample when found), ``outputs[b]`` the model's output there, ``violation[b]`` its
-    objective value (for labelled points the margin ``min_j z_y − z_j``: < 0 when found)."""
+    objective value (for labelled points the margin ``min_j z_y − z_j``: < 0 when found). ``evaluations`` and
+    ``passes``: the points the search ran the model on and in how many batched runs (:class:`SearchResult`), where
+    the attack counts them (0 otherwise)."""
 
     found: torch.Tensor
     inputs: torch.Tensor
     outputs: torch.Tensor
     violation: torch.Tensor
+    evaluations: int = 0
+    passes: int = 0
 
 
 @dataclass(frozen=True)
 class SearchResult:
     """What :func:`pgd_search` returns per problem: ``inputs`` (B, \\*shape), the best point over steps and
     restarts (``keep="best"``) or the last iterate (``keep="last"``), and ``value`` (B,), the objective
-    there (None with ``keep="last"``: the last iterate is not evaluated). Unconfirmed."""
+    there (None with ``keep="last"``: the last iterate is not evaluated). Unconfirmed. ``evaluations``: the
+    points the model was run on, over all steps and restarts (each step's rows, with their gradient but the last);
+    ``passes``: the batched runs of the model (one per step)."""
 
     inputs: torch.Tensor
     value: torch.Tensor | None
+    evaluations: int = 0
+    passes: int = 0
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -402,10 +410,12 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
     best_v = torch.full((total,), torch.inf, device=device, dtype=dtype)
     rows = everything                      # rows still attacked: problems not yet below stop_below
     target_of = None
+    evaluations = passes = 0
     for t in range(steps + 1):
         if keep == "last" and t == steps:
             break
         xr = x[rows].requires_grad_(True)
+        evaluations, passes = evaluations + rows.numel(), passes + 1
         with torch.enable_grad():
             per_clause = objective(model(xr), problem[rows])
             if target_of is None:
@@ -436,9 +446,9 @@ def pgd_search(model: Attackable, objective: Objective, lower: torch.Tensor | No
         if t % 5 == 4:
             rows = everything[~done]
     if best_x is None:
-        return SearchResult(x.detach()[first], None)
+        return SearchResult(x.detach()[first], None, evaluations, passes)
     pick = best_v.reshape(batch, restarts).argmin(1) + first
-    return SearchResult(best_x[pick], best_v[pick])
+    return SearchResult(best_x[pick], best_v[pick], evaluations, passes)
 
 
 # ------------------------------------------------------------------------------------------ front ends

@@ -66,6 +66,36 @@ def test_points_summary_and_json(cli, model, points, tmp_path):
            f"({counts['falsified_by_attack']} falsified)" in proc.stdout
 
 
+def test_the_attack_budget_option_reaches_the_attack_and_the_summary_says_what_it_did(model, points, tmp_path,
+                                                                                       capsys):
+    """--attack-budget none attacks every near miss strongly; a tiny budget none, with the fewest quick steps; the
+    summary prints the attack's work as a share of the bounds' and the stages' counts from the JSON summary."""
+    from pacverify.cli import main
+    from pacverify.verify.api import MIN_QUICK_STEPS, QUICK_STEPS
+
+    summaries = {}
+    for budget in ("none", "1e-9"):
+        out = tmp_path / f"{budget}.json"
+        assert main(["verify", str(model), "--points", str(points), "--radius", "0.5", "--norm", "2",
+                     "--attack-budget", budget, "--json", str(out)]) == 0
+        summaries[budget] = json.loads(out.read_text())["summary"]
+    free, tight = summaries["none"], summaries["1e-9"]
+    assert free["unknown"] + free["falsified"] > 0          # the attack ran
+    assert free["quick_steps"] == QUICK_STEPS and free["attacked_strongly"] == free["near_misses"]
+    assert tight["quick_steps"] == MIN_QUICK_STEPS and tight["attacked_strongly"] == 0
+    assert free["verified"] == tight["verified"]            # the bounds decide VERIFIED, not the attack
+    out = tmp_path / "default.json"
+    capsys.readouterr()
+    assert main(["verify", str(model), "--points", str(points), "--radius", "0.5", "--norm", "2", "--json",
+                 str(out)]) == 0
+    s = json.loads(out.read_text())["summary"]
+    # within the budget, or (a few open points of a tiny network) only the quick stage's floor
+    assert s["attack_work"] <= s["bounds_work"] or (s["quick_steps"] == MIN_QUICK_STEPS and s["attacked_strongly"] == 0)
+    assert f"attack work {s['attack_work'] / s['bounds_work']:.2f} of the bounds' (modelled multiply-adds): " \
+           f"{s['quick_steps']} quick steps on the open points, {s['attacked_strongly']} of {s['near_misses']} near " \
+           f"misses attacked strongly" in capsys.readouterr().out
+
+
 def test_labels_give_verified_robust_accuracy_beside_clean_accuracy(model, points, tmp_path, capsys):
     """Issue 17: with true labels, the number people compare (verified robust accuracy) and the clean accuracy."""
     from pacverify.cli import main
@@ -175,6 +205,11 @@ def _bad_cases(model, points, tmp_path):
         ([str(model), *base, "--labels", str(text_labels)], "integer class indices"),
         ([str(model), *base, "--json", str(tmp_path)], "is a directory"),
         ([str(model), *base, "--json", str(tmp_path / "nodir" / "o.json")], "does not exist"),
+        ([str(model), *base, "--attack-budget", "0"], "--attack-budget"),
+        ([str(model), *base, "--attack-budget", "lots"], "--attack-budget"),
+        ([str(model), "--points", str(points), "--radius", "max", "--norm", "2", "--attack-budget", "2"],
+         "--radius max"),
+        ([str(model), "--vnnlib", str(tmp_path / "missing.vnnlib"), "--attack-budget", "2"], "--points only"),
     ]
 
 

@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --radius max: the search stops within this of a radius not proved (default 1e-3)")
     p.add_argument("--no-attack", action="store_true",
                    help="skip the attack on the points the bounds leave open (it only finds counterexamples)")
+    p.add_argument("--attack-budget",
+                   help="the attack's work as a multiple of the bounds' (counted in multiply-adds, so that results "
+                        "do not depend on the machine; default 1), or 'none' for the full attack on every near miss")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="cpu (default) or cuda")
     add_threads_option(p)
     add_executor_options(p)
@@ -98,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--ray-address only applies with --executor ray")
     if args.executor != "local" and args.points is None:
         raise InputError("--executor ray applies to --points only (--vnnlib and --global run in this process)")
+    if args.attack_budget is not None and args.points is None:
+        raise InputError("--attack-budget applies to --points only")
     if args.vnnlib is not None:
         return _run_vnnlib(args, api)
     if args.global_:
@@ -110,14 +115,16 @@ def run(args: argparse.Namespace) -> int:
     common = dict(labels=labels, method=args.method or "crown", complete=args.complete, timeout=args.timeout,
                   domain=parse_domain(args.domain), attack=not args.no_attack, seed=args.seed, device=args.device,
                   backend=args.backend, executor=args.executor, ray_address=args.ray_address)
+    max_radius = args.radius.strip().lower() == "max"
+    budget = _attack_budget(args.attack_budget, max_radius)
     bars = ProgressReporter()
     try:
-        if args.radius.strip().lower() == "max":
+        if max_radius:
             result = api.certified_radius(args.model, points, args.norm, cap=args.cap, tol=args.tol, progress=bars,
                                           **common)
         else:
             result = api.verify_points(args.model, points, check_radius(args.radius, "radius"), args.norm,
-                                       progress=bars, **common)
+                                       progress=bars, attack_budget=budget, **common)
     finally:
         bars.close()
     summary = result.summary()
@@ -128,6 +135,17 @@ def run(args: argparse.Namespace) -> int:
     print(_summary_text(summary, result, certified=args.radius.strip().lower() == "max"))
     return 0
 
+
+
+def _attack_budget(text: str | None, max_radius: bool) -> float | None:
+    """--attack-budget: a positive number or 'none' (no budget); only for --points with a numeric --radius."""
+    from pacverify.verify.api import ATTACK_BUDGET
+
+    if text is None:
+        return ATTACK_BUDGET
+    if max_radius:
+        raise InputError("--attack-budget applies to --points with a numeric --radius, not to --radius max")
+    return None if text.strip().lower() == "none" else check_positive(text, "--attack-budget")
 
 
 def labelled_accuracy(net, points: np.ndarray, labels: np.ndarray, verified: int) -> dict:
@@ -167,6 +185,10 @@ def _summary_text(summary: dict, result, *, certified: bool) -> str:
     if "bounds_s" in summary:
         lines.append(f"time by part: bounds {summary['bounds_s']:.3f} s, attack {summary['attack_s']:.3f} s "
                      f"({summary['falsified_by_attack']} falsified), complete search {summary['search_s']:.3f} s")
+    if summary.get("bounds_work"):
+        lines.append(f"attack work {summary['attack_work'] / summary['bounds_work']:.2f} of the bounds' (modelled "
+                     f"multiply-adds): {summary['quick_steps']} quick steps on the open points, "
+                     f"{summary['attacked_strongly']} of {summary['near_misses']} near misses attacked strongly")
     return "\n".join(lines)
 
 

@@ -3,10 +3,11 @@
 Each entry point takes a :class:`~pacverify.network.Network` or an ONNX path, checks its
 arguments (bad input is an :class:`~pacverify.errors.InputError`), and runs the same pipeline:
 
-1. **attack** — PGD (:mod:`.attacks`) on every point; confirmed counterexamples are FALSIFIED;
-2. **bounds** — one batched pass of the chosen bound method (IBP, CROWN or α-CROWN, named in
+1. **bounds** — one batched pass of the chosen bound method (IBP, CROWN or α-CROWN, named in
    :data:`~pacverify.verify.bounds.BOUND_METHODS`) through the backend; points whose margins' lower
    bounds are all > 0 are VERIFIED (DESIGN.md §2);
+2. **attack** — PGD (:mod:`.attacks`) on the points the bounds leave open, within a budget of work counted
+   against the bounds' (:func:`_attack`); confirmed counterexamples are FALSIFIED;
 3. **complete search** (``complete=True``, or a backend that is always complete such as Marabou) —
    branch and bound (:mod:`.bab`) or the backend's solver on the points left, ``timeout`` seconds
    each; the rest stay UNKNOWN.
@@ -55,14 +56,20 @@ from pacverify.verify.result import (
 )
 from pacverify.verify.sets import Box, InputSet, L2Ball, perturbation_set
 from pacverify.verify.vnnlib import read_vnnlib
+from pacverify.verify.work import PASS_OVERHEAD, attack_macs, attack_step_macs, bound_macs, crown_macs
 
 LOW_DIM = 10                    # inputs up to which a VNN-LIB box gets many PGD restarts (ACAS Xu has 5)
 VNNLIB_RESTARTS_LOW_DIM = 1000  # cheap in few dimensions, and needed: ACAS Xu counterexamples are small regions
 VNNLIB_RESTARTS = 20
 PROGRESS_BLOCK = 4096           # verify_points with a progress callback bounds this many points per call
-QUICK_STEPS = 20                # verify_points' attack on the points the bounds leave open: one start at the centre;
-NEAR_MISS = 0.1                 # then, where it took the margin below this fraction of the centre's,
-STRONG_STEPS, STRONG_RESTARTS = 50, 5   # this many steps × restarts and the bound minimisers
+ATTACK_BUDGET = 1.0             # verify_points' attack may do this multiple of the bounds' modelled work (work.py):
+QUICK_STEPS = 20                # on the points the bounds leave open, one start at the centre, this many steps,
+MIN_QUICK_STEPS = 5             # or fewer if the budget cannot pay them, but never fewer than this;
+NEAR_MISS = 0.1                 # then, where it took the margin below this fraction of the centre's, closest first,
+STRONG_STEPS, STRONG_RESTARTS = 25, 5   # this many steps × restarts,
+GUIDED_STEPS = 20               # then the bound minimisers with this many PGD steps from them;
+STRONG_ROUNDS = 2               # a second round on the next closest near misses with the work the first saved
+ATTACK_CHUNK = 2048             # problems per batched PGD run (attack_set's chunk)
 
 
 def load(net_or_path: Network | str | os.PathLike, *, device: str = "cpu") -> Network:
@@ -80,7 +87,8 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
                   method: str = "crown", complete: bool = False, timeout: float | None = None, domain=None,
                   attack: bool = True, seed: int = 0, device: str = "cpu", backend: str = "native",
                   progress: Callable[[str, int, int], None] | None = None, executor: str | Executor = "local",
-                  ray_address: str | None = None, chunk_points: int = CHUNK_POINTS) -> VerificationResult:
+                  ray_address: str | None = None, chunk_points: int = CHUNK_POINTS,
+                  attack_budget: float | None = ATTACK_BUDGET) -> VerificationResult:
     """Decide local robustness (Def 3.1 of 004) of the network at every point.
 
     Args:
@@ -97,6 +105,10 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
         attack: attack the points the bounds leave open, cheapest first (:func:`_decide`; counterexamples only,
             never needed for soundness).
         seed: fixes every random draw (attack starts).
+        attack_budget: the attack does at most this multiple (> 0) of the bound pass's work, counted in the model of
+            :mod:`pacverify.verify.work` (multiply-adds, so that the verdicts do not depend on the machine), but
+            at least :data:`MIN_QUICK_STEPS` steps per open point; None: no budget (the full attack on every near
+            miss).
         device: "cpu" or "cuda".
         backend: "native" (built in; "crown" is its former name), "marabou" (complete, L∞ only) or "auto_lirpa".
         progress: called as ``progress(part, done, total)`` while it runs: "bounds" after each block of
@@ -123,7 +135,8 @@ def verify_points(net_or_path: Network | str | os.PathLike, points, radius, norm
     input_set = perturbation_set(x, radii, norm, domain, dtype=net.dtype, device=net.device)
     chosen.check(input_set, complete=complete)
     chunks = chunk_ranges(x.shape[0], check_positive_int(chunk_points, "chunk_points"))
-    job = _PointsJob(net, x, radii, y, norm, domain, backend, method, complete, timeout, attack, seed, None)
+    job = _PointsJob(net, x, radii, y, norm, domain, backend, method, complete, timeout, attack, seed, None,
+                     attack_budget=None if attack_budget is None else check_positive(attack_budget, "attack_budget"))
     parts, info = _run_chunks(_verify_chunk, job, chunks, executor, ray_address, progress)
     verdicts = [v for part in parts for v in part[0]]
     lower = torch.cat([part[1] for part in parts])
@@ -155,6 +168,7 @@ class _PointsJob:
     cap: float = 1.0
     tol: float = 1e-3
     search: str = "bisect"
+    attack_budget: float | None = ATTACK_BUDGET
 
 
 def _run_chunks(fn: Callable, job: _PointsJob, chunks: list[tuple[int, int, int]], executor, ray_address,
@@ -204,12 +218,12 @@ def _verify_chunk(job: _PointsJob, chunk: tuple[int, int, int]):
     prop = robustness_property(job.y[start:stop], net.out_features)
     return _decide(net, input_set, prop, chosen, method=job.method, complete=job.complete, timeout=job.timeout,
                    attack=job.attack, seed=chunk_seed(job.seed, k),
-                   progress=_offset(job.progress, start, job.x.shape[0]))
+                   progress=_offset(job.progress, start, job.x.shape[0]), attack_budget=job.attack_budget)
 
 
 # stats of one chunk that are settings, or a count of lock-step passes: not summed over chunks
 _SAME_STATS = ("search", "cap", "tol")
-_MAX_STATS = ("bisection_steps",)
+_MAX_STATS = ("bisection_steps", "quick_steps")
 
 
 def _merged_stats(parts: list[dict], info: ClusterInfo, chunks: int) -> dict:
@@ -481,16 +495,14 @@ def _shaped(counterexamples: dict[int, np.ndarray], net: Network) -> dict[int, n
 
 def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Backend, *, method: str,
             complete: bool, timeout: float | None, attack: bool, seed: int,
-            progress: Callable[[str, int, int], None] | None = None):
+            progress: Callable[[str, int, int], None] | None = None, attack_budget: float | None = ATTACK_BUDGET):
     """Bound, attack what the bounds leave open, then (optionally) complete search:
     (verdicts, lower bounds (N, R), counterexamples, stats).
 
-    The attack is budgeted against the bounds (issue 12): it only sees the points the bounds leave open, cheapest
-    first — one PGD start at the centre (:data:`QUICK_STEPS` steps) on all of them; then, only on the near misses
-    (the quick attack took the margin below :data:`NEAR_MISS` of its value at the centre), :data:`STRONG_RESTARTS`
-    restarts × :data:`STRONG_STEPS` steps and the bound minimisers
-    (:func:`~pacverify.verify.attacks.bound_guided_attack`). ``stats`` records the seconds of each part and how
-    many points were attacked strongly."""
+    The attack is budgeted against the bounds (issue 12): it only sees the points the bounds leave open, and does
+    at most ``attack_budget`` × the bound pass's work on all N points in the model of :mod:`.work`, cheapest first
+    (:func:`_attack`; None: no budget). ``stats`` records the seconds of each part, both works (multiply-adds),
+    the quick stage's steps, the near misses and how many of them were attacked strongly."""
     n = input_set.batch_size
     verdicts = [PointVerdict.UNKNOWN] * n
     lower = torch.full(prop.C.shape[:2], -torch.inf, dtype=torch.float64)
@@ -513,24 +525,10 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
         opened = int(todo.numel())
         if progress is not None:
             progress("attack", 0, opened)
-        quick = attack_set(net, input_set.select(todo), prop.select(todo), seed=seed, steps=QUICK_STEPS, restarts=1)
-        todo = _record_found(quick, todo, verdicts, counterexamples, stats)
-        # near misses: the quick attack took the margin below NEAR_MISS of its value at the centre
-        near = torch.zeros(todo.numel(), dtype=torch.bool)
-        if todo.numel():
-            with torch.no_grad():
-                centre = prop.select(todo).violation(net.to("cpu", torch.float64)(_centres(input_set.select(todo))))
-            near = quick.violation[~quick.found] <= NEAR_MISS * centre
-        stats["attacked_strongly"] = int(near.sum())
-        if near.any():
-            close = todo[near]
-            strong = attack_set(net, input_set.select(close), prop.select(close), seed=seed, steps=STRONG_STEPS,
-                                restarts=STRONG_RESTARTS)
-            close = _record_found(strong, close, verdicts, counterexamples, stats)
-            if close.numel():
-                _record_found(bound_guided_attack(net, input_set.select(close), prop.select(close), seed=seed),
-                              close, verdicts, counterexamples, stats)
-            todo = torch.tensor([i for i in todo.tolist() if verdicts[i] is PointVerdict.UNKNOWN], dtype=torch.long)
+        rows = prop.C.shape[1]
+        stats["bounds_work"] = bound_macs(net, rows, method, n)
+        budget = None if attack_budget is None else attack_budget * stats["bounds_work"]
+        todo = _attack(net, input_set, prop, todo, verdicts, counterexamples, stats, seed=seed, budget=budget)
         stats["attack_s"] = time.perf_counter() - start
         if progress is not None:
             progress("attack", opened, opened)
@@ -553,6 +551,58 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
         if progress is not None:
             progress("search", len(decisions), len(decisions))
     return verdicts, lower, counterexamples, stats
+
+
+def _attack(net: Network, input_set: InputSet, prop: OutputProperty, todo: torch.Tensor, verdicts: list,
+            counterexamples: dict, stats: dict, *, seed: int, budget: float | None) -> torch.Tensor:
+    """Attack the open points ``todo`` within ``budget`` multiply-adds of :mod:`~pacverify.verify.work`'s model
+    (None: no limit); mark what it finds FALSIFIED and return the points still open.
+
+    Cheapest first: one PGD start at the centre on every open point, :data:`QUICK_STEPS` steps or fewer if the
+    budget cannot pay them (never fewer than :data:`MIN_QUICK_STEPS`); the near misses (that attack took the
+    margin below :data:`NEAR_MISS` of its value at the centre), closest first, as many as the rest of the budget
+    pays for at the full price: :data:`STRONG_RESTARTS` restarts × :data:`STRONG_STEPS` steps, then the bound
+    minimisers of those still open (:func:`~pacverify.verify.attacks.bound_guided_attack`). Work is counted as
+    it is done (a PGD row stops once its point is found), and what a round saves pays for the next closest near
+    misses in a second round (:data:`STRONG_ROUNDS`). The count is a pure function of the inputs and the seed:
+    the verdicts are the same on any machine."""
+    step, rows, opened = attack_step_macs(net), prop.C.shape[1], int(todo.numel())
+    per_step = opened * step + -(-opened // ATTACK_CHUNK) * PASS_OVERHEAD    # one quick step on every open point
+    steps = QUICK_STEPS if budget is None else int(min(QUICK_STEPS, max(MIN_QUICK_STEPS, budget // per_step - 1)))
+    quick = attack_set(net, input_set.select(todo), prop.select(todo), seed=seed, steps=steps, restarts=1,
+                       chunk=ATTACK_CHUNK)
+    spent = attack_macs(net, quick.evaluations, quick.passes)
+    todo = _record_found(quick, todo, verdicts, counterexamples, stats)
+    stats.update(quick_steps=steps, near_misses=0, attacked_strongly=0)
+    if todo.numel():
+        with torch.no_grad():
+            centre = prop.select(todo).violation(net.to("cpu", torch.float64)(_centres(input_set.select(todo))))
+        closeness = quick.violation[~quick.found] / centre.clamp_min(torch.finfo(torch.float64).tiny)
+        near = torch.nonzero(closeness <= NEAR_MISS).reshape(-1)
+        candidates = todo[near[torch.sort(closeness[near], stable=True).indices]]
+        stats["near_misses"] = int(candidates.numel())
+        # the most a near miss can cost (no early stop), and a round's runs of the model whatever its size
+        full_price = STRONG_RESTARTS * (STRONG_STEPS + 1) * step + crown_macs(net, rows) + rows * (GUIDED_STEPS + 2) * step
+        round_overhead = -(-int(candidates.numel()) // ATTACK_CHUNK) * (STRONG_STEPS + GUIDED_STEPS + 4) * PASS_OVERHEAD
+        for _ in range(STRONG_ROUNDS):
+            take = candidates.numel() if budget is None else \
+                int(min(candidates.numel(), (budget - spent - round_overhead) // full_price))
+            if take <= 0 or not candidates.numel():
+                break
+            close, candidates = candidates[:take], candidates[take:]
+            stats["attacked_strongly"] += take
+            strong = attack_set(net, input_set.select(close), prop.select(close), seed=seed, steps=STRONG_STEPS,
+                                restarts=STRONG_RESTARTS, chunk=ATTACK_CHUNK)
+            spent += attack_macs(net, strong.evaluations, strong.passes)
+            close = _record_found(strong, close, verdicts, counterexamples, stats)
+            if close.numel():
+                guided = bound_guided_attack(net, input_set.select(close), prop.select(close), seed=seed,
+                                             steps=GUIDED_STEPS)
+                spent += attack_macs(net, guided.evaluations, guided.passes + 1) + crown_macs(net, rows) * int(close.numel())
+                _record_found(guided, close, verdicts, counterexamples, stats)
+        todo = torch.tensor([i for i in todo.tolist() if verdicts[i] is PointVerdict.UNKNOWN], dtype=torch.long)
+    stats["attack_work"] = spent
+    return todo
 
 
 def _bounds_in_blocks(net: Network, input_set: InputSet, prop: OutputProperty, backend: Backend, method: str,

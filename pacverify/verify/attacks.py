@@ -13,13 +13,16 @@ Input sets, per problem b: the box ``[lower_b, upper_b]``, intersected with the 
 Projection onto the box is clamping; onto ball ∩ box, a few Dykstra steps (which converge to the
 exact projection onto the intersection) followed by a radial shrink toward the centre and a
 final clamp, so the point is in the set up to the float64 check that follows
-(:func:`pacverify.attacks.project_l2_box`).
+(:func:`pacverify.attacks.project_l2_box`); where every ball lies inside its box (no domain cuts it), the
+radial projection onto the ball alone.
 
 Guarantee: a problem is reported ``found`` only if its point passes a final check — inside the
 box exactly, inside the ball (float64 norm ≤ radius), and unsafe in a plain float64 forward pass
 of the network (``Network.forward``). Nothing is claimed about problems not found.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
@@ -38,6 +41,12 @@ def _ball_radius(radius: torch.Tensor | None) -> torch.Tensor:
     if radius is None:
         raise ValueError("a center (ball ∩ box) needs its radius")
     return radius
+
+
+def _box_holds_ball(lower: torch.Tensor, upper: torch.Tensor, center: torch.Tensor, radius: torch.Tensor) -> bool:
+    """Every L2 ball ``‖x − center_b‖₂ ≤ radius_b`` lies inside its box (then ball ∩ box is the ball)."""
+    r = radius.reshape(-1, 1)
+    return bool(((center - r) >= lower).all()) and bool(((center + r) <= upper).all())
 
 
 def pgd_attack(net: Network, prop: OutputProperty, lower: torch.Tensor, upper: torch.Tensor, *,
@@ -61,11 +70,16 @@ def pgd_attack(net: Network, prop: OutputProperty, lower: torch.Tensor, upper: t
     def violation(logits: torch.Tensor, problems: torch.Tensor) -> torch.Tensor:
         return prop_on.select(problems.cpu()).clause_violation(logits)
 
-    found = pgd_search(net, violation, lower.to(device, dtype), upper.to(device, dtype),
+    box_lower, box_upper = lower.to(device, dtype), upper.to(device, dtype)
+    # a ball inside its box is attacked alone: a radial projection, not Dykstra's alternating ones
+    ball_only = center is not None and _box_holds_ball(box_lower, box_upper, center.to(device, dtype),
+                                                       _ball_radius(radius).to(device, dtype))
+    found = pgd_search(net, violation, None if ball_only else box_lower, None if ball_only else box_upper,
                        center=None if center is None else center.to(device, dtype),
                        radius=None if center is None else _ball_radius(radius).to(device, dtype), norm="2",
                        steps=steps, restarts=restarts, seed=seed, start=start, stop_below=-target)
-    return confirm(net, prop, found.inputs, lower, upper, center=center, radius=radius)
+    return replace(confirm(net, prop, found.inputs, lower, upper, center=center, radius=radius),
+                   evaluations=found.evaluations, passes=found.passes)
 
 
 def confirm(net: Network, prop: OutputProperty, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, *,
@@ -103,8 +117,10 @@ def attack_set(net: Network, input_set: InputSet, prop: OutputProperty, *, seed:
                           restarts=restarts, seed=seed + start)
 
     parts = chunks_side_by_side(net, range(0, input_set.batch_size, chunk), one)
-    return AttackResult(*(torch.cat([getattr(p, name) for p in parts])
-                          for name in ("found", "inputs", "outputs", "violation")))
+    found, inputs, outputs, violation = (torch.cat([getattr(p, name) for p in parts])
+                                         for name in ("found", "inputs", "outputs", "violation"))
+    return AttackResult(found, inputs, outputs, violation, sum(p.evaluations for p in parts),
+                        sum(p.passes for p in parts))
 
 
 def bound_minimisers(net: Network, input_set: InputSet, C: torch.Tensor, splits=None) -> torch.Tensor:
@@ -133,7 +149,8 @@ def bound_guided_attack(net: Network, input_set: InputSet, prop: OutputProperty,
     """Check the bound minimisers of every row (:func:`bound_minimisers`) and run a short PGD from them.
 
     Same guarantee as :func:`pgd_attack`: ``found`` only for confirmed points of the set. ``input_set``
-    and ``prop`` have batch B; the best candidate per problem is returned.
+    and ``prop`` have batch B; the best candidate per problem is returned. ``evaluations`` and ``passes`` count the
+    candidates' check and the PGD's, not the CROWN pass that finds the minimisers.
     """
     batch, rows = input_set.batch_size, prop.C.shape[1]
     cand = bound_minimisers(net, input_set, prop.C, splits).reshape(batch * rows, -1)
@@ -144,14 +161,18 @@ def bound_guided_attack(net: Network, input_set: InputSet, prop: OutputProperty,
         center, radius = input_set.center[index], input_set.radius[index]
     rep = prop.select(index)
     checked = confirm(net, rep, cand, lower[index], upper[index], center=center, radius=radius)
+    evaluations, passes = batch * rows, 1
     if steps and not bool(checked.found.all()):
         refined = pgd_attack(net, rep, lower[index], upper[index], center=center, radius=radius, steps=steps,
                              restarts=1, seed=seed, start=checked.inputs)
+        evaluations, passes = evaluations + refined.evaluations, passes + refined.passes
         better = refined.found & ~checked.found
-        checked = AttackResult(*(torch.where(better.reshape(-1, *([1] * (a.dim() - 1))), b, a)
-                                 for a, b in zip((checked.found, checked.inputs, checked.outputs, checked.violation),
-                                                 (refined.found, refined.inputs, refined.outputs, refined.violation),
-                                                 strict=True)))
+        found, inputs, outputs, violation = (
+            torch.where(better.reshape(-1, *([1] * (a.dim() - 1))), b, a)
+            for a, b in zip((checked.found, checked.inputs, checked.outputs, checked.violation),
+                            (refined.found, refined.inputs, refined.outputs, refined.violation), strict=True))
+        checked = AttackResult(found, inputs, outputs, violation)
     score = torch.where(checked.found, checked.violation - torch.inf, checked.violation).reshape(batch, rows)
     pick = score.argmin(1) + torch.arange(batch) * rows
-    return AttackResult(checked.found[pick], checked.inputs[pick], checked.outputs[pick], checked.violation[pick])
+    return AttackResult(checked.found[pick], checked.inputs[pick], checked.outputs[pick], checked.violation[pick],
+                        evaluations, passes)
