@@ -101,6 +101,29 @@ def test_a_pilot_sets_the_first_guess_on_many_points():
     assert all(v is PointVerdict.VERIFIED for v, r in zip(again.verdicts, found.proven, strict=True) if r > 0)
 
 
+def test_the_pilots_first_pass_errs_low(monkeypatch):
+    """Without a learnt ratio (the pilot's own points) itp first tries ITP_FIRST_GUESS × the first-order radius."""
+    import pacverify.verify.radius as radius_module
+
+    net, x, y, _ = _problem(6, [4, 16, 16, 3], 4 * PILOT)
+    cap, first = 1.0, []
+    real = radius_module._crown_pass
+
+    def recording(net_, x_, y_, index, r, norm, domain):
+        if not first:
+            first.append((x_.clone(), y_.clone(), index.clone(), r.clone()))
+        return real(net_, x_, y_, index, r, norm, domain)
+
+    monkeypatch.setattr(radius_module, "_crown_pass", recording)
+    search_radii(net, x.numpy(), y.numpy(), "2", cap=cap, tol=1e-2, search="itp")
+    [(xp, yp, index, r)] = first
+    assert xp.shape[0] == PILOT
+    r_lin, _ = radius_module._linear_radius(net, xp[index], yp[index], "2", None, cap, beyond_cap=True)
+    finite = torch.isfinite(r_lin) & (r_lin > 0)
+    assert int(finite.sum()) > PILOT // 2
+    torch.testing.assert_close(r[finite], (radius_module.ITP_FIRST_GUESS * r_lin[finite]).clamp(max=cap))
+
+
 def test_itp_grows_a_radius_proved_below_the_cap_before_trying_the_cap(monkeypatch):
     """With CROWN, a point whose passes keep proving radii below an untested cap tries at most EXPANSIONS larger
     radii (each ≥ EXPAND × the radius proved, where the proving pass's linear bounds reach 0), then the cap. (Many
