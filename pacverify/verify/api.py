@@ -582,7 +582,8 @@ def _attack(net: Network, input_set: InputSet, prop: OutputProperty, todo: torch
         candidates = todo[near[torch.sort(closeness[near], stable=True).indices]]
         stats["near_misses"] = int(candidates.numel())
         # the most a near miss can cost (no early stop), and a round's runs of the model whatever its size
-        full_price = STRONG_RESTARTS * (STRONG_STEPS + 1) * step + crown_macs(net, rows) + rows * (GUIDED_STEPS + 2) * step
+        guided_price = crown_macs(net, rows) + rows * (GUIDED_STEPS + 2) * step
+        full_price = STRONG_RESTARTS * (STRONG_STEPS + 1) * step + guided_price
         round_overhead = -(-int(candidates.numel()) // ATTACK_CHUNK) * (STRONG_STEPS + GUIDED_STEPS + 4) * PASS_OVERHEAD
         for _ in range(STRONG_ROUNDS):
             take = candidates.numel() if budget is None else \
@@ -598,7 +599,8 @@ def _attack(net: Network, input_set: InputSet, prop: OutputProperty, todo: torch
             if close.numel():
                 guided = bound_guided_attack(net, input_set.select(close), prop.select(close), seed=seed,
                                              steps=GUIDED_STEPS)
-                spent += attack_macs(net, guided.evaluations, guided.passes + 1) + crown_macs(net, rows) * int(close.numel())
+                spent += attack_macs(net, guided.evaluations, guided.passes + 1)   # + 1: the CROWN pass
+                spent += crown_macs(net, rows) * int(close.numel())
                 _record_found(guided, close, verdicts, counterexamples, stats)
         todo = torch.tensor([i for i in todo.tolist() if verdicts[i] is PointVerdict.UNKNOWN], dtype=torch.long)
     stats["attack_work"] = spent

@@ -16,8 +16,9 @@ Searches (``search``; "auto" is "itp"):
   reaches 0, times a factor learnt on a pilot of :data:`PILOT` points when there are many (how far the bounds
   fall short of the linearisation), else :data:`ITP_FIRST_GUESS` = 0.6 (a pass below the root proves and says where
   its lines reach 0, one far above it usually proves nothing, so the guess errs low: 3.72 → 2.97 bounds per pilot
-  point on the benchmark student at L2 against a factor of 1, 5.75 → 5.84 on mnist-net_256x2); where that model never reaches 0 within the cap (L∞ in a
-  domain whose faces block the descent), the pilot's median radius, else the cap. Later radii follow the ITP
+  point on the benchmark student at L2 against a factor of 1, 5.75 → 5.84 on mnist-net_256x2); where that model
+  never reaches 0 within the cap (L∞ in a domain whose faces block the descent), the pilot's median radius, else
+  the cap. Later radii follow the ITP
   rule (Oliveira & Takahashi, *An Enhancement of the Bisection Method Average Performance Preserving Minmax
   Optimality*, ACM TOMS 2020): an interpolated root (on ``[0, b_i]`` the quadratic ``g − s·r − c·r²`` through
   f(b_i) with the model's slope s; else regula falsi), moved toward the midpoint and kept within a shrinking
