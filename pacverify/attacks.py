@@ -74,8 +74,8 @@ class AttackResult:
     """Per problem b: ``found[b]`` (a confirmed counterexample), ``inputs[b]`` the best point seen (inside the
     set; a counterexample when found), ``outputs[b]`` the model's output there, ``violation[b]`` its
     objective value (for labelled points the margin ``min_j z_y − z_j``: < 0 when found). ``evaluations`` and
-    ``passes``: the points the search ran the model on and in how many batched runs (:class:`SearchResult`), where
-    the attack counts them (0 otherwise)."""
+    ``passes``: the points the attack ran the model on and in how many batched runs (the search's,
+    :class:`SearchResult`, and the final check's), where the attack counts them (0 otherwise)."""
 
     found: torch.Tensor
     inputs: torch.Tensor

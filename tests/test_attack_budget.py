@@ -141,3 +141,35 @@ def test_a_bad_attack_budget_is_refused(open_points):
 def test_a_layer_without_a_work_model_is_named():
     with pytest.raises(TypeError, match="no work model for a object layer"):
         layer_macs(object())
+
+
+def test_the_bound_minimisers_are_tried_on_the_rows_with_the_lowest_bounds(open_points, monkeypatch):
+    """The guided stage gets, per point, the GUIDED_ROWS margins whose bounds are lowest (a counterexample to one
+    of them is one to the property) and its counterexamples are confirmed against the whole property."""
+    net, x, radius = open_points
+    seen: list = []
+    real = api.bound_guided_attack
+
+    def recording(net_, input_set, prop, **kw):
+        seen.append((input_set.center.numpy().copy(), prop.C.clone()))
+        return real(net_, input_set, prop, **kw)
+
+    monkeypatch.setattr(api, "bound_guided_attack", recording)
+    result = api.verify_points(net, x, radius, "2", seed=3, attack_budget=None)
+    assert seen
+    index = {tuple(row): i for i, row in enumerate(x)}
+    full = result.lower_bounds
+    for centres, C in seen:
+        assert C.shape[1] == api.GUIDED_ROWS
+        for centre, rows in zip(centres, C, strict=True):
+            i = index[tuple(centre)]
+            y = int(result.labels[i])
+            others = [int(j) for j in torch.nonzero(rows[:, y] == 1, as_tuple=False)[:, 0]]
+            assert len(others) == api.GUIDED_ROWS                  # each row is e_y − e_j for some class j
+            picked = sorted(int(torch.nonzero(row == -1)[0, 0]) for row in rows)
+            order = np.argsort(full[i], kind="stable")[:api.GUIDED_ROWS]
+            classes = [j for j in range(net.out_features) if j != y]
+            assert picked == sorted(classes[k] for k in order)
+    for i, cex in result.counterexamples.items():
+        z = net(torch.tensor(np.stack([x[i], cex])))
+        assert int(z[1].argmax()) != int(z[0].argmax())

@@ -67,7 +67,8 @@ QUICK_STEPS = 20                # on the points the bounds leave open, one start
 MIN_QUICK_STEPS = 5             # or fewer if the budget cannot pay them, but never fewer than this;
 NEAR_MISS = 0.1                 # then, where it took the margin below this fraction of the centre's, closest first,
 STRONG_STEPS, STRONG_RESTARTS = 25, 5   # this many steps × restarts,
-GUIDED_STEPS = 20               # then the bound minimisers with this many PGD steps from them;
+GUIDED_STEPS = 20               # then the bound minimisers with this many PGD steps from them,
+GUIDED_ROWS = 2                 # of this many rows per point (those whose bounds are lowest);
 STRONG_ROUNDS = 2               # a second round on the next closest near misses with the work the first saved
 ATTACK_CHUNK = 2048             # problems per batched PGD run (attack_set's chunk)
 
@@ -528,7 +529,8 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
         rows = prop.C.shape[1]
         stats["bounds_work"] = bound_macs(net, rows, method, n)
         budget = None if attack_budget is None else attack_budget * stats["bounds_work"]
-        todo = _attack(net, input_set, prop, todo, verdicts, counterexamples, stats, seed=seed, budget=budget)
+        todo = _attack(net, input_set, prop, todo, verdicts, counterexamples, stats, seed=seed, budget=budget,
+                       lower=lower)
         stats["attack_s"] = time.perf_counter() - start
         if progress is not None:
             progress("attack", opened, opened)
@@ -554,7 +556,8 @@ def _decide(net: Network, input_set: InputSet, prop: OutputProperty, backend: Ba
 
 
 def _attack(net: Network, input_set: InputSet, prop: OutputProperty, todo: torch.Tensor, verdicts: list,
-            counterexamples: dict, stats: dict, *, seed: int, budget: float | None) -> torch.Tensor:
+            counterexamples: dict, stats: dict, *, seed: int, budget: float | None,
+            lower: torch.Tensor | None = None) -> torch.Tensor:
     """Attack the open points ``todo`` within ``budget`` multiply-adds of :mod:`~pacverify.verify.work`'s model
     (None: no limit); mark what it finds FALSIFIED and return the points still open.
 
@@ -562,7 +565,9 @@ def _attack(net: Network, input_set: InputSet, prop: OutputProperty, todo: torch
     budget cannot pay them (never fewer than :data:`MIN_QUICK_STEPS`); the near misses (that attack took the
     margin below :data:`NEAR_MISS` of its value at the centre), closest first, as many as the rest of the budget
     pays for at the full price: :data:`STRONG_RESTARTS` restarts × :data:`STRONG_STEPS` steps, then the bound
-    minimisers of those still open (:func:`~pacverify.verify.attacks.bound_guided_attack`). Work is counted as
+    minimisers of those still open (:func:`~pacverify.verify.attacks.bound_guided_attack`) on the
+    :data:`GUIDED_ROWS` rows whose bounds ``lower`` (N, R) are lowest (all rows without bounds, or where a clause
+    has several rows; a counterexample to some clauses is one to the property). Work is counted as
     it is done (a PGD row stops once its point is found), and what a round saves pays for the next closest near
     misses in a second round (:data:`STRONG_ROUNDS`). The count is a pure function of the inputs and the seed:
     the verdicts are the same on any machine."""
@@ -577,12 +582,15 @@ def _attack(net: Network, input_set: InputSet, prop: OutputProperty, todo: torch
     if todo.numel():
         with torch.no_grad():
             centre = prop.select(todo).violation(net.to("cpu", torch.float64)(_centres(input_set.select(todo))))
+        spent += attack_macs(net, int(todo.numel()), 1)
         closeness = quick.violation[~quick.found] / centre.clamp_min(torch.finfo(torch.float64).tiny)
         near = torch.nonzero(closeness <= NEAR_MISS).reshape(-1)
         candidates = todo[near[torch.sort(closeness[near], stable=True).indices]]
         stats["near_misses"] = int(candidates.numel())
         # the most a near miss can cost (no early stop), and a round's runs of the model whatever its size
-        guided_price = crown_macs(net, rows) + rows * (GUIDED_STEPS + 2) * step
+        guided_rows = rows if lower is None or not bool(torch.isfinite(lower).all()) \
+            or prop.n_clauses != rows else min(rows, GUIDED_ROWS)
+        guided_price = crown_macs(net, guided_rows) + guided_rows * (GUIDED_STEPS + 2) * step
         full_price = STRONG_RESTARTS * (STRONG_STEPS + 1) * step + guided_price
         round_overhead = -(-int(candidates.numel()) // ATTACK_CHUNK) * (STRONG_STEPS + GUIDED_STEPS + 4) * PASS_OVERHEAD
         for _ in range(STRONG_ROUNDS):
@@ -597,10 +605,15 @@ def _attack(net: Network, input_set: InputSet, prop: OutputProperty, todo: torch
             spent += attack_macs(net, strong.evaluations, strong.passes)
             close = _record_found(strong, close, verdicts, counterexamples, stats)
             if close.numel():
-                guided = bound_guided_attack(net, input_set.select(close), prop.select(close), seed=seed,
-                                             steps=GUIDED_STEPS)
+                sub = prop.select(close)
+                if guided_rows < rows:
+                    assert lower is not None  # guided_rows < rows only with bounds
+                    pick = lower[close].argsort(dim=1, stable=True)[:, :guided_rows]
+                    sub = OutputProperty(sub.C.gather(1, pick[:, :, None].expand(-1, -1, sub.C.shape[2])),
+                                         sub.d.gather(1, pick), torch.arange(guided_rows), sub.strict)
+                guided = bound_guided_attack(net, input_set.select(close), sub, seed=seed, steps=GUIDED_STEPS)
                 spent += attack_macs(net, guided.evaluations, guided.passes + 1)   # + 1: the CROWN pass
-                spent += crown_macs(net, rows) * int(close.numel())
+                spent += crown_macs(net, guided_rows) * int(close.numel())
                 _record_found(guided, close, verdicts, counterexamples, stats)
         todo = torch.tensor([i for i in todo.tolist() if verdicts[i] is PointVerdict.UNKNOWN], dtype=torch.long)
     stats["attack_work"] = spent

@@ -78,8 +78,8 @@ def pgd_attack(net: Network, prop: OutputProperty, lower: torch.Tensor, upper: t
                        center=None if center is None else center.to(device, dtype),
                        radius=None if center is None else _ball_radius(radius).to(device, dtype), norm="2",
                        steps=steps, restarts=restarts, seed=seed, start=start, stop_below=-target)
-    return replace(confirm(net, prop, found.inputs, lower, upper, center=center, radius=radius),
-                   evaluations=found.evaluations, passes=found.passes)
+    checked = confirm(net, prop, found.inputs, lower, upper, center=center, radius=radius)
+    return replace(checked, evaluations=found.evaluations + checked.found.numel(), passes=found.passes + 1)
 
 
 def confirm(net: Network, prop: OutputProperty, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, *,
