@@ -63,7 +63,7 @@ def test_pgd_counts_the_points_it_ran_the_model_on():
     full = pgd_search(net, never_met, x - 1, x + 1, steps=6, restarts=3, stop_below=0.0)
     assert (full.evaluations, full.passes) == (7 * 4 * 3, 7)
 
-    def met(logits, problems):                    # met at the first evaluation: pruned after 5 steps
+    def met(logits, problems):                    # met at the first evaluation: the search stops there
         return logits[:, :1] * 0 - 1
 
     early = pgd_search(net, met, x - 1, x + 1, steps=30, restarts=3, stop_below=0.0)
