@@ -173,3 +173,25 @@ def test_the_bound_minimisers_are_tried_on_the_rows_with_the_lowest_bounds(open_
     for i, cex in result.counterexamples.items():
         z = net(torch.tensor(np.stack([x[i], cex])))
         assert int(z[1].argmax()) != int(z[0].argmax())
+
+
+def test_some_clauses_keep_the_picked_rows_and_only_their_counterexamples():
+    """A property of single-row clauses restricted per problem to some of them: the picked rows, in order, and
+    every output it calls unsafe is unsafe for the whole property; a property with a multi-row clause is refused."""
+    from pacverify.verify.property import OutputProperty, robustness_property
+
+    gen = torch.Generator().manual_seed(3)
+    prop = robustness_property(torch.tensor([0, 2, 4]), 5)
+    pick = torch.tensor([[3, 1], [0, 2], [2, 3]])
+    sub = prop.some_clauses(pick)
+    assert sub.C.shape == (3, 2, 5) and sub.n_clauses == 2
+    for b in range(3):
+        for k in range(2):
+            assert torch.equal(sub.C[b, k], prop.C[b, int(pick[b, k])])
+    outputs = torch.randn(2000, 3, 5, generator=gen, dtype=F64)
+    for y in outputs:
+        assert bool((~sub.is_unsafe(y) | prop.is_unsafe(y)).all())
+    assert bool(torch.stack([sub.is_unsafe(y) for y in outputs]).any())      # the check is not vacuous
+    two_rows = OutputProperty(prop.C, prop.d, torch.tensor([0, 0, 1, 2]))
+    with pytest.raises(ValueError, match="single rows"):
+        two_rows.some_clauses(pick)

@@ -606,11 +606,9 @@ def _attack(net: Network, input_set: InputSet, prop: OutputProperty, todo: torch
             close = _record_found(strong, close, verdicts, counterexamples, stats)
             if close.numel():
                 sub = prop.select(close)
-                if guided_rows < rows:
+                if guided_rows < rows:   # the clauses (single rows) whose bounds are lowest
                     assert lower is not None  # guided_rows < rows only with bounds
-                    pick = lower[close].argsort(dim=1, stable=True)[:, :guided_rows]
-                    sub = OutputProperty(sub.C.gather(1, pick[:, :, None].expand(-1, -1, sub.C.shape[2])),
-                                         sub.d.gather(1, pick), torch.arange(guided_rows), sub.strict)
+                    sub = sub.some_clauses(lower[close].argsort(dim=1, stable=True)[:, :guided_rows])
                 guided = bound_guided_attack(net, input_set.select(close), sub, seed=seed, steps=GUIDED_STEPS)
                 spent += attack_macs(net, guided.evaluations, guided.passes + 1)   # + 1: the CROWN pass
                 spent += crown_macs(net, guided_rows) * int(close.numel())

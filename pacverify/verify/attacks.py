@@ -70,13 +70,13 @@ def pgd_attack(net: Network, prop: OutputProperty, lower: torch.Tensor, upper: t
     def violation(logits: torch.Tensor, problems: torch.Tensor) -> torch.Tensor:
         return prop_on.select(problems.cpu()).clause_violation(logits)
 
-    box_lower, box_upper = lower.to(device, dtype), upper.to(device, dtype)
     # a ball inside its box is attacked alone: a radial projection, not Dykstra's alternating ones
-    ball_only = center is not None and _box_holds_ball(box_lower, box_upper, center.to(device, dtype),
-                                                       _ball_radius(radius).to(device, dtype))
-    found = pgd_search(net, violation, None if ball_only else box_lower, None if ball_only else box_upper,
-                       center=None if center is None else center.to(device, dtype),
-                       radius=None if center is None else _ball_radius(radius).to(device, dtype), norm="2",
+    ball_only = center is not None and _box_holds_ball(lower, upper, center, _ball_radius(radius))
+    box_lower = None if ball_only else lower.to(device, dtype)
+    box_upper = None if ball_only else upper.to(device, dtype)
+    ball_center = None if center is None else center.to(device, dtype)
+    ball_radius = None if center is None else _ball_radius(radius).to(device, dtype)
+    found = pgd_search(net, violation, box_lower, box_upper, center=ball_center, radius=ball_radius, norm="2",
                        steps=steps, restarts=restarts, seed=seed, start=start, stop_below=-target)
     checked = confirm(net, prop, found.inputs, lower, upper, center=center, radius=radius)
     return replace(checked, evaluations=found.evaluations + checked.found.numel(), passes=found.passes + 1)

@@ -77,6 +77,16 @@ class OutputProperty:
         return OutputProperty(self.C[:, rows], self.d[:, rows], torch.zeros(rows.shape[0], dtype=torch.int64),
                               self.strict)
 
+    def some_clauses(self, pick: torch.Tensor) -> "OutputProperty":
+        """Per problem b the clauses ``pick[b]`` ((B, k) indices) alone, for a property whose clauses are single
+        rows (as robustness's): its unsafe set lies inside this one's, so its counterexamples are this one's."""
+        if self.clause.numel() != self.n_clauses:
+            raise ValueError("some_clauses needs a property whose clauses are single rows")
+        order = self.clause.argsort()                     # the row of each clause
+        rows = order[pick]
+        C = self.C.gather(1, rows[:, :, None].expand(-1, -1, self.C.shape[2]))
+        return OutputProperty(C, self.d.gather(1, rows), torch.arange(pick.shape[1]), self.strict)
+
     def with_implied_rows(self, max_subset_rows: int = 6) -> "OutputProperty":
         """The same unsafe set with implied rows added to its conjunctions.
 

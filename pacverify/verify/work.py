@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 from pacverify.network import Affine, Block, Conv, Network, Relu, Scale
+from pacverify.verify.bounds.alpha import ITERATIONS
 
 PGD_STEP = 2.5               # one attack step on one point, in forward passes: the forward pass, the input gradient's
                              # backward pass and the projection's and objective's elementwise work (with 2, the
@@ -64,7 +65,7 @@ def crown_macs(net: Network, rows: int) -> int:
     return total + rows * (below + net.in_features)
 
 
-def bound_macs(net: Network, rows: int, method: str, points: int, *, iterations: int = 20) -> int:
+def bound_macs(net: Network, rows: int, method: str, points: int, *, iterations: int = ITERATIONS) -> int:
     """The model's multiply-adds of one pass of ``method`` on ``points`` points: per point IBP two forward passes
     (centre and radius through ``W`` and ``|W|``), CROWN :func:`crown_macs`, α-CROWN ``iterations`` + 1 CROWN
     passes; plus :data:`PASS_OVERHEAD` for each backward pass of the call (one per ReLU layer and one for the

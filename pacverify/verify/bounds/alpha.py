@@ -29,10 +29,13 @@ from pacverify.verify.bounds.linear import Rows, lower_values, pull_back
 from pacverify.verify.bounds.types import Bounds, PropagationResult
 from pacverify.verify.sets import InputSet
 
+ITERATIONS = 20             # α-CROWN's optimisation steps by default
+
 
 def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
-                iterations: int = 20, lr: float = 0.25, lr_beta: float = 0.05, stop_when_positive: bool = False,
-                max_batch: int | None = None, return_intermediate: bool = False) -> Bounds | PropagationResult:
+                iterations: int = ITERATIONS, lr: float = 0.25, lr_beta: float = 0.05,
+                stop_when_positive: bool = False, max_batch: int | None = None,
+                return_intermediate: bool = False) -> Bounds | PropagationResult:
     """α-CROWN bounds on ``C f(x)``: lower bounds optimised over the ReLU lower slopes.
 
     Guarantee: for every point b and every x in ``input_set`` (point b) whose ReLU pre-activations
