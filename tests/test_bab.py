@@ -145,3 +145,42 @@ def test_one_table_of_bound_methods():
         with pytest.raises(InputError, match="method must be one of ibp, crown, alpha-crown"):
             api.verify_points(net, (input_set.lower + input_set.upper) / 2, 0.05, "inf", method=bad)
     assert not hasattr(api, "METHODS") and not hasattr(bab, "METHODS")
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), final_relu=st.booleans(), norm=st.sampled_from(["inf", "2"]))
+def test_intercept_score_is_what_removing_the_intercept_adds(seed, final_relu, norm):
+    """The branching score of every unstable neuron equals the rise of CROWN's lower bound (rows summed)
+    when that neuron's upper line loses its intercept; stable neurons score 0."""
+    from dataclasses import replace
+
+    from pacverify.verify.bab import intercept_scores
+    from pacverify.verify.bounds import crown
+    from pacverify.verify.bounds.common import output_layers
+    from pacverify.verify.bounds.linear import Rows, lower_values, pull_back
+    from pacverify.verify.bounds.relax import relax_relu
+
+    net = random_mlp([4, 9, 7, 3], seed, final_relu=final_relu)
+    gen = torch.Generator().manual_seed(seed)
+    input_set = perturbation_set(torch.rand(2, 4, generator=gen, dtype=torch.float64), 0.6, norm)
+    C = torch.randn(2, 2, 3, generator=gen, dtype=torch.float64)
+    pre = crown(net, input_set, C, return_intermediate=True).pre_activation
+    scores = intercept_scores(net, C, pre)
+    layers, C_left = output_layers(net, C)
+    start = None if C_left is None else Rows(C_left, torch.zeros(2, 2, dtype=torch.float64))
+
+    def bound(relaxations):
+        return lower_values(pull_back(layers, start, relaxations, both=False), input_set).sum(1)
+
+    relaxations = [relax_relu(lo, hi) for lo, hi in pre]
+    base = bound(relaxations)
+    checked = 0
+    for k, relax in enumerate(relaxations):
+        assert bool((scores[k] >= 0).all()) and bool((scores[k][~relax.unstable] == 0).all())
+        for b, i in torch.nonzero(relax.unstable).tolist()[:4]:
+            intercept = relax.up_intercept.clone()
+            intercept[b, i] = 0.0
+            changed = relaxations[:k] + [replace(relax, up_intercept=intercept)] + relaxations[k + 1:]
+            assert float(bound(changed)[b] - base[b]) == pytest.approx(float(scores[k][b, i]), abs=1e-9)
+            checked += 1
+    assert checked > 0 or not any(bool(r.unstable.any()) for r in relaxations)

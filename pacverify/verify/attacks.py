@@ -123,7 +123,8 @@ def attack_set(net: Network, input_set: InputSet, prop: OutputProperty, *, seed:
                         sum(p.passes for p in parts))
 
 
-def bound_minimisers(net: Network, input_set: InputSet, C: torch.Tensor, splits=None) -> torch.Tensor:
+def bound_minimisers(net: Network, input_set: InputSet, C: torch.Tensor, splits=None, intermediate=None
+                     ) -> torch.Tensor:
     """Per problem b and specification row k, the input minimising CROWN's linear lower bound ``A_bk·x + c``
     of ``C_bk·f(x)`` over set b: (B, K, m).
 
@@ -131,10 +132,11 @@ def bound_minimisers(net: Network, input_set: InputSet, C: torch.Tensor, splits=
     ``x0 − r·A/‖A‖₂``, clamped to the domain box if there is one (clamping toward a box that holds the
     centre keeps the point in the ball). Where the relaxation is tight these are the points where the
     specification is smallest, hence good counterexample candidates (they are only candidates: the
-    caller confirms them). ``splits`` restricts the relaxation to a subdomain, as in the bound routines.
+    caller confirms them). ``splits`` restricts the relaxation to a subdomain and ``intermediate`` gives
+    pre-activation bounds, as in the bound routines.
     """
     s = input_set.to(net.device, net.dtype)
-    A = lower_bound_coefficients(net, s, C, splits)
+    A = lower_bound_coefficients(net, s, C, splits, intermediate)
     if isinstance(s, L2Ball):
         norm = A.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(A.dtype).tiny)
         x = s.center[:, None, :] - s.radius[:, None, None] * A / norm
@@ -144,16 +146,17 @@ def bound_minimisers(net: Network, input_set: InputSet, C: torch.Tensor, splits=
     return torch.where(A > 0, s.lower[:, None, :], s.upper[:, None, :])
 
 
-def bound_guided_attack(net: Network, input_set: InputSet, prop: OutputProperty, *, splits=None, seed: int = 0,
-                        steps: int = 20) -> AttackResult:
+def bound_guided_attack(net: Network, input_set: InputSet, prop: OutputProperty, *, splits=None, intermediate=None,
+                        seed: int = 0, steps: int = 20) -> AttackResult:
     """Check the bound minimisers of every row (:func:`bound_minimisers`) and run a short PGD from them.
 
     Same guarantee as :func:`pgd_attack`: ``found`` only for confirmed points of the set. ``input_set``
-    and ``prop`` have batch B; the best candidate per problem is returned. ``evaluations`` and ``passes`` count the
+    and ``prop`` have batch B (``splits`` and ``intermediate`` as in :func:`bound_minimisers`); the best
+    candidate per problem is returned. ``evaluations`` and ``passes`` count the
     candidates' check and the PGD's, not the CROWN pass that finds the minimisers.
     """
     batch, rows = input_set.batch_size, prop.C.shape[1]
-    cand = bound_minimisers(net, input_set, prop.C, splits).reshape(batch * rows, -1)
+    cand = bound_minimisers(net, input_set, prop.C, splits, intermediate).reshape(batch * rows, -1)
     index = torch.arange(batch).repeat_interleave(rows)
     lower, upper = input_set.interval()
     center = radius = None

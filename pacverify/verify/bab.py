@@ -14,8 +14,18 @@ splits the rest in two:
 - **ReLU splitting** (any set): fix one unstable neuron (pre-activation bounds l < 0 < u, not yet
   split) to inactive (−1: pre-activation ≤ 0) or active (+1: ≥ 0), per the split contract of
   :mod:`pacverify.verify.bounds.common`; the two sign cases cover the subdomain. The neuron is the
-  one with the largest ``−l·u/(u − l) · ‖W_next[:, i]‖₁``: the height of the triangle relaxation's
-  gap times the neuron's outgoing weight (a simple BaBSR-like score).
+  one whose upper relaxation line costs the subdomain's CROWN lower bound the most: the intercept
+  score of BaBSR (Bunel et al., *Branch and Bound for Piecewise Linear Neural Network
+  Verification*, JMLR 2020), ``−min(a_i, 0) · (−s_i l_i)`` with a_i the bound's coefficient on the
+  neuron's output and ``−s_i l_i`` the line's intercept — exactly what removing that intercept
+  would add to the bound (:func:`intercept_scores`); where no neuron scores above 0, the one with
+  the largest ``−l·u/(u − l) · ‖W_next[:, i]‖₁`` (the triangle's height times the outgoing weight).
+  Subdomains are bounded with the root's intermediate (pre-activation) bounds, clamped to their
+  splits, instead of recomputing them (β-CROWN's practice, Wang et al. 2021, §3): the root's bounds
+  hold on every subdomain, the split constraints enter the final bound through β, and each
+  subdomain then costs one optimised backward pass instead of one per ReLU layer. The root's
+  bounds are optimised once per problem by α-CROWN
+  (:func:`~pacverify.verify.bounds.alpha.optimised_intermediate`).
 
 Each clause of the unsafe set is searched on its own (the set is unreachable iff every clause is, and a
 clause alone usually needs far fewer subdomains than the product of all their refinements), with an
@@ -50,8 +60,11 @@ from pacverify.verify.bounds import (
     check_bound_method,
     crown,
 )
+from pacverify.verify.bounds.alpha import optimised_intermediate
 from pacverify.verify.bounds.coefficients import lower_bound_coefficients
-from pacverify.verify.bounds.common import abs_column_sums
+from pacverify.verify.bounds.common import abs_column_sums, output_layers
+from pacverify.verify.bounds.linear import Rows, pull_back
+from pacverify.verify.bounds.relax import relax_relu
 from pacverify.verify.property import OutputProperty
 from pacverify.verify.result import Decision, PointVerdict
 from pacverify.verify.sets import Box, InputSet
@@ -131,16 +144,19 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
     hardest, each with an equal share of the time left, so what easy clauses leave goes to the hard
     ones. A counterexample to any clause ends the problem."""
     input_splitting = _use_input_splitting(input_set, config)  # True only for boxes
+    fixed = None if input_splitting else optimised_intermediate(net, input_set)
 
     def search(prop: OutputProperty, deadline: float | None) -> Decision:
         if input_splitting and isinstance(input_set, Box):
             return _input_bab(net, input_set, prop, config, deadline)
-        return _relu_bab(net, input_set, prop, config, deadline)
+        assert fixed is not None
+        return _relu_bab(net, input_set, prop, config, deadline, fixed)
 
     if prop.n_clauses == 1:
         return search(prop, deadline)
     method = config.method if config.method != "auto" else ("crown" if input_splitting else "alpha-crown")
-    root = bound_routine(method, config.iterations)(net, input_set, prop.C.to(net.device, net.dtype))
+    root = bound_routine(method, config.iterations)(net, input_set, prop.C.to(net.device, net.dtype),
+                                                     intermediate=fixed)
     margin = prop.clause_values(root.lower.cpu().double() - prop.d.double())[0]        # (K,)
     todo = [int(k) for k in torch.argsort(margin, descending=True) if not bool(margin[k] > 0)]
     domains, open_details = 1, []
@@ -282,7 +298,9 @@ def _bisect(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tens
 
 
 def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: BabConfig,
-              deadline: float | None) -> Decision:
+              deadline: float | None, fixed: list[tuple[torch.Tensor, torch.Tensor]]) -> Decision:
+    """ReLU splitting of one problem (batch 1); ``fixed``: pre-activation bounds that hold on its whole
+    input set, used for every subdomain (clamped to its splits)."""
     bound = bound_routine("alpha-crown" if config.method == "auto" else config.method, config.iterations)
     input_set = input_set.to(net.device, net.dtype)
     importance = _importance(net)
@@ -304,7 +322,9 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
         batch_splits = [s[now] for s in splits]
         index = torch.zeros(now.shape[0], dtype=torch.long, device=net.device)
         rep = prop.select(index.cpu()).to(net.device, net.dtype)
-        result = bound(net, input_set.select(index), rep.C, splits=batch_splits, return_intermediate=True)
+        intermediate = [(lo.expand(now.shape[0], -1), hi.expand(now.shape[0], -1)) for lo, hi in fixed]
+        result = bound(net, input_set.select(index), rep.C, splits=batch_splits, intermediate=intermediate,
+                       return_intermediate=True)
         domains += now.shape[0]
         pace.done(now.shape[0])
         margin = rep.proof_margin(result.bounds.lower)
@@ -312,10 +332,10 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
         if open_.any():
             open_rows = torch.nonzero(open_).reshape(-1)
             found = _bound_candidates(net, input_set.select(index[open_rows]), rep.select(open_rows.cpu()),
-                                      [s[open_rows] for s in batch_splits])
+                                      [s[open_rows] for s in batch_splits], fixed)
             if found is not None:
                 return Decision(PointVerdict.FALSIFIED, found, domains, "ReLU splitting: bound minimiser")
-        layer, neuron = _choose_neurons(result.pre_activation, batch_splits, importance, now.shape[0])
+        layer, neuron = _choose_neurons(net, rep.C, result.pre_activation, batch_splits, importance)
         leaf = open_ & (layer < 0)
         for row in torch.nonzero(leaf).reshape(-1).tolist():
             answer = _solve_leaf(net, input_set, prop, result.pre_activation, batch_splits, row)
@@ -373,35 +393,77 @@ def _importance(net: Network) -> list[torch.Tensor]:
     return out
 
 
-def _choose_neurons(pre_activation, splits, importance, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per subdomain, the (layer, neuron) to split: the unstable, unsplit neuron of highest score
-    (layer −1 if none)."""
-    best: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # score, layer, neuron
-    for k, ((lo, hi), split) in enumerate(zip(pre_activation, splits, strict=True)):
-        unstable = (lo < 0) & (hi > 0) & (split == 0)
-        gap = -lo * hi / (hi - lo).clamp_min(torch.finfo(lo.dtype).tiny)
-        score = torch.where(unstable, gap * importance[k], torch.full_like(gap, -1.0))
-        value, neuron = score.max(dim=1)
+def intercept_scores(net: Network, C: torch.Tensor, pre_activation: list[tuple[torch.Tensor, torch.Tensor]]
+                     ) -> list[torch.Tensor]:
+    """BaBSR's intercept score of every ReLU neuron, one (B, width) tensor per ReLU layer.
+
+    For the rows ``C`` (B, K, out) and CROWN's relaxation of the pre-activation bounds
+    ``pre_activation``, CROWN's lower bound of row k is ``Σ_i min(a_ki, 0)·t_i + (terms that do not
+    depend on the intercepts)``, a_ki the row's coefficient on neuron i's output and ``t_i = −s_i l_i``
+    the intercept of its upper line (0 for stable neurons). The score ``Σ_k −min(a_ki, 0)·t_i`` is
+    therefore exactly how much the rows' bounds, summed, would rise if neuron i's intercept were
+    removed, which splitting the neuron does on both sides.
+    """
+    layers, C_left = output_layers(net, C)
+    start = None if C_left is None else Rows(C_left, torch.zeros(C_left.shape[:-1], dtype=C.dtype, device=C.device))
+    relaxations = [relax_relu(lo, hi) for lo, hi in pre_activation]
+    coefficients: list[torch.Tensor] = []
+    pull_back(layers, start, relaxations, both=False, record=coefficients)
+    out = []
+    for a, relax in zip(coefficients, relaxations, strict=True):
+        a = a.expand(relax.lower.shape[0], -1, -1) if a.dim() == 2 else a      # shared rows (K, w)
+        out.append(torch.clamp(-a, min=0).sum(1) * relax.up_intercept)
+    return out
+
+
+def _choose_neurons(net: Network, C: torch.Tensor, pre_activation, splits, importance
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per subdomain, the (layer, neuron) to split: among the unstable, unsplit neurons the one of
+    highest :func:`intercept_scores`, or of highest triangle height × outgoing weight where no
+    intercept score is above 0 (layer −1 if no neuron is left)."""
+    batch = C.shape[0]
+    if not pre_activation:                       # a network without ReLUs: nothing to split
+        none = torch.full((batch,), -1, dtype=torch.long)
+        return none, none.clone()
+    candidates = [(lo < 0) & (hi > 0) & (split == 0) for (lo, hi), split in zip(pre_activation, splits, strict=True)]
+    gaps = [-lo * hi / (hi - lo).clamp_min(torch.finfo(lo.dtype).tiny) * weight
+            for (lo, hi), weight in zip(pre_activation, importance, strict=True)]
+    value, layer, neuron = _best(intercept_scores(net, C, pre_activation), candidates)
+    backup_value, backup_layer, backup_neuron = _best(gaps, candidates)
+    use_backup = value <= 0
+    layer = torch.where(use_backup, backup_layer, layer)
+    neuron = torch.where(use_backup, backup_neuron, neuron)
+    return torch.where(backup_value < 0, torch.full_like(layer, -1), layer), neuron
+
+
+def _best(scores: list[torch.Tensor], candidates: list[torch.Tensor]
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row, the highest score over the candidate neurons of every layer: (value, layer, neuron),
+    value −1 where a row has no candidate (scores are ≥ 0)."""
+    best: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    for k, (score, candidate) in enumerate(zip(scores, candidates, strict=True)):
+        value, neuron = torch.where(candidate, score, torch.full_like(score, -1.0)).max(dim=1)
         if best is None:
             best = value, torch.zeros_like(neuron), neuron
         else:
             better = value > best[0]
             best = (torch.where(better, value, best[0]), torch.where(better, torch.full_like(neuron, k), best[1]),
                     torch.where(better, neuron, best[2]))
-    if best is None:                            # a network without ReLUs: nothing to split
-        none = torch.full((batch,), -1, dtype=torch.long)
-        return none, none.clone()
-    best_score, best_layer, best_neuron = best
-    best_layer = torch.where(best_score < 0, torch.full_like(best_layer, -1), best_layer)
-    return best_layer, best_neuron
+    assert best is not None
+    return best
 
 
-def _bound_candidates(net: Network, input_set: InputSet, prop: OutputProperty, splits) -> np.ndarray | None:
-    """Check the CROWN bound minimisers of the first :data:`FALSIFY_ROWS` subdomains (lowest margin first);
-    a confirmed counterexample as a float64 vector, or None."""
+def _bound_candidates(net: Network, input_set: InputSet, prop: OutputProperty, splits, fixed=None
+                      ) -> np.ndarray | None:
+    """Check the CROWN bound minimisers of the first :data:`FALSIFY_ROWS` subdomains (lowest margin first),
+    with the pre-activation bounds ``fixed`` (batch 1) if given; a confirmed counterexample as a float64
+    vector, or None."""
     keep = torch.arange(min(input_set.batch_size, FALSIFY_ROWS))
+    intermediate = None if fixed is None else [(lo.expand(len(keep), -1), hi.expand(len(keep), -1))
+                                                for lo, hi in fixed]
     res = bound_guided_attack(net, input_set.select(keep), prop.select(keep),
-                              splits=None if splits is None else [s[keep] for s in splits], steps=0)
+                              splits=None if splits is None else [s[keep] for s in splits],
+                              intermediate=intermediate, steps=0)
     return res.inputs[int(torch.nonzero(res.found)[0])].numpy() if bool(res.found.any()) else None
 
 

@@ -6,15 +6,18 @@ Every lower slope α in [0, 1] of an unstable ReLU gives a valid lower relaxatio
 so every α gives a sound CROWN bound; α-CROWN maximises the bound over α by projected gradient
 ascent (Adam, then clipping to [0, 1]). Slopes are free per point, per specification row and per
 neuron (α has shape (B, K, width) for every ReLU layer): each row's bound is optimised on its own.
-Intermediate (pre-activation) bounds are CROWN's and stay fixed. The result is the best bound seen
-over all iterations, starting from CROWN's slopes (and β = 0), so each lower bound is at least CROWN's.
+Intermediate (pre-activation) bounds are CROWN's (or the caller's) and stay fixed. The ascent follows
+CROWN's own value, not its intersection with the interval bound (which has no gradient wherever the
+interval bound is higher). The result is the best bound seen over all iterations, each intersected
+with the interval bound, starting from CROWN's slopes (and β = 0), so each lower bound is at least
+CROWN's. :func:`optimised_intermediate` optimises the intermediate bounds themselves the same way.
 """
 from __future__ import annotations
 
 import torch
 
 from pacverify.errors import InputError
-from pacverify.network import Network
+from pacverify.network import Network, Relu
 from pacverify.validation import check_positive
 from pacverify.verify.bounds.common import (
     Problem,
@@ -24,12 +27,14 @@ from pacverify.verify.bounds.common import (
     run_chunked,
     spec_rows,
 )
-from pacverify.verify.bounds.crown import backward_bounds, relax_network
+from pacverify.verify.bounds.crown import backward_bounds, crown, relax_network
 from pacverify.verify.bounds.linear import Rows, lower_values, pull_back
 from pacverify.verify.bounds.types import Bounds, PropagationResult
 from pacverify.verify.sets import InputSet
 
 ITERATIONS = 20             # α-CROWN's optimisation steps by default
+# optimised_intermediate skips a layer whose α would hold more elements than this per point (rows × earlier widths)
+INTERMEDIATE_ELEMENTS = 2**22
 
 
 def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
@@ -109,12 +114,12 @@ def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], split: li
             terms = [None if b is None or s is None else -b * s for b, s in zip(betas, split, strict=True)]
             rows_ = pull_back(relaxed.layers, start, relaxed.relaxations, slopes, both=False, lagrangian=terms)
             assert rows_ is not None  # there are layers: alpha runs only with unstable or split ReLUs
-            lower = torch.maximum(lower_values(rows_, problem.input_set), relaxed.ibp_output[0])
-            best = torch.maximum(best, lower.detach())
+            lower = lower_values(rows_, problem.input_set)
+            best = torch.maximum(best, torch.maximum(lower.detach(), relaxed.ibp_output[0]))
             if step == iterations or (stop_when_positive and bool((best > 0).all())):
                 break
             optimizer.zero_grad(set_to_none=True)
-            (-lower.sum()).backward()
+            (-lower.sum()).backward()       # CROWN's own value: where the interval bound is higher it has no gradient
             optimizer.step()
             with torch.no_grad():
                 for a in alphas:
@@ -123,3 +128,41 @@ def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], split: li
                     if b is not None:
                         b.clamp_(min=0.0)
     return best
+
+
+def optimised_intermediate(net: Network, input_set: InputSet, *, iterations: int = ITERATIONS
+                           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pre-activation bounds of every ReLU layer, tightened by optimising them with α-CROWN (Xu et al.
+    2021, §3.1: the intermediate bounds are optimised like the output's, each with its own slopes).
+
+    Guarantee: for every point b, every x in ``input_set`` (point b) and every ReLU layer k,
+    ``lower[k][b] <= z_k(x) <= upper[k][b]``, z_k the layer's pre-activation; each bound is at least
+    as tight as CROWN's (:func:`~pacverify.verify.bounds.crown.crown` with ``return_intermediate``).
+    Layer by layer, the neurons CROWN leaves unstable (at some point of the batch) get a lower and
+    an upper row on the network cut before that ReLU, bounded by :func:`alpha_crown` with the
+    layers before it at their optimised bounds. A layer whose slopes would exceed
+    :data:`INTERMEDIATE_ELEMENTS` per point keeps CROWN's bounds. Returns one (B, width) pair per
+    ReLU layer, in the order of :meth:`Network.relu_widths`.
+    """
+    result = crown(net, input_set, upper=False, return_intermediate=True)
+    assert isinstance(result, PropagationResult)
+    bounds = list(result.pre_activation)
+    layers = list(net.layers)
+    cuts = [i for i, layer in enumerate(layers) if isinstance(layer, Relu)]
+    widths = net.relu_widths()
+    for k in range(1, len(cuts)):
+        lower, upper = bounds[k]
+        neurons = torch.nonzero(((lower < 0) & (upper > 0)).any(0)).reshape(-1)
+        if neurons.numel() == 0 or 2 * neurons.numel() * sum(widths[:k]) > INTERMEDIATE_ELEMENTS:
+            continue
+        eye = torch.eye(widths[k], dtype=lower.dtype, device=lower.device)[neurons]
+        C = torch.cat([eye, -eye]).expand(lower.shape[0], -1, -1)
+        cut = Network(tuple(layers[:cuts[k]]), net.input_shape)
+        found = alpha_crown(cut, input_set, C, intermediate=bounds[:k], upper=False, iterations=iterations)
+        assert isinstance(found, Bounds)
+        count = neurons.numel()
+        lower, upper = lower.clone(), upper.clone()
+        lower[:, neurons] = torch.maximum(lower[:, neurons], found.lower[:, :count])
+        upper[:, neurons] = torch.minimum(upper[:, neurons], -found.lower[:, count:])
+        bounds[k] = (lower, upper)
+    return bounds

@@ -14,13 +14,15 @@ from pacverify.network import Network
 from pacverify.verify.sets import InputSet
 
 
-def lower_bound_coefficients(net: Network, input_set: InputSet, C: torch.Tensor, splits=None) -> torch.Tensor:
-    """``A`` (B, K, m) of CROWN's linear lower bound ``A_bk·x + c_bk`` of ``C_bk·f(x)`` over set b (under ``splits``)."""
+def lower_bound_coefficients(net: Network, input_set: InputSet, C: torch.Tensor, splits=None,
+                             intermediate=None) -> torch.Tensor:
+    """``A`` (B, K, m) of CROWN's linear lower bound ``A_bk·x + c_bk`` of ``C_bk·f(x)`` over set b (under
+    ``splits``, with the caller's ``intermediate`` bounds if given, as in the bound routines)."""
     from pacverify.verify.bounds.common import prepare
     from pacverify.verify.bounds.crown import relax_network
     from pacverify.verify.bounds.linear import Rows, pull_back
 
-    problem = prepare(net, input_set, C, splits, None)
+    problem = prepare(net, input_set, C, splits, intermediate)
     relaxed = relax_network(net, problem)
     start = None if relaxed.C_left is None else Rows(relaxed.C_left, torch.zeros(
         relaxed.C_left.shape[:-1], dtype=net.dtype, device=net.device))

@@ -45,7 +45,8 @@ class Select:
 
 def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluRelaxation],
               lo_slopes: list[torch.Tensor] | None = None, *, both: bool = True,
-              lagrangian: list[torch.Tensor | None] | None = None) -> Rows | None:
+              lagrangian: list[torch.Tensor | None] | None = None,
+              record: list[torch.Tensor] | None = None) -> Rows | None:
     """Rows on the output of ``layers`` → rows on their input that lower-bound them (for inputs in the set).
 
     ``start``: the rows to bound; None means every output entry (the identity), stacked as
@@ -54,6 +55,8 @@ def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluR
     (B, w) or per row (B, K, w) for dense rows (α-CROWN). ``lagrangian``: optional coefficients
     (B, K, w) per ReLU added to the rows on that ReLU's input after relaxing it — β-CROWN's terms
     ``β·g(z)`` for split constraints ``g(z) <= 0``, which keep the rows lower bounds on the subdomain.
+    ``record``: if a list, receives the rows' coefficients on every ReLU's output (``A`` before that ReLU
+    is relaxed), first ReLU first.
     Returns None if there is nothing to pull back through (``layers`` empty: the caller bounds the
     input directly).
     """
@@ -64,6 +67,8 @@ def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluR
             k -= 1
             relax = relaxations[k]
             rows = _materialise(rows, relax.lower.shape[1], both, relax.lower)
+            if record is not None:
+                record.insert(0, rows.A)
             slope = relax.lo_slope if lo_slopes is None else lo_slopes[k]
             rows = _relu(rows, slope, relax)
             term = None if lagrangian is None else lagrangian[k]
