@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.bounds.alpha import Multipliers, alpha_crown_warm
 from pacverify.verify.output_rows import margin_rows
 from pacverify.verify.sets import perturbation_set
 
@@ -118,6 +119,30 @@ def test_beta_crown_with_large_multipliers_stays_sound(problem):
                               torch.where(z >= 0, 1, -1), 0).to(torch.int8) for z in witness]
     bounds = alpha_crown(net, s, C, splits=splits, iterations=8, lr=0.5, lr_beta=1.0)
     _check_sound(net, s, C, splits, seed, bounds)
+
+
+@settings(max_examples=30, deadline=None)
+@given(problem=problems())
+def test_warm_started_alpha_crown_is_sound_from_any_start(problem):
+    """Branch and bound hands a parent's α and β to its children; any start (even outside [0, 1] and
+    β < 0, which the routine must clip) gives sound bounds at least as tight as CROWN's, and the
+    multipliers it returns are feasible and shaped (B, K, width)."""
+    net, s, C, splits, seed = problem
+    if C is None:
+        C = torch.eye(net.out_features, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    rows, widths = C.shape[-2], net.relu_widths()
+    start = Multipliers([torch.rand(s.batch_size, rows, w, generator=gen, dtype=torch.float64) * 3 - 1 for w in widths],
+                        [torch.randn(s.batch_size, rows, w, generator=gen, dtype=torch.float64) * 3 for w in widths])
+    for warm in (None, start):
+        result, ended = alpha_crown_warm(net, s, C, splits=splits, start=warm, iterations=4, lr=0.5, lr_beta=1.0)
+        _check_sound(net, s, C, splits, seed, result.bounds)
+        reference = crown(net, s, C, splits=splits, upper=False).lower
+        tol = (1e-9 if net.dtype == torch.float64 else 1e-4) * (1 + reference.abs().clamp(max=1e6))
+        assert ((result.bounds.lower >= reference - tol) | result.bounds.infeasible[:, None]).all()
+        for a, b, w in zip(ended.alphas, ended.betas, widths, strict=True):
+            assert a.shape == b.shape == (s.batch_size, rows, w)
+            assert ((a >= 0) & (a <= 1)).all() and (b >= 0).all()
 
 
 @settings(max_examples=25, deadline=None)

@@ -25,7 +25,9 @@ splits the rest in two:
   hold on every subdomain, the split constraints enter the final bound through β, and each
   subdomain then costs one optimised backward pass instead of one per ReLU layer. The root's
   bounds are optimised once per problem by α-CROWN
-  (:func:`~pacverify.verify.bounds.alpha.optimised_intermediate`).
+  (:func:`~pacverify.verify.bounds.alpha.optimised_intermediate`). A child's α-CROWN ascent starts from
+  its parent's final slopes and multipliers (β-CROWN's warm start); any start is sound
+  (:func:`~pacverify.verify.bounds.alpha.alpha_crown_warm`).
 
 Each clause of the unsafe set is searched on its own (the set is unreachable iff every clause is, and a
 clause alone usually needs far fewer subdomains than the product of all their refinements), with an
@@ -60,7 +62,7 @@ from pacverify.verify.bounds import (
     check_bound_method,
     crown,
 )
-from pacverify.verify.bounds.alpha import optimised_intermediate
+from pacverify.verify.bounds.alpha import Multipliers, alpha_crown_warm, optimised_intermediate
 from pacverify.verify.bounds.coefficients import lower_bound_coefficients
 from pacverify.verify.bounds.common import abs_column_sums, output_layers
 from pacverify.verify.bounds.linear import Rows, pull_back
@@ -71,6 +73,7 @@ from pacverify.verify.sets import Box, InputSet
 
 SPLIT_MODES = ("auto", "input", "relu")
 BRANCHING_RULES = ("bound", "gradient")   # input splitting: see _bisect
+STATE_DTYPE = torch.float32   # open subdomains' inherited α, β: a warm start only, any value is sound
 FALSIFY_ROWS = 32     # open subdomains per round whose bound minimisers are checked as counterexamples
 
 
@@ -301,7 +304,10 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
               deadline: float | None, fixed: list[tuple[torch.Tensor, torch.Tensor]]) -> Decision:
     """ReLU splitting of one problem (batch 1); ``fixed``: pre-activation bounds that hold on its whole
     input set, used for every subdomain (clamped to its splits)."""
-    bound = bound_routine("alpha-crown" if config.method == "auto" else config.method, config.iterations)
+    method = "alpha-crown" if config.method == "auto" else config.method
+    bound = bound_routine(method, config.iterations)
+    warm = method == "alpha-crown"
+    multipliers: Multipliers | None = None        # per open subdomain, when warm: its parent's α and β
     input_set = input_set.to(net.device, net.dtype)
     importance = _importance(net)
     splits = [torch.zeros(1, w, dtype=torch.int8, device=net.device) for w in net.relu_widths()]
@@ -323,8 +329,13 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
         index = torch.zeros(now.shape[0], dtype=torch.long, device=net.device)
         rep = prop.select(index.cpu()).to(net.device, net.dtype)
         intermediate = [(lo.expand(now.shape[0], -1), hi.expand(now.shape[0], -1)) for lo, hi in fixed]
-        result = bound(net, input_set.select(index), rep.C, splits=batch_splits, intermediate=intermediate,
-                       return_intermediate=True)
+        if warm:
+            start = None if multipliers is None else multipliers.select(now).to(net.dtype)
+            result, ended = alpha_crown_warm(net, input_set.select(index), rep.C, splits=batch_splits,
+                                             intermediate=intermediate, start=start, iterations=config.iterations)
+        else:
+            result = bound(net, input_set.select(index), rep.C, splits=batch_splits, intermediate=intermediate,
+                           return_intermediate=True)
         domains += now.shape[0]
         pace.done(now.shape[0])
         margin = rep.proof_margin(result.bounds.lower)
@@ -352,6 +363,10 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
             left[k][rows[pick], neuron[grow][pick]] = -1
             right[k][rows[pick], neuron[grow][pick]] = 1
         splits = [torch.cat([s[rest], lc, rc]) for s, lc, rc in zip(splits, left, right, strict=True)]
+        if warm:
+            inherited = ended.select(grow).to(STATE_DTYPE)
+            multipliers = Multipliers.cat(([] if multipliers is None else [multipliers.select(rest)])
+                                          + [inherited, inherited])
         priority = torch.cat([priority[rest], margin[grow].repeat(2)])
     if stuck:
         found = _attack_whole_set(net, input_set, prop, seed=config.seed + rounds + 1)

@@ -14,6 +14,8 @@ CROWN's. :func:`optimised_intermediate` optimises the intermediate bounds themse
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from pacverify.errors import InputError
@@ -35,6 +37,28 @@ from pacverify.verify.sets import InputSet
 ITERATIONS = 20             # α-CROWN's optimisation steps by default
 # optimised_intermediate skips a layer whose α would hold more elements than this per point (rows × earlier widths)
 INTERMEDIATE_ELEMENTS = 2**22
+
+
+@dataclass(frozen=True)
+class Multipliers:
+    """α-CROWN's lower slopes and β-CROWN's split multipliers of a batch: one (B, K, width) tensor each per
+    ReLU layer (points, specification rows, neurons). Any α in [0, 1] and any β >= 0 give sound bounds,
+    so these are only a starting point: branch and bound passes a parent's to its children (β-CROWN's
+    warm start, Wang et al. 2021, §3.2) and nothing about soundness depends on where they came from."""
+
+    alphas: list[torch.Tensor]
+    betas: list[torch.Tensor]
+
+    def select(self, index: torch.Tensor) -> "Multipliers":
+        return Multipliers([a[index] for a in self.alphas], [b[index] for b in self.betas])
+
+    def to(self, dtype: torch.dtype) -> "Multipliers":
+        return Multipliers([a.to(dtype) for a in self.alphas], [b.to(dtype) for b in self.betas])
+
+    @staticmethod
+    def cat(parts: list["Multipliers"]) -> "Multipliers":
+        return Multipliers([torch.cat(a) for a in zip(*(p.alphas for p in parts), strict=True)],
+                           [torch.cat(b) for b in zip(*(p.betas for p in parts), strict=True)])
 
 
 def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
@@ -70,8 +94,30 @@ def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, inter
     return result if return_intermediate else result.bounds
 
 
+def alpha_crown_warm(net: Network, input_set: InputSet, C, *, splits=None, intermediate=None,
+                     start: Multipliers | None = None, iterations: int = ITERATIONS, lr: float = 0.25,
+                     lr_beta: float = 0.05) -> tuple[PropagationResult, Multipliers]:
+    """:func:`alpha_crown` (lower bounds only, pre-activation bounds returned) on one batch without
+    chunking, starting the ascent from ``start`` (any α, β: they are clipped to [0, 1] and to >= 0)
+    instead of CROWN's slopes, and returning the multipliers it ended with.
+
+    Guarantee: as :func:`alpha_crown`'s lower bound — sound for any start, and at least CROWN's (the
+    result is the best over CROWN's bound and every iterate).
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise InputError(f"iterations must be an integer >= 1, got {iterations!r}")
+    problem = prepare(net, input_set, C, splits, intermediate)
+    if problem.C is None:
+        raise InputError("alpha_crown_warm needs the specification rows C")
+    holder: list[Multipliers] = []
+    result = _alpha_chunk(net, problem, iterations, check_positive(lr, "lr"), False, False,
+                          check_positive(lr_beta, "lr_beta"), start=start, keep=holder)
+    return result, holder[0]
+
+
 def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upper: bool,
-                 stop_when_positive: bool, lr_beta: float) -> PropagationResult:
+                 stop_when_positive: bool, lr_beta: float, start: Multipliers | None = None,
+                 keep: list | None = None) -> PropagationResult:
     relaxed = relax_network(net, problem)
     crown_lower, crown_upper = intersect(backward_bounds(
         relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set, upper=upper), relaxed.ibp_output)
@@ -80,39 +126,50 @@ def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upp
     split = [None if problem.splits is None else problem.splits[k].unsqueeze(1) for k in range(len(unstable))]
     free = any(u.any() for u in unstable) or any(s is not None and bool((s != 0).any()) for s in split)
     done = stop_when_positive and bool((best > 0).all())
-    if iterations and free and not done:
-        best = _optimise(relaxed, problem, unstable, split, best, iterations, lr, lr_beta, stop_when_positive)
+    if keep is not None or (iterations and free and not done):
+        best = _optimise(relaxed, problem, unstable, split, best, iterations if free and not done else 0, lr,
+                         lr_beta, stop_when_positive, start, keep)
     bounds = finish(best, crown_upper, relaxed.infeasible, relaxed.output_margin)
     return PropagationResult(bounds, relaxed.pre_activation)
 
 
 def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], split: list[torch.Tensor | None],
-              best: torch.Tensor, iterations: int, lr: float, lr_beta: float, stop_when_positive: bool
-              ) -> torch.Tensor:
+              best: torch.Tensor, iterations: int, lr: float, lr_beta: float, stop_when_positive: bool,
+              start: Multipliers | None = None, keep: list | None = None) -> torch.Tensor:
     """Projected Adam ascent on α (B, K, w) in [0, 1] and, where splits fix neurons, β (B, K, w) >= 0.
 
     β-CROWN's Lagrangian (Wang et al. 2021, Thm 3.1): a split constraint ``g(z) <= 0`` (g = −z for
     a neuron forced active, z for one forced inactive) holds on the subdomain, so adding ``β·g(z)``
     with β >= 0 to the bounded function only lowers it there; the rows stay lower bounds.
-    Returns the best lower bound seen.
+    Starts from ``start`` (clipped into the feasible set) or CROWN's slopes and β = 0; with ``keep``,
+    appends the final multipliers (β for every layer) to it. Returns the best lower bound seen.
     """
-    rows = best.shape[1]
-    alphas = [r.lo_slope.unsqueeze(1).expand(-1, rows, -1).clone().requires_grad_(True)
-              for r in relaxed.relaxations]
-    betas = [None if s is None or not bool((s != 0).any()) else
-             torch.zeros(best.shape[0], rows, s.shape[-1], dtype=best.dtype, device=best.device).requires_grad_(True)
-             for s in split]
+    batch, rows = best.shape
+    if start is None:
+        alphas = [r.lo_slope.unsqueeze(1).expand(-1, rows, -1).clone() for r in relaxed.relaxations]
+    else:
+        alphas = [a.to(best.dtype).clamp(0.0, 1.0) for a in start.alphas]
+    if keep is not None:
+        betas: list[torch.Tensor | None] = (
+            [torch.zeros(batch, rows, r.lo_slope.shape[-1], dtype=best.dtype, device=best.device)
+             for r in relaxed.relaxations] if start is None else [b.to(best.dtype).clamp_min(0.0) for b in start.betas])
+    else:
+        betas = [None if s is None or not bool((s != 0).any()) else
+                 torch.zeros(batch, rows, s.shape[-1], dtype=best.dtype, device=best.device) for s in split]
+    for t in alphas + betas:
+        if t is not None:
+            t.requires_grad_(True)
     groups = [{"params": alphas, "lr": lr}] + ([{"params": [b for b in betas if b is not None], "lr": lr_beta}]
                                                if any(b is not None for b in betas) else [])
     optimizer = torch.optim.Adam(groups)
     C = relaxed.C_left
-    start = None if C is None else Rows(C, torch.zeros(C.shape[:-1], dtype=C.dtype, device=C.device))
+    spec = None if C is None else Rows(C, torch.zeros(C.shape[:-1], dtype=C.dtype, device=C.device))
     with torch.enable_grad():
         for step in range(iterations + 1):
             slopes = [r.lo_slope.unsqueeze(1) + u * (a - r.lo_slope.unsqueeze(1))  # α where unstable
                       for u, a, r in zip(unstable, alphas, relaxed.relaxations, strict=True)]
             terms = [None if b is None or s is None else -b * s for b, s in zip(betas, split, strict=True)]
-            rows_ = pull_back(relaxed.layers, start, relaxed.relaxations, slopes, both=False, lagrangian=terms)
+            rows_ = pull_back(relaxed.layers, spec, relaxed.relaxations, slopes, both=False, lagrangian=terms)
             assert rows_ is not None  # there are layers: alpha runs only with unstable or split ReLUs
             lower = lower_values(rows_, problem.input_set)
             best = torch.maximum(best, torch.maximum(lower.detach(), relaxed.ibp_output[0]))
@@ -127,6 +184,9 @@ def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], split: li
                 for b in betas:
                     if b is not None:
                         b.clamp_(min=0.0)
+    if keep is not None:
+        keep.append(Multipliers([a.detach() for a in alphas],
+                                [torch.zeros_like(a) if b is None else b.detach() for a, b in zip(alphas, betas, strict=True)]))
     return best
 
 
