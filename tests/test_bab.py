@@ -76,6 +76,18 @@ def test_complete_on_small_networks(split):
     assert counts[PointVerdict.VERIFIED] > 0 and counts[PointVerdict.FALSIFIED] > 0   # both outcomes exercised
 
 
+def test_relu_splitting_checks_the_optimised_bounds_minimisers_first():
+    """Problems whose unsafe set is reached are answered at the root, before any split, by PGD from the
+    minimisers of the optimised bounds; every such counterexample is in the set and unsafe."""
+    seen = 0
+    for seed in range(6):
+        net, input_set, prop = _problem([3, 10, 10, 3], seed, 0.4, "inf", n_points=4)
+        decisions = branch_and_bound(net, input_set, prop, BabConfig(split="relu", timeout=10))
+        _check_decisions(net, input_set, prop, decisions)
+        seen += sum("optimised bounds' minimisers" in d.detail for d in decisions)
+    assert seen > 0
+
+
 def test_disjunctive_property_with_conjunction_clauses():
     """Unsafe: (z1 >= 0.95 and z1 <= 1.05) or z1 >= 3 over [0, r]^2 for the net z1 = x0 + x1: sat iff 2r >= 0.95."""
     net = sum_threshold_net(0.0)

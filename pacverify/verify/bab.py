@@ -74,6 +74,7 @@ from pacverify.verify.sets import Box, InputSet
 SPLIT_MODES = ("auto", "input", "relu")
 BRANCHING_RULES = ("bound", "gradient")   # input splitting: see _bisect
 STATE_DTYPE = torch.float32   # open subdomains' inherited α, β: a warm start only, any value is sound
+ROOT_PGD_STEPS = 20  # PGD steps from each clause row's bound minimiser at the root of ReLU splitting
 FALSIFY_ROWS = 32     # open subdomains per round whose bound minimisers are checked as counterexamples
 
 
@@ -148,6 +149,12 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
     ones. A counterexample to any clause ends the problem."""
     input_splitting = _use_input_splitting(input_set, config)  # True only for boxes
     fixed = None if input_splitting else optimised_intermediate(net, input_set)
+    if fixed is not None:
+        # the minimisers of the tighter bounds are better starting points than those of the caller's CROWN
+        found = bound_guided_attack(net, input_set, prop, intermediate=fixed, seed=config.seed, steps=ROOT_PGD_STEPS)
+        if bool(found.found[0]):
+            return Decision(PointVerdict.FALSIFIED, found.inputs[0].numpy(), 1,
+                            "ReLU splitting: PGD from the optimised bounds' minimisers")
 
     def search(prop: OutputProperty, deadline: float | None) -> Decision:
         if input_splitting and isinstance(input_set, Box):

@@ -115,6 +115,19 @@ def alpha_crown_warm(net: Network, input_set: InputSet, C, *, splits=None, inter
     return result, holder[0]
 
 
+def _pass_at(relaxed, problem: Problem, alphas: list[torch.Tensor], betas: list[torch.Tensor | None]) -> Rows:
+    """The rows on the input of α-CROWN's pass with slopes α (where unstable) and β-CROWN's terms."""
+    C = relaxed.C_left
+    spec = None if C is None else Rows(C, torch.zeros(C.shape[:-1], dtype=C.dtype, device=C.device))
+    split = [None if problem.splits is None else problem.splits[k].unsqueeze(1) for k in range(len(alphas))]
+    slopes = [r.lo_slope.unsqueeze(1) + r.unstable.unsqueeze(1).to(a.dtype) * (a - r.lo_slope.unsqueeze(1))
+              for a, r in zip(alphas, relaxed.relaxations, strict=True)]
+    terms = [None if b is None or s is None else -b * s for b, s in zip(betas, split, strict=True)]
+    rows = pull_back(relaxed.layers, spec, relaxed.relaxations, slopes, both=False, lagrangian=terms)
+    assert rows is not None  # there are layers: alpha runs only with unstable or split ReLUs
+    return rows
+
+
 def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upper: bool,
                  stop_when_positive: bool, lr_beta: float, start: Multipliers | None = None,
                  keep: list | None = None) -> PropagationResult:
@@ -127,13 +140,13 @@ def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upp
     free = any(u.any() for u in unstable) or any(s is not None and bool((s != 0).any()) for s in split)
     done = stop_when_positive and bool((best > 0).all())
     if keep is not None or (iterations and free and not done):
-        best = _optimise(relaxed, problem, unstable, split, best, iterations if free and not done else 0, lr,
+        best = _optimise(relaxed, problem, split, best, iterations if free and not done else 0, lr,
                          lr_beta, stop_when_positive, start, keep)
     bounds = finish(best, crown_upper, relaxed.infeasible, relaxed.output_margin)
     return PropagationResult(bounds, relaxed.pre_activation)
 
 
-def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], split: list[torch.Tensor | None],
+def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
               best: torch.Tensor, iterations: int, lr: float, lr_beta: float, stop_when_positive: bool,
               start: Multipliers | None = None, keep: list | None = None) -> torch.Tensor:
     """Projected Adam ascent on α (B, K, w) in [0, 1] and, where splits fix neurons, β (B, K, w) >= 0.
@@ -162,16 +175,9 @@ def _optimise(relaxed, problem: Problem, unstable: list[torch.Tensor], split: li
     groups = [{"params": alphas, "lr": lr}] + ([{"params": [b for b in betas if b is not None], "lr": lr_beta}]
                                                if any(b is not None for b in betas) else [])
     optimizer = torch.optim.Adam(groups)
-    C = relaxed.C_left
-    spec = None if C is None else Rows(C, torch.zeros(C.shape[:-1], dtype=C.dtype, device=C.device))
     with torch.enable_grad():
         for step in range(iterations + 1):
-            slopes = [r.lo_slope.unsqueeze(1) + u * (a - r.lo_slope.unsqueeze(1))  # α where unstable
-                      for u, a, r in zip(unstable, alphas, relaxed.relaxations, strict=True)]
-            terms = [None if b is None or s is None else -b * s for b, s in zip(betas, split, strict=True)]
-            rows_ = pull_back(relaxed.layers, spec, relaxed.relaxations, slopes, both=False, lagrangian=terms)
-            assert rows_ is not None  # there are layers: alpha runs only with unstable or split ReLUs
-            lower = lower_values(rows_, problem.input_set)
+            lower = lower_values(_pass_at(relaxed, problem, alphas, betas), problem.input_set)
             best = torch.maximum(best, torch.maximum(lower.detach(), relaxed.ibp_output[0]))
             if step == iterations or (stop_when_positive and bool((best > 0).all())):
                 break
