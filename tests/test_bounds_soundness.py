@@ -132,17 +132,22 @@ def test_warm_started_alpha_crown_is_sound_from_any_start(problem):
         C = torch.eye(net.out_features, dtype=torch.float64)
     gen = torch.Generator().manual_seed(seed)
     rows, widths = C.shape[-2], net.relu_widths()
-    start = Multipliers([torch.rand(s.batch_size, rows, w, generator=gen, dtype=torch.float64) * 3 - 1 for w in widths],
-                        [torch.randn(s.batch_size, rows, w, generator=gen, dtype=torch.float64) * 3 for w in widths])
-    for warm in (None, start):
-        result, ended = alpha_crown_warm(net, s, C, splits=splits, start=warm, iterations=4, lr=0.5, lr_beta=1.0)
-        _check_sound(net, s, C, splits, seed, result.bounds)
-        reference = crown(net, s, C, splits=splits, upper=False).lower
-        tol = (1e-9 if net.dtype == torch.float64 else 1e-4) * (1 + reference.abs().clamp(max=1e6))
-        assert ((result.bounds.lower >= reference - tol) | result.bounds.infeasible[:, None]).all()
-        for a, b, w in zip(ended.alphas, ended.betas, widths, strict=True):
-            assert a.shape == b.shape == (s.batch_size, rows, w)
-            assert ((a >= 0) & (a <= 1)).all() and (b >= 0).all()
+    subset = [torch.nonzero(torch.rand(w, generator=gen) < 0.6).reshape(-1) for w in widths]
+    for neurons in (None, subset):
+        columns = widths if neurons is None else [len(idx) for idx in neurons]
+        start = Multipliers(
+            [torch.rand(s.batch_size, rows, n, generator=gen, dtype=torch.float64) * 3 - 1 for n in columns],
+            [torch.randn(s.batch_size, rows, n, generator=gen, dtype=torch.float64) * 3 for n in columns])
+        for warm in (None, start):
+            result, ended = alpha_crown_warm(net, s, C, splits=splits, start=warm, neurons=neurons, iterations=4,
+                                             lr=0.5, lr_beta=1.0)
+            _check_sound(net, s, C, splits, seed, result.bounds)
+            reference = crown(net, s, C, splits=splits, upper=False).lower
+            tol = (1e-9 if net.dtype == torch.float64 else 1e-4) * (1 + reference.abs().clamp(max=1e6))
+            assert ((result.bounds.lower >= reference - tol) | result.bounds.infeasible[:, None]).all()
+            for a, b, n in zip(ended.alphas, ended.betas, columns, strict=True):
+                assert a.shape == b.shape == (s.batch_size, rows, n)
+                assert ((a >= 0) & (a <= 1)).all() and (b >= 0).all()
 
 
 @settings(max_examples=25, deadline=None)

@@ -315,6 +315,8 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
     bound = bound_routine(method, config.iterations)
     warm = method == "alpha-crown"
     multipliers: Multipliers | None = None        # per open subdomain, when warm: its parent's α and β
+    # with the root's pre-activation bounds kept, only the neurons unstable there can be unstable or split
+    free = [torch.nonzero((lo[0] < 0) & (hi[0] > 0)).reshape(-1) for lo, hi in fixed]
     input_set = input_set.to(net.device, net.dtype)
     importance = _importance(net)
     splits = [torch.zeros(1, w, dtype=torch.int8, device=net.device) for w in net.relu_widths()]
@@ -339,7 +341,8 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
         if warm:
             start = None if multipliers is None else multipliers.select(now).to(net.dtype)
             result, ended = alpha_crown_warm(net, input_set.select(index), rep.C, splits=batch_splits,
-                                             intermediate=intermediate, start=start, iterations=config.iterations)
+                                             intermediate=intermediate, start=start, neurons=free,
+                                             iterations=config.iterations)
         else:
             result = bound(net, input_set.select(index), rep.C, splits=batch_splits, intermediate=intermediate,
                            return_intermediate=True)

@@ -95,34 +95,58 @@ def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, inter
 
 
 def alpha_crown_warm(net: Network, input_set: InputSet, C, *, splits=None, intermediate=None,
-                     start: Multipliers | None = None, iterations: int = ITERATIONS, lr: float = 0.25,
+                     start: Multipliers | None = None, neurons: list[torch.Tensor] | None = None,
+                     iterations: int = ITERATIONS, lr: float = 0.25,
                      lr_beta: float = 0.05) -> tuple[PropagationResult, Multipliers]:
     """:func:`alpha_crown` (lower bounds only, pre-activation bounds returned) on one batch without
     chunking, starting the ascent from ``start`` (any α, β: they are clipped to [0, 1] and to >= 0)
     instead of CROWN's slopes, and returning the multipliers it ended with.
 
-    Guarantee: as :func:`alpha_crown`'s lower bound — sound for any start, and at least CROWN's (the
-    result is the best over CROWN's bound and every iterate).
+    ``neurons``: optionally, per ReLU layer, the indices of the only neurons whose α and β are free (the
+    others keep CROWN's slope and β = 0); the multipliers then have ``len(neurons[k])`` columns. Branch
+    and bound passes the neurons unstable at the root: with the root's pre-activation bounds kept, no
+    other neuron is unstable or split in any subdomain, and the ascent's state shrinks accordingly.
+
+    Guarantee: as :func:`alpha_crown`'s lower bound — sound for any start and any ``neurons``, and at
+    least CROWN's (the result is the best over CROWN's bound and every iterate).
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise InputError(f"iterations must be an integer >= 1, got {iterations!r}")
     problem = prepare(net, input_set, C, splits, intermediate)
     if problem.C is None:
         raise InputError("alpha_crown_warm needs the specification rows C")
+    widths = net.relu_widths()
+    if neurons is not None:
+        if len(neurons) != len(widths) or any(
+                idx.dim() != 1 or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= w))
+                for idx, w in zip(neurons, widths, strict=False)):
+            raise InputError("neurons must hold one 1-d tensor of neuron indices per ReLU layer")
+        neurons = [idx.to(device=net.device, dtype=torch.long) for idx in neurons]
     holder: list[Multipliers] = []
     result = _alpha_chunk(net, problem, iterations, check_positive(lr, "lr"), False, False,
-                          check_positive(lr_beta, "lr_beta"), start=start, keep=holder)
+                          check_positive(lr_beta, "lr_beta"), start=start, keep=holder, neurons=neurons)
     return result, holder[0]
 
 
-def _pass_at(relaxed, problem: Problem, alphas: list[torch.Tensor], betas: list[torch.Tensor | None]) -> Rows:
-    """The rows on the input of α-CROWN's pass with slopes α (where unstable) and β-CROWN's terms."""
+def _pass_at(relaxed, problem: Problem, alphas: list[torch.Tensor], betas: list[torch.Tensor | None],
+             neurons: list[torch.Tensor] | None = None) -> Rows:
+    """The rows on the input of α-CROWN's pass with slopes α (where unstable) and β-CROWN's terms;
+    with ``neurons``, α and β hold only those neurons' columns (the others: CROWN's slope, β = 0)."""
     C = relaxed.C_left
     spec = None if C is None else Rows(C, torch.zeros(C.shape[:-1], dtype=C.dtype, device=C.device))
     split = [None if problem.splits is None else problem.splits[k].unsqueeze(1) for k in range(len(alphas))]
-    slopes = [r.lo_slope.unsqueeze(1) + r.unstable.unsqueeze(1).to(a.dtype) * (a - r.lo_slope.unsqueeze(1))
-              for a, r in zip(alphas, relaxed.relaxations, strict=True)]
-    terms = [None if b is None or s is None else -b * s for b, s in zip(betas, split, strict=True)]
+    if neurons is None:
+        slopes = [r.lo_slope.unsqueeze(1) + r.unstable.unsqueeze(1).to(a.dtype) * (a - r.lo_slope.unsqueeze(1))
+                  for a, r in zip(alphas, relaxed.relaxations, strict=True)]
+        terms = [None if b is None or s is None else -b * s for b, s in zip(betas, split, strict=True)]
+    else:
+        slopes, terms = [], []
+        for a, b, s, r, idx in zip(alphas, betas, split, relaxed.relaxations, neurons, strict=True):
+            base = r.lo_slope.unsqueeze(1).expand(-1, a.shape[1], -1)
+            low = base[..., idx]
+            slopes.append(base.index_copy(2, idx, low + r.unstable[:, idx].unsqueeze(1).to(a.dtype) * (a - low)))
+            terms.append(None if b is None or s is None else
+                         torch.zeros_like(base).index_copy(2, idx, -b * s[..., idx]))
     rows = pull_back(relaxed.layers, spec, relaxed.relaxations, slopes, both=False, lagrangian=terms)
     assert rows is not None  # there are layers: alpha runs only with unstable or split ReLUs
     return rows
@@ -130,7 +154,7 @@ def _pass_at(relaxed, problem: Problem, alphas: list[torch.Tensor], betas: list[
 
 def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upper: bool,
                  stop_when_positive: bool, lr_beta: float, start: Multipliers | None = None,
-                 keep: list | None = None) -> PropagationResult:
+                 keep: list | None = None, neurons: list[torch.Tensor] | None = None) -> PropagationResult:
     relaxed = relax_network(net, problem)
     crown_lower, crown_upper = intersect(backward_bounds(
         relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set, upper=upper), relaxed.ibp_output)
@@ -141,14 +165,15 @@ def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upp
     done = stop_when_positive and bool((best > 0).all())
     if keep is not None or (iterations and free and not done):
         best = _optimise(relaxed, problem, split, best, iterations if free and not done else 0, lr,
-                         lr_beta, stop_when_positive, start, keep)
+                         lr_beta, stop_when_positive, start, keep, neurons)
     bounds = finish(best, crown_upper, relaxed.infeasible, relaxed.output_margin)
     return PropagationResult(bounds, relaxed.pre_activation)
 
 
 def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
               best: torch.Tensor, iterations: int, lr: float, lr_beta: float, stop_when_positive: bool,
-              start: Multipliers | None = None, keep: list | None = None) -> torch.Tensor:
+              start: Multipliers | None = None, keep: list | None = None,
+              neurons: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Projected Adam ascent on α (B, K, w) in [0, 1] and, where splits fix neurons, β (B, K, w) >= 0.
 
     β-CROWN's Lagrangian (Wang et al. 2021, Thm 3.1): a split constraint ``g(z) <= 0`` (g = −z for
@@ -158,14 +183,16 @@ def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
     appends the final multipliers (β for every layer) to it. Returns the best lower bound seen.
     """
     batch, rows = best.shape
+    columns: list = [slice(None)] * len(relaxed.relaxations) if neurons is None else neurons
     if start is None:
-        alphas = [r.lo_slope.unsqueeze(1).expand(-1, rows, -1).clone() for r in relaxed.relaxations]
+        alphas = [r.lo_slope[:, cols].unsqueeze(1).expand(-1, rows, -1).clone()
+                  for r, cols in zip(relaxed.relaxations, columns, strict=True)]
     else:
         alphas = [a.to(best.dtype).clamp(0.0, 1.0) for a in start.alphas]
     if keep is not None:
         betas: list[torch.Tensor | None] = (
-            [torch.zeros(batch, rows, r.lo_slope.shape[-1], dtype=best.dtype, device=best.device)
-             for r in relaxed.relaxations] if start is None else [b.to(best.dtype).clamp_min(0.0) for b in start.betas])
+            [torch.zeros_like(a) for a in alphas] if start is None
+            else [b.to(best.dtype).clamp_min(0.0) for b in start.betas])
     else:
         betas = [None if s is None or not bool((s != 0).any()) else
                  torch.zeros(batch, rows, s.shape[-1], dtype=best.dtype, device=best.device) for s in split]
@@ -177,7 +204,7 @@ def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
     optimizer = torch.optim.Adam(groups)
     with torch.enable_grad():
         for step in range(iterations + 1):
-            lower = lower_values(_pass_at(relaxed, problem, alphas, betas), problem.input_set)
+            lower = lower_values(_pass_at(relaxed, problem, alphas, betas, neurons), problem.input_set)
             best = torch.maximum(best, torch.maximum(lower.detach(), relaxed.ibp_output[0]))
             if step == iterations or (stop_when_positive and bool((best > 0).all())):
                 break
