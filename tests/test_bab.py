@@ -1,6 +1,8 @@
 """Branch and bound: sound against dense sampling, complete on small networks, honest about budgets."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,32 @@ def test_relu_splitting_checks_the_optimised_bounds_minimisers_first():
         _check_decisions(net, input_set, prop, decisions)
         seen += sum("optimised bounds' minimisers" in d.detail for d in decisions)
     assert seen > 0
+
+
+def test_a_paused_relu_search_resumes_where_it_stopped():
+    """A search stopped by its budget and resumed reaches the same verdict after the same subdomains as one
+    never stopped (what lets clauses that ran out of their share continue with the time others left)."""
+    from pacverify.verify.bab import _relu_bab
+    from pacverify.verify.bounds.alpha import optimised_intermediate
+    resumed = 0
+    for seed in range(6):
+        net, input_set, prop = _problem([3, 16, 16, 3], seed, 0.3, "inf", n_points=1)
+        fixed = optimised_intermediate(net, input_set)
+        for k in range(prop.n_clauses):
+            clause = prop.clause_property(k)
+            whole = _relu_bab(net, input_set, clause, BabConfig(batch=4), None, fixed)
+            keep: list = []
+            first = _relu_bab(net, input_set, clause, BabConfig(batch=4, max_domains=8), None, fixed, None, keep)
+            if whole.domains <= 8:
+                continue
+            assert first.verdict is PointVerdict.UNKNOWN and len(keep) == 1
+            rest = _relu_bab(net, input_set, clause, BabConfig(batch=4), None, fixed, keep[0])
+            assert (rest.verdict, rest.domains) == (whole.verdict, whole.domains)
+            # and the work is not redone: counted from zero, the resumed part bounds only what was left
+            again = _relu_bab(net, input_set, clause, BabConfig(batch=4), None, fixed, replace(keep[0], domains=0))
+            assert again.domains == whole.domains - first.domains
+            resumed += 1
+    assert resumed > 0
 
 
 def test_disjunctive_property_with_conjunction_clauses():

@@ -31,7 +31,8 @@ splits the rest in two:
 
 Each clause of the unsafe set is searched on its own (the set is unreachable iff every clause is, and a
 clause alone usually needs far fewer subdomains than the product of all their refinements), with an
-equal share of the time left.
+equal share of the time left; a ReLU search that runs out of its share is paused and resumes with the
+time the clauses after it leave.
 
 Verdicts, per problem: VERIFIED when no open subdomain is left (every one proved or empty — the
 subdomains cover the set, so no input reaches the unsafe set); FALSIFIED when a candidate point
@@ -146,7 +147,9 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
     clause usually needs far fewer subdomains alone than all of them in one tree. Clauses the root's
     bounds prove are skipped; the others are searched from the easiest (highest root margin) to the
     hardest, each with an equal share of the time left, so what easy clauses leave goes to the hard
-    ones. A counterexample to any clause ends the problem."""
+    ones; ReLU searches that ran out of their share are paused and, if time is left at the end, resumed
+    one after another with equal shares of it (their open subdomains still cover the set). A
+    counterexample to any clause ends the problem."""
     input_splitting = _use_input_splitting(input_set, config)  # True only for boxes
     fixed = None if input_splitting else optimised_intermediate(net, input_set)
     if fixed is not None:
@@ -156,30 +159,49 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
             return Decision(PointVerdict.FALSIFIED, found.inputs[0].numpy(), 1,
                             "ReLU splitting: PGD from the optimised bounds' minimisers")
 
-    def search(prop: OutputProperty, deadline: float | None) -> Decision:
+    paused: dict[int, _ReluSearch] = {}
+
+    def search(k: int, deadline: float | None) -> Decision:
+        clause = prop.clause_property(k) if prop.n_clauses > 1 else prop
         if input_splitting and isinstance(input_set, Box):
-            return _input_bab(net, input_set, prop, config, deadline)
+            return _input_bab(net, input_set, clause, config, deadline)
         assert fixed is not None
-        return _relu_bab(net, input_set, prop, config, deadline, fixed)
+        keep: list[_ReluSearch] = []
+        decision = _relu_bab(net, input_set, clause, config, deadline, fixed, paused.pop(k, None), keep)
+        if keep:
+            paused[k] = keep[0]
+        return decision
 
     if prop.n_clauses == 1:
-        return search(prop, deadline)
+        return search(0, deadline)
     method = config.method if config.method != "auto" else ("crown" if input_splitting else "alpha-crown")
     root = bound_routine(method, config.iterations)(net, input_set, prop.C.to(net.device, net.dtype),
                                                      intermediate=fixed)
     margin = prop.clause_values(root.lower.cpu().double() - prop.d.double())[0]        # (K,)
     todo = [int(k) for k in torch.argsort(margin, descending=True) if not bool(margin[k] > 0)]
-    domains, open_details = 1, []
-    for i, k in enumerate(todo):
-        share = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / (len(todo) - i)
-        decision = search(prop.clause_property(k), share)
-        domains += decision.domains
-        if decision.verdict is PointVerdict.FALSIFIED:
-            return Decision(PointVerdict.FALSIFIED, decision.counterexample, domains, f"clause {k}: {decision.detail}")
-        if decision.verdict is PointVerdict.UNKNOWN:
-            open_details.append(f"clause {k}: {decision.detail}")
+    spent: dict[int, int] = {}
+    open_details: dict[int, str] = {}
+    # a first pass gives each clause an equal share of the time left; paused ReLU searches then resume,
+    # one after another, with equal shares of what the others left
+    for rerun in (False, True):
+        order = [k for k in todo if k in paused] if rerun else todo
+        for i, k in enumerate(order):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            share = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / (len(order) - i)
+            decision = search(k, share)
+            spent[k] = decision.domains
+            if decision.verdict is PointVerdict.FALSIFIED:
+                return Decision(PointVerdict.FALSIFIED, decision.counterexample, 1 + sum(spent.values()),
+                                f"clause {k}: {decision.detail}")
+            open_details.pop(k, None)
+            if decision.verdict is PointVerdict.UNKNOWN:
+                open_details[k] = f"clause {k}: {decision.detail}"
+        if deadline is None:
+            break
+    domains = 1 + sum(spent.values())
     if open_details:
-        return Decision(PointVerdict.UNKNOWN, domains=domains, detail="; ".join(open_details))
+        return Decision(PointVerdict.UNKNOWN, domains=domains, detail="; ".join(open_details.values()))
     return Decision(PointVerdict.VERIFIED, domains=domains,
                     detail=f"{prop.n_clauses} clauses proved one by one, {domains} subdomains")
 
@@ -307,25 +329,44 @@ def _bisect(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tens
     return torch.cat([lo, lo_right]), torch.cat([hi_left, hi])
 
 
+@dataclass
+class _ReluSearch:
+    """Where a ReLU-splitting search stopped when its time ran out: its open subdomains (splits, proof
+    margins as priorities, inherited multipliers) and its counters, so that it can resume."""
+
+    splits: list[torch.Tensor]
+    priority: torch.Tensor
+    multipliers: Multipliers | None = None
+    domains: int = 0
+    rounds: int = 0
+    stuck: int = 0
+
+
 def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: BabConfig,
-              deadline: float | None, fixed: list[tuple[torch.Tensor, torch.Tensor]]) -> Decision:
+              deadline: float | None, fixed: list[tuple[torch.Tensor, torch.Tensor]],
+              resume: _ReluSearch | None = None, keep: list[_ReluSearch] | None = None) -> Decision:
     """ReLU splitting of one problem (batch 1); ``fixed``: pre-activation bounds that hold on its whole
-    input set, used for every subdomain (clamped to its splits)."""
+    input set, used for every subdomain (clamped to its splits). ``resume``: continue a search that ran
+    out of time (its open subdomains still cover the set); when this one runs out of time, its state is
+    appended to ``keep``. ``domains`` of the decision counts every subdomain bounded, resumed ones too."""
     method = "alpha-crown" if config.method == "auto" else config.method
     bound = bound_routine(method, config.iterations)
     warm = method == "alpha-crown"
-    multipliers: Multipliers | None = None        # per open subdomain, when warm: its parent's α and β
     # with the root's pre-activation bounds kept, only the neurons unstable there can be unstable or split
     free = [torch.nonzero((lo[0] < 0) & (hi[0] > 0)).reshape(-1) for lo, hi in fixed]
     input_set = input_set.to(net.device, net.dtype)
     importance = _importance(net)
-    splits = [torch.zeros(1, w, dtype=torch.int8, device=net.device) for w in net.relu_widths()]
-    priority = torch.zeros(1, dtype=net.dtype, device=net.device)
-    domains = rounds = 0
-    stuck = 0
+    if resume is None:
+        resume = _ReluSearch([torch.zeros(1, w, dtype=torch.int8, device=net.device) for w in net.relu_widths()],
+                             torch.zeros(1, dtype=net.dtype, device=net.device))
+    splits, priority = resume.splits, resume.priority
+    multipliers = resume.multipliers        # per open subdomain, when warm: its parent's α and β
+    domains, rounds, stuck = resume.domains, resume.rounds, resume.stuck
     pace = _Pace(config, deadline)
     while priority.shape[0]:
         if _out_of_budget(deadline, domains, config):
+            if keep is not None:
+                keep.append(_ReluSearch(splits, priority, multipliers, domains, rounds, stuck))
             return Decision(PointVerdict.UNKNOWN, domains=domains, detail=f"ReLU splitting: budget spent, "
                                                                       f"{priority.shape[0] + stuck} subdomains open")
         rounds += 1
