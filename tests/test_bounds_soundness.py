@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import pytest
 import torch
 from helpers_nets import (
     exact_range_milp,
@@ -20,6 +21,7 @@ from helpers_nets import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pacverify.errors import InputError
 from pacverify.verify.bounds import alpha_crown, crown, ibp
 from pacverify.verify.bounds.alpha import Multipliers, alpha_crown_warm
 from pacverify.verify.output_rows import margin_rows
@@ -148,6 +150,10 @@ def test_warm_started_alpha_crown_is_sound_from_any_start(problem):
             for a, b, n in zip(ended.alphas, ended.betas, columns, strict=True):
                 assert a.shape == b.shape == (s.batch_size, rows, n)
                 assert ((a >= 0) & (a <= 1)).all() and (b >= 0).all()
+        if widths:      # a start of the wrong shape is refused with a clear error
+            wrong = Multipliers([a.new_zeros(a.shape[0] + 1, *a.shape[1:]) for a in start.alphas], start.betas)
+            with pytest.raises(InputError, match="start must hold"):
+                alpha_crown_warm(net, s, C, splits=splits, start=wrong, neurons=neurons, iterations=1)
 
 
 @settings(max_examples=25, deadline=None)

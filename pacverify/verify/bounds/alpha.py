@@ -41,8 +41,9 @@ INTERMEDIATE_ELEMENTS = 2**22
 
 @dataclass(frozen=True)
 class Multipliers:
-    """α-CROWN's lower slopes and β-CROWN's split multipliers of a batch: one (B, K, width) tensor each per
-    ReLU layer (points, specification rows, neurons). Any α in [0, 1] and any β >= 0 give sound bounds,
+    """α-CROWN's lower slopes and β-CROWN's split multipliers of a batch: one (B, K, n) tensor each per
+    ReLU layer (points, specification rows, and the layer's neurons — all, or those chosen by
+    :func:`alpha_crown_warm`'s ``neurons``). Any α in [0, 1] and any β >= 0 give sound bounds,
     so these are only a starting point: branch and bound passes a parent's to its children (β-CROWN's
     warm start, Wang et al. 2021, §3.2) and nothing about soundness depends on where they came from."""
 
@@ -122,6 +123,12 @@ def alpha_crown_warm(net: Network, input_set: InputSet, C, *, splits=None, inter
                 for idx, w in zip(neurons, widths, strict=False)):
             raise InputError("neurons must hold one 1-d tensor of neuron indices per ReLU layer")
         neurons = [idx.to(device=net.device, dtype=torch.long) for idx in neurons]
+    if start is not None:
+        rows = problem.C.shape[-2]
+        shapes = [(problem.batch_size, rows, w if neurons is None else len(neurons[k])) for k, w in enumerate(widths)]
+        if any(len(group) != len(widths) or any(tuple(t.shape) != shape for t, shape in zip(group, shapes, strict=True))
+               for group in (start.alphas, start.betas)):
+            raise InputError(f"start must hold one α and one β per ReLU layer, shaped {shapes}")
     holder: list[Multipliers] = []
     result = _alpha_chunk(net, problem, iterations, check_positive(lr, "lr"), False, False,
                           check_positive(lr_beta, "lr_beta"), start=start, keep=holder, neurons=neurons)
