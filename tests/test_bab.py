@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from verify_nets import sum_threshold_net
 
 from pacverify.errors import InputError
-from pacverify.verify.bab import BabConfig, branch_and_bound
+from pacverify.verify.bab import BRANCHING_RULES, BabConfig, branch_and_bound
 from pacverify.verify.bab_leaf import decide_leaf
 from pacverify.verify.property import OutputProperty, robustness_property
 from pacverify.verify.result import PointVerdict
@@ -63,14 +63,17 @@ def test_sound_against_dense_sampling(seed, norm, split, radius):
     _check_decisions(net, input_set, prop, decisions)
 
 
-@pytest.mark.parametrize("split", ["input", "relu"])
-def test_complete_on_small_networks(split):
-    """Every problem on 2-8-8-2 and 3-10-3 networks over boxes is decided: no UNKNOWN."""
+@pytest.mark.parametrize("split, rules", [("input", BRANCHING_RULES)] + [("input", (rule,)) for rule in BRANCHING_RULES]
+                         + [("relu", BRANCHING_RULES)])
+def test_complete_on_small_networks(split, rules):
+    """Every problem on 2-8-8-2 and 3-10-3 networks over boxes is decided: no UNKNOWN (input splitting with its
+    portfolio and with each branching rule alone)."""
     counts = {v: 0 for v in PointVerdict}
     for seed in range(4):
         for widths in ([2, 8, 8, 2], [3, 10, 3]):
             net, input_set, prop = _problem(widths, seed, 0.3, "inf")
-            decisions = branch_and_bound(net, input_set, prop, BabConfig(split=split, timeout=20))
+            decisions = branch_and_bound(net, input_set, prop, BabConfig(split=split, timeout=20,
+                                                                         input_branching=rules))
             _check_decisions(net, input_set, prop, decisions)
             for d in decisions:
                 counts[d.verdict] += 1
@@ -155,6 +158,9 @@ def test_config_is_checked():
         BabConfig(split="sideways")
     with pytest.raises(InputError, match="timeout"):
         BabConfig(timeout=0)
+    for rules in ((), ("widest", "widest"), ("sideways",), ["widest"]):
+        with pytest.raises(InputError, match="input_branching"):
+            BabConfig(input_branching=rules)
     with pytest.raises(InputError, match="input splitting needs box"):
         net, input_set, prop = _problem([2, 4, 2], 0, 0.1, "2", n_points=1)
         branch_and_bound(net, input_set, prop, BabConfig(split="input"))

@@ -6,11 +6,11 @@ whose union covers the set, bounds many of them in one call of the bound routine
 proved safe (:meth:`OutputProperty.proven` on their lower bounds) or empty (``infeasible``), and
 splits the rest in two:
 
-- **Input splitting** (boxes of low dimension, default ≤ 10 inputs, e.g. ACAS Xu): bisect the
-  coordinate with the largest ``width_i · Σ_r |A_ri|``, A the coefficients of CROWN's linear lower
-  bounds of the rows, or with the largest ``width_i · |∂v/∂x_i|`` at the box centre; the two rules
-  fail on different instances, so runs alternate between them with doubling domain budgets. The two
-  halves cover the box.
+- **Input splitting** (boxes of low dimension, default ≤ 10 inputs, e.g. ACAS Xu): bisect the widest
+  coordinate, or the one with the largest ``width_i · Σ_r |A_ri|`` (A the coefficients of CROWN's linear
+  lower bounds of the rows, from the same pass as the bounds), or with the largest ``width_i · |∂v/∂x_i|``
+  at the box centre; the rules fail on different instances, so one search per rule runs, the searches
+  taking turns one batch at a time. The two halves cover the box.
 - **ReLU splitting** (any set): fix one unstable neuron (pre-activation bounds l < 0 < u, not yet
   split) to inactive (−1: pre-activation ≤ 0) or active (+1: ≥ 0), per the split contract of
   :mod:`pacverify.verify.bounds.common`; the two sign cases cover the subdomain. The neuron is the
@@ -35,9 +35,10 @@ equal share of the time left; a ReLU search that runs out of its share is paused
 time the clauses after it leave.
 
 Verdicts, per problem: VERIFIED when no open subdomain is left (every one proved or empty — the
-subdomains cover the set, so no input reaches the unsafe set); FALSIFIED when a candidate point
-(box centres for input splitting; PGD on the whole set every few rounds for ReLU splitting) lies in
-the set and a float64 forward pass puts it in the unsafe set; UNKNOWN when the time or domain
+subdomains cover the set, so no input reaches the unsafe set); FALSIFIED when a candidate point (box
+centres and the vertices minimising CROWN's linear bounds for input splitting; PGD on the whole set every
+few rounds for ReLU splitting) lies in the set and a float64 forward pass puts it in the unsafe set;
+UNKNOWN when the time or domain
 budget runs out, or when a subdomain has no neuron or coordinate left to split and is not decided
 exactly: for box sets such a fully split subdomain is decided by a linear program with a
 closed-form dual bound (:mod:`.bab_leaf`), which keeps ReLU splitting complete on boxes; for L2
@@ -66,6 +67,7 @@ from pacverify.verify.bounds import (
 from pacverify.verify.bounds.alpha import Multipliers, alpha_crown_warm, optimised_intermediate
 from pacverify.verify.bounds.coefficients import lower_bound_coefficients
 from pacverify.verify.bounds.common import abs_column_sums, output_layers
+from pacverify.verify.bounds.crown import crown_with_coefficients
 from pacverify.verify.bounds.linear import Rows, pull_back
 from pacverify.verify.bounds.relax import relax_relu
 from pacverify.verify.property import OutputProperty
@@ -73,7 +75,7 @@ from pacverify.verify.result import Decision, PointVerdict
 from pacverify.verify.sets import Box, InputSet
 
 SPLIT_MODES = ("auto", "input", "relu")
-BRANCHING_RULES = ("bound", "gradient")   # input splitting: see _bisect
+BRANCHING_RULES = ("widest", "bound", "gradient")   # input splitting: see _bisect
 STATE_DTYPE = torch.float32   # open subdomains' inherited α, β: a warm start only, any value is sound
 ROOT_PGD_STEPS = 20  # PGD steps from each clause row's bound minimiser at the root of ReLU splitting
 FALSIFY_ROWS = 32     # open subdomains per round whose bound minimisers are checked as counterexamples
@@ -88,7 +90,8 @@ class BabConfig:
     "alpha-crown", or "auto": CROWN for input splitting, α-CROWN — with β-CROWN multipliers for the
     split neurons — for ReLU splitting); ``iterations``: optimisation steps of α-CROWN in the search;
     ``split``: "input", "relu", or "auto" (input splitting for boxes of at most ``input_split_max_dim``
-    inputs, ReLU splitting otherwise); ``attack_every``: rounds between PGD runs during ReLU
+    inputs, ReLU splitting otherwise); ``input_branching``: the branching rules input splitting runs side by
+    side (:data:`BRANCHING_RULES`, :func:`_bisect`); ``attack_every``: rounds between PGD runs during ReLU
     splitting; ``seed`` fixes those attacks.
     """
 
@@ -99,6 +102,7 @@ class BabConfig:
     iterations: int = 8
     split: str = "auto"
     input_split_max_dim: int = 10
+    input_branching: tuple[str, ...] = BRANCHING_RULES
     attack_every: int = 8
     seed: int = 0
 
@@ -108,6 +112,11 @@ class BabConfig:
         if self.split not in SPLIT_MODES:
             raise InputError(f"split must be one of {', '.join(SPLIT_MODES)}, got {self.split!r}")
         check_bound_method(self.method, extra=("auto",))
+        rules = self.input_branching
+        if not isinstance(rules, tuple) or not rules or len(set(rules)) != len(rules) \
+                or any(rule not in BRANCHING_RULES for rule in rules):
+            raise InputError(f"input_branching must be a tuple of distinct rules among {', '.join(BRANCHING_RULES)}, "
+                             f"got {rules!r}")
         for name in ("max_domains", "batch", "input_split_max_dim", "attack_every", "iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -149,9 +158,13 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
     hardest, each with an equal share of the time left, so what easy clauses leave goes to the hard
     ones; ReLU searches that ran out of their share are paused and, if time is left at the end, resumed
     one after another with equal shares of it (their open subdomains still cover the set). A
-    counterexample to any clause ends the problem."""
+    counterexample to any clause ends the problem. Input splitting runs every clause's searches side by side
+    instead (:func:`_input_bab`)."""
     input_splitting = _use_input_splitting(input_set, config)  # True only for boxes
-    fixed = None if input_splitting else optimised_intermediate(net, input_set)
+    if input_splitting and isinstance(input_set, Box):
+        clauses = [prop.clause_property(k) for k in range(prop.n_clauses)] if prop.n_clauses > 1 else [prop]
+        return _input_bab(net, input_set, clauses, config, deadline)
+    fixed = optimised_intermediate(net, input_set)
     if fixed is not None:
         # the minimisers of the tighter bounds are better starting points than those of the caller's CROWN
         found = bound_guided_attack(net, input_set, prop, intermediate=fixed, seed=config.seed, steps=ROOT_PGD_STEPS)
@@ -163,9 +176,6 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
 
     def search(k: int, deadline: float | None) -> Decision:
         clause = prop.clause_property(k) if prop.n_clauses > 1 else prop
-        if input_splitting and isinstance(input_set, Box):
-            return _input_bab(net, input_set, clause, config, deadline)
-        assert fixed is not None
         keep: list[_ReluSearch] = []
         decision = _relu_bab(net, input_set, clause, config, deadline, fixed, paused.pop(k, None), keep)
         if keep:
@@ -174,7 +184,7 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
 
     if prop.n_clauses == 1:
         return search(0, deadline)
-    method = config.method if config.method != "auto" else ("crown" if input_splitting else "alpha-crown")
+    method = config.method if config.method != "auto" else "alpha-crown"
     root = bound_routine(method, config.iterations)(net, input_set, prop.C.to(net.device, net.dtype),
                                                      intermediate=fixed)
     margin = prop.clause_values(root.lower.cpu().double() - prop.d.double())[0]        # (K,)
@@ -243,76 +253,144 @@ class _Pace:
         self.per_domain = seconds if self.per_domain == 0 else 0.5 * (self.per_domain + seconds)
 
 
-def _input_bab(net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None) -> Decision:
-    """Input splitting with a portfolio of two branching rules (:data:`BRANCHING_RULES`), which fail on different
-    instances: runs alternate between them with domain budgets doubling from one batch, each run starting
-    afresh, until one decides, the deadline passes or ``max_domains`` is spent (domain budgets keep it
-    reproducible)."""
-    domains, budget, last = 0, config.batch, None
-    while True:
-        for rule in BRANCHING_RULES:
-            allowed = min(budget, config.max_domains - domains)
-            if allowed <= 0 or (deadline is not None and time.monotonic() > deadline):
-                return Decision(PointVerdict.UNKNOWN, domains=domains, detail=last.detail if last else "budget spent")
-            last = _input_search(net, box, prop, config, deadline, rule, allowed)
-            domains += last.domains
-            if last.verdict is not PointVerdict.UNKNOWN or last.detail.endswith("cannot be split"):
-                return Decision(last.verdict, last.counterexample, domains, last.detail)
-        budget *= 2
-
-
-def _input_search(net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None,
-                  rule: str, max_domains: int) -> Decision:
-    """One input-splitting search with branching ``rule`` and at most ``max_domains`` subdomains bounded."""
-    bound = bound_routine("crown" if config.method == "auto" else config.method, config.iterations)
-    box = box.to(net.device, net.dtype)                 # rounded outward: still contains the original box
-    lower, upper = box.lower, box.upper
-    priority = torch.zeros(1, dtype=net.dtype, device=net.device)
+def _input_bab(net: Network, box: Box, clauses: list[OutputProperty], config: BabConfig, deadline: float | None
+               ) -> Decision:
+    """Input splitting of every clause with a portfolio of branching rules (``config.input_branching``), which
+    fail on different instances: one search per clause and rule, the searches of the clauses still open taking
+    turns one round (one batch of subdomains) at a time, until each clause is proved by one of its searches, one
+    finds a counterexample, the deadline passes or ``max_domains`` subdomains are bounded in all. Each search
+    alone covers the box, so any one's verdict decides its clause (the unsafe set is unreachable iff every
+    clause is); a clause costs at most as many times its best rule's work as there are rules, and rounds of
+    fixed size keep the search reproducible."""
+    searches = {k: [_InputSearch(net, box, clause, config, deadline, rule) for rule in config.input_branching]
+                for k, clause in enumerate(clauses)}
+    proved: dict[int, _InputSearch] = {}   # the search that proved each clause
     domains = 0
-    pace = _Pace(config, deadline)
-    while lower.shape[0]:
-        if (deadline is not None and time.monotonic() > deadline) or domains >= max_domains:
-            return Decision(PointVerdict.UNKNOWN, domains=domains, detail=f"input splitting: budget spent, "
-                                                                      f"{lower.shape[0]} subdomains open")
-        now, rest = pace.take(priority)
-        lo, hi = lower[now], upper[now]
-        rep = prop.select(torch.zeros(lo.shape[0], dtype=torch.long)).to(net.device, net.dtype)
-        result = bound(net, Box(lo, hi), rep.C)
-        domains += lo.shape[0]
-        pace.done(lo.shape[0])
-        margin = rep.proof_margin(result.lower)
-        open_ = ~(result.infeasible | (margin > 0))
-        lo, hi, margin, rep = lo[open_], hi[open_], margin[open_], rep.select(torch.nonzero(open_).reshape(-1))
-        if lo.shape[0]:
-            check = confirm(net, rep, (lo + hi) / 2, lo, hi)
-            if check.found.any():
-                i = int(torch.nonzero(check.found)[0])
-                return Decision(PointVerdict.FALSIFIED, check.inputs[i].numpy(), domains, "input splitting: box centre")
-            found = _bound_candidates(net, Box(lo, hi), rep, None)
-            if found is not None:
-                return Decision(PointVerdict.FALSIFIED, found, domains, "input splitting: bound minimiser")
-            lo, hi = _bisect(net, rep, lo, hi, rule)
-            if lo is None:
-                return Decision(PointVerdict.UNKNOWN, domains=domains, detail="input splitting: a box cannot be split")
-            margin = margin.repeat(2)
-        lower = torch.cat([lower[rest], lo])
-        upper = torch.cat([upper[rest], hi])
-        priority = torch.cat([priority[rest], margin])
+
+    def name(k: int) -> str:
+        return f"clause {k}: " if len(clauses) > 1 else ""
+
+    while len(proved) < len(clauses):
+        for k in [k for k in searches if k not in proved]:
+            for search in searches[k]:
+                if _out_of_budget(deadline, domains, config):
+                    open_ = "; ".join(f"{name(k)}subdomains open per branching rule: "
+                                      + ", ".join(f"{s.rule} {s.open}" for s in searches[k])
+                                      for k in searches if k not in proved)
+                    return Decision(PointVerdict.UNKNOWN, domains=domains,
+                                    detail=f"input splitting: budget spent; {open_}")
+                before = search.domains
+                decision = search.round(config.max_domains - domains)
+                domains += search.domains - before
+                if decision is None:
+                    continue
+                if decision.verdict is not PointVerdict.VERIFIED:
+                    return Decision(decision.verdict, decision.counterexample, domains, name(k) + decision.detail)
+                proved[k] = search
+                break
+    how = ", ".join(f"{name(k)}{proved[k].rule} branching, {proved[k].domains}" for k in sorted(proved))
     return Decision(PointVerdict.VERIFIED, domains=domains,
-                    detail=f"input splitting ({rule} branching): {domains} subdomains bounded")
+                    detail=f"input splitting: proved by {how} subdomains; {domains} bounded in all")
 
 
-def _bisect(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tensor, rule: str):
+class _InputSearch:
+    """One input-splitting search with branching ``rule``: its open boxes, bounded lowest proof margin first."""
+
+    def __init__(self, net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None,
+                 rule: str) -> None:
+        box = box.to(net.device, net.dtype)                 # rounded outward: still contains the original box
+        self.net, self.prop, self.config, self.rule = net, prop, config, rule
+        self.lower, self.upper = box.lower, box.upper
+        self.pre_activation: list[tuple[torch.Tensor, torch.Tensor]] | None = None   # each box's parent's
+        self.priority = torch.zeros(1, dtype=net.dtype, device=net.device)
+        self.domains = 0
+        self.pace = _Pace(config, deadline)
+
+    @property
+    def open(self) -> int:
+        return int(self.lower.shape[0])
+
+    def round(self, allowed: int) -> Decision | None:
+        """Bound at most ``allowed`` (≥ 1) of the open boxes; drop those proved safe or empty and split the others.
+        A decision when that settles the problem (VERIFIED once no box is open; FALSIFIED when a box's centre or
+        one of its bound minimisers is a confirmed counterexample), else None."""
+        net, config = self.net, self.config
+        now, rest = self.pace.take(self.priority)
+        if now.shape[0] > allowed:
+            now, rest = now[:allowed], torch.cat([now[allowed:], rest])
+        lo, hi = self.lower[now], self.upper[now]
+        prior = None if self.pre_activation is None else [(a[now], b[now]) for a, b in self.pre_activation]
+        rep = self.prop.select(torch.zeros(lo.shape[0], dtype=torch.long)).to(net.device, net.dtype)
+        result, A = _bounds_and_coefficients(net, Box(lo, hi), rep.C, config, prior)
+        self.domains += lo.shape[0]
+        self.pace.done(lo.shape[0])
+        margin = rep.proof_margin(result.bounds.lower)
+        open_ = torch.nonzero(~(result.bounds.infeasible | (margin > 0))).reshape(-1)
+        lo, hi, margin, rep = lo[open_], hi[open_], margin[open_], rep.select(open_.cpu())
+        pre = [(a[open_].repeat(2, 1), b[open_].repeat(2, 1)) for a, b in result.pre_activation]
+        if lo.shape[0]:
+            A = A[open_] if A is not None else lower_bound_coefficients(net, Box(lo, hi), rep.C)
+            found = _box_candidates(net, rep, lo, hi, A)
+            if found is not None:
+                return Decision(PointVerdict.FALSIFIED, found[0], self.domains, f"input splitting: {found[1]}")
+            lo, hi = _bisect(net, rep, lo, hi, A, self.rule)
+            if lo is None:
+                return Decision(PointVerdict.UNKNOWN, domains=self.domains, detail="input splitting: a box cannot be split")
+            margin = margin.repeat(2)
+        self.lower = torch.cat([self.lower[rest], lo])
+        self.upper = torch.cat([self.upper[rest], hi])
+        self.priority = torch.cat([self.priority[rest], margin])
+        if pre:   # the bounds proved on a box hold on both its halves
+            kept = [(a[rest], b[rest]) for a, b in self.pre_activation] if self.pre_activation is not None \
+                else [(a[:0], b[:0]) for a, b in pre]
+            self.pre_activation = [(torch.cat([ka, a]), torch.cat([kb, b]))
+                                   for (ka, kb), (a, b) in zip(kept, pre, strict=True)]
+        if self.lower.shape[0]:
+            return None
+        return Decision(PointVerdict.VERIFIED, domains=self.domains)
+
+
+def _bounds_and_coefficients(net: Network, box: Box, C: torch.Tensor, config: BabConfig, prior):
+    """The search's bounds on the boxes (with the pre-activation bounds they used) and, where the same pass
+    gives them (CROWN), the coefficients of its linear lower bounds (else None: computed later for the open
+    boxes only). ``prior``: pre-activation bounds proved on boxes that contain these (CROWN only)."""
+    method = "crown" if config.method == "auto" else config.method
+    if method == "crown":
+        return crown_with_coefficients(net, box, C, prior=prior)[:2]
+    return bound_routine(method, config.iterations)(net, box, C, return_intermediate=True), None
+
+
+def _box_candidates(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor
+                    ) -> tuple[np.ndarray, str] | None:
+    """Check each open box's centre and, for every row, the vertex minimising CROWN's linear lower bound
+    ``A·x + c`` (``lo`` where A > 0, ``hi`` elsewhere): a confirmed counterexample (float64) and where it came
+    from, or None. Candidates only: :func:`~pacverify.verify.attacks.confirm` decides."""
+    check = confirm(net, prop, (lo + hi) / 2, lo, hi)
+    if check.found.any():
+        return check.inputs[int(torch.nonzero(check.found)[0])].numpy(), "box centre"
+    rows = A.shape[1]
+    index = torch.arange(lo.shape[0], device=lo.device).repeat_interleave(rows)
+    vertices = torch.where(A > 0, lo[:, None, :], hi[:, None, :]).reshape(-1, lo.shape[1])
+    check = confirm(net, prop.select(index.cpu()), vertices, lo[index], hi[index])
+    if check.found.any():
+        return check.inputs[int(torch.nonzero(check.found)[0])].numpy(), "bound minimiser"
+    return None
+
+
+def _bisect(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, rule: str):
     """Split each box (D, m) in two along its highest-scoring coordinate; (2D, m) each, or None if all widths are 0.
 
-    Scores of coordinate i: rule "bound", ``width_i · Σ_r |A_ri|`` with A the coefficients of CROWN's linear
+    Scores of coordinate i: rule "widest", ``width_i`` (the inputs as the network takes them, e.g. VNN-LIB's
+    normalised ones); rule "bound", ``width_i · Σ_r |A_ri|`` with A (D, R, m) the coefficients of CROWN's linear
     lower bounds of the property's rows on the box (how much of each row's bound the width of coordinate i
     costs); rule "gradient", ``width_i · |∂v/∂x_i|`` at the box centre, v the property's violation. The
     widest coordinate where the score vanishes.
     """
     width = hi - lo
-    if rule == "bound":
-        score = width * lower_bound_coefficients(net, Box(lo, hi), prop.C).abs().sum(dim=1)
+    if rule == "widest":
+        score = width
+    elif rule == "bound":
+        score = width * A.abs().sum(dim=1)
     else:
         centre = ((lo + hi) / 2).detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(prop.violation(net(centre)).sum(), centre)

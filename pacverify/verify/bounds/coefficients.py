@@ -3,8 +3,8 @@
 CROWN bounds each specification row by a linear function of the input, ``C_k·f(x) >= A_k·x + c_k``
 on the set. The public bound routines (:mod:`pacverify.verify.bounds`) return only the minimum of that
 function over the set; branching rules and counterexample candidates need ``A`` itself. This adapter
-reruns the engine's backward pass (``bounds.crown.relax_network`` and ``bounds.linear.pull_back``,
-internal functions) to get it. Nothing here decides a verdict: the coefficients only steer the search.
+returns the ``A`` of :func:`~pacverify.verify.bounds.crown.crown_with_coefficients` (a search that also needs
+the bounds calls that function itself: one pass for both). The coefficients only steer a search.
 """
 from __future__ import annotations
 
@@ -18,15 +18,6 @@ def lower_bound_coefficients(net: Network, input_set: InputSet, C: torch.Tensor,
                              intermediate=None) -> torch.Tensor:
     """``A`` (B, K, m) of CROWN's linear lower bound ``A_bk·x + c_bk`` of ``C_bk·f(x)`` over set b (under
     ``splits``, with the caller's ``intermediate`` bounds if given, as in the bound routines)."""
-    from pacverify.verify.bounds.common import prepare
-    from pacverify.verify.bounds.crown import relax_network
-    from pacverify.verify.bounds.linear import Rows, pull_back
+    from pacverify.verify.bounds.crown import crown_with_coefficients
 
-    problem = prepare(net, input_set, C, splits, intermediate)
-    relaxed = relax_network(net, problem)
-    start = None if relaxed.C_left is None else Rows(relaxed.C_left, torch.zeros(
-        relaxed.C_left.shape[:-1], dtype=net.dtype, device=net.device))
-    rows = pull_back(relaxed.layers, start, relaxed.relaxations, both=False)
-    batch, k = problem.input_set.batch_size, C.shape[-2]
-    A = (rows.A if rows is not None else C).detach()
-    return A.expand(batch, k, A.shape[-1]) if A.dim() == 2 else A
+    return crown_with_coefficients(net, input_set, C, splits=splits, intermediate=intermediate)[1]

@@ -65,13 +65,16 @@ class Problem:
     """One batch of bounding work, already on the network's device and dtype.
 
     ``C`` is None, (K, n) shared, or (B, K, n); ``splits`` None or one (B, width) int8 tensor per ReLU
-    layer; ``intermediate`` None or one entry per ReLU layer, each None or an interval of (B, width).
+    layer; ``intermediate`` None or one entry per ReLU layer, each None or an interval of (B, width);
+    ``prior`` the same, bounds known to hold on the set that the interval pass intersects its own with
+    (:func:`~pacverify.verify.bounds.ibp.propagate_intervals`).
     """
 
     input_set: InputSet
     C: torch.Tensor | None
     splits: list[torch.Tensor] | None
     intermediate: list[Interval | None] | None
+    prior: list[Interval | None] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -80,12 +83,12 @@ class Problem:
     def select(self, index: slice) -> "Problem":
         C = self.C[index] if self.C is not None and self.C.dim() == 3 else self.C
         splits = None if self.splits is None else [s[index] for s in self.splits]
-        intermediate = None if self.intermediate is None else [
-            None if pair is None else (pair[0][index], pair[1][index]) for pair in self.intermediate]
-        return Problem(self.input_set.select(index), C, splits, intermediate)
+        intermediate, prior = ([None if pair is None else (pair[0][index], pair[1][index]) for pair in bounds]
+                               if bounds is not None else None for bounds in (self.intermediate, self.prior))
+        return Problem(self.input_set.select(index), C, splits, intermediate, prior)
 
 
-def prepare(net: Network, input_set: InputSet, C, splits, intermediate) -> Problem:
+def prepare(net: Network, input_set: InputSet, C, splits, intermediate, prior=None) -> Problem:
     """Check every argument against the network and move it to the network's device and dtype."""
     if not isinstance(net, Network):
         raise InputError(f"net must be a pacverify Network, got {type(net).__name__}")
@@ -98,7 +101,8 @@ def prepare(net: Network, input_set: InputSet, C, splits, intermediate) -> Probl
     batch, widths = input_set.batch_size, net.relu_widths()
     C = check_output_rows(C, batch, net.out_features, dtype=net.dtype, device=net.device)
     return Problem(input_set, C, _check_splits(splits, batch, widths, net.device),
-                   _check_intermediate(intermediate, batch, widths, net))
+                   _check_intermediate(intermediate, batch, widths, net),
+                   _check_intermediate(prior, batch, widths, net, "prior"))
 
 
 def _check_splits(splits, batch: int, widths: list[int], device) -> list[torch.Tensor] | None:
@@ -118,11 +122,12 @@ def _check_splits(splits, batch: int, widths: list[int], device) -> list[torch.T
     return out
 
 
-def _check_intermediate(intermediate, batch: int, widths: list[int], net: Network) -> list[Interval | None] | None:
+def _check_intermediate(intermediate, batch: int, widths: list[int], net: Network, name: str = "intermediate"
+                        ) -> list[Interval | None] | None:
     if intermediate is None:
         return None
     if not isinstance(intermediate, (list, tuple)) or len(intermediate) != len(widths):
-        raise InputError(f"intermediate must be a list with one entry per ReLU layer ({len(widths)} layers)")
+        raise InputError(f"{name} must be a list with one entry per ReLU layer ({len(widths)} layers)")
     out: list[Interval | None] = []
     for k, (pair, width) in enumerate(zip(intermediate, widths, strict=True)):
         if pair is None:
@@ -130,9 +135,9 @@ def _check_intermediate(intermediate, batch: int, widths: list[int], net: Networ
             continue
         lower, upper = (torch.as_tensor(t).to(device=net.device, dtype=net.dtype) for t in pair)
         if lower.shape != (batch, width) or upper.shape != (batch, width):
-            raise InputError(f"intermediate[{k}] must be a pair of tensors of shape ({batch}, {width})")
+            raise InputError(f"{name}[{k}] must be a pair of tensors of shape ({batch}, {width})")
         if torch.isnan(lower).any() or torch.isnan(upper).any():
-            raise InputError(f"intermediate[{k}] contains NaN")
+            raise InputError(f"{name}[{k}] contains NaN")
         out.append((lower, upper))
     return out
 

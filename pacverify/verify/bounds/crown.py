@@ -73,6 +73,55 @@ def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediat
     return result if return_intermediate else result.bounds
 
 
+
+def crown_with_coefficients(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None,
+                            prior=None, max_batch: int | None = None
+                            ) -> tuple[PropagationResult, torch.Tensor, torch.Tensor]:
+    """CROWN's lower bounds on ``C f(x)``, the pre-activation bounds they used, and the linear functions
+    ``A·x + c`` they minimise: ``A`` (B, K, m), ``c`` (B, K).
+
+    Guarantee: with ``prior`` None the bounds are those of ``crown(..., upper=False, return_intermediate=True)``
+    (the same computation, the same numbers), so ``lower[b] <= C[b] f(x) <= upper[b]`` for every x of set b
+    that satisfies ``splits``; and ``C[b]_k f(x) >= A[b]_k·x + c[b, k]`` on that set up to floating-point
+    rounding (``lower`` is its minimum over the set, less the rounding margin, and intersected with IBP's
+    bound). One backward pass serves both the proof and the search heuristics that need ``A`` (branching
+    scores, the bound's minimisers as counterexample candidates), which would otherwise cost a second pass.
+
+    ``prior``: one entry per ReLU layer, None or a pair (B, width) of pre-activation bounds the caller knows
+    to hold on the set (e.g. the bounds this function returned for a box that contains it): intersected with
+    the interval pass, so that a neuron they show stable costs no CROWN row and every pre-activation bound is
+    within the prior's, up to its rounding margin (the final bounds need not be tighter than without a prior:
+    CROWN's adaptive lower slopes may change).
+    Unsound priors give unsound bounds: only pass bounds proved on a superset of the set.
+    """
+    problem = prepare(net, input_set, C, splits, intermediate, prior)
+    if max_batch is None:
+        max_batch = default_max_batch(net, 2 * max(net.relu_widths() + [spec_rows(net, problem)]))
+    parts = [_crown_lower_rows(net, problem.select(slice(start, start + max_batch)))
+             for start in range(0, problem.batch_size, max_batch)]
+    bounds = Bounds(*(torch.cat([getattr(p.bounds, name) for p, _, _ in parts])
+                      for name in ("lower", "upper", "infeasible")))
+    pre_activation = [(torch.cat([p.pre_activation[k][0] for p, _, _ in parts]),
+                       torch.cat([p.pre_activation[k][1] for p, _, _ in parts]))
+                      for k in range(len(net.relu_widths()))]
+    return (PropagationResult(bounds, pre_activation), torch.cat([A for _, A, _ in parts]),
+            torch.cat([c for _, _, c in parts]))
+
+
+def _crown_lower_rows(net: Network, problem: Problem) -> tuple[PropagationResult, torch.Tensor, torch.Tensor]:
+    relaxed = relax_network(net, problem)
+    start = None if relaxed.C_left is None else Rows(relaxed.C_left, torch.zeros(
+        relaxed.C_left.shape[:-1], dtype=net.dtype, device=net.device))
+    rows = pull_back(relaxed.layers, start, relaxed.relaxations, both=False)
+    assert rows is not None  # a network has at least one layer
+    low, high = intersect((lower_values(rows, problem.input_set), None), relaxed.ibp_output)
+    bounds = finish(low, high, relaxed.infeasible, relaxed.output_margin)
+    A, c = rows.A.detach(), rows.c.detach()
+    batch = problem.batch_size
+    return (PropagationResult(bounds, relaxed.pre_activation),
+            A.expand(batch, *A.shape[-2:]) if A.dim() == 2 else A, c.expand(batch, c.shape[-1]) if c.dim() == 1 else c)
+
+
 @dataclass(frozen=True)
 class Relaxed:
     """A network prepared for the final backward pass: ``layers`` (C folded in), relaxations per ReLU

@@ -78,7 +78,9 @@ def propagate_intervals(layers: list, problem: Problem, relu_margins: list[torch
                         ) -> tuple[Interval, list[Interval], torch.Tensor]:
     """Interval arithmetic through ``layers``: (output interval, pre-activation interval per ReLU, infeasible (B,)).
 
-    Each pre-activation interval is intersected with the caller's intermediate bounds if given,
+    Each pre-activation interval is first intersected with the problem's ``prior`` bounds if any (bounds
+    known to hold on the set, e.g. a parent box's on a sub-box: a neuron they show stable then gets no CROWN
+    row from ``refine``), then with the caller's intermediate bounds if given,
     else with ``refine(position, pre_activation_so_far, interval)`` if given (CROWN's bound of the
     input of ``layers[position]``), then widened by its rounding margin and clamped to its split.
     """
@@ -91,6 +93,8 @@ def propagate_intervals(layers: list, problem: Problem, relu_margins: list[torch
             continue
         k = len(pre_activation)
         interval = forward_interval(layers[start:position], problem.input_set, interval)
+        if problem.prior is not None:
+            interval = intersect(interval, problem.prior[k])
         given = None if problem.intermediate is None else problem.intermediate[k]
         if given is None and refine is not None:
             given = refine(position, pre_activation, interval)
