@@ -76,6 +76,7 @@ from pacverify.verify.sets import Box, InputSet
 
 SPLIT_MODES = ("auto", "input", "relu")
 BRANCHING_RULES = ("widest", "bound", "gradient")   # input splitting: see _bisect
+PRIOR_RULES = ("widest", "gradient")   # input-splitting rules whose boxes inherit their parent's bounds as prior
 STATE_DTYPE = torch.float32   # open subdomains' inherited α, β: a warm start only, any value is sound
 ROOT_PGD_STEPS = 20  # PGD steps from each clause row's bound minimiser at the root of ReLU splitting
 FALSIFY_ROWS = 32     # open subdomains per round whose bound minimisers are checked as counterexamples
@@ -294,7 +295,9 @@ def _input_bab(net: Network, box: Box, clauses: list[OutputProperty], config: Ba
 
 
 class _InputSearch:
-    """One input-splitting search with branching ``rule``: its open boxes, bounded lowest proof margin first."""
+    """One input-splitting search with branching ``rule``: its open boxes, bounded lowest proof margin first; for
+    the rules of :data:`PRIOR_RULES`, each box's parent's pre-activation bounds, its pass's ``prior``
+    (docs/verifier.md, "Input splitting", for why not every rule)."""
 
     def __init__(self, net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None,
                  rule: str) -> None:
@@ -319,7 +322,8 @@ class _InputSearch:
         if now.shape[0] > allowed:
             now, rest = now[:allowed], torch.cat([now[allowed:], rest])
         lo, hi = self.lower[now], self.upper[now]
-        prior = None if self.pre_activation is None else [(a[now], b[now]) for a, b in self.pre_activation]
+        prior = None if self.pre_activation is None or self.rule not in PRIOR_RULES else \
+            [(a[now], b[now]) for a, b in self.pre_activation]
         rep = self.prop.select(torch.zeros(lo.shape[0], dtype=torch.long)).to(net.device, net.dtype)
         result, A = _bounds_and_coefficients(net, Box(lo, hi), rep.C, config, prior)
         self.domains += lo.shape[0]
@@ -327,7 +331,8 @@ class _InputSearch:
         margin = rep.proof_margin(result.bounds.lower)
         open_ = torch.nonzero(~(result.bounds.infeasible | (margin > 0))).reshape(-1)
         lo, hi, margin, rep = lo[open_], hi[open_], margin[open_], rep.select(open_.cpu())
-        pre = [(a[open_].repeat(2, 1), b[open_].repeat(2, 1)) for a, b in result.pre_activation]
+        pre = [(a[open_].repeat(2, 1), b[open_].repeat(2, 1)) for a, b in result.pre_activation] \
+            if self.rule in PRIOR_RULES else []
         if lo.shape[0]:
             A = A[open_] if A is not None else lower_bound_coefficients(net, Box(lo, hi), rep.C)
             found = _box_candidates(net, rep, lo, hi, A)
