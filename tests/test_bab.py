@@ -81,6 +81,26 @@ def test_complete_on_small_networks(split, rules):
     assert counts[PointVerdict.VERIFIED] > 0 and counts[PointVerdict.FALSIFIED] > 0   # both outcomes exercised
 
 
+def test_input_splitting_without_room_for_priors_goes_on_without_them(monkeypatch):
+    """Past ``PRIOR_BYTES`` of inherited bounds a search keeps none, and still decides as dense sampling says."""
+    from pacverify.verify import bab
+    from pacverify.verify.sets import Box
+
+    net, input_set, prop = _problem([2, 8, 8, 2], 2, 0.6, "inf", n_points=1)
+    search = bab._InputSearch(net, input_set, prop, BabConfig(batch=4), None, "widest")
+    assert search.round(4) is None
+    assert search.pre_activation is not None and search.pre_activation[0][0].shape[0] == search.open
+    monkeypatch.setattr(bab, "PRIOR_BYTES", 0)
+    assert search.round(4) is None and search.open > 0
+    assert search.pre_activation is None and not search.keep_prior
+    for seed in range(3):
+        net, input_set, prop = _problem([2, 8, 8, 2], seed, 0.3, "inf")
+        assert isinstance(input_set, Box)
+        decisions = branch_and_bound(net, input_set, prop, BabConfig(split="input", timeout=20))
+        _check_decisions(net, input_set, prop, decisions)
+        assert all(d.verdict is not PointVerdict.UNKNOWN for d in decisions)
+
+
 def test_relu_splitting_checks_the_optimised_bounds_minimisers_first():
     """Problems whose unsafe set is reached are answered at the root, before any split, by PGD from the
     minimisers of the optimised bounds; every such counterexample is in the set and unsafe."""

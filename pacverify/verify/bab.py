@@ -77,6 +77,7 @@ from pacverify.verify.sets import Box, InputSet
 SPLIT_MODES = ("auto", "input", "relu")
 BRANCHING_RULES = ("widest", "bound", "gradient")   # input splitting: see _bisect
 PRIOR_RULES = ("widest", "gradient")   # input-splitting rules whose boxes inherit their parent's bounds as prior
+PRIOR_BYTES = 2**30   # the most bytes of inherited bounds one input-splitting search keeps; beyond, it keeps none
 STATE_DTYPE = torch.float32   # open subdomains' inherited α, β: a warm start only, any value is sound
 ROOT_PGD_STEPS = 20  # PGD steps from each clause row's bound minimiser at the root of ReLU splitting
 FALSIFY_ROWS = 32     # open subdomains per round whose bound minimisers are checked as counterexamples
@@ -297,7 +298,8 @@ def _input_bab(net: Network, box: Box, clauses: list[OutputProperty], config: Ba
 class _InputSearch:
     """One input-splitting search with branching ``rule``: its open boxes, bounded lowest proof margin first; for
     the rules of :data:`PRIOR_RULES`, each box's parent's pre-activation bounds, its pass's ``prior``
-    (docs/verifier.md, "Input splitting", for why not every rule)."""
+    (docs/verifier.md, "Input splitting", for why not every rule), until they would take more than
+    :data:`PRIOR_BYTES`: the search then goes on without priors (sound either way; only slower)."""
 
     def __init__(self, net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None,
                  rule: str) -> None:
@@ -305,6 +307,7 @@ class _InputSearch:
         self.net, self.prop, self.config, self.rule = net, prop, config, rule
         self.lower, self.upper = box.lower, box.upper
         self.pre_activation: list[tuple[torch.Tensor, torch.Tensor]] | None = None   # each box's parent's
+        self.keep_prior = rule in PRIOR_RULES
         self.priority = torch.zeros(1, dtype=net.dtype, device=net.device)
         self.domains = 0
         self.pace = _Pace(config, deadline)
@@ -322,8 +325,7 @@ class _InputSearch:
         if now.shape[0] > allowed:
             now, rest = now[:allowed], torch.cat([now[allowed:], rest])
         lo, hi = self.lower[now], self.upper[now]
-        prior = None if self.pre_activation is None or self.rule not in PRIOR_RULES else \
-            [(a[now], b[now]) for a, b in self.pre_activation]
+        prior = None if self.pre_activation is None else [(a[now], b[now]) for a, b in self.pre_activation]
         rep = self.prop.select(torch.zeros(lo.shape[0], dtype=torch.long)).to(net.device, net.dtype)
         result, A = _bounds_and_coefficients(net, Box(lo, hi), rep.C, config, prior)
         self.domains += lo.shape[0]
@@ -332,7 +334,7 @@ class _InputSearch:
         open_ = torch.nonzero(~(result.bounds.infeasible | (margin > 0))).reshape(-1)
         lo, hi, margin, rep = lo[open_], hi[open_], margin[open_], rep.select(open_.cpu())
         pre = [(a[open_].repeat(2, 1), b[open_].repeat(2, 1)) for a, b in result.pre_activation] \
-            if self.rule in PRIOR_RULES else []
+            if self.keep_prior else []
         if lo.shape[0]:
             A = A[open_] if A is not None else lower_bound_coefficients(net, Box(lo, hi), rep.C)
             found = _box_candidates(net, rep, lo, hi, A)
@@ -345,11 +347,16 @@ class _InputSearch:
         self.lower = torch.cat([self.lower[rest], lo])
         self.upper = torch.cat([self.upper[rest], hi])
         self.priority = torch.cat([self.priority[rest], margin])
-        if pre:   # the bounds proved on a box hold on both its halves
+        if pre and (self.pre_activation is not None or rest.numel() == 0):   # a box's bounds hold on its halves
             kept = [(a[rest], b[rest]) for a, b in self.pre_activation] if self.pre_activation is not None \
                 else [(a[:0], b[:0]) for a, b in pre]
             self.pre_activation = [(torch.cat([ka, a]), torch.cat([kb, b]))
                                    for (ka, kb), (a, b) in zip(kept, pre, strict=True)]
+            if sum(2 * a.numel() * a.element_size() for a, _ in self.pre_activation) > PRIOR_BYTES:
+                self.pre_activation, self.keep_prior = None, False
+        elif self.pre_activation is not None:   # no bounds for the new boxes: keep none, so rows stay aligned
+            self.pre_activation, self.keep_prior = None, False
+        assert self.pre_activation is None or self.pre_activation[0][0].shape[0] == self.lower.shape[0]
         if self.lower.shape[0]:
             return None
         return Decision(PointVerdict.VERIFIED, domains=self.domains)
