@@ -30,9 +30,10 @@ splits the rest in two:
   (:func:`~pacverify.verify.bounds.alpha.alpha_crown_warm`).
 
 Each clause of the unsafe set is searched on its own (the set is unreachable iff every clause is, and a
-clause alone usually needs far fewer subdomains than the product of all their refinements), with an
-equal share of the time left; a ReLU search that runs out of its share is paused and resumes with the
-time the clauses after it leave.
+clause alone usually needs far fewer subdomains than the product of all their refinements): input
+splitting runs all the clauses' searches side by side, one batch each in turn; ReLU splitting searches
+them one after another, each with an equal share of the time left, and a ReLU search that runs out of its
+share is paused and resumes with the time the clauses after it leave.
 
 Verdicts, per problem: VERIFIED when no open subdomain is left (every one proved or empty — the
 subdomains cover the set, so no input reaches the unsafe set); FALSIFIED when a candidate point (box
