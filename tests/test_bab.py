@@ -81,6 +81,31 @@ def test_complete_on_small_networks(split, rules):
     assert counts[PointVerdict.VERIFIED] > 0 and counts[PointVerdict.FALSIFIED] > 0   # both outcomes exercised
 
 
+def test_the_portfolio_decides_within_the_rounds_its_best_rule_alone_needs():
+    """Each rule's search in the portfolio is the search it would run alone, round for round: a clause is decided
+    after at most k rounds of every rule, k the fewest rounds any rule needs alone, with the same verdict."""
+    from pacverify.verify import bab
+
+    config = BabConfig(batch=8)
+    checked = 0
+    for seed in range(6):
+        net, input_set, prop = _problem([2, 8, 8, 2], seed, 0.6, "inf", n_points=1)
+        clause = prop.clause_property(0) if prop.n_clauses > 1 else prop
+        alone = {}
+        for rule in BRANCHING_RULES:
+            search, per_round, decision = bab._InputSearch(net, input_set, clause, config, None, rule), [], None
+            while decision is None:
+                decision = search.round(config.max_domains)
+                per_round.append(search.domains)
+            alone[rule] = (decision.verdict, per_round)
+        best = min(len(rounds) for _, rounds in alone.values())
+        together = bab._input_bab(net, input_set, [clause], config, None)
+        assert together.verdict in {verdict for verdict, rounds in alone.values() if len(rounds) == best}
+        assert together.domains <= sum(rounds[min(best, len(rounds)) - 1] for _, rounds in alone.values())
+        checked += best > 1
+    assert checked >= 2        # some problems needed several rounds
+
+
 def test_input_splitting_without_room_for_priors_goes_on_without_them(monkeypatch):
     """Past ``PRIOR_BYTES`` of inherited bounds a search keeps none, and still decides as dense sampling says."""
     from pacverify.verify import bab

@@ -263,8 +263,8 @@ def _input_bab(net: Network, box: Box, clauses: list[OutputProperty], config: Ba
     turns one round (one batch of subdomains) at a time, until each clause is proved by one of its searches, one
     finds a counterexample, the deadline passes or ``max_domains`` subdomains are bounded in all. Each search
     alone covers the box, so any one's verdict decides its clause (the unsafe set is unreachable iff every
-    clause is); a clause costs at most as many times its best rule's work as there are rules, and rounds of
-    fixed size keep the search reproducible."""
+    clause is); a clause is decided within as many rounds of its searches as its best rule alone needs, so
+    its cost is at most that many rounds per rule, and rounds of fixed size keep the search reproducible."""
     searches = {k: [_InputSearch(net, box, clause, config, deadline, rule) for rule in config.input_branching]
                 for k, clause in enumerate(clauses)}
     proved: dict[int, _InputSearch] = {}   # the search that proved each clause
@@ -277,9 +277,9 @@ def _input_bab(net: Network, box: Box, clauses: list[OutputProperty], config: Ba
         for k in [k for k in searches if k not in proved]:
             for search in searches[k]:
                 if _out_of_budget(deadline, domains, config):
-                    open_ = "; ".join(f"{name(k)}subdomains open per branching rule: "
-                                      + ", ".join(f"{s.rule} {s.open}" for s in searches[k])
-                                      for k in searches if k not in proved)
+                    open_ = "; ".join(f"{name(j)}subdomains open per branching rule: "
+                                      + ", ".join(f"{s.rule} {s.open}" for s in searches[j])
+                                      for j in searches if j not in proved)
                     return Decision(PointVerdict.UNKNOWN, domains=domains,
                                     detail=f"input splitting: budget spent; {open_}")
                 before = search.domains
@@ -308,7 +308,7 @@ class _InputSearch:
         self.net, self.prop, self.config, self.rule = net, prop, config, rule
         self.lower, self.upper = box.lower, box.upper
         self.pre_activation: list[tuple[torch.Tensor, torch.Tensor]] | None = None   # each box's parent's
-        self.keep_prior = rule in PRIOR_RULES
+        self.keep_prior = rule in PRIOR_RULES and _search_method(config) == "crown"   # only CROWN takes priors
         self.priority = torch.zeros(1, dtype=net.dtype, device=net.device)
         self.domains = 0
         self.pace = _Pace(config, deadline)
@@ -367,10 +367,15 @@ def _bounds_and_coefficients(net: Network, box: Box, C: torch.Tensor, config: Ba
     """The search's bounds on the boxes (with the pre-activation bounds they used) and, where the same pass
     gives them (CROWN), the coefficients of its linear lower bounds (else None: computed later for the open
     boxes only). ``prior``: pre-activation bounds proved on boxes that contain these (CROWN only)."""
-    method = "crown" if config.method == "auto" else config.method
+    method = _search_method(config)
     if method == "crown":
         return crown_with_coefficients(net, box, C, prior=prior)[:2]
     return bound_routine(method, config.iterations)(net, box, C, return_intermediate=True), None
+
+
+def _search_method(config: BabConfig) -> str:
+    """Input splitting's bound method: CROWN unless the configuration names another."""
+    return "crown" if config.method == "auto" else config.method
 
 
 def _box_candidates(net: Network, prop: OutputProperty, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor

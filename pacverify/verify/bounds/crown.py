@@ -73,7 +73,6 @@ def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediat
     return result if return_intermediate else result.bounds
 
 
-
 def crown_with_coefficients(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None,
                             prior=None, max_batch: int | None = None
                             ) -> tuple[PropagationResult, torch.Tensor, torch.Tensor]:
@@ -81,7 +80,7 @@ def crown_with_coefficients(net: Network, input_set: InputSet, C=None, *, splits
     ``A·x + c`` they minimise: ``A`` (B, K, m), ``c`` (B, K).
 
     Guarantee: with ``prior`` None the bounds are those of ``crown(..., upper=False, return_intermediate=True)``
-    (the same computation, the same numbers), so ``lower[b] <= C[b] f(x) <= upper[b]`` for every x of set b
+    (the same pass, :func:`_crown_lower_rows`: the same numbers), so ``lower[b] <= C[b] f(x) <= upper[b]`` for every x of set b
     that satisfies ``splits``; and ``C[b]_k f(x) >= A[b]_k·x + c[b, k]`` on that set up to floating-point
     rounding (``lower`` is its minimum over the set, less the rounding margin, and intersected with IBP's
     bound). One backward pass serves both the proof and the search heuristics that need ``A`` (branching
@@ -160,6 +159,8 @@ def relax_network(net: Network, problem: Problem) -> Relaxed:
 
 
 def _crown_chunk(net: Network, problem: Problem, upper: bool) -> PropagationResult:
+    if not upper:   # the lower bounds alone: the pass of crown_with_coefficients, so both give the same numbers
+        return _crown_lower_rows(net, problem)[0]
     relaxed = relax_network(net, problem)
     bounds = backward_bounds(relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set, upper=upper)
     low, high = intersect(bounds, relaxed.ibp_output)
