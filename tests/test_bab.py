@@ -63,17 +63,18 @@ def test_sound_against_dense_sampling(seed, norm, split, radius):
     _check_decisions(net, input_set, prop, decisions)
 
 
-@pytest.mark.parametrize("split, rules", [("input", BRANCHING_RULES)] + [("input", (rule,)) for rule in BRANCHING_RULES]
-                         + [("relu", BRANCHING_RULES)])
-def test_complete_on_small_networks(split, rules):
+@pytest.mark.parametrize("split, rules, float32_ascent",
+                         [("input", BRANCHING_RULES, True)] + [("input", (rule,), True) for rule in BRANCHING_RULES]
+                         + [("relu", BRANCHING_RULES, True), ("relu", BRANCHING_RULES, False)])
+def test_complete_on_small_networks(split, rules, float32_ascent):
     """Every problem on 2-8-8-2 and 3-10-3 networks over boxes is decided: no UNKNOWN (input splitting with its
-    portfolio and with each branching rule alone)."""
+    portfolio and with each branching rule alone; ReLU splitting with its α-CROWN steps in float32 and in float64)."""
     counts = {v: 0 for v in PointVerdict}
     for seed in range(4):
         for widths in ([2, 8, 8, 2], [3, 10, 3]):
             net, input_set, prop = _problem(widths, seed, 0.3, "inf")
-            decisions = branch_and_bound(net, input_set, prop, BabConfig(split=split, timeout=20,
-                                                                         input_branching=rules))
+            decisions = branch_and_bound(net, input_set, prop, BabConfig(split=split, timeout=20, input_branching=rules,
+                                                                         float32_ascent=float32_ascent))
             _check_decisions(net, input_set, prop, decisions)
             for d in decisions:
                 counts[d.verdict] += 1
@@ -203,6 +204,8 @@ def test_config_is_checked():
         BabConfig(split="sideways")
     with pytest.raises(InputError, match="timeout"):
         BabConfig(timeout=0)
+    with pytest.raises(InputError, match="float32_ascent"):
+        BabConfig(float32_ascent=1)
     for rules in ((), ("widest", "widest"), ("sideways",), ["widest"]):
         with pytest.raises(InputError, match="input_branching"):
             BabConfig(input_branching=rules)

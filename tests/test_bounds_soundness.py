@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pacverify.errors import InputError
+from pacverify.network import Affine, Network
 from pacverify.verify.bounds import alpha_crown, crown, ibp
 from pacverify.verify.bounds.alpha import Multipliers, alpha_crown_warm
 from pacverify.verify.output_rows import margin_rows
@@ -140,9 +141,9 @@ def test_warm_started_alpha_crown_is_sound_from_any_start(problem):
         start = Multipliers(
             [torch.rand(s.batch_size, rows, n, generator=gen, dtype=torch.float64) * 3 - 1 for n in columns],
             [torch.randn(s.batch_size, rows, n, generator=gen, dtype=torch.float64) * 3 for n in columns])
-        for warm in (None, start):
+        for warm, ascent in ((None, None), (start, None), (start, torch.float32)):
             result, ended = alpha_crown_warm(net, s, C, splits=splits, start=warm, neurons=neurons, iterations=4,
-                                             lr=0.5, lr_beta=1.0)
+                                             lr=0.5, lr_beta=1.0, ascent_dtype=ascent)
             _check_sound(net, s, C, splits, seed, result.bounds)
             reference = crown(net, s, C, splits=splits, upper=False).lower
             tol = (1e-9 if net.dtype == torch.float64 else 1e-4) * (1 + reference.abs().clamp(max=1e6))
@@ -154,6 +155,29 @@ def test_warm_started_alpha_crown_is_sound_from_any_start(problem):
             wrong = Multipliers([a.new_zeros(a.shape[0] + 1, *a.shape[1:]) for a in start.alphas], start.betas)
             with pytest.raises(InputError, match="start must hold"):
                 alpha_crown_warm(net, s, C, splits=splits, start=wrong, neurons=neurons, iterations=1)
+
+
+def test_a_float32_ascent_that_overflows_still_gives_sound_bounds_at_least_crowns():
+    """Weights scaled so that the float32 copy overflows (values past 3.4e38) while float64 does not: the ascent's
+    steps are then meaningless, but the bound, computed in float64, stays sound and at least CROWN's, and the
+    multipliers handed on stay feasible."""
+    base = random_mlp([3, 8, 8, 2], 5)
+    scale = 1e14     # three layers: outputs ~1e42 in float64, inf in float32
+    net = Network(tuple(Affine(layer.weight * scale, layer.bias * scale) if isinstance(layer, Affine) else layer
+                        for layer in base.layers), base.input_shape)
+    centre = torch.rand(2, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    s = perturbation_set(centre, 0.3, "inf")
+    C = torch.tensor([[1.0, -1.0]], dtype=torch.float64).expand(2, -1, -1)
+    splits = [torch.zeros(2, w, dtype=torch.int8) for w in net.relu_widths()]
+    splits[0][:, 0] = 1
+    result, ended = alpha_crown_warm(net, s, C, splits=splits, iterations=3, ascent_dtype=torch.float32)
+    _check_sound(net, s, C, splits, 1, result.bounds)
+    reference = crown(net, s, C, splits=splits, upper=False).lower
+    assert torch.isfinite(result.bounds.lower).all()
+    assert (result.bounds.lower >= reference).all()
+    for a, b in zip(ended.alphas, ended.betas, strict=True):
+        assert torch.isfinite(a).all() and torch.isfinite(b).all()
+        assert ((a >= 0) & (a <= 1)).all() and (b >= 0).all()
 
 
 @settings(max_examples=25, deadline=None)

