@@ -27,8 +27,8 @@ splits the rest in two:
   bounds are optimised once per problem by α-CROWN
   (:func:`~pacverify.verify.bounds.alpha.optimised_intermediate`). A child's α-CROWN ascent starts from
   its parent's final slopes and multipliers (β-CROWN's warm start); any start is sound
-  (:func:`~pacverify.verify.bounds.alpha.alpha_crown_warm`). The ascent's steps run in float32 and only
-  choose the multipliers; each subdomain's bound is computed in float64 at the best of them.
+  (:func:`~pacverify.verify.bounds.alpha.alpha_crown_warm`). On a float64 network the ascent's steps run in
+  float32 and only choose the multipliers; each subdomain's bound is computed in float64 at the best of them.
 
 Each clause of the unsafe set is searched on its own (the set is unreachable iff every clause is, and a
 clause alone usually needs far fewer subdomains than the product of all their refinements): input
