@@ -201,7 +201,9 @@ def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
     a neuron forced active, z for one forced inactive) holds on the subdomain, so adding ``β·g(z)``
     with β >= 0 to the bounded function only lowers it there; the rows stay lower bounds.
     Starts from ``start`` (clipped into the feasible set) or CROWN's slopes and β = 0; with ``keep``,
-    appends the final multipliers (β for every layer) to it. Returns the best lower bound seen.
+    appends the final multipliers (β for every layer) to it. Returns the best lower bound seen; with a cheaper
+    ``ascent_dtype`` the steps run on :func:`_shadow`'s copy and the bound seen is the one computed in the
+    network's dtype at each row's best iterate (module docstring).
     """
     batch, rows = best.shape
     columns: list = [slice(None)] * len(relaxed.relaxations) if neurons is None else neurons
@@ -217,8 +219,10 @@ def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
     else:
         betas = [None if s is None or not bool((s != 0).any()) else
                  torch.zeros(batch, rows, s.shape[-1], dtype=best.dtype, device=best.device) for s in split]
-    shadow = None if ascent_dtype is None or ascent_dtype == best.dtype else _shadow(relaxed, problem, ascent_dtype)
-    if shadow is not None:
+    step_relaxed, step_problem = ((relaxed, problem) if ascent_dtype in (None, best.dtype)
+                                  else _shadow(relaxed, problem, ascent_dtype))
+    cheaper = step_relaxed is not relaxed      # steps in a cheaper dtype: they choose multipliers, never a bound
+    if cheaper:
         alphas = [a.detach().to(ascent_dtype) for a in alphas]
         betas = [None if b is None else b.detach().to(ascent_dtype) for b in betas]
     for t in alphas + betas:
@@ -227,66 +231,48 @@ def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
     groups = [{"params": alphas, "lr": lr}] + ([{"params": [b for b in betas if b is not None], "lr": lr_beta}]
                                                if any(b is not None for b in betas) else [])
     optimizer = torch.optim.Adam(groups)
-    if shadow is not None:
-        best_a, best_b, alphas, betas = _ascend_in(shadow, alphas, betas, neurons, optimizer, iterations)
+    chosen = None       # with cheaper steps: per row, the value and multipliers of the best iterate so far
+    with torch.enable_grad():
+        for step in range(iterations + 1):
+            lower = lower_values(_pass_at(step_relaxed, step_problem, alphas, betas, neurons), step_problem.input_set)
+            if cheaper:
+                chosen = _best_iterate(chosen, lower.detach(), alphas, betas)
+            else:
+                best = torch.maximum(best, torch.maximum(lower.detach(), relaxed.ibp_output[0]))
+            if step == iterations or (stop_when_positive and not cheaper and bool((best > 0).all())):
+                break
+            optimizer.zero_grad(set_to_none=True)
+            (-lower.sum()).backward()       # CROWN's own value: where the interval bound is higher it has no gradient
+            optimizer.step()
+            with torch.no_grad():           # projection; an entry a step overflowed restarts at 0
+                for a in alphas:
+                    a.copy_(torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).clamp_(0.0, 1.0))
+                for b in betas:
+                    if b is not None:
+                        b.copy_(torch.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0))
+    if chosen is not None:               # the bound itself: once, in the network's dtype, at the chosen multipliers
+        _, best_a, best_b = chosen
         with torch.no_grad():
             lower = lower_values(_pass_at(relaxed, problem, [a.to(best.dtype) for a in best_a],
                                           [None if b is None else b.to(best.dtype) for b in best_b], neurons),
                                  problem.input_set)
         best = torch.maximum(best, torch.maximum(lower, relaxed.ibp_output[0]))
-        iterations = -1      # no steps below
-    with torch.enable_grad():
-        for step in range(iterations + 1):
-            lower = lower_values(_pass_at(relaxed, problem, alphas, betas, neurons), problem.input_set)
-            best = torch.maximum(best, torch.maximum(lower.detach(), relaxed.ibp_output[0]))
-            if step == iterations or (stop_when_positive and bool((best > 0).all())):
-                break
-            optimizer.zero_grad(set_to_none=True)
-            (-lower.sum()).backward()       # CROWN's own value: where the interval bound is higher it has no gradient
-            optimizer.step()
-            with torch.no_grad():
-                for a in alphas:
-                    a.clamp_(0.0, 1.0)
-                for b in betas:
-                    if b is not None:
-                        b.clamp_(min=0.0)
     if keep is not None:
         keep.append(Multipliers([a.detach() for a in alphas],
                                 [torch.zeros_like(a) if b is None else b.detach() for a, b in zip(alphas, betas, strict=True)]))
     return best
 
 
-def _ascend_in(shadow, alphas, betas, neurons, optimizer, iterations: int):
-    """The ascent's steps on the shadow (relaxed network, problem) in its dtype; returns, per row, the α and β of
-    the iterate whose shadow bound was highest (the caller bounds with them), and the last iterate's."""
-    relaxed, problem = shadow
-    best_value = None
-    kept_a: list[torch.Tensor] = [a.detach().clone() for a in alphas]
-    kept_b: list[torch.Tensor | None] = [None if b is None else b.detach().clone() for b in betas]
-    with torch.enable_grad():
-        for step in range(iterations + 1):
-            lower = lower_values(_pass_at(relaxed, problem, alphas, betas, neurons), problem.input_set)
-            value = lower.detach()
-            better = torch.ones_like(value, dtype=torch.bool) if best_value is None else value > best_value
-            best_value = value if best_value is None else torch.where(better, value, best_value)
-            with torch.no_grad():
-                for t, a in zip(kept_a, alphas, strict=True):
-                    t.copy_(torch.where(better[..., None], a, t))
-                for kept, b in zip(kept_b, betas, strict=True):
-                    if kept is not None and b is not None:
-                        kept.copy_(torch.where(better[..., None], b, kept))
-            if step == iterations:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            (-lower.sum()).backward()
-            optimizer.step()
-            with torch.no_grad():      # a step that overflowed the cheaper dtype restarts that entry at 0
-                for a in alphas:
-                    a.copy_(torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).clamp_(0.0, 1.0))
-                for b in betas:
-                    if b is not None:
-                        b.copy_(torch.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0))
-    return kept_a, kept_b, alphas, betas
+def _best_iterate(chosen, value: torch.Tensor, alphas: list[torch.Tensor], betas: list[torch.Tensor | None]):
+    """Per row, (value, α, β) of the better of ``chosen`` (None: none yet) and the current iterate."""
+    if chosen is None:
+        return value, [a.detach().clone() for a in alphas], [None if b is None else b.detach().clone() for b in betas]
+    better = value > chosen[0]
+    pick = better[..., None]
+    return (torch.where(better, value, chosen[0]),
+            [torch.where(pick, a.detach(), kept) for a, kept in zip(alphas, chosen[1], strict=True)],
+            [None if kept is None or b is None else torch.where(pick, b.detach(), kept)
+             for b, kept in zip(betas, chosen[2], strict=True)])
 
 
 def _shadow(relaxed, problem: Problem, dtype: torch.dtype):
