@@ -246,10 +246,10 @@ def _optimise(relaxed, problem: Problem, split: list[torch.Tensor | None],
             optimizer.step()
             with torch.no_grad():           # projection; an entry a step overflowed restarts at 0
                 for a in alphas:
-                    a.copy_(torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).clamp_(0.0, 1.0))
+                    a.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).clamp_(0.0, 1.0)
                 for b in betas:
                     if b is not None:
-                        b.copy_(torch.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0))
+                        b.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0)
     if chosen is not None:               # the bound itself: once, in the network's dtype, at the chosen multipliers
         _, best_a, best_b = chosen
         with torch.no_grad():
