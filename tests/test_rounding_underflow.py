@@ -25,11 +25,12 @@ from hypothesis import strategies as st
 
 from pacverify.network import Affine, Network, Relu
 from pacverify.verify.api import verify_points
-from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.bounds import alpha_crown, crown, crown_f32, ibp
 from pacverify.verify.result import PointVerdict
 from pacverify.verify.sets import perturbation_set
 
-METHODS = {"ibp": ibp, "crown": crown, "alpha": lambda *a, **k: alpha_crown(*a, iterations=4, **k)}
+METHODS = {"ibp": ibp, "crown": crown, "alpha": lambda *a, **k: alpha_crown(*a, iterations=4, **k),
+           "crown-f32": crown_f32}
 DTYPES = [torch.float32, torch.float64]
 CENTER, RADIUS, N_IN = 0.44, 0.05, 3
 
@@ -74,7 +75,7 @@ def test_bounds_of_an_underflowing_margin_stay_below_its_exact_minimum(dtype, hi
 
 
 @pytest.mark.parametrize("attack", [False, True])
-@pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown"])
+@pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown", "crown-f32"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_verify_points_does_not_verify_an_underflowing_margin(dtype, method, attack):
     """Before the fix: VERIFIED in both dtypes without the attack, and in float64 even with it (the

@@ -65,6 +65,7 @@ from pacverify.verify.bounds import (
     alpha_crown,
     check_bound_method,
     crown,
+    crown_f32,
 )
 from pacverify.verify.bounds.alpha import Multipliers, alpha_crown_warm, optimised_intermediate
 from pacverify.verify.bounds.coefficients import lower_bound_coefficients
@@ -139,8 +140,8 @@ def bound_routine(method: str, iterations: int = 20):
     routine = BOUND_METHODS[check_bound_method(method)]
     if routine is alpha_crown:
         return partial(alpha_crown, upper=False, iterations=iterations)
-    if routine is crown:
-        return partial(crown, upper=False)
+    if routine is crown or routine is crown_f32:
+        return partial(routine, upper=False)
     return routine
 
 
