@@ -9,10 +9,12 @@ with --system-site-packages reuses this torch) and pass that interpreter:
 
 Networks: the 64-64-64-10 student of bench_bounds.py and VNN-COMP's mnist-net_256x2 (784-256-256-10). Specification:
 the 9 margins at the network's own class. Each measurement runs in a fresh process with ``--threads`` torch
-threads: pacverify's ``crown(upper=False)`` in float64 (sound: rounding margins included) and auto_LiRPA's
-``compute_bounds(method="CROWN", bound_upper=False)`` in float32 and float64, in batches of ``--batch`` points.
-``max lower Δ``: the largest of pacverify's lower bound minus the other's (positive: the other's is looser somewhere);
-``pacverify's speed-up``: the other's time over pacverify's.
+threads: pacverify's ``crown(upper=False)`` in float64 (sound: rounding margins included), with ``--methods
+crown,crown-f32`` also its float32 path (``crown_f32(upper=False)``: float32 products with a-posteriori rounding
+charges, float64 on the points near zero; sound), and auto_LiRPA's ``compute_bounds(method="CROWN",
+bound_upper=False)`` in float32 and float64, in batches of ``--batch`` points. ``max lower Δ``: the largest of
+pacverify's float64 lower bound minus the other's (positive: the other's is looser somewhere); the speed-up
+columns: the row's time over pacverify's ``crown`` (and ``crown-f32``) time.
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ def _pacverify(cfg: dict) -> dict:
 
     torch.set_num_threads(cfg["threads"])
     from pacverify.network import Affine, Network, Relu
-    from pacverify.verify.bounds import crown
+    from pacverify.verify.bounds import BOUND_METHODS, crown
     from pacverify.verify.sets import perturbation_set
 
     data = np.load(cfg["data"])
@@ -83,11 +85,14 @@ def _pacverify(cfg: dict) -> dict:
     net = Network(tuple(layers[:-1]), (data["W0"].shape[1],))
     x, C = torch.tensor(data["x"], dtype=torch.float64), torch.tensor(data["C"], dtype=torch.float64)
     s = perturbation_set(x, cfg["radius"], cfg["norm"])
-    crown(net, s.select(slice(0, 64)), C[:64], upper=False)
+    routine = BOUND_METHODS[cfg.get("method", "crown")]
+    routine(net, s.select(slice(0, 64)), C[:64], upper=False)
     start = time.perf_counter()
-    lower = crown(net, s, C, upper=False).lower
+    lower = routine(net, s, C, upper=False).lower
     wall = time.perf_counter() - start
     np.save(cfg["out"], lower.numpy())
+    if routine is not crown:
+        return {"wall_s": wall}
     # the physical limit: matrix-product FLOPs per point (torch's profiler, 256 points) at this CPU's GEMM rate
     from torch.profiler import ProfilerActivity, profile
 
@@ -115,6 +120,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs of each tool, alternating; the median time is shown")
     p.add_argument("--nets", default="student,mnist")
     p.add_argument("--norms", default="2,inf")
+    p.add_argument("--methods", default="crown", help="pacverify's bound methods: crown, or crown,crown-f32")
     p.add_argument("--pacverify-one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.pacverify_one:
@@ -133,9 +139,13 @@ def main(argv=None) -> int:
     radii = {("student", "2"): 1.5, ("student", "inf"): 0.2, ("mnist", "2"): 0.5, ("mnist", "inf"): 0.02}
     print(f"machine: {platform.machine()}; torch {torch.__version__}; {args.threads} thread(s); N = {args.n} "
           f"(student), {args.n_mnist} (mnist); auto_LiRPA batches of {args.batch}")
+    methods = args.methods.split(",")
+    if methods[0] != "crown":
+        p.error("--methods must start with crown (the reference of the bound differences)")
+    info: dict = {}
     print("| net | norm | radius | tool | dtype | points/s | verified | max lower Δ vs pacverify | "
-          "pacverify's speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          + " | ".join(f"{m}'s speed-up" for m in methods) + " |")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(methods))
     limits: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.nets.split(","):
@@ -155,13 +165,17 @@ def main(argv=None) -> int:
                 walls: dict[tuple[str, str], list[float]] = {}
                 results: dict[tuple[str, str], np.ndarray] = {}
                 for _ in range(args.repeat):   # alternating, so that a change of the machine's load hits every tool
-                    out = str(Path(tmp) / "pacverify.npy")
-                    res = subprocess.run([sys.executable, __file__, "--python", args.python, "--pacverify-one",
-                                          json.dumps({**cfg, "out": out})], capture_output=True, text=True,
-                                         check=True)
-                    info = json.loads(res.stdout.strip().splitlines()[-1])
-                    walls.setdefault(("pacverify", "float64"), []).append(info["wall_s"])
-                    results[("pacverify", "float64")] = np.load(out)
+                    for method in methods:
+                        out = str(Path(tmp) / "pacverify.npy")
+                        res = subprocess.run([sys.executable, __file__, "--python", args.python, "--pacverify-one",
+                                              json.dumps({**cfg, "out": out, "method": method})], capture_output=True,
+                                             text=True, check=True)
+                        got = json.loads(res.stdout.strip().splitlines()[-1])
+                        key = ("pacverify", "float64" if method == "crown" else method)
+                        if method == "crown":
+                            info = got
+                        walls.setdefault(key, []).append(got["wall_s"])
+                        results[key] = np.load(out)
                     for dtype in ("float32", "float64"):
                         out = str(Path(tmp) / f"alirpa_{dtype}.npy")
                         res = subprocess.run([args.python, "-c", AUTO_LIRPA, json.dumps({**cfg, "dtype": dtype,
@@ -175,11 +189,15 @@ def main(argv=None) -> int:
                               f"{info['gemm_flops_per_s'] / info['flops_per_point']:,.0f} points/s at most")
                 ours = results[("pacverify", "float64")]
                 runs = [(tool, dtype, float(np.median(w)), results[(tool, dtype)]) for (tool, dtype), w in walls.items()]
+                base = {("pacverify", "float64" if m == "crown" else m): None for m in methods}
+                for tool, dtype, wall, _ in runs:
+                    if (tool, dtype) in base:
+                        base[(tool, dtype)] = wall
                 for tool, dtype, wall, lower in runs:
                     delta = float((ours - lower).max())
+                    ups = " | ".join(f"{wall / b:.2f}" for b in base.values())
                     print(f"| {name} | {norm} | {radius:g} | {tool} | {dtype} | {n / wall:,.0f} | "
-                          f"{float((lower > 0).all(axis=1).mean()):.3f} | {delta:.1e} | "
-                          f"{wall / runs[0][2]:.2f} |", flush=True)
+                          f"{float((lower > 0).all(axis=1).mean()):.3f} | {delta:.1e} | {ups} |", flush=True)
     print("\nphysical limit of pacverify's float64 CROWN (matrix products only):")
     for line in limits:
         print(f"- {line}")

@@ -178,3 +178,24 @@ def test_magnitudes_float32_cannot_hold_fall_back_to_float64(huge):
         s = perturbation_set(torch.full((1, 2), 0.5, dtype=torch.float64), 0.1, "inf")
         assert not supported(net, None)
     assert torch.equal(crown_f32(net, s).lower, crown(net, s).lower)
+
+
+def test_the_command_line_takes_crown_f32_and_gives_crowns_verdicts(tmp_path, capsys):
+    import json
+
+    from verify_nets import network_to_onnx
+
+    from pacverify.cli import main
+
+    model, points = tmp_path / "net.onnx", tmp_path / "points.npy"
+    network_to_onnx(_exact32(random_mlp([6, 24, 24, 4], 8)), model)
+    np.save(points, np.random.default_rng(2).random((40, 6)))
+    verdicts = {}
+    for method in ("crown", "crown-f32"):
+        out = tmp_path / f"{method}.json"
+        assert main(["verify", str(model), "--points", str(points), "--radius", "0.2", "--norm", "2", "--method",
+                     method, "--no-attack", "--json", str(out)]) == 0
+        data = json.loads(out.read_text())
+        verdicts[method] = [p["verdict"] for p in data["points"]]
+    capsys.readouterr()
+    assert verdicts["crown"] == verdicts["crown-f32"] and "verified" in verdicts["crown"]
