@@ -199,3 +199,13 @@ def test_the_command_line_takes_crown_f32_and_gives_crowns_verdicts(tmp_path, ca
         verdicts[method] = [p["verdict"] for p in data["points"]]
     capsys.readouterr()
     assert verdicts["crown"] == verdicts["crown-f32"] and "verified" in verdicts["crown"]
+
+
+def test_the_radius_search_reads_float64_crown_passes_under_either_name():
+    from pacverify.verify.api import certified_radius
+
+    net = _exact32(random_mlp([5, 16, 16, 3], 4))
+    x = np.random.default_rng(3).random((20, 5))
+    a = certified_radius(net, x, "2", method="crown", cap=2.0, tol=1e-3, attack=False)
+    b = certified_radius(net, x, "2", method="crown-f32", cap=2.0, tol=1e-3, attack=False)
+    assert np.array_equal(a.radius, b.radius) and (a.radius > 0).any()

@@ -189,12 +189,15 @@ def search_radii(network: Network, points, labels, norm, *, cap: float, tol: flo
     :func:`~pacverify.verify.bounds.crown.crown_radius`'s reading of a CROWN pass at a larger radius), so
     ``proven[i] ≤ rob_N(x_i)``; 0 where the network's class at x_i is not ``labels[i]`` (or ties).
     ``failed[i] − proven[i] ≤ tol`` unless ``proven[i] = cap``. ``seed`` is checked and unused (the searches
-    draw nothing). ``progress(done, total)`` is called as points get their radius.
+    draw nothing). ``progress(done, total)`` is called as points get their radius. Method "crown-f32" searches
+    with float64 CROWN (the searches read one pass at several radii; the float32 path has no such reading).
     """
     start = time.perf_counter()
     norm = check_norm(norm)
     cap, tol = check_positive(cap, "cap"), check_positive(tol, "tol")
     method, seed = check_bound_method(method), check_seed(seed)
+    if method == "crown-f32":   # the searches read float64 CROWN passes at several radii (crown_radius): no float32 path
+        method = "crown"
     search = choose_search(search, method)
     x = _points(points, network.in_features)
     n = x.shape[0]

@@ -45,6 +45,7 @@ import torch
 
 from pacverify.network import Affine, Network, Relu
 from pacverify.verify.bounds.common import chunks_side_by_side, default_max_batch
+from pacverify.verify.bounds.types import Bounds
 from pacverify.verify.sets import Box, InputSet, L2Ball
 
 U32 = 2.0 ** -24      # float32's unit round-off
@@ -69,13 +70,18 @@ def supported(net: Network, C: torch.Tensor | None) -> bool:
             return False
     big = FLOAT32_RANGE
     if any(not bool(torch.isfinite(layer.weight).all()) or float(layer.weight.abs().max()) > big
-           or (layer.bias.numel() and float(layer.bias.abs().max()) > big) for layer in layers[0::2]):
+           or (layer.bias.numel() and float(layer.bias.abs().max()) > big) for layer in _affine(net)):
         return False
     if C is not None:
         C = torch.as_tensor(C)
         if not bool((C.to(torch.float32).to(C.dtype) == C).all()) or not bool(torch.isfinite(C).all()):
             return False
     return True
+
+
+def _affine(net: Network) -> list[Affine]:
+    """The dense layers of a chain, in order."""
+    return [layer for layer in net.layers if isinstance(layer, Affine)]
 
 
 def _up32(x: torch.Tensor) -> torch.Tensor:
@@ -93,8 +99,8 @@ class _Chain:
     """The float64 network and its float32 copy, layer by layer."""
 
     def __init__(self, net: Network) -> None:
-        self.W64 = [layer.weight for layer in net.layers[0::2]]
-        self.b64 = [layer.bias for layer in net.layers[0::2]]
+        self.W64 = [layer.weight for layer in _affine(net)]
+        self.b64 = [layer.bias for layer in _affine(net)]
         self.W = [w.to(torch.float32) for w in self.W64]
         self.b = [b.to(torch.float32) for b in self.b64]
         self.absW64 = [w.abs() for w in self.W64]
@@ -123,8 +129,9 @@ class _Rows:
     """Float32 rows ``A`` — (R, n) shared by every point, or (B, R, n) — with float64 constants ``c`` and
     charges ``e``, (B, R) or broadcastable to it."""
 
-    def __init__(self, A: torch.Tensor, c: torch.Tensor, e: torch.Tensor) -> None:
+    def __init__(self, A: torch.Tensor, c: torch.Tensor, e: torch.Tensor, dW: torch.Tensor | None = None) -> None:
         self.A, self.c, self.e = A, c, e
+        self.dW = dW   # shared first-layer rows only: |W − W̃| of their weights, charged against the input's magnitude
 
 
 def _matvec(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -169,7 +176,7 @@ def _relu_step(lower32: torch.Tensor, upper32: torch.Tensor):
     return pos, neg, _up32(t), rounding
 
 
-def _through_relu(rows: _Rows, pos: torch.Tensor, neg: torch.Tensor, t: torch.Tensor) -> tuple[_Rows, int]:
+def _through_relu(rows: _Rows, pos: torch.Tensor, neg: torch.Tensor, t: torch.Tensor) -> _Rows:
     """Rows μ on h = relu(z) → rows λ on z. The bracket ``μ·relu(z) − λ·z`` is at least ``μ·t`` where μ < 0
     (λ = fl(s·μ): up to the rounding charged at the next product) and at least 0 where μ ≥ 0 (λ = 0 or μ)."""
     mu = rows.A
@@ -183,7 +190,7 @@ def _through_relu(rows: _Rows, pos: torch.Tensor, neg: torch.Tensor, t: torch.Te
     return _Rows(lam, rows.c + shift, rows.e + charge)
 
 
-def _input_min(rows: _Rows, input_set: InputSet) -> torch.Tensor:
+def _input_min(rows: _Rows, input_set: InputSet) -> tuple[torch.Tensor, torch.Tensor]:
     """A sound lower bound (B, R) float64 of ``min_{x∈S} μ·x + c − e``-free part: ``min_{x∈S} μ·x`` for the exact
     μ the charges account for (rows (R, n) or (B, R, n))."""
     A = rows.A
@@ -225,7 +232,7 @@ def _input_min(rows: _Rows, input_set: InputSet) -> torch.Tensor:
 def _finish(rows: _Rows, input_set: InputSet, with_charge: bool = False):
     value, charge = _input_min(rows, input_set)
     e = rows.e
-    dW = getattr(rows, "dW", None)
+    dW = rows.dW
     if dW is not None and bool((dW > 0).any()):   # shared first-layer rows: the weights' rounding to float32
         lo, hi = input_set.interval()
         xmax = torch.maximum(lo.abs(), hi.abs()).to(torch.float64) * (1 + 4 * U64)
@@ -255,9 +262,8 @@ def _first_rows(chain: _Chain) -> _Rows:
     W32 = chain.W[0]
     b = chain.b64[0]
     dW = (chain.W64[0] - W32.to(torch.float64)).abs()
-    rows = _Rows(torch.cat([W32, -W32]), torch.cat([b, -b]).unsqueeze(0), torch.zeros((), dtype=torch.float64))
-    rows.dW = torch.cat([dW, dW])   # charged in _finish against the input's magnitudes
-    return rows
+    return _Rows(torch.cat([W32, -W32]), torch.cat([b, -b]).unsqueeze(0), torch.zeros((), dtype=torch.float64),
+                 torch.cat([dW, dW]))
 
 
 def _refine(chain: _Chain, k: int, zl: torch.Tensor, zu: torch.Tensor, unstable: torch.Tensor, steps: list,
@@ -404,10 +410,8 @@ def crown_mixed(net: Network, input_set: InputSet, C=None) -> torch.Tensor:
     zero are not recomputed (on the benchmark networks float64 proved none of them: benchmarks/results/verify.md).
     Falls back to float64 CROWN where the float32 pass does not apply (:func:`supported`, or a network not float64
     on the CPU)."""
-    from pacverify.verify.bounds.crown import crown
-
     if not _applies(net, input_set, C):
-        return crown(net, input_set, C, upper=False).lower
+        return _crown_lower(net, input_set, C)
     fast = crown_lower_f32(net, input_set, C)
     lower = fast.lower.clone()
     near = ((lower <= 0) & (lower > -RECHECK_CHARGES * fast.charge)).any(dim=1) & ~(lower > 0).all(dim=1)
@@ -415,8 +419,17 @@ def crown_mixed(net: Network, input_set: InputSet, C=None) -> torch.Tensor:
     index = torch.nonzero(near).reshape(-1)
     if index.numel():
         part_C = None if C is None else (torch.as_tensor(C)[index] if torch.as_tensor(C).dim() == 3 else C)
-        lower[index] = crown(net, input_set.select(index), part_C, upper=False).lower.to(lower)
+        lower[index] = _crown_lower(net, input_set.select(index), part_C).to(lower)
     return lower
+
+
+def _crown_lower(net: Network, input_set: InputSet, C) -> torch.Tensor:
+    """Float64 CROWN's lower bounds (the engine's :func:`~pacverify.verify.bounds.crown.crown`)."""
+    from pacverify.verify.bounds.crown import crown
+
+    bounds = crown(net, input_set, C, upper=False)
+    assert isinstance(bounds, Bounds)
+    return bounds.lower
 
 
 def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
@@ -430,7 +443,6 @@ def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, interme
     :func:`~pacverify.verify.bounds.crown.crown` itself."""
     from pacverify.verify.bounds.common import prepare
     from pacverify.verify.bounds.crown import crown
-    from pacverify.verify.bounds.types import Bounds
 
     problem = prepare(net, input_set, C, splits, intermediate)
     if splits is not None or intermediate is not None or return_intermediate \
