@@ -209,3 +209,22 @@ def test_the_radius_search_reads_float64_crown_passes_under_either_name():
     a = certified_radius(net, x, "2", method="crown", cap=2.0, tol=1e-3, attack=False)
     b = certified_radius(net, x, "2", method="crown-f32", cap=2.0, tol=1e-3, attack=False)
     assert np.array_equal(a.radius, b.radius) and (a.radius > 0).any()
+
+
+def test_float32_products_run_in_ieee_float32_whatever_the_callers_matmul_precision(monkeypatch):
+    """torch may compute float32 products in bfloat16 or TF32 under "medium"/"high" precision, whose errors the
+    charges do not cover: the pass runs under "highest" and restores the caller's setting."""
+    import pacverify.verify.bounds.float32 as f32
+
+    seen = []
+    inner = f32._chunk
+    monkeypatch.setattr(f32, "_chunk", lambda *a: seen.append(torch.get_float32_matmul_precision()) or inner(*a))
+    net = random_mlp([3, 8, 2], 1)
+    s = perturbation_set(torch.rand(4, 3, dtype=torch.float64), 0.1, "inf")
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        crown_lower_f32(net, s)
+        assert seen == ["highest"] and torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -31,6 +31,7 @@ exact and get no absolute term. For normal-magnitude weights the term is ~1e-35 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Sequence
@@ -304,6 +305,19 @@ def spec_rows(net: Network, problem: Problem) -> int:
     return net.out_features if problem.C is None else problem.C.shape[-2]
 
 
+@contextlib.contextmanager
+def ieee_float32_products():
+    """float32 matrix products in IEEE float32 inside the block (``torch.set_float32_matmul_precision("highest")``,
+    restored after): with "medium" or "high" torch may compute them in bfloat16 or TF32 on CPUs and GPUs that have
+    them, whose errors the ``γ_n`` rounding bounds do not cover."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def run_chunked(net: Network, problem: Problem, max_batch: int | None,
                 bound_chunk: Callable[[Network, Problem], PropagationResult], keep_intermediate: bool,
                 rows_per_point: int) -> PropagationResult:
@@ -317,6 +331,13 @@ def run_chunked(net: Network, problem: Problem, max_batch: int | None,
         max_batch = default_max_batch(net, rows_per_point)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
+    with ieee_float32_products():
+        return _run_chunked(net, problem, max_batch, bound_chunk, keep_intermediate)
+
+
+def _run_chunked(net: Network, problem: Problem, max_batch: int,
+                 bound_chunk: Callable[[Network, Problem], PropagationResult],
+                 keep_intermediate: bool) -> PropagationResult:
     batch = problem.batch_size
     if batch <= max_batch:
         part = bound_chunk(net, problem)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from pacverify.network import Affine, Network, Relu
-from pacverify.verify.bounds.common import chunks_side_by_side, default_max_batch
+from pacverify.verify.bounds.common import chunks_side_by_side, default_max_batch, ieee_float32_products
 from pacverify.verify.bounds.types import Bounds
 from pacverify.verify.sets import Box, InputSet, L2Ball
 
@@ -370,7 +370,9 @@ def crown_lower_f32(net: Network, input_set: InputSet, C=None, *, max_batch: int
     Guarantee: for every point b and every x in set b, ``C[b] f(x) >= result[b]`` for the float64 network ``net``
     (module docstring: the charges cover every rounding of the float32 pass). CROWN's relaxation, so the bounds
     are close to :func:`~pacverify.verify.bounds.crown.crown`'s, lower by the charges (and different where the
-    float32 intermediate bounds flip an adaptive slope)."""
+    float32 intermediate bounds flip an adaptive slope). Where float32 overflows, an entry is −inf or NaN (never a
+    claim: NaN > 0 is false); :func:`crown_mixed` recomputes such points in float64. The products run in IEEE
+    float32 whatever the caller's ``torch.set_float32_matmul_precision``."""
     if not supported(net, C):
         raise ValueError("crown_lower_f32 needs a chain of Affine and ReLU layers and rows C exact in float32")
     chain = _Chain(net)
@@ -385,7 +387,8 @@ def crown_lower_f32(net: Network, input_set: InputSet, C=None, *, max_batch: int
         part_C = None if C is None else (C[index] if C.dim() == 3 else C)
         return _chunk(chain, input_set.select(index), part_C)
 
-    both = torch.cat(chunks_side_by_side(net, range(0, B, step), one), dim=1)
+    with ieee_float32_products():
+        both = torch.cat(chunks_side_by_side(net, range(0, B, step), one), dim=1)
     return Float32Bounds(both[0], both[1])
 
 
@@ -435,7 +438,8 @@ def _crown_lower(net: Network, input_set: InputSet, C) -> torch.Tensor:
 def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
               max_batch: int | None = None, return_intermediate: bool = False):
     """The bound method "crown-f32": :func:`crown_mixed`'s lower bounds (and, with ``upper``, the negated lower
-    bounds of ``−C`` as upper bounds; without, ``+inf``), as :class:`~pacverify.verify.bounds.types.Bounds`.
+    bounds of ``−C`` from a second pass, so that the lower bounds do not depend on ``upper``; without, ``+inf``), as
+    :class:`~pacverify.verify.bounds.types.Bounds`.
 
     Guarantee: ``lower <= C f(x) <= upper`` for every x of each point's set (as
     :func:`~pacverify.verify.bounds.crown.crown`'s). With split constraints, given intermediate bounds, a request for
@@ -450,8 +454,6 @@ def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, interme
         return crown(net, input_set, C, splits=splits, intermediate=intermediate, upper=upper, max_batch=max_batch,
                      return_intermediate=return_intermediate)
     rows = problem.C if problem.C is not None else torch.eye(net.out_features, dtype=torch.float64)
-    K = rows.shape[-2]
-    both = torch.cat([rows, -rows], dim=-2) if upper else rows
-    lower = crown_mixed(net, problem.input_set, both)
-    high = -lower[:, K:] if upper else torch.full_like(lower, math.inf)
-    return Bounds(lower[:, :K], high, torch.zeros(lower.shape[0], dtype=torch.bool))
+    lower = crown_mixed(net, problem.input_set, rows)
+    high = -crown_mixed(net, problem.input_set, -rows) if upper else torch.full_like(lower, math.inf)
+    return Bounds(lower, high, torch.zeros(lower.shape[0], dtype=torch.bool))
