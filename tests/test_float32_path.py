@@ -19,6 +19,7 @@ from helpers_nets import conv_model, exact_range_milp, random_mlp, sample_in_set
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pacverify.errors import InputError
 from pacverify.network import Affine, Network, Relu
 from pacverify.onnx_io import load_network
 from pacverify.verify.api import verify_points
@@ -145,6 +146,8 @@ def test_where_the_float32_pass_does_not_apply_crown_f32_is_crown():
     s = perturbation_set(torch.rand(3, conv.in_features, generator=gen, dtype=torch.float64), 0.1, "inf")
     assert not supported(conv, None)
     assert torch.equal(crown_f32(conv, s).lower, crown(conv, s).lower)
+    with pytest.raises(InputError, match="float64 chain of dense and ReLU layers"):
+        crown_lower_f32(conv, s)
     mlp = random_mlp([4, 8, 3], 2)
     s = perturbation_set(torch.rand(3, 4, generator=gen, dtype=torch.float64), 0.2, "2")
     splits = [torch.tensor([[1] * 8, [-1] * 8, [0] * 8], dtype=torch.int8)]

@@ -43,8 +43,9 @@ from dataclasses import dataclass
 
 import torch
 
+from pacverify.errors import InputError
 from pacverify.network import Affine, Network, Relu
-from pacverify.verify.bounds.common import chunks_side_by_side, default_max_batch, ieee_float32_products
+from pacverify.verify.bounds.common import chunks_side_by_side, default_max_batch, ieee_float32_products, prepare
 from pacverify.verify.bounds.types import Bounds
 from pacverify.verify.sets import Box, InputSet, L2Ball
 
@@ -373,11 +374,12 @@ def crown_lower_f32(net: Network, input_set: InputSet, C=None, *, max_batch: int
     float32 intermediate bounds flip an adaptive slope). Where float32 overflows, an entry is −inf or NaN (never a
     claim: NaN > 0 is false); :func:`crown_mixed` recomputes such points in float64. The products run in IEEE
     float32 whatever the caller's ``torch.set_float32_matmul_precision``."""
-    if not supported(net, C):
-        raise ValueError("crown_lower_f32 needs a chain of Affine and ReLU layers and rows C exact in float32")
+    problem = prepare(net, input_set, C, None, None)    # the set and the rows checked against the network
+    if net.dtype != torch.float64 or net.device.type != "cpu" or not supported(net, problem.C):
+        raise InputError("crown_lower_f32 needs a float64 chain of dense and ReLU layers on the CPU and rows C that "
+                         "float32 holds exactly (crown_f32 falls back to crown elsewhere)")
     chain = _Chain(net)
-    C = None if C is None else torch.as_tensor(C, dtype=torch.float64)
-    input_set = input_set.to(dtype=torch.float64)
+    C, input_set = problem.C, problem.input_set
     widths = [w.shape[0] for w in chain.W[:-1]] + [C.shape[-2] if C is not None else chain.W[-1].shape[0]]
     step = max_batch or max(16, default_max_batch(net, 2 * max(widths)) * 2)
     B = input_set.batch_size
@@ -403,7 +405,7 @@ def _applies(net: Network, input_set: InputSet, C) -> bool:
 RECHECK_CHARGES = 16.0   # crown_mixed recomputes in float64 the points with a row in (−this × its charge, 0]
 
 
-def crown_mixed(net: Network, input_set: InputSet, C=None) -> torch.Tensor:
+def crown_mixed(net: Network, input_set: InputSet, C=None, *, max_batch: int | None = None) -> torch.Tensor:
     """CROWN's lower bounds (B, K) of ``C f(x)``: the float32 pass of :func:`crown_lower_f32` where it applies, then
     float64 CROWN (:func:`~pacverify.verify.bounds.crown.crown`) on the points it leaves undecided near zero.
 
@@ -414,23 +416,23 @@ def crown_mixed(net: Network, input_set: InputSet, C=None) -> torch.Tensor:
     Falls back to float64 CROWN where the float32 pass does not apply (:func:`supported`, or a network not float64
     on the CPU)."""
     if not _applies(net, input_set, C):
-        return _crown_lower(net, input_set, C)
-    fast = crown_lower_f32(net, input_set, C)
+        return _crown_lower(net, input_set, C, max_batch)
+    fast = crown_lower_f32(net, input_set, C, max_batch=max_batch)
     lower = fast.lower.clone()
-    near = ((lower <= 0) & (lower > -RECHECK_CHARGES * fast.charge)).any(dim=1) & ~(lower > 0).all(dim=1)
+    near = ((lower <= 0) & (lower > -RECHECK_CHARGES * fast.charge)).any(dim=1)
     near |= ~torch.isfinite(lower).all(dim=1)   # float32 overflow in the pass: float64 decides
     index = torch.nonzero(near).reshape(-1)
     if index.numel():
         part_C = None if C is None else (torch.as_tensor(C)[index] if torch.as_tensor(C).dim() == 3 else C)
-        lower[index] = _crown_lower(net, input_set.select(index), part_C).to(lower)
+        lower[index] = _crown_lower(net, input_set.select(index), part_C, max_batch).to(lower)
     return lower
 
 
-def _crown_lower(net: Network, input_set: InputSet, C) -> torch.Tensor:
+def _crown_lower(net: Network, input_set: InputSet, C, max_batch: int | None) -> torch.Tensor:
     """Float64 CROWN's lower bounds (the engine's :func:`~pacverify.verify.bounds.crown.crown`)."""
     from pacverify.verify.bounds.crown import crown
 
-    bounds = crown(net, input_set, C, upper=False)
+    bounds = crown(net, input_set, C, upper=False, max_batch=max_batch)
     assert isinstance(bounds, Bounds)
     return bounds.lower
 
@@ -445,7 +447,6 @@ def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, interme
     :func:`~pacverify.verify.bounds.crown.crown`'s). With split constraints, given intermediate bounds, a request for
     the pre-activation bounds, or a network or rows the float32 pass does not handle (:func:`supported`), it is
     :func:`~pacverify.verify.bounds.crown.crown` itself."""
-    from pacverify.verify.bounds.common import prepare
     from pacverify.verify.bounds.crown import crown
 
     problem = prepare(net, input_set, C, splits, intermediate)
@@ -454,6 +455,7 @@ def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, interme
         return crown(net, input_set, C, splits=splits, intermediate=intermediate, upper=upper, max_batch=max_batch,
                      return_intermediate=return_intermediate)
     rows = problem.C if problem.C is not None else torch.eye(net.out_features, dtype=torch.float64)
-    lower = crown_mixed(net, problem.input_set, rows)
-    high = -crown_mixed(net, problem.input_set, -rows) if upper else torch.full_like(lower, math.inf)
+    lower = crown_mixed(net, problem.input_set, rows, max_batch=max_batch)
+    high = -crown_mixed(net, problem.input_set, -rows, max_batch=max_batch) if upper else \
+        torch.full_like(lower, math.inf)
     return Bounds(lower, high, torch.zeros(lower.shape[0], dtype=torch.bool))
