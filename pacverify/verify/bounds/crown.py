@@ -29,6 +29,7 @@ from pacverify.verify.bounds.common import (
     chunks_side_by_side,
     default_max_batch,
     finish,
+    ieee_float32_products,
     intersect,
     output_layers,
     prepare,
@@ -96,8 +97,9 @@ def crown_with_coefficients(net: Network, input_set: InputSet, C=None, *, splits
     problem = prepare(net, input_set, C, splits, intermediate, prior)
     if max_batch is None:
         max_batch = default_max_batch(net, 2 * max(net.relu_widths() + [spec_rows(net, problem)]))
-    parts = [_crown_lower_rows(net, problem.select(slice(start, start + max_batch)))
-             for start in range(0, problem.batch_size, max_batch)]
+    with ieee_float32_products():
+        parts = [_crown_lower_rows(net, problem.select(slice(start, start + max_batch)))
+                 for start in range(0, problem.batch_size, max_batch)]
     bounds = Bounds(*(torch.cat([getattr(p.bounds, name) for p, _, _ in parts])
                       for name in ("lower", "upper", "infeasible")))
     pre_activation = [(torch.cat([p.pre_activation[k][0] for p, _, _ in parts]),
@@ -285,7 +287,8 @@ def crown_radius(net: Network, center: torch.Tensor, radius: torch.Tensor, norm:
         dom = None if domain is None else _domain_part(domain, part, batch)
         return _radius_chunk(net, problem.select(part), center[part], radius[part], norm, dom)
 
-    outs = list(zip(*chunks_side_by_side(net, range(0, batch, step), one), strict=True))
+    with ieee_float32_products():
+        outs = list(zip(*chunks_side_by_side(net, range(0, batch, step), one), strict=True))
     lower, proven, estimate = (torch.cat(o) for o in outs)
     return RadiusBounds(lower, proven, estimate)
 
