@@ -216,18 +216,36 @@ def test_the_radius_search_reads_float64_crown_passes_under_either_name():
 
 def test_float32_products_run_in_ieee_float32_whatever_the_callers_matmul_precision(monkeypatch):
     """torch may compute float32 products in bfloat16 or TF32 under "medium"/"high" precision, whose errors the
-    charges do not cover: the pass runs under "highest" and restores the caller's setting."""
-    import pacverify.verify.bounds.float32 as f32
+    charges and the engine's rounding margins do not cover: every bound routine runs under "highest" and restores
+    the caller's setting (the float32 pass, run_chunked's routines, crown_with_coefficients, crown_radius and
+    alpha_crown_warm)."""
+    import importlib
 
-    seen = []
-    inner = f32._chunk
-    monkeypatch.setattr(f32, "_chunk", lambda *a: seen.append(torch.get_float32_matmul_precision()) or inner(*a))
+    alpha_module, crown_module, f32 = (importlib.import_module(f"pacverify.verify.bounds.{name}")
+                                       for name in ("alpha", "crown", "float32"))   # not the same-named functions
+    from pacverify.verify.bounds.alpha import alpha_crown_warm
+    from pacverify.verify.bounds.crown import crown_radius, crown_with_coefficients
+
+    seen: dict[str, list[str]] = {}
+    for module, name in ((f32, "_chunk"), (crown_module, "_crown_lower_rows"), (crown_module, "_radius_chunk"),
+                         (alpha_module, "_alpha_chunk")):
+        inner = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _inner=inner, _name=name, **k: seen.setdefault(
+            _name, []).append(torch.get_float32_matmul_precision()) or _inner(*a, **k))
     net = random_mlp([3, 8, 2], 1)
-    s = perturbation_set(torch.rand(4, 3, dtype=torch.float64), 0.1, "inf")
+    x = torch.rand(4, 3, dtype=torch.float64)
+    s = perturbation_set(x, 0.1, "inf")
+    C = margin_rows(net(x).argmax(1), 2)
     before = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("medium")
         crown_lower_f32(net, s)
-        assert seen == ["highest"] and torch.get_float32_matmul_precision() == "medium"
+        crown(net, s, upper=False)
+        crown_with_coefficients(net, s, C)
+        crown_radius(net, x, torch.full((4,), 0.1, dtype=torch.float64), "inf", C)
+        alpha_crown_warm(net, s, C, iterations=2)
+        assert set(seen) == {"_chunk", "_crown_lower_rows", "_radius_chunk", "_alpha_chunk"}
+        assert all(value == "highest" for values in seen.values() for value in values)
+        assert torch.get_float32_matmul_precision() == "medium"
     finally:
         torch.set_float32_matmul_precision(before)

@@ -31,6 +31,7 @@ from pacverify.validation import check_positive
 from pacverify.verify.bounds.common import (
     Problem,
     finish,
+    ieee_float32_products,
     intersect,
     prepare,
     run_chunked,
@@ -142,9 +143,10 @@ def alpha_crown_warm(net: Network, input_set: InputSet, C, *, splits=None, inter
                for group in (start.alphas, start.betas)):
             raise InputError(f"start must hold one α and one β per ReLU layer, shaped {shapes}")
     holder: list[Multipliers] = []
-    result = _alpha_chunk(net, problem, iterations, check_positive(lr, "lr"), False, False,
-                          check_positive(lr_beta, "lr_beta"), start=start, keep=holder, neurons=neurons,
-                          ascent_dtype=ascent_dtype)
+    with ieee_float32_products():
+        result = _alpha_chunk(net, problem, iterations, check_positive(lr, "lr"), False, False,
+                              check_positive(lr_beta, "lr_beta"), start=start, keep=holder, neurons=neurons,
+                              ascent_dtype=ascent_dtype)
     return result, holder[0]
 
 

@@ -47,7 +47,7 @@ from pacverify.errors import InputError
 from pacverify.network import Affine, Network, Relu
 from pacverify.verify.bounds.common import chunks_side_by_side, default_max_batch, ieee_float32_products, prepare
 from pacverify.verify.bounds.types import Bounds
-from pacverify.verify.sets import Box, InputSet, L2Ball
+from pacverify.verify.sets import Box, InputSet, L2Ball, batched_matvec, round_outward
 
 U32 = 2.0 ** -24      # float32's unit round-off
 U64 = 2.0 ** -53
@@ -86,14 +86,12 @@ def _affine(net: Network) -> list[Affine]:
 
 
 def _up32(x: torch.Tensor) -> torch.Tensor:
-    """The float32 numbers ≥ x (float64, finite, ≥ 0 or any sign)."""
-    y = x.to(torch.float32)
-    return torch.where(y.to(torch.float64) < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
+    """The float32 numbers ≥ the float64 ``x``."""
+    return round_outward(x, torch.float32, 1)
 
 
 def _down32(x: torch.Tensor) -> torch.Tensor:
-    y = x.to(torch.float32)
-    return torch.where(y.to(torch.float64) > x, torch.nextafter(y, torch.full_like(y, -math.inf)), y)
+    return round_outward(x, torch.float32, -1)
 
 
 class _Chain:
@@ -105,10 +103,11 @@ class _Chain:
         self.W = [w.to(torch.float32) for w in self.W64]
         self.b = [b.to(torch.float32) for b in self.b64]
         self.absW64 = [w.abs() for w in self.W64]
-        self.exact = [bool((w32.to(torch.float64) == w).all()) for w, w32 in zip(self.W64, self.W, strict=True)]
+        self.dW = [(w - w32.to(torch.float64)).abs() for w, w32 in zip(self.W64, self.W, strict=True)]
+        self.exact = [not bool((d > 0).any()) for d in self.dW]
         # per layer: the float64 matrix γ_{n+1}|W̃| + |W − W̃| and vector γ_{n+1}|b̃| + |b − b̃| (n = out features)
-        self.G = [gamma(w.shape[0] + 1) * w32.abs().to(torch.float64) * (1 + 4 * U64) + (w - w32.to(torch.float64)).abs()
-                  for w, w32 in zip(self.W64, self.W, strict=True)]
+        self.G = [gamma(w.shape[0] + 1) * w32.abs().to(torch.float64) * (1 + 4 * U64) + d
+                  for w, w32, d in zip(self.W64, self.W, self.dW, strict=True)]
         self.g = [gamma(w.shape[0] + 1) * b32.abs().to(torch.float64) * (1 + 4 * U64) + (b - b32.to(torch.float64)).abs()
                   for w, b, b32 in zip(self.W64, self.b64, self.b, strict=True)]
 
@@ -130,16 +129,8 @@ class _Rows:
     """Float32 rows ``A`` — (R, n) shared by every point, or (B, R, n) — with float64 constants ``c`` and
     charges ``e``, (B, R) or broadcastable to it."""
 
-    def __init__(self, A: torch.Tensor, c: torch.Tensor, e: torch.Tensor, dW: torch.Tensor | None = None) -> None:
+    def __init__(self, A: torch.Tensor, c: torch.Tensor, e: torch.Tensor) -> None:
         self.A, self.c, self.e = A, c, e
-        self.dW = dW   # shared first-layer rows only: |W − W̃| of their weights, charged against the input's magnitude
-
-
-def _matvec(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``A[b] @ v[b]`` for every point: A (R, n) shared or (B, R, n), v (B, n) → (B, R)."""
-    if A.dim() == 2:
-        return v @ A.T
-    return torch.bmm(A, v.unsqueeze(-1)).squeeze(-1)
 
 
 def _through_affine(rows: _Rows, chain: _Chain, k: int, hmax: torch.Tensor, extra: torch.Tensor | None) -> _Rows:
@@ -183,8 +174,7 @@ def _through_relu(rows: _Rows, pos: torch.Tensor, neg: torch.Tensor, t: torch.Te
     mu = rows.A
     mneg = mu.clamp(max=0)
     lam = pos.unsqueeze(1) * mu.clamp(min=0) + neg.unsqueeze(1) * mneg
-    shift = _matvec(mneg, t).to(torch.float64) if mneg.dim() == 3 else \
-        (mneg.unsqueeze(0) @ t.unsqueeze(-1)).squeeze(-1).to(torch.float64)
+    shift = batched_matvec(mneg, t).to(torch.float64)
     n = mu.shape[-1]
     # every term of the sum has the same sign: its rounding is at most γ_n of its magnitude
     charge = shift.abs() * gamma(n + 2) + n * TINY32
@@ -207,7 +197,7 @@ def _input_min(rows: _Rows, input_set: InputSet) -> tuple[torch.Tensor, torch.Te
         rad32 = _up32(torch.maximum(hi32.to(torch.float64) - mid32.to(torch.float64),
                                     mid32.to(torch.float64) - lo32.to(torch.float64)) * (1 + 2 * U64))
         absA = A.abs()
-        value = _matvec(A, mid32).to(torch.float64) - _matvec(absA, rad32).to(torch.float64)
+        value = batched_matvec(A, mid32).to(torch.float64) - batched_matvec(absA, rad32).to(torch.float64)
         charge = (absA.reshape(-1, n) @ _up32((mid32.abs() + rad32).amax(dim=0).to(torch.float64))).reshape(
             absA.shape[:-1]).to(torch.float64) * gamma(n + 2) * (1 + gamma(n + 2)) + n * TINY32
         out = (value, charge)
@@ -218,7 +208,7 @@ def _input_min(rows: _Rows, input_set: InputSet) -> tuple[torch.Tensor, torch.Te
         r = input_set.radius.to(torch.float64).unsqueeze(1)
         # the norm computed in float32: relative error below γ_{n+2}, and squares below float32's range lost
         norm = torch.linalg.vector_norm(A, dim=-1).to(torch.float64) * (1 + gamma(n + 2)) + math.sqrt(n) * 2.0 ** -60
-        value = _matvec(A, x32).to(torch.float64) - r * norm
+        value = batched_matvec(A, x32).to(torch.float64) - r * norm
         # |μ|·(γ|x̃0| + |x0 − x̃0|) ≤ ‖μ‖₂·‖γ|x̃0| + |x0 − x̃0|‖₂ (Cauchy–Schwarz: no second pass over μ)
         v = (gamma(n + 2) * x32.abs().to(torch.float64) + shift)
         charge = norm * torch.linalg.vector_norm(v, dim=1, keepdim=True) * (1 + gamma(n + 2, U64)) + n * TINY32
@@ -230,18 +220,12 @@ def _input_min(rows: _Rows, input_set: InputSet) -> tuple[torch.Tensor, torch.Te
     return out
 
 
-def _finish(rows: _Rows, input_set: InputSet, with_charge: bool = False):
+def _finish(rows: _Rows, input_set: InputSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' sound lower bounds over the set, float64, and the charge each includes."""
     value, charge = _input_min(rows, input_set)
-    e = rows.e
-    dW = rows.dW
-    if dW is not None and bool((dW > 0).any()):   # shared first-layer rows: the weights' rounding to float32
-        lo, hi = input_set.interval()
-        xmax = torch.maximum(lo.abs(), hi.abs()).to(torch.float64) * (1 + 4 * U64)
-        e = e + (xmax @ dW.T) * (1 + gamma(dW.shape[1] + 2, U64))
-    e = e + charge
-    total = value + rows.c - e
+    e = rows.e + charge
     slop = SLOP64 * (value.abs() + rows.c.abs() + e)
-    return (total - slop, e + slop) if with_charge else total - slop
+    return value + rows.c - e - slop, e + slop
 
 
 def _pull(chain: _Chain, k: int, rows: _Rows, steps: list, hmax: list, extra: torch.Tensor | None) -> _Rows:
@@ -259,12 +243,18 @@ GROUP_ENTRIES = 2 ** 19   # or as many as make about this many row entries
 DENSE_FRACTION = 0.5      # above this fraction of unstable neurons, rows for every neuron (as the float64 engine)
 
 
-def _first_rows(chain: _Chain) -> _Rows:
-    W32 = chain.W[0]
-    b = chain.b64[0]
-    dW = (chain.W64[0] - W32.to(torch.float64)).abs()
-    return _Rows(torch.cat([W32, -W32]), torch.cat([b, -b]).unsqueeze(0), torch.zeros((), dtype=torch.float64),
-                 torch.cat([dW, dW]))
+def _start_rows(chain: _Chain, k: int, hmax: torch.Tensor, idx: torch.Tensor | None = None) -> _Rows:
+    """Rows ``±W_k[j]`` on layer k's input for the neurons j (all, shared, or ``idx`` (B, m) per point), with the
+    constants ``±b_k[j]``: exact but for the weights' own rounding to float32, charged against ``hmax`` (B, n)."""
+    W32, b, dW = (chain.W[k], chain.b64[k], chain.dW[k]) if idx is None else \
+        (chain.W[k][idx], chain.b64[k][idx], chain.dW[k][idx])
+    e = torch.zeros((), dtype=torch.float64)
+    if not chain.exact[k]:
+        e = batched_matvec(dW, hmax) * (1 + gamma(dW.shape[-1] + 2, U64))
+        e = torch.cat([e, e], dim=1)
+    row_dim = 0 if idx is None else 1
+    c = torch.cat([b, -b], dim=row_dim)
+    return _Rows(torch.cat([W32, -W32], dim=row_dim), c.unsqueeze(0) if idx is None else c, e)
 
 
 def _refine(chain: _Chain, k: int, zl: torch.Tensor, zu: torch.Tensor, unstable: torch.Tensor, steps: list,
@@ -272,16 +262,9 @@ def _refine(chain: _Chain, k: int, zl: torch.Tensor, zu: torch.Tensor, unstable:
     """The interval bounds of layer k ≥ 1 intersected with the charged CROWN bounds of its unstable neurons."""
     if float(unstable.float().mean()) > DENSE_FRACTION:
         # most neurons unstable: rows for all of them, shared starts, no gathers (stable ones discarded)
-        W32, b = chain.W[k], chain.b64[k]
-        e = torch.zeros((), dtype=torch.float64)
-        if not chain.exact[k]:
-            dW = (chain.W64[k] - W32.to(torch.float64)).abs()
-            e = (hmax[k] @ dW.T) * (1 + gamma(dW.shape[1] + 2, U64))
-            e = torch.cat([e, e], dim=1)
-        rows = _Rows(torch.cat([W32, -W32]), torch.cat([b, -b]).unsqueeze(0), e)
         pos, neg, t, extra = steps[k - 1]
-        rows = _pull(chain, k - 1, _through_relu(rows, pos, neg, t), steps, hmax, extra)
-        values = _finish(rows, input_set)
+        rows = _through_relu(_start_rows(chain, k, hmax[k]), pos, neg, t)
+        values, _ = _finish(_pull(chain, k - 1, rows, steps, hmax, extra), input_set)
         n = zl.shape[1]
         return (torch.where(unstable, torch.maximum(zl, values[:, :n]), zl),
                 torch.where(unstable, torch.minimum(zu, -values[:, n:]), zu))
@@ -295,25 +278,14 @@ def _refine(chain: _Chain, k: int, zl: torch.Tensor, zu: torch.Tensor, unstable:
         m = int(count[sub].max())
         if m == 0:
             continue
-        # per point, rows ±W_k[j] for its unstable neurons j (padded to the group's largest count with copies,
-        # discarded), exact but for the weights' own rounding to float32
+        # per point, rows for its unstable neurons (padded to the group's largest count with copies, discarded)
         idx = torch.argsort((~unstable[sub]).to(torch.int8), dim=1, stable=True)[:, :m]
         valid = torch.arange(m).unsqueeze(0) < count[sub].unsqueeze(1)
         h = [v[sub] for v in hmax]
         part = [tuple(v[sub] for v in step) for step in steps]
-        W32 = chain.W[k][idx]                                          # (G, m, n_{k−1})
-        if chain.exact[k]:
-            e = torch.zeros((), dtype=torch.float64)
-        else:
-            dW = (chain.W64[k][idx] - W32.to(torch.float64)).abs()
-            e = _matvec(dW, h[k]) * (1 + gamma(dW.shape[-1] + 2, U64))
-            e = torch.cat([e, e], dim=1)
-        b = chain.b64[k][idx]
-        rows = _Rows(torch.cat([W32, -W32], dim=1), torch.cat([b, -b], dim=1), e)
         pos, neg, t, extra = part[k - 1]
-        rows = _through_relu(rows, pos, neg, t)
-        rows = _pull(chain, k - 1, rows, part, h, extra)
-        values = _finish(rows, input_set.select(sub))
+        rows = _through_relu(_start_rows(chain, k, h[k], idx), pos, neg, t)
+        values, _ = _finish(_pull(chain, k - 1, rows, part, h, extra), input_set.select(sub))
         low = torch.where(valid, values[:, :m], -math.inf)
         high = torch.where(valid, -values[:, m:], math.inf)
         zl[sub] = zl[sub].scatter_reduce(1, idx, low, reduce="amax")
@@ -321,7 +293,8 @@ def _refine(chain: _Chain, k: int, zl: torch.Tensor, zu: torch.Tensor, unstable:
     return zl, zu
 
 
-def _chunk(chain: _Chain, input_set: InputSet, C: torch.Tensor | None) -> torch.Tensor:
+def _chunk(chain: _Chain, input_set: InputSet, C: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower bounds (B, K) and their charges for one chunk of points (module docstring)."""
     L = len(chain.W)
     B = input_set.batch_size
     lo, hi = input_set.interval()
@@ -336,7 +309,7 @@ def _chunk(chain: _Chain, input_set: InputSet, C: torch.Tensor | None) -> torch.
             # the first layer: rows ±W_0 shared by every point (for an L2 ball, its exact bounds; for a box the
             # interval bounds are already exact)
             if isinstance(input_set, L2Ball) and bool(unstable.any()):
-                values = _finish(_first_rows(chain), input_set)
+                values, _ = _finish(_start_rows(chain, 0, hmax[0]), input_set)
                 n = zl.shape[1]
                 zl = torch.where(unstable, torch.maximum(zl, values[:, :n]), zl)
                 zu = torch.where(unstable, torch.minimum(zu, -values[:, n:]), zu)
@@ -352,8 +325,8 @@ def _chunk(chain: _Chain, input_set: InputSet, C: torch.Tensor | None) -> torch.
     A = C.to(torch.float32)
     zeros = torch.zeros((), dtype=torch.float64)
     rows = _pull(chain, L - 1, _Rows(A, zeros, zeros), steps, hmax, None)
-    lower, charge = _finish(rows, input_set, with_charge=True)
-    return torch.stack(torch.broadcast_tensors(lower, charge)).expand(2, B, -1)
+    lower, charge = _finish(rows, input_set)
+    return lower.expand(B, -1), charge.expand(B, -1)
 
 
 @dataclass(frozen=True)
@@ -378,20 +351,24 @@ def crown_lower_f32(net: Network, input_set: InputSet, C=None, *, max_batch: int
     if net.dtype != torch.float64 or net.device.type != "cpu" or not supported(net, problem.C):
         raise InputError("crown_lower_f32 needs a float64 chain of dense and ReLU layers on the CPU and rows C that "
                          "float32 holds exactly (crown_f32 falls back to crown elsewhere)")
+    return _float32_pass(net, problem.input_set, problem.C, max_batch)
+
+
+def _float32_pass(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch: int | None) -> Float32Bounds:
+    """:func:`crown_lower_f32` on a set and rows already checked (:func:`~.common.prepare`, :func:`supported`)."""
     chain = _Chain(net)
-    C, input_set = problem.C, problem.input_set
     widths = [w.shape[0] for w in chain.W[:-1]] + [C.shape[-2] if C is not None else chain.W[-1].shape[0]]
     step = max_batch or max(16, default_max_batch(net, 2 * max(widths)) * 2)
     B = input_set.batch_size
 
-    def one(start: int) -> torch.Tensor:
+    def one(start: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.arange(start, min(B, start + step))
         part_C = None if C is None else (C[index] if C.dim() == 3 else C)
         return _chunk(chain, input_set.select(index), part_C)
 
     with ieee_float32_products():
-        both = torch.cat(chunks_side_by_side(net, range(0, B, step), one), dim=1)
-    return Float32Bounds(both[0], both[1])
+        parts = chunks_side_by_side(net, range(0, B, step), one)
+    return Float32Bounds(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
 
 def _applies(net: Network, input_set: InputSet, C) -> bool:
@@ -415,15 +392,21 @@ def crown_mixed(net: Network, input_set: InputSet, C=None, *, max_batch: int | N
     zero are not recomputed (on the benchmark networks float64 proved none of them: benchmarks/results/verify.md).
     Falls back to float64 CROWN where the float32 pass does not apply (:func:`supported`, or a network not float64
     on the CPU)."""
-    if not _applies(net, input_set, C):
+    problem = prepare(net, input_set, C, None, None)
+    if not _applies(net, problem.input_set, problem.C):
         return _crown_lower(net, input_set, C, max_batch)
-    fast = crown_lower_f32(net, input_set, C, max_batch=max_batch)
+    return _mixed(net, problem.input_set, problem.C, max_batch)
+
+
+def _mixed(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch: int | None) -> torch.Tensor:
+    """:func:`crown_mixed` where the float32 pass applies (:func:`_applies`), on a checked set and rows."""
+    fast = _float32_pass(net, input_set, C, max_batch)
     lower = fast.lower.clone()
     near = ((lower <= 0) & (lower > -RECHECK_CHARGES * fast.charge)).any(dim=1)
     near |= ~torch.isfinite(lower).all(dim=1)   # float32 overflow in the pass: float64 decides
     index = torch.nonzero(near).reshape(-1)
     if index.numel():
-        part_C = None if C is None else (torch.as_tensor(C)[index] if torch.as_tensor(C).dim() == 3 else C)
+        part_C = None if C is None else (C[index] if C.dim() == 3 else C)
         lower[index] = _crown_lower(net, input_set.select(index), part_C, max_batch).to(lower)
     return lower
 
@@ -455,7 +438,6 @@ def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, interme
         return crown(net, input_set, C, splits=splits, intermediate=intermediate, upper=upper, max_batch=max_batch,
                      return_intermediate=return_intermediate)
     rows = problem.C if problem.C is not None else torch.eye(net.out_features, dtype=torch.float64)
-    lower = crown_mixed(net, problem.input_set, rows, max_batch=max_batch)
-    high = -crown_mixed(net, problem.input_set, -rows, max_batch=max_batch) if upper else \
-        torch.full_like(lower, math.inf)
+    lower = _mixed(net, problem.input_set, rows, max_batch)
+    high = -_mixed(net, problem.input_set, -rows, max_batch) if upper else torch.full_like(lower, math.inf)
     return Bounds(lower, high, torch.zeros(lower.shape[0], dtype=torch.bool))
