@@ -107,22 +107,23 @@ def test_the_portfolio_decides_within_the_rounds_its_best_rule_alone_needs():
     assert checked >= 2        # some problems needed several rounds
 
 
-def test_input_splitting_without_room_for_priors_goes_on_without_them(monkeypatch):
+@pytest.mark.parametrize("rule", ["widest", "lookahead"])
+def test_input_splitting_without_room_for_priors_goes_on_without_them(monkeypatch, rule):
     """Past ``PRIOR_BYTES`` of inherited bounds a search keeps none, and still decides as dense sampling says."""
     from pacverify.verify import bab
     from pacverify.verify.sets import Box
 
-    net, input_set, prop = _problem([2, 8, 8, 2], 2, 0.6, "inf", n_points=1)
-    search = bab._InputSearch(net, input_set, prop, BabConfig(batch=4), None, "widest")
+    net, input_set, prop = _problem([2, 8, 8, 2], 3, 0.6, "inf", n_points=1)     # 6 rounds for either rule
+    search = bab._InputSearch(net, input_set, prop, BabConfig(batch=4), None, rule)
     assert search.round(4) is None
-    assert search.pre_activation is not None and search.pre_activation[0][0].shape[0] == search.open
+    assert search.has_prior and len(search.pool.fields) == 2 + 2 * len(net.relu_widths())
     monkeypatch.setattr(bab, "PRIOR_BYTES", 0)
     assert search.round(4) is None and search.open > 0
-    assert search.pre_activation is None and not search.keep_prior
+    assert not search.has_prior and not search.keep_prior and len(search.pool.fields) == 2
     for seed in range(3):
         net, input_set, prop = _problem([2, 8, 8, 2], seed, 0.3, "inf")
         assert isinstance(input_set, Box)
-        decisions = branch_and_bound(net, input_set, prop, BabConfig(split="input", timeout=20))
+        decisions = branch_and_bound(net, input_set, prop, BabConfig(split="input", timeout=20, input_branching=(rule,)))
         _check_decisions(net, input_set, prop, decisions)
         assert all(d.verdict is not PointVerdict.UNKNOWN for d in decisions)
 

@@ -9,8 +9,9 @@ splits the rest in two:
 - **Input splitting** (boxes of low dimension, default ≤ 10 inputs, e.g. ACAS Xu): bisect the widest
   coordinate, or the one with the largest ``width_i · Σ_r |A_ri|`` (A the coefficients of CROWN's linear
   lower bounds of the rows, from the same pass as the bounds), or with the largest ``width_i · |∂v/∂x_i|``
-  at the box centre; the rules fail on different instances, so one search per rule runs, the searches
-  taking turns one batch at a time. The two halves cover the box.
+  at the box centre, or ("lookahead", strong branching) bound both halves along every coordinate and keep
+  the pair that proves both halves, else whose better half comes closest to a proof; one search per rule
+  runs, the searches taking turns one batch at a time. The two halves cover the box.
 - **ReLU splitting** (any set): fix one unstable neuron (pre-activation bounds l < 0 < u, not yet
   split) to inactive (−1: pre-activation ≤ 0) or active (+1: ≥ 0), per the split contract of
   :mod:`pacverify.verify.bounds.common`; the two sign cases cover the subdomain. The neuron is the
@@ -60,6 +61,7 @@ from pacverify.network import LINEAR, Network
 from pacverify.validation import check_positive
 from pacverify.verify.attacks import attack_set, bound_guided_attack, confirm
 from pacverify.verify.bab_leaf import decide_leaf, leaf_phases
+from pacverify.verify.bab_pool import SubdomainPool
 from pacverify.verify.bounds import (
     BOUND_METHODS,
     alpha_crown,
@@ -78,8 +80,9 @@ from pacverify.verify.result import Decision, PointVerdict
 from pacverify.verify.sets import Box, InputSet
 
 SPLIT_MODES = ("auto", "input", "relu")
-BRANCHING_RULES = ("widest", "bound", "gradient")   # input splitting: see _bisect
-PRIOR_RULES = ("widest", "gradient")   # input-splitting rules whose boxes inherit their parent's bounds as prior
+BRANCHING_RULES = ("widest", "bound", "gradient", "lookahead")   # input splitting: see _bisect, _pick_halves
+DEFAULT_BRANCHING = ("lookahead", "bound")   # the portfolio input splitting runs by default (docs/verifier.md)
+PRIOR_RULES = ("widest", "gradient", "lookahead")   # input-splitting rules whose boxes inherit their parent's bounds as prior
 PRIOR_BYTES = 2**30   # the most bytes of inherited bounds one input-splitting search keeps; beyond, it keeps none
 STATE_DTYPE = torch.float32   # open subdomains' inherited α, β: a warm start only, any value is sound
 ROOT_PGD_STEPS = 20  # PGD steps from each clause row's bound minimiser at the root of ReLU splitting
@@ -90,26 +93,27 @@ FALSIFY_ROWS = 32     # open subdomains per round whose bound minimisers are che
 class BabConfig:
     """Budget and strategy of one branch-and-bound run (per problem).
 
-    ``timeout``: seconds per problem (None: no limit); ``max_domains``: subdomains bounded per problem;
+    ``timeout``: seconds per problem (None: no limit); ``max_domains``: subdomains bounded per problem (a
+    "lookahead" round bounds all 2m halves of each box it expands, so it may pass this by fewer than 2m);
     ``batch``: subdomains bounded per call; ``method``: the bound routine for subdomains ("ibp", "crown",
     "alpha-crown", or "auto": CROWN for input splitting, α-CROWN — with β-CROWN multipliers for the
     split neurons — for ReLU splitting); ``iterations``: optimisation steps of α-CROWN in the search;
     ``split``: "input", "relu", or "auto" (input splitting for boxes of at most ``input_split_max_dim``
     inputs, ReLU splitting otherwise); ``input_branching``: the branching rules input splitting runs side by
-    side (:data:`BRANCHING_RULES`, :func:`_bisect`); ``attack_every``: rounds between PGD runs during ReLU
+    side (:data:`BRANCHING_RULES`: :func:`_bisect`'s, and "lookahead", :func:`_pick_halves`); ``attack_every``: rounds between PGD runs during ReLU
     splitting; ``float32_ascent``: ReLU splitting's α-CROWN steps run in float32 on a float64 network, the
     bounds themselves in float64 (:mod:`~pacverify.verify.bounds.alpha`: sound either way; the same subdomain
     counts within 0.5% and ~1.3× faster on mnist-net_256x4); ``seed`` fixes those attacks.
     """
 
     timeout: float | None = None
-    max_domains: int = 200_000
+    max_domains: int = 2_000_000
     batch: int = 512
     method: str = "auto"
     iterations: int = 8
     split: str = "auto"
     input_split_max_dim: int = 10
-    input_branching: tuple[str, ...] = BRANCHING_RULES
+    input_branching: tuple[str, ...] = DEFAULT_BRANCHING
     attack_every: int = 8
     float32_ascent: bool = True
     seed: int = 0
@@ -247,13 +251,22 @@ class _Pace:
     def __init__(self, config: BabConfig, deadline: float | None) -> None:
         self.config, self.deadline, self.per_domain, self.started = config, deadline, 0.0, 0.0
 
-    def take(self, priority: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices of the open subdomains to bound now (lowest proof margin first), and of the rest."""
+    def size(self) -> int:
+        """Subdomains to bound in the next round."""
         batch = self.config.batch
         if self.deadline is not None and self.per_domain > 0:
             batch = max(1, min(batch, int((self.deadline - time.monotonic()) / self.per_domain)))
-        order = torch.argsort(priority)
+        return batch
+
+    def start(self) -> None:
+        """The round's bounding starts now (:meth:`done` measures from here)."""
         self.started = time.monotonic()
+
+    def take(self, priority: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the open subdomains to bound now (lowest proof margin first), and of the rest."""
+        batch = self.size()
+        order = torch.argsort(priority)
+        self.start()
         return order[:batch], order[batch:]
 
     def done(self, count: int) -> None:
@@ -304,70 +317,128 @@ def _input_bab(net: Network, box: Box, clauses: list[OutputProperty], config: Ba
 
 
 class _InputSearch:
-    """One input-splitting search with branching ``rule``: its open boxes, bounded lowest proof margin first; for
-    the rules of :data:`PRIOR_RULES`, each box's parent's pre-activation bounds, its pass's ``prior``
-    (docs/verifier.md, "Input splitting", for why not every rule), until they would take more than
-    :data:`PRIOR_BYTES`: the search then goes on without priors (sound either way; only slower)."""
+    """One input-splitting search with branching ``rule``: its open boxes (a :class:`SubdomainPool`, bounded lowest
+    proof margin first) and, for the rules of :data:`PRIOR_RULES`, each box's parent's pre-activation bounds, its
+    pass's ``prior`` (docs/verifier.md, "Input splitting", for why not every rule), until they would take more
+    than :data:`PRIOR_BYTES`: the search then goes on without priors (sound either way; only slower)."""
 
     def __init__(self, net: Network, box: Box, prop: OutputProperty, config: BabConfig, deadline: float | None,
                  rule: str) -> None:
         box = box.to(net.device, net.dtype)                 # rounded outward: still contains the original box
         self.net, self.prop, self.config, self.rule = net, prop, config, rule
-        self.lower, self.upper = box.lower, box.upper
-        self.pre_activation: list[tuple[torch.Tensor, torch.Tensor]] | None = None   # each box's parent's
+        # fields: lower and upper corners, then (with priors) each ReLU layer's lower and upper pre-activation bound
+        self.pool = SubdomainPool([box.lower, box.upper], torch.zeros(1, dtype=net.dtype, device=net.device))
+        self.has_prior = False
         self.keep_prior = rule in PRIOR_RULES and _search_method(config) == "crown"   # only CROWN takes priors
-        self.priority = torch.zeros(1, dtype=net.dtype, device=net.device)
         self.domains = 0
         self.pace = _Pace(config, deadline)
 
     @property
     def open(self) -> int:
-        return int(self.lower.shape[0])
+        return len(self.pool)
 
     def round(self, allowed: int) -> Decision | None:
-        """Bound at most ``allowed`` (≥ 1) of the open boxes; drop those proved safe or empty and split the others.
-        A decision when that settles the problem (VERIFIED once no box is open; FALSIFIED when a box's centre or
-        one of its bound minimisers is a confirmed counterexample), else None."""
+        """Bound at most ``allowed`` (≥ 1) boxes: for the bisection rules, open boxes, of which those not proved safe
+        or empty are split in two; for "lookahead", both halves along every coordinate of open boxes, of which each
+        box keeps the pair its rule picks. A decision when that settles the problem (VERIFIED once no box is open;
+        FALSIFIED when a box's centre or one of its bound minimisers is a confirmed counterexample), else None."""
         net, config = self.net, self.config
-        now, rest = self.pace.take(self.priority)
-        if now.shape[0] > allowed:
-            now, rest = now[:allowed], torch.cat([now[allowed:], rest])
-        lo, hi = self.lower[now], self.upper[now]
-        prior = None if self.pre_activation is None else [(a[now], b[now]) for a, b in self.pre_activation]
+        size = min(self.pace.size(), allowed)
+        per_box = 2 * self.pool.fields[0].shape[1] if self.rule == "lookahead" else 1
+        rows, _ = self.pool.take(max(1, size // per_box))
+        self.pace.start()
+        lo, hi = rows[0], rows[1]
+        prior = list(zip(rows[2::2], rows[3::2], strict=True)) if self.has_prior else None
+        if self.rule == "lookahead":
+            parents = lo.shape[0]
+            lo, hi = _all_halves(lo, hi)
+            prior = None if prior is None else [(a.repeat(per_box, 1), b.repeat(per_box, 1)) for a, b in prior]
         rep = self.prop.select(torch.zeros(lo.shape[0], dtype=torch.long)).to(net.device, net.dtype)
         result, A = _bounds_and_coefficients(net, Box(lo, hi), rep.C, config, prior)
         self.domains += lo.shape[0]
         self.pace.done(lo.shape[0])
         margin = rep.proof_margin(result.bounds.lower)
-        open_ = torch.nonzero(~(result.bounds.infeasible | (margin > 0))).reshape(-1)
-        lo, hi, margin, rep = lo[open_], hi[open_], margin[open_], rep.select(open_.cpu())
-        pre = [(a[open_].repeat(2, 1), b[open_].repeat(2, 1)) for a, b in result.pre_activation] \
-            if self.keep_prior else []
-        if lo.shape[0]:
-            A = A[open_] if A is not None else lower_bound_coefficients(net, Box(lo, hi), rep.C)
-            found = _box_candidates(net, rep, lo, hi, A)
-            if found is not None:
-                return Decision(PointVerdict.FALSIFIED, found[0], self.domains, f"input splitting: {found[1]}")
-            lo, hi = _bisect(net, rep, lo, hi, A, self.rule)
-            if lo is None:
+        proved = result.bounds.infeasible | (margin > 0)
+        pre_activation = result.pre_activation
+        if self.rule == "lookahead":
+            # every open half is a candidate, not only the kept ones: a counterexample can lie in either pair
+            unproved = torch.nonzero(~proved).reshape(-1)
+            if unproved.numel():
+                part = rep.select(unproved.cpu())
+                A_part = A[unproved] if A is not None else \
+                    lower_bound_coefficients(net, Box(lo[unproved], hi[unproved]), part.C)
+                found = _box_candidates(net, part, lo[unproved], hi[unproved], A_part)
+                if found is not None:
+                    return Decision(PointVerdict.FALSIFIED, found[0], self.domains, f"input splitting: {found[1]}")
+            pick = _pick_halves(lo, hi, margin, proved, parents)
+            if pick is None:
                 return Decision(PointVerdict.UNKNOWN, domains=self.domains, detail="input splitting: a box cannot be split")
-            margin = margin.repeat(2)
-        self.lower = torch.cat([self.lower[rest], lo])
-        self.upper = torch.cat([self.upper[rest], hi])
-        self.priority = torch.cat([self.priority[rest], margin])
-        if pre and (self.pre_activation is not None or rest.numel() == 0):   # a box's bounds hold on its halves
-            kept = [(a[rest], b[rest]) for a, b in self.pre_activation] if self.pre_activation is not None \
-                else [(a[:0], b[:0]) for a, b in pre]
-            self.pre_activation = [(torch.cat([ka, a]), torch.cat([kb, b]))
-                                   for (ka, kb), (a, b) in zip(kept, pre, strict=True)]
-            if sum(2 * a.numel() * a.element_size() for a, _ in self.pre_activation) > PRIOR_BYTES:
-                self.pre_activation, self.keep_prior = None, False
-        elif self.pre_activation is not None:   # no bounds for the new boxes: keep none, so rows stay aligned
-            self.pre_activation, self.keep_prior = None, False
-        assert self.pre_activation is None or self.pre_activation[0][0].shape[0] == self.lower.shape[0]
-        if self.lower.shape[0]:
+            lo, hi, margin, proved, rep = lo[pick], hi[pick], margin[pick], proved[pick], rep.select(pick.cpu())
+            pre_activation = [(a[pick], b[pick]) for a, b in pre_activation]
+        open_ = torch.nonzero(~proved).reshape(-1)
+        lo, hi, margin, rep = lo[open_], hi[open_], margin[open_], rep.select(open_.cpu())
+        pre = [t[open_] for pair in pre_activation for t in pair] if self.keep_prior else []
+        if lo.shape[0]:
+            if self.rule != "lookahead":   # the open boxes' halves, to be bounded next with the boxes' bounds as prior
+                A = A[open_] if A is not None else lower_bound_coefficients(net, Box(lo, hi), rep.C)
+                found = _box_candidates(net, rep, lo, hi, A)
+                if found is not None:
+                    return Decision(PointVerdict.FALSIFIED, found[0], self.domains, f"input splitting: {found[1]}")
+                lo, hi = _bisect(net, rep, lo, hi, A, self.rule)
+                if lo is None:
+                    return Decision(PointVerdict.UNKNOWN, domains=self.domains,
+                                    detail="input splitting: a box cannot be split")
+                margin, pre = margin.repeat(2), [t.repeat(2, 1) for t in pre]
+        # pre-activation bounds that hold on each new box (its parent's, or its own for "lookahead"); they are kept
+        # from the first round on, when the pool holds no box without them
+        if pre and not self.has_prior and not len(self.pool):
+            self.pool.add_fields(pre)
+            self.has_prior = True
+        elif self.has_prior and not pre:     # no bounds for the new boxes: keep none, so rows stay aligned
+            self.pool.drop_fields(2)
+            self.has_prior = self.keep_prior = False
+        self.pool.put([lo, hi] + (pre if self.has_prior else []), margin)
+        if self.has_prior and self.pool.field_bytes(2) > PRIOR_BYTES:
+            self.pool.drop_fields(2)
+            self.has_prior = self.keep_prior = False
+        if len(self.pool):
             return None
         return Decision(PointVerdict.VERIFIED, domains=self.domains)
+
+
+def _all_halves(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both halves of each box (n, m) along every coordinate: (2·m·n, m) each, the half ``s`` (0: lower) of box p
+    along coordinate k at row ``(2k + s)·n + p``. Each pair of halves covers its box."""
+    n, m = lo.shape
+    rows = torch.arange(n, device=lo.device)
+    out_lo, out_hi = [], []
+    for k in range(m):
+        mid = (lo[:, k] + hi[:, k]) / 2
+        left_hi, right_lo = hi.clone(), lo.clone()
+        left_hi[rows, k] = mid
+        right_lo[rows, k] = mid
+        out_lo += [lo, right_lo]
+        out_hi += [left_hi, hi]
+    return torch.cat(out_lo), torch.cat(out_hi)
+
+
+def _pick_halves(lo: torch.Tensor, hi: torch.Tensor, margin: torch.Tensor, proved: torch.Tensor, parents: int
+                 ) -> torch.Tensor | None:
+    """Rows of :func:`_all_halves`' output to keep: for each parent box, the pair of halves along the coordinate
+    whose halves are both proved, else whose better half has the highest proof margin (strong branching: the
+    split that comes closest to proving a half); never a coordinate with a half of width 0 (the other half would be
+    the box itself). None when some box has no coordinate to split."""
+    m = lo.shape[1]
+    empty = proved & ~(margin > 0)                          # proved empty: as good as any margin
+    value = torch.where(empty, torch.finfo(margin.dtype).max, margin).view(m, 2, parents)
+    score = torch.where(proved.view(m, 2, parents).all(1), torch.inf, value.amax(1))   # (m, parents)
+    width = (hi - lo).view(m, 2, parents, m).diagonal(dim1=0, dim2=3).permute(2, 0, 1)  # (m, 2, parents): halves'
+    score = torch.where((width > 0).all(1), score, -torch.inf)      # along k, width of the split coordinate k
+    if not bool((score > -torch.inf).any(0).all()):
+        return None
+    dim = score.argmax(0)
+    first = 2 * dim * parents + torch.arange(parents, device=lo.device)
+    return torch.cat([first, first + parents])
 
 
 def _bounds_and_coefficients(net: Network, box: Box, C: torch.Tensor, config: BabConfig, prior):
