@@ -82,9 +82,10 @@ def test_complete_on_small_networks(split, rules, float32_ascent):
     assert counts[PointVerdict.VERIFIED] > 0 and counts[PointVerdict.FALSIFIED] > 0   # both outcomes exercised
 
 
-def test_the_portfolio_decides_within_the_rounds_its_best_rule_alone_needs():
-    """Each rule's search in the portfolio is the search it would run alone, round for round: a clause is decided
-    after at most k rounds of every rule, k the fewest rounds any rule needs alone, with the same verdict."""
+def test_the_portfolio_interleaves_its_rules_by_work_exactly():
+    """Each rule's search in the portfolio is the search it would run alone, round for round, and the rounds run in
+    the order of the work done before each (ties to the earlier rule): so the portfolio's verdict is that of the
+    rule whose deciding round starts at the least work, after exactly the rounds that start before it."""
     from pacverify.verify import bab
 
     config = BabConfig(batch=8)
@@ -92,18 +93,24 @@ def test_the_portfolio_decides_within_the_rounds_its_best_rule_alone_needs():
     for seed in range(6):
         net, input_set, prop = _problem([2, 8, 8, 2], seed, 0.6, "inf", n_points=1)
         clause = prop.clause_property(0) if prop.n_clauses > 1 else prop
-        alone = {}
+        rounds = {}     # rule -> [(work before the round, subdomains it bounded)], verdict
         for rule in BRANCHING_RULES:
             search, per_round, decision = bab._InputSearch(net, input_set, clause, config, None, rule), [], None
             while decision is None:
+                work, domains = search.work, search.domains
                 decision = search.round(config.max_domains)
-                per_round.append(search.domains)
-            alone[rule] = (decision.verdict, per_round)
-        best = min(len(rounds) for _, rounds in alone.values())
-        together = bab._input_bab(net, input_set, [clause], config, None)
-        assert together.verdict in {verdict for verdict, rounds in alone.values() if len(rounds) == best}
-        assert together.domains <= sum(rounds[min(best, len(rounds)) - 1] for _, rounds in alone.values())
-        checked += best > 1
+                per_round.append((work, search.domains - domains))
+            assert search.work > 0
+            rounds[rule] = (per_round, decision.verdict)
+        key = {rule: (per_round[-1][0], i) for i, (rule, (per_round, _)) in enumerate(rounds.items())}
+        winner = min(key, key=key.get)
+        expected = sum(domains for rule, (per_round, _) in rounds.items()
+                       for j, (work, domains) in enumerate(per_round)
+                       if (work, list(rounds).index(rule)) < key[winner] or (rule == winner and j == len(per_round) - 1))
+        together = bab._input_bab(net, input_set, [clause], replace(config, input_branching=BRANCHING_RULES), None)
+        assert together.verdict is rounds[winner][1]
+        assert together.domains == expected
+        checked += len(rounds[winner][0]) > 1
     assert checked >= 2        # some problems needed several rounds
 
 

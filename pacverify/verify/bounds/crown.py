@@ -105,8 +105,8 @@ def crown_with_coefficients(net: Network, input_set: InputSet, C=None, *, splits
     pre_activation = [(torch.cat([p.pre_activation[k][0] for p, _, _ in parts]),
                        torch.cat([p.pre_activation[k][1] for p, _, _ in parts]))
                       for k in range(len(net.relu_widths()))]
-    return (PropagationResult(bounds, pre_activation), torch.cat([A for _, A, _ in parts]),
-            torch.cat([c for _, _, c in parts]))
+    return (PropagationResult(bounds, pre_activation, sum(p.row_maps or 0 for p, _, _ in parts)),
+            torch.cat([A for _, A, _ in parts]), torch.cat([c for _, _, c in parts]))
 
 
 def _crown_lower_rows(net: Network, problem: Problem) -> tuple[PropagationResult, torch.Tensor, torch.Tensor]:
@@ -119,7 +119,8 @@ def _crown_lower_rows(net: Network, problem: Problem) -> tuple[PropagationResult
     bounds = finish(low, high, relaxed.infeasible, relaxed.output_margin)
     A, c = rows.A.detach(), rows.c.detach()
     batch = problem.batch_size
-    return (PropagationResult(bounds, relaxed.pre_activation),
+    row_maps = relaxed.row_maps + batch * A.shape[-2] * _maps(relaxed.layers)
+    return (PropagationResult(bounds, relaxed.pre_activation, row_maps),
             A.expand(batch, *A.shape[-2:]) if A.dim() == 2 else A, c.expand(batch, c.shape[-1]) if c.dim() == 1 else c)
 
 
@@ -135,6 +136,7 @@ class Relaxed:
     ibp_output: Interval
     infeasible: torch.Tensor
     output_margin: torch.Tensor
+    row_maps: int = 0          # intermediate rows pulled back × the linear maps each crossed (a model of the work)
 
     @property
     def pre_activation(self) -> list[Interval]:
@@ -150,14 +152,21 @@ def relax_network(net: Network, problem: Problem) -> Relaxed:
     layers, C_left = output_layers(net, problem.C)
     margins = rounding_margins(net, problem.input_set, problem.C)
     relaxations: list[ReluRelaxation] = []
+    row_maps = 0
 
     def refine(position: int, pre_activation: list[Interval], interval: Interval) -> Interval | None:
+        nonlocal row_maps
         relaxations.extend(relax_relu(*pair) for pair in pre_activation[len(relaxations):])
+        row_maps += 2 * int(((interval[0] < 0) & (interval[1] > 0)).sum()) * _maps(layers[:position])
         return unstable_bounds(layers[:position], relaxations, problem.input_set, interval)
 
     output, pre_activation, infeasible = propagate_intervals(layers, problem, margins.relu, refine)
     relaxations.extend(relax_relu(*pair) for pair in pre_activation[len(relaxations):])
-    return Relaxed(layers, relaxations, C_left, spec_interval(C_left, output), infeasible, margins.output)
+    return Relaxed(layers, relaxations, C_left, spec_interval(C_left, output), infeasible, margins.output, row_maps)
+
+
+def _maps(layers: list) -> int:
+    return sum(not isinstance(layer, Relu) for layer in layers)
 
 
 def _crown_chunk(net: Network, problem: Problem, upper: bool) -> PropagationResult:

@@ -35,6 +35,9 @@ class PropagationResult:
 
     bounds: Bounds
     pre_activation: list[tuple[torch.Tensor, torch.Tensor]]
+    # where the routine counts it (crown_with_coefficients): the rows it pulled back times the linear maps each
+    # crossed, a model of its work that does not depend on the clock (branch and bound schedules by it)
+    row_maps: int | None = None
 
 
 @dataclass(frozen=True)
