@@ -287,3 +287,15 @@ def test_intercept_score_is_what_removing_the_intercept_adds(seed, final_relu, n
             assert float(bound(changed)[b] - base[b]) == pytest.approx(float(scores[k][b, i]), abs=1e-9)
             checked += 1
     assert checked > 0 or not any(bool(r.unstable.any()) for r in relaxations)
+
+
+def test_lookahead_passes_max_domains_by_fewer_than_one_set_of_halves():
+    """A lookahead round bounds whole sets of 2m halves: the search stops with fewer than max_domains + 2m bounded."""
+    for seed in range(3):
+        net, input_set, prop = _problem([2, 8, 8, 2], 3, 0.6 + 0.3 * seed, "inf", n_points=1)
+        for budget in (1, 3, 9):
+            config = BabConfig(split="input", max_domains=budget, batch=8, input_branching=("lookahead",))
+            (decision,) = branch_and_bound(net, input_set, prop, config)
+            assert decision.domains < budget + 2 * 2
+            if decision.verdict is PointVerdict.UNKNOWN:
+                assert decision.domains >= budget

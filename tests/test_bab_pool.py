@@ -64,8 +64,8 @@ def test_all_halves_cover_each_box_along_every_coordinate():
     g = torch.Generator().manual_seed(0)
     lo = torch.rand(4, 3, generator=g, dtype=torch.float64)
     hi = lo + torch.rand(4, 3, generator=g, dtype=torch.float64)
-    out_lo, out_hi = _all_halves(lo, hi)
-    assert out_lo.shape == (2 * 3 * 4, 3)
+    out_lo, out_hi, splittable = _all_halves(lo, hi)
+    assert out_lo.shape == (2 * 3 * 4, 3) and bool(splittable.all())
     for k in range(3):
         left = slice(2 * k * 4, (2 * k + 1) * 4)
         right = slice((2 * k + 1) * 4, (2 * k + 2) * 4)
@@ -80,18 +80,23 @@ def test_all_halves_cover_each_box_along_every_coordinate():
 def test_pick_halves_prefers_a_coordinate_that_proves_both_halves_and_never_a_degenerate_one():
     lo = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
     hi = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)   # box 0: coordinate 2 has width 0
-    out_lo, out_hi = _all_halves(lo, hi)
+    _, _, splittable = _all_halves(lo, hi)
+    assert splittable.tolist() == [[True, True], [True, True], [False, True]]
     # margins per (coordinate, half, box): box 0 — coordinate 0 proves one half (0.9), coordinate 1 both (0.1, 0.2),
     # coordinate 2 (degenerate) would score highest; box 1 — no coordinate proves both, coordinate 2's best half is best
     margin = torch.tensor([[[0.9, -1.0], [-2.0, -0.3]],
                            [[0.1, -1.0], [0.2, -0.5]],
                            [[5.0, -0.2], [5.0, -0.1]]], dtype=torch.float64).reshape(-1)
     proved = margin > 0
-    pick = _pick_halves(out_lo, out_hi, margin, proved, parents=2)
+    pick = _pick_halves(margin, proved, splittable)
     assert pick is not None
     picked = pick.view(2, 2)            # (half, box)
     assert picked[:, 0].tolist() == [2 * 1 * 2 + 0, (2 * 1 + 1) * 2 + 0]      # box 0: coordinate 1
     assert picked[:, 1].tolist() == [2 * 2 * 2 + 1, (2 * 2 + 1) * 2 + 1]      # box 1: coordinate 2
     point = torch.zeros(1, 2, dtype=torch.float64)
-    p_lo, p_hi = _all_halves(point, point)
-    assert _pick_halves(p_lo, p_hi, torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.bool), 1) is None
+    _, _, flat = _all_halves(point, point)
+    assert _pick_halves(torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.bool), flat) is None
+    tiny = torch.tensor([[1.0, 0.0]], dtype=torch.float64)      # coordinate 0 one ulp wide: its midpoint is an end
+    _, _, ulp = _all_halves(tiny, torch.tensor([[float(torch.nextafter(tiny[0, 0], torch.tensor(2.0))), 1.0]],
+                                               dtype=torch.float64))
+    assert ulp.tolist() == [[False], [True]]

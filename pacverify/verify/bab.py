@@ -342,9 +342,10 @@ class _InputSearch:
         return len(self.pool)
 
     def round(self, allowed: int) -> Decision | None:
-        """Bound at most ``allowed`` (≥ 1) boxes: for the bisection rules, open boxes, of which those not proved safe
-        or empty are split in two; for "lookahead", both halves along every coordinate of open boxes, of which each
-        box keeps the pair its rule picks. A decision when that settles the problem (VERIFIED once no box is open;
+        """Bound at most ``allowed`` (≥ 1) boxes — for "lookahead", whole sets of 2m halves, so at least one set of
+        2m however small ``allowed`` is: for the bisection rules, open boxes, of which those not proved safe or empty
+        are split in two; for "lookahead", both halves along every coordinate of open boxes, of which each box keeps
+        the pair :func:`_pick_halves` picks. A decision when that settles the problem (VERIFIED once no box is open;
         FALSIFIED when a box's centre or one of its bound minimisers is a confirmed counterexample), else None."""
         net, config = self.net, self.config
         size = min(self.pace.size(), allowed)
@@ -354,8 +355,7 @@ class _InputSearch:
         lo, hi = rows[0], rows[1]
         prior = list(zip(rows[2::2], rows[3::2], strict=True)) if self.has_prior else None
         if self.rule == "lookahead":
-            parents = lo.shape[0]
-            lo, hi = _all_halves(lo, hi)
+            lo, hi, splittable = _all_halves(lo, hi)
             prior = None if prior is None else [(a.repeat(per_box, 1), b.repeat(per_box, 1)) for a, b in prior]
         rep = self.prop.select(torch.zeros(lo.shape[0], dtype=torch.long)).to(net.device, net.dtype)
         result, A = _bounds_and_coefficients(net, Box(lo, hi), rep.C, config, prior)
@@ -375,7 +375,7 @@ class _InputSearch:
                 found = _box_candidates(net, part, lo[unproved], hi[unproved], A_part)
                 if found is not None:
                     return Decision(PointVerdict.FALSIFIED, found[0], self.domains, f"input splitting: {found[1]}")
-            pick = _pick_halves(lo, hi, margin, proved, parents)
+            pick = _pick_halves(margin, proved, splittable)
             if pick is None:
                 return Decision(PointVerdict.UNKNOWN, domains=self.domains, detail="input splitting: a box cannot be split")
             lo, hi, margin, proved, rep = lo[pick], hi[pick], margin[pick], proved[pick], rep.select(pick.cpu())
@@ -411,12 +411,13 @@ class _InputSearch:
         return Decision(PointVerdict.VERIFIED, domains=self.domains)
 
 
-def _all_halves(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _all_halves(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Both halves of each box (n, m) along every coordinate: (2·m·n, m) each, the half ``s`` (0: lower) of box p
-    along coordinate k at row ``(2k + s)·n + p``. Each pair of halves covers its box."""
+    along coordinate k at row ``(2k + s)·n + p``, and (m, n) whether both halves along k are smaller than the box
+    (the midpoint strictly inside: else one half is the box itself). Each pair of halves covers its box."""
     n, m = lo.shape
     rows = torch.arange(n, device=lo.device)
-    out_lo, out_hi = [], []
+    out_lo, out_hi, splittable = [], [], []
     for k in range(m):
         mid = (lo[:, k] + hi[:, k]) / 2
         left_hi, right_lo = hi.clone(), lo.clone()
@@ -424,25 +425,24 @@ def _all_halves(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch
         right_lo[rows, k] = mid
         out_lo += [lo, right_lo]
         out_hi += [left_hi, hi]
-    return torch.cat(out_lo), torch.cat(out_hi)
+        splittable.append((mid > lo[:, k]) & (mid < hi[:, k]))
+    return torch.cat(out_lo), torch.cat(out_hi), torch.stack(splittable)
 
 
-def _pick_halves(lo: torch.Tensor, hi: torch.Tensor, margin: torch.Tensor, proved: torch.Tensor, parents: int
-                 ) -> torch.Tensor | None:
-    """Rows of :func:`_all_halves`' output to keep: for each parent box, the pair of halves along the coordinate
-    whose halves are both proved, else whose better half has the highest proof margin (strong branching: the
-    split that comes closest to proving a half); never a coordinate with a half of width 0 (the other half would be
-    the box itself). None when some box has no coordinate to split."""
-    m = lo.shape[1]
+def _pick_halves(margin: torch.Tensor, proved: torch.Tensor, splittable: torch.Tensor) -> torch.Tensor | None:
+    """Rows of :func:`_all_halves`' output to keep, given the halves' proof margins and proved flags (2·m·n,) and
+    its ``splittable`` (m, n): for each parent box, the pair of halves along the coordinate whose halves are both
+    proved, else whose better half has the highest proof margin (strong branching: the split that comes closest
+    to proving a half); never a coordinate that is not splittable. None when some box has none."""
+    m, parents = splittable.shape
     empty = proved & ~(margin > 0)                          # proved empty: as good as any margin
     value = torch.where(empty, torch.finfo(margin.dtype).max, margin).view(m, 2, parents)
     score = torch.where(proved.view(m, 2, parents).all(1), torch.inf, value.amax(1))   # (m, parents)
-    width = (hi - lo).view(m, 2, parents, m).diagonal(dim1=0, dim2=3).permute(2, 0, 1)  # (m, 2, parents): halves'
-    score = torch.where((width > 0).all(1), score, -torch.inf)      # along k, width of the split coordinate k
-    if not bool((score > -torch.inf).any(0).all()):
+    score = torch.where(splittable, score, -torch.inf)
+    if not bool(splittable.any(0).all()):
         return None
     dim = score.argmax(0)
-    first = 2 * dim * parents + torch.arange(parents, device=lo.device)
+    first = 2 * dim * parents + torch.arange(parents, device=margin.device)
     return torch.cat([first, first + parents])
 
 

@@ -157,8 +157,9 @@ def relax_network(net: Network, problem: Problem) -> Relaxed:
     def refine(position: int, pre_activation: list[Interval], interval: Interval) -> Interval | None:
         nonlocal row_maps
         relaxations.extend(relax_relu(*pair) for pair in pre_activation[len(relaxations):])
-        row_maps += 2 * int(((interval[0] < 0) & (interval[1] > 0)).sum()) * _maps(layers[:position])
-        return unstable_bounds(layers[:position], relaxations, problem.input_set, interval)
+        bounds, rows = unstable_bounds(layers[:position], relaxations, problem.input_set, interval)
+        row_maps += rows * _maps(layers[:position])
+        return bounds
 
     output, pre_activation, infeasible = propagate_intervals(layers, problem, margins.relu, refine)
     relaxations.extend(relax_relu(*pair) for pair in pre_activation[len(relaxations):])
@@ -179,10 +180,11 @@ def _crown_chunk(net: Network, problem: Problem, upper: bool) -> PropagationResu
 
 
 def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: InputSet,
-                    interval: Interval) -> Interval | None:
-    """CROWN bounds (B, w) of the output of ``layers`` for the entries ``interval`` leaves unstable.
+                    interval: Interval) -> tuple[Interval | None, int]:
+    """CROWN bounds (B, w) of the output of ``layers`` for the entries ``interval`` leaves unstable, and the
+    number of rows pulled back for them.
 
-    Other entries get (−inf, +inf), i.e. no information beyond the interval. None when nothing is
+    Other entries get (−inf, +inf), i.e. no information beyond the interval. None (and 0 rows) when nothing is
     unstable or there are no layers (the interval is then the input's own bounds). When most
     entries are unstable, all rows are computed densely (cheaper than gathering per-row slopes)
     and the stable ones discarded, so the result does not depend on the layout; when those dense
@@ -192,13 +194,13 @@ def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: 
     unstable = (lower < 0) & (upper > 0)
     count = int(unstable.sum())
     if count == 0 or not layers:
-        return None
+        return None, 0
     row_bytes = max(layer.in_features for layer in layers if not isinstance(layer, Relu)) * lower.element_size()
     if count > DENSE_FRACTION * unstable.numel() and 2 * unstable.numel() * row_bytes <= ROW_BYTES \
             and not isinstance(layers[-1], NATIVE):
         bounds = backward_bounds(layers, None, relaxations, input_set)
         return (torch.where(unstable, bounds[0], torch.full_like(lower, -torch.inf)),
-                torch.where(unstable, bounds[1], torch.full_like(upper, torch.inf)))
+                torch.where(unstable, bounds[1], torch.full_like(upper, torch.inf))), 2 * unstable.numel()
     owner, neuron = torch.nonzero(unstable, as_tuple=True)
     out_lower = torch.full_like(lower, -torch.inf)
     out_upper = torch.full_like(upper, torch.inf)
@@ -215,7 +217,7 @@ def unstable_bounds(layers: list, relaxations: list[ReluRelaxation], input_set: 
             values = lower_values(rows, input_set)
         out_lower.index_put_((o, n), values[:o.shape[0]])
         out_upper.index_put_((o, n), -values[o.shape[0]:])
-    return out_lower, out_upper
+    return (out_lower, out_upper), 2 * count
 
 
 @overload
