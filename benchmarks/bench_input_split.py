@@ -3,11 +3,11 @@
 For each instance (network ``a_b`` and property p of ``../shared/vnncomp/acasxu``), every region of the VNN-LIB file is
 searched by :func:`pacverify.verify.bab._input_bab` with the given rule sets (one search per clause and rule, as
 ``branch_and_bound`` runs them), each with the same timeout; no attack first, so the table shows the search alone.
-One row per instance and rule set: the verdict (the first region not VERIFIED decides), the boxes bounded, the
-seconds and boxes per second.
+One row per instance, rule set and count of α-CROWN steps on the boxes CROWN leaves open (``--box-alpha``): the
+verdict (the first region not VERIFIED decides), the boxes bounded, the seconds and boxes per second.
 
     python benchmarks/bench_input_split.py --instances 3_9:1,4_9:1,3_3:2,1_1:5 --rules widest lookahead bound \
-        lookahead,bound --timeout 60 --threads 1
+        lookahead,bound --box-alpha 0 5 --timeout 60 --threads 1
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "vnncomp" / "acasxu"
 
 
-def run_instance(net_id: str, prop_id: str, rules: tuple[str, ...], timeout: float, batch: int) -> dict:
+def run_instance(net_id: str, prop_id: str, rules: tuple[str, ...], timeout: float, batch: int, box_alpha: int) -> dict:
     from pacverify.verify import bab
     from pacverify.verify.api import load
     from pacverify.verify.result import PointVerdict
@@ -31,7 +31,7 @@ def run_instance(net_id: str, prop_id: str, rules: tuple[str, ...], timeout: flo
 
     net = load(SHARED / "onnx" / f"ACASXU_run2a_{net_id}_batch_2000.onnx")
     vnnlib = read_vnnlib(SHARED / "vnnlib" / f"prop_{prop_id}.vnnlib")
-    config = bab.BabConfig(input_branching=rules, batch=batch)
+    config = bab.BabConfig(input_branching=rules, batch=batch, box_alpha_iterations=box_alpha)
     start = time.perf_counter()
     deadline = time.monotonic() + timeout
     verdict, boxes = PointVerdict.VERIFIED, 0
@@ -45,7 +45,8 @@ def run_instance(net_id: str, prop_id: str, rules: tuple[str, ...], timeout: flo
             verdict = decision.verdict
             break
     seconds = time.perf_counter() - start
-    return {"instance": f"{net_id} prop_{prop_id}", "rules": "+".join(rules), "verdict": verdict.value,
+    return {"instance": f"{net_id} prop_{prop_id}", "rules": "+".join(rules), "α steps": box_alpha,
+            "verdict": verdict.value,
             "boxes": boxes, "seconds": seconds, "boxes/s": boxes / seconds}
 
 
@@ -57,20 +58,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="rule sets, each a comma list (a portfolio)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per instance and rule set")
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--box-alpha", type=int, nargs="+", default=[5],
+                        help="α-CROWN steps on each box CROWN leaves open (BabConfig.box_alpha_iterations; 0: none)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
         print(f"no ACAS Xu data at {SHARED}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    print("| instance | rules | verdict | boxes | s | boxes/s |")
-    print("|---|---|---|---|---|---|")
+    print("| instance | rules | α steps | verdict | boxes | s | boxes/s |")
+    print("|---|---|---|---|---|---|---|")
     for item in args.instances.split(","):
         net_id, prop_id = item.split(":")
         for rules in args.rules:
-            row = run_instance(net_id, prop_id, tuple(rules.split(",")), args.timeout, args.batch)
-            print(f"| {row['instance']} | {row['rules']} | {row['verdict']} | {row['boxes']:,} | {row['seconds']:.1f} "
-                  f"| {row['boxes/s']:,.0f} |", flush=True)
+            for steps in args.box_alpha:
+                row = run_instance(net_id, prop_id, tuple(rules.split(",")), args.timeout, args.batch, steps)
+                print(f"| {row['instance']} | {row['rules']} | {steps} | {row['verdict']} | {row['boxes']:,} "
+                      f"| {row['seconds']:.1f} | {row['boxes/s']:,.0f} |", flush=True)
     return 0
 
 

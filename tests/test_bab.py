@@ -63,18 +63,21 @@ def test_sound_against_dense_sampling(seed, norm, split, radius):
     _check_decisions(net, input_set, prop, decisions)
 
 
-@pytest.mark.parametrize("split, rules, float32_ascent",
-                         [("input", BRANCHING_RULES, True)] + [("input", (rule,), True) for rule in BRANCHING_RULES]
-                         + [("relu", BRANCHING_RULES, True), ("relu", BRANCHING_RULES, False)])
-def test_complete_on_small_networks(split, rules, float32_ascent):
+@pytest.mark.parametrize("split, rules, float32_ascent, box_alpha",
+                         [("input", BRANCHING_RULES, True, 5), ("input", BRANCHING_RULES, True, 0)]
+                         + [("input", (rule,), True, 5) for rule in BRANCHING_RULES]
+                         + [("relu", BRANCHING_RULES, True, 5), ("relu", BRANCHING_RULES, False, 5)])
+def test_complete_on_small_networks(split, rules, float32_ascent, box_alpha):
     """Every problem on 2-8-8-2 and 3-10-3 networks over boxes is decided: no UNKNOWN (input splitting with its
-    portfolio and with each branching rule alone; ReLU splitting with its α-CROWN steps in float32 and in float64)."""
+    portfolio, with and without α-CROWN on the boxes CROWN leaves open, and with each branching rule alone; ReLU
+    splitting with its α-CROWN steps in float32 and in float64)."""
     counts = {v: 0 for v in PointVerdict}
     for seed in range(4):
         for widths in ([2, 8, 8, 2], [3, 10, 3]):
             net, input_set, prop = _problem(widths, seed, 0.3, "inf")
             decisions = branch_and_bound(net, input_set, prop, BabConfig(split=split, timeout=20, input_branching=rules,
-                                                                         float32_ascent=float32_ascent))
+                                                                         float32_ascent=float32_ascent,
+                                                                         box_alpha_iterations=box_alpha))
             _check_decisions(net, input_set, prop, decisions)
             for d in decisions:
                 counts[d.verdict] += 1
@@ -91,7 +94,7 @@ def test_the_portfolio_interleaves_its_rules_by_work_exactly():
     config = BabConfig(batch=8)
     checked = 0
     for seed in range(6):
-        net, input_set, prop = _problem([2, 8, 8, 2], seed, 0.6, "inf", n_points=1)
+        net, input_set, prop = _problem([2, 8, 8, 2], seed, 0.9, "inf", n_points=1)
         clause = prop.clause_property(0) if prop.n_clauses > 1 else prop
         rounds = {}     # rule -> [(work before the round, subdomains it bounded)], verdict
         for rule in BRANCHING_RULES:
@@ -121,7 +124,7 @@ def test_input_splitting_without_room_for_priors_goes_on_without_them(monkeypatc
     from pacverify.verify.sets import Box
 
     net, input_set, prop = _problem([2, 8, 8, 2], 3, 0.6, "inf", n_points=1)     # 6 rounds for either rule
-    search = bab._InputSearch(net, input_set, prop, BabConfig(batch=4), None, rule)
+    search = bab._InputSearch(net, input_set, prop, BabConfig(batch=4, box_alpha_iterations=0), None, rule)
     assert search.round(4) is None
     assert search.has_prior and len(search.pool.fields) == 2 + 2 * len(net.relu_widths())
     monkeypatch.setattr(bab, "PRIOR_BYTES", 0)
@@ -214,6 +217,9 @@ def test_config_is_checked():
         BabConfig(timeout=0)
     with pytest.raises(InputError, match="float32_ascent"):
         BabConfig(float32_ascent=1)
+    for value in (-1, True, 2.0):
+        with pytest.raises(InputError, match="box_alpha_iterations"):
+            BabConfig(box_alpha_iterations=value)
     for rules in ((), ("widest", "widest"), ("sideways",), ["widest"]):
         with pytest.raises(InputError, match="input_branching"):
             BabConfig(input_branching=rules)
@@ -299,3 +305,37 @@ def test_lookahead_passes_max_domains_by_fewer_than_one_set_of_halves():
             assert decision.domains < budget + 2 * 2
             if decision.verdict is PointVerdict.UNKNOWN:
                 assert decision.domains >= budget
+
+
+@pytest.mark.parametrize("conjunction", [False, True])
+def test_alpha_on_open_boxes_is_sound_and_proves_boxes_crown_leaves_open(conjunction):
+    """``_alpha_proved`` (α-CROWN on each clause's best row, the box's own pre-activation bounds fixed): every box CROWN
+    proves it proves too (it starts from CROWN's slopes), no box it proves has a sampled counterexample, and it proves
+    some boxes CROWN leaves open — for robustness (one row per clause) and for one conjunctive clause with implied
+    rows ("output 0 is the largest", ACAS Xu's prop_2 shape)."""
+    from pacverify.verify import bab
+    from pacverify.verify.bounds.crown import crown_with_coefficients
+    from pacverify.verify.sets import Box
+
+    more = 0
+    for seed in range(10):
+        net = random_mlp([3, 16, 16, 16, 4], seed)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.rand(48, 3, generator=g, dtype=torch.float64)
+        w = torch.rand(48, 1, generator=g, dtype=torch.float64) * 0.3
+        box = Box(x - w, x + w)
+        if conjunction:
+            C = torch.eye(4, dtype=torch.float64)[1:] - torch.eye(4, dtype=torch.float64)[0]   # y_j − y_0 <= 0, all j
+            prop = OutputProperty(C.expand(48, -1, -1), torch.zeros(48, 3, dtype=torch.float64),
+                                  torch.zeros(3, dtype=torch.long)).with_implied_rows()
+        else:
+            prop = robustness_property(net(x).argmax(1), 4)
+        result, _, _ = crown_with_coefficients(net, box, prop.C)
+        by_crown = prop.proof_margin(result.bounds.lower) > 0
+        by_alpha, work = bab._alpha_proved(net, box.lower, box.upper, prop, result.bounds.lower,
+                                           result.pre_activation, 5)
+        assert work > 0
+        assert bool((by_alpha | ~by_crown).all())
+        assert not bool((by_alpha & _violated_by_sampling(net, box, prop, n=2000, seed=seed)).any())
+        more += int((by_alpha & ~by_crown).sum())
+    assert more > 0

@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pacverify.errors import InputError
+from pacverify.verify.property import OutputProperty
 from pacverify.verify.vnnlib import VnnlibProperty, parse_vnnlib, read_vnnlib
 
 HEAD = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n" \
@@ -123,3 +126,29 @@ def test_implied_rows_keep_the_unsafe_set_and_strengthen_proofs():
     lower = torch.tensor([[-1.0, -1.0, 5.0, 0.25]], dtype=torch.float64)
     lower_single = lower[:, :3]
     assert not bool(prop.proven(lower_single)[0]) and bool(implied.proven(lower)[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 6), clauses=st.integers(1, 3))
+def test_best_rows_keep_one_row_per_clause_and_contain_the_unsafe_set(seed, rows, clauses):
+    """``best_rows``: per problem and clause, the row with the highest lower bound above its d; its unsafe set contains
+    the property's (an output the property calls unsafe, it calls unsafe), so proving it proves the property."""
+    g = torch.Generator().manual_seed(seed)
+    clauses = min(clauses, rows)
+    clause = torch.cat([torch.arange(clauses), torch.randint(0, clauses, (rows - clauses,), generator=g)])
+    B, n = 4, 3
+    prop = OutputProperty(torch.randn(B, rows, n, generator=g, dtype=torch.float64),
+                          torch.randn(B, rows, generator=g, dtype=torch.float64), clause, strict=bool(seed % 2))
+    lower = torch.randn(B, rows, generator=g, dtype=torch.float64)
+    best = prop.best_rows(lower)
+    assert best.C.shape == (B, clauses, n) and best.clause.tolist() == list(range(clauses))
+    margin = lower - prop.d
+    for b in range(B):
+        for k in range(clauses):
+            members = torch.nonzero(clause == k).reshape(-1)
+            r = int(members[margin[b, members].argmax()])
+            assert torch.equal(best.C[b, k], prop.C[b, r]) and float(best.d[b, k]) == float(prop.d[b, r])
+    y = torch.randn(300, n, generator=g, dtype=torch.float64) * 3
+    for b in range(B):
+        index = torch.full((300,), b)
+        assert not bool((prop.select(index).is_unsafe(y) & ~best.select(index).is_unsafe(y)).any())

@@ -87,6 +87,19 @@ class OutputProperty:
         C = self.C.gather(1, rows[:, :, None].expand(-1, -1, self.C.shape[2]))
         return OutputProperty(C, self.d.gather(1, rows), torch.arange(pick.shape[1]), self.strict)
 
+    def best_rows(self, lower: torch.Tensor) -> "OutputProperty":
+        """Per problem b, the row of each clause whose lower bound ``lower[b]`` (B, R) is furthest above its d (ties: the
+        first), as a property of one row per clause. Each of its clauses keeps one of the original clause's rows, so its
+        unsafe set contains this one's: a proof for it is a proof for this property (one bound per clause instead of
+        R, e.g. for a costlier bound routine)."""
+        margin = lower - self.d.to(lower.dtype)
+        K = self.n_clauses
+        masked = torch.where(self.clause[None, :] == torch.arange(K, device=self.clause.device)[:, None, None].
+                             to(lower.device), margin[None], -torch.inf)                 # (K, B, R)
+        rows = masked.argmax(dim=2).T                                                      # (B, K)
+        C = self.C.gather(1, rows[:, :, None].to(self.C.device).expand(-1, -1, self.C.shape[2]))
+        return OutputProperty(C, self.d.gather(1, rows.to(self.d.device)), torch.arange(K), self.strict)
+
     def with_implied_rows(self, max_subset_rows: int = 6) -> "OutputProperty":
         """The same unsafe set with implied rows added to its conjunctions.
 
