@@ -82,7 +82,7 @@ from pacverify.verify.sets import Box, InputSet
 
 SPLIT_MODES = ("auto", "input", "relu")
 BRANCHING_RULES = ("widest", "bound", "gradient", "lookahead")   # input splitting: see _bisect, _pick_halves
-DEFAULT_BRANCHING = ("lookahead", "bound")   # the portfolio input splitting runs by default (docs/verifier.md)
+DEFAULT_BRANCHING = ("lookahead",)   # the rules input splitting runs by default (docs/verifier.md)
 PRIOR_RULES = ("widest", "gradient", "lookahead")   # input-splitting rules whose boxes inherit their parent's bounds as prior
 PRIOR_BYTES = 2**30   # the most bytes of inherited bounds one input-splitting search keeps; beyond, it keeps none
 STATE_DTYPE = torch.float32   # open subdomains' inherited α, β: a warm start only, any value is sound

@@ -94,9 +94,8 @@ class OutputProperty:
         R, e.g. for a costlier bound routine)."""
         margin = lower - self.d.to(lower.dtype)
         K = self.n_clauses
-        masked = torch.where(self.clause[None, :] == torch.arange(K, device=self.clause.device)[:, None, None].
-                             to(lower.device), margin[None], -torch.inf)                 # (K, B, R)
-        rows = masked.argmax(dim=2).T                                                      # (B, K)
+        member = self.clause.to(lower.device) == torch.arange(K, device=lower.device)[:, None]      # (K, R)
+        rows = torch.where(member[:, None, :], margin[None], -torch.inf).argmax(dim=2).T            # (B, K)
         C = self.C.gather(1, rows[:, :, None].to(self.C.device).expand(-1, -1, self.C.shape[2]))
         return OutputProperty(C, self.d.gather(1, rows.to(self.d.device)), torch.arange(K), self.strict)
 
