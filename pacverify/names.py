@@ -5,7 +5,7 @@ from __future__ import annotations
 
 NORMS = ("2", "inf")
 DISTILL_METHODS = ("kd", "kdiga", "igam", "igdm")
-BOUND_METHOD_NAMES = ("ibp", "crown-f32", "crown", "alpha-crown")
+BOUND_METHOD_NAMES = ("ibp", "crown-ibp", "crown-f32", "crown", "alpha-crown")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("native", "marabou", "auto_lirpa")
 BACKEND_ALIASES = {"crown": "native"}  # former names still accepted: alias -> backend

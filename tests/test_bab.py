@@ -237,21 +237,23 @@ def test_one_table_of_bound_methods():
         alpha_crown,
         crown,
         crown_f32,
+        crown_ibp,
         ibp,
     )
 
-    assert BOUND_METHOD_NAMES == tuple(BOUND_METHODS) == ("ibp", "crown-f32", "crown", "alpha-crown")
-    assert BOUND_METHODS == {"ibp": ibp, "crown-f32": crown_f32, "crown": crown, "alpha-crown": alpha_crown}
+    assert BOUND_METHOD_NAMES == tuple(BOUND_METHODS) == ("ibp", "crown-ibp", "crown-f32", "crown", "alpha-crown")
+    assert BOUND_METHODS == {"ibp": ibp, "crown-ibp": crown_ibp, "crown-f32": crown_f32, "crown": crown,
+                             "alpha-crown": alpha_crown}
     net, input_set, prop = _problem([3, 8, 8, 3], 4, 0.05, "inf")
     for name, routine in BOUND_METHODS.items():   # the search's lower-only routines give the same lower bounds
         full = routine(net, input_set, prop.C)
         torch.testing.assert_close(bound_routine(name, iterations=20)(net, input_set, prop.C).lower, full.lower)
     for bad in ("deeppoly", "CROWN", None):
-        with pytest.raises(InputError, match="method must be one of ibp, crown-f32, crown, alpha-crown"):
+        with pytest.raises(InputError, match="method must be one of ibp, crown-ibp, crown-f32, crown, alpha-crown"):
             bound_routine(bad)
-        with pytest.raises(InputError, match="method must be one of auto, ibp, crown-f32, crown, alpha-crown"):
+        with pytest.raises(InputError, match="method must be one of auto, ibp, crown-ibp, crown-f32, crown, alpha-crown"):
             BabConfig(method=bad)
-        with pytest.raises(InputError, match="method must be one of ibp, crown-f32, crown, alpha-crown"):
+        with pytest.raises(InputError, match="method must be one of ibp, crown-ibp, crown-f32, crown, alpha-crown"):
             api.verify_points(net, (input_set.lower + input_set.upper) / 2, 0.05, "inf", method=bad)
     assert not hasattr(api, "METHODS") and not hasattr(bab, "METHODS")
 

@@ -23,12 +23,13 @@ from hypothesis import strategies as st
 
 from pacverify.errors import InputError
 from pacverify.network import Affine, Network
-from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.bounds import alpha_crown, crown, crown_ibp, ibp
 from pacverify.verify.bounds.alpha import Multipliers, alpha_crown_warm
 from pacverify.verify.output_rows import margin_rows
 from pacverify.verify.sets import perturbation_set
 
-METHODS = {"ibp": ibp, "crown": crown, "alpha": lambda *a, **k: alpha_crown(*a, iterations=4, **k)}
+METHODS = {"ibp": ibp, "crown-ibp": crown_ibp, "crown": crown,
+           "alpha": lambda *a, **k: alpha_crown(*a, iterations=4, **k)}
 
 
 @lru_cache(maxsize=8)
@@ -88,12 +89,13 @@ def test_sampled_points_never_leave_the_bounds(problem):
     results = {name: method(net, s, C, splits=splits) for name, method in METHODS.items()}
     for bounds in results.values():
         _check_sound(net, s, C, splits, seed, bounds)
-    # nesting: IBP ⊇ CROWN ⊇ α-CROWN (up to float round-off in the interval arithmetic)
+    # nesting: IBP ⊇ CROWN ⊇ α-CROWN, IBP ⊇ CROWN-IBP (up to float round-off in the interval arithmetic)
     tol = 1e-9 if net.dtype == torch.float64 else 1e-4
     scale = 1 + results["ibp"].upper.abs().clamp(max=1e6) + results["ibp"].lower.abs().clamp(max=1e6)
     finite = ~results["ibp"].infeasible[:, None]
-    assert ((results["crown"].lower >= results["ibp"].lower - tol * scale) | ~finite).all()
-    assert ((results["crown"].upper <= results["ibp"].upper + tol * scale) | ~finite).all()
+    for name in ("crown", "crown-ibp"):
+        assert ((results[name].lower >= results["ibp"].lower - tol * scale) | ~finite).all()
+        assert ((results[name].upper <= results["ibp"].upper + tol * scale) | ~finite).all()
     assert (results["alpha"].lower >= results["crown"].lower).all()
     assert torch.equal(results["alpha"].upper, results["crown"].upper)
 
@@ -216,3 +218,18 @@ def test_the_milp_reference_finds_the_true_range_of_one_input_networks(seed):
     exact = exact_range_milp(net, np.array([-0.5]), np.array([0.7]), c.numpy())
     assert abs(exact[0] - float(values.min())) < 1e-3 and abs(exact[1] - float(values.max())) < 1e-3
     assert exact[0] <= float(values.min()) + 1e-9 and exact[1] >= float(values.max()) - 1e-9
+
+
+@settings(max_examples=30, deadline=None)
+@given(problem=problems())
+def test_crown_ibp_is_crowns_final_pass_over_the_interval_bounds(problem):
+    """CROWN-IBP (Zhang et al. 2020) pulls back C's rows alone: its pre-activation bounds are IBP's, bit for bit, and
+    its bounds are CROWN's when CROWN is handed those interval bounds as its intermediate bounds."""
+    net, s, C, splits, seed = problem
+    interval = ibp(net, s, C, splits=splits, return_intermediate=True)
+    result = crown_ibp(net, s, C, splits=splits, return_intermediate=True)
+    for (a, b), (c, d) in zip(interval.pre_activation, result.pre_activation, strict=True):
+        assert torch.equal(a, c) and torch.equal(b, d)
+    given_ = crown(net, s, C, splits=splits, intermediate=interval.pre_activation)
+    torch.testing.assert_close(result.bounds.lower, given_.lower, rtol=0, atol=0)
+    torch.testing.assert_close(result.bounds.upper, given_.upper, rtol=0, atol=0)

@@ -171,16 +171,18 @@ CASES = [([2, 8, 8, 2], 0, "inf", True), ([2, 12, 3], 1, "2", False), ([2, 10, 2
          ([3, 8, 8, 2], 3, "inf", False), ([3, 10, 3], 4, "2", True), ([2, 8, 8, 3], 5, "2", False)]
 
 
+@pytest.mark.parametrize("method", ["crown", "crown-ibp"])
 @pytest.mark.parametrize("widths,seed,norm,has_violations", CASES)
-def test_proven_boxes_hold_no_violation_found_by_brute_force(widths, seed, norm, has_violations):
+def test_proven_boxes_hold_no_violation_found_by_brute_force(widths, seed, norm, has_violations, method):
     """Random 2- and 3-class nets in 2-D and 3-D: no κ-confident grid point with a wrong-class x′ within δ (random
-    perturbations and the ball's corners) lies in a box the search proved; VERIFIED only without such points."""
+    perturbations and the ball's corners) lies in a box the search proved; VERIFIED only without such points (with
+    CROWN, and with CROWN-IBP for the reach sets)."""
     m = widths[0]
     net = random_mlp(widths, seed)
     lo, hi = np.full(m, -2.0), np.full(m, 2.0)
     radius, kappa = 0.25, 0.6
     result = verify_global(net, (lo, hi), radius, kappa, norm=norm, max_boxes=1500, keep_done_boxes=True,
-                           stop_at_counterexample=False, seed=seed)
+                           stop_at_counterexample=False, seed=seed, method=method)
     bad = _violations(net, lo, hi, radius, kappa, norm, seed, grid=161 if m == 2 else 41, perturbations=24)
     assert (len(bad) > 0) == has_violations
     done_lo, done_hi = result.done_boxes

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pacverify.network import Affine, Relu
 from pacverify.onnx_io import load_network, onnx_input
-from pacverify.verify.bounds import alpha_crown, crown, ibp
+from pacverify.verify.bounds import alpha_crown, crown, crown_ibp, ibp
 from pacverify.verify.output_rows import margin_rows
 from pacverify.verify.sets import perturbation_set
 
@@ -134,12 +134,13 @@ def test_sampled_outputs_never_leave_the_bounds(seed, which, norm, radius):
     C = margin_rows(net(center).argmax(1), net.out_features)
     points = sample_in_set(s, 150, seed)                   # (150, 2, n)
     values = torch.einsum("bko,pbo->pbk", C, _onnxruntime(data, net, points))
-    bounds = {name: fn(net, s, C) for name, fn in (("ibp", ibp), ("crown", crown),
+    bounds = {name: fn(net, s, C) for name, fn in (("ibp", ibp), ("crown-ibp", crown_ibp), ("crown", crown),
                                                      ("alpha", lambda *a: alpha_crown(*a, iterations=4)))}
     slack = 1e-5 * (1 + values.abs())                       # onnxruntime computes in float32
     for name, b in bounds.items():
         assert (values >= b.lower - slack).all() and (values <= b.upper + slack).all(), name
     assert (bounds["crown"].lower >= bounds["ibp"].lower - 1e-9).all()
+    assert (bounds["crown-ibp"].lower >= bounds["ibp"].lower - 1e-9).all()
     assert (bounds["alpha"].lower >= bounds["crown"].lower).all()
 
 
@@ -236,11 +237,12 @@ def test_maxpool_networks_are_bounded_soundly(seed, norm, radius):
     C = margin_rows(net(center).argmax(1), net.out_features)
     values = torch.einsum("bko,pbo->pbk", C, _onnxruntime(data, net, sample_in_set(s, 150, seed)))
     slack = 1e-5 * (1 + values.abs())
-    bounds = {name: fn(net, s, C) for name, fn in (("ibp", ibp), ("crown", crown),
+    bounds = {name: fn(net, s, C) for name, fn in (("ibp", ibp), ("crown-ibp", crown_ibp), ("crown", crown),
                                                      ("alpha", lambda *a: alpha_crown(*a, iterations=4)))}
     for name, b in bounds.items():
         assert (values >= b.lower - slack).all() and (values <= b.upper + slack).all(), name
     assert (bounds["crown"].lower >= bounds["ibp"].lower - 1e-9).all()
+    assert (bounds["crown-ibp"].lower >= bounds["ibp"].lower - 1e-9).all()
 
 
 def test_maxpool_of_relu_outputs_carries_one_neuron_per_kept_entry():

@@ -35,7 +35,7 @@ MEANINGS: dict[str, dict[str, tuple[str, str, str]]] = {
     "verification": {
         "radius": ("3δ", "radius at which every required point was bounded", RADIUS),
         "norm": ("norm", "how distances are measured", ""),
-        "method": ("bound method", "bound propagation used on the student (ibp, crown-f32, crown, alpha-crown)", ""),
+        "method": ("bound method", "bound propagation used on the student (ibp, crown-ibp, crown-f32, crown, alpha-crown)", ""),
         "complete": ("branch and bound", "points the bounds left open were split further", ""),
         "required": ("required", "κ-confident sample points (teacher's top probability ≥ κ): each must be proven", ""),
         "verified": ("verified", "required points proven: the student keeps its class on the whole 3δ-ball", ""),

@@ -68,6 +68,7 @@ from pacverify.verify.bounds import (
     check_bound_method,
     crown,
     crown_f32,
+    crown_ibp,
 )
 from pacverify.verify.bounds.alpha import Multipliers, alpha_crown_warm, optimised_intermediate
 from pacverify.verify.bounds.coefficients import lower_bound_coefficients
@@ -152,7 +153,7 @@ def bound_routine(method: str, iterations: int = 20):
     routine = BOUND_METHODS[check_bound_method(method)]
     if routine is alpha_crown:
         return partial(alpha_crown, upper=False, iterations=iterations)
-    if routine is crown or routine is crown_f32:
+    if routine is crown or routine is crown_f32 or routine is crown_ibp:
         return partial(routine, upper=False)
     return routine
 

@@ -436,7 +436,8 @@ def verify_global(net_or_path: Any, domain: Any, radius: float, kappa: float, *,
         kappa: κ in [0.5, 1).
         norm: "inf" (default) or "2".
         method: bound method, a name of :data:`~pacverify.verify.bounds.BOUND_METHODS` ("ibp", "crown", "alpha-crown";
-            "crown-f32" is float64 CROWN here).
+            "crown-f32" is float64 CROWN here; "crown-ibp" is CROWN for the boxes' own bounds, whose linear lower
+            bounds the search needs, and CROWN-IBP for the reach sets).
         inside_domain: x′ must lie in the domain (default); False: x′ anywhere within δ of x.
         max_boxes: budget of work items bounded (an x-box, or a piece of the set its x′ can reach; two bound passes
             each, batched).

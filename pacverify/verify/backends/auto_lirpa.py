@@ -23,7 +23,7 @@ from pacverify.verify.result import Decision
 from pacverify.verify.sets import Box, InputSet
 
 MIN_VERSION = (0, 5)
-_METHODS = {"ibp": "IBP", "crown": "CROWN", "alpha-crown": "alpha-CROWN"}   # BOUND_METHODS name -> auto_LiRPA name
+_METHODS = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "crown": "CROWN", "alpha-crown": "alpha-CROWN"}   # BOUND_METHODS name -> auto_LiRPA name
 _MISSING = ("the auto_lirpa backend needs auto_LiRPA >= 0.5, which is not importable here (the registry's 0.3 "
             "does not run on torch 2; install a newer one from github.com/Verified-Intelligence/auto_LiRPA) — "
             "or use --backend native")

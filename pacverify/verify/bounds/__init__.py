@@ -3,8 +3,9 @@
 Every routine returns :class:`Bounds` with ``lower <= C f(x) <= upper`` for every x in each point's
 input set (that satisfies the split constraints, when given). See docs/verifier.md.
 
-:data:`BOUND_METHODS` is the one table of bound methods by name ("ibp", "crown-f32", "crown", "alpha-crown"; "crown-f32"
-is CROWN with float32 products and a-posteriori rounding charges, :mod:`.float32`):
+:data:`BOUND_METHODS` is the one table of bound methods by name ("ibp", "crown-ibp", "crown-f32", "crown", "alpha-crown";
+"crown-ibp" is CROWN's backward pass over interval pre-activation bounds, :func:`.crown.crown_ibp`; "crown-f32" is
+CROWN with float32 products and a-posteriori rounding charges, :mod:`.float32`):
 the verifier's ``method`` arguments, the command line's ``--method`` / ``--verify-method`` choices
 and branch and bound all take their names from it (:data:`BOUND_METHOD_NAMES`, in order of cost).
 """
@@ -14,12 +15,13 @@ from typing import Callable
 
 from pacverify.errors import InputError
 from pacverify.verify.bounds.alpha import alpha_crown
-from pacverify.verify.bounds.crown import crown
+from pacverify.verify.bounds.crown import crown, crown_ibp
 from pacverify.verify.bounds.float32 import crown_f32
 from pacverify.verify.bounds.ibp import ibp
 from pacverify.verify.bounds.types import Bounds, PropagationResult
 
-BOUND_METHODS: dict[str, Callable] = {"ibp": ibp, "crown-f32": crown_f32, "crown": crown, "alpha-crown": alpha_crown}
+BOUND_METHODS: dict[str, Callable] = {"ibp": ibp, "crown-ibp": crown_ibp, "crown-f32": crown_f32, "crown": crown,
+                                     "alpha-crown": alpha_crown}
 BOUND_METHOD_NAMES: tuple[str, ...] = tuple(BOUND_METHODS)
 
 
@@ -32,4 +34,4 @@ def check_bound_method(method, *, extra: tuple[str, ...] = ()) -> str:
 
 
 __all__ = ["BOUND_METHODS", "BOUND_METHOD_NAMES", "Bounds", "PropagationResult", "alpha_crown", "check_bound_method",
-           "crown", "crown_f32", "ibp"]
+           "crown", "crown_f32", "crown_ibp", "ibp"]

@@ -74,6 +74,26 @@ def crown(net: Network, input_set: InputSet, C=None, *, splits=None, intermediat
     return result if return_intermediate else result.bounds
 
 
+def crown_ibp(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None, upper: bool = True,
+              max_batch: int | None = None, return_intermediate: bool = False) -> Bounds | PropagationResult:
+    """CROWN-IBP bounds on ``C f(x)`` (Zhang et al., ICLR 2020, §3): CROWN's backward pass for the rows of C
+    alone, over the interval (IBP) pre-activation bounds of every ReLU layer (∩ ``intermediate``), where
+    :func:`crown` first tightens each layer's bounds with CROWN rows of its own.
+
+    Guarantee: as :func:`crown`'s — the relaxation is sound for any sound pre-activation bounds — and within
+    :func:`~pacverify.verify.bounds.ibp.ibp`'s (the output is intersected with the interval image). It pulls
+    back only C's rows, so its cost is about one backward pass whatever the number of unstable neurons, where
+    CROWN pulls back a row per unstable neuron of every layer: on a ResNet20 with random weights, whose neurons
+    are all unstable, a fraction of a second per point against more than 53 minutes (benchmarks/results/
+    real_teachers.md). Its bounds are usually looser than CROWN's. Arguments and result as :func:`crown`'s.
+    """
+    problem = prepare(net, input_set, C, splits, intermediate)
+    rows = (2 if upper else 1) * spec_rows(net, problem)
+    result = run_chunked(net, problem, max_batch, lambda net_, part: _crown_chunk(net_, part, upper, refine=False),
+                         return_intermediate, rows)
+    return result if return_intermediate else result.bounds
+
+
 def crown_with_coefficients(net: Network, input_set: InputSet, C=None, *, splits=None, intermediate=None,
                             prior=None, max_batch: int | None = None
                             ) -> tuple[PropagationResult, torch.Tensor, torch.Tensor]:
@@ -109,8 +129,9 @@ def crown_with_coefficients(net: Network, input_set: InputSet, C=None, *, splits
             torch.cat([A for _, A, _ in parts]), torch.cat([c for _, _, c in parts]))
 
 
-def _crown_lower_rows(net: Network, problem: Problem) -> tuple[PropagationResult, torch.Tensor, torch.Tensor]:
-    relaxed = relax_network(net, problem)
+def _crown_lower_rows(net: Network, problem: Problem, refine: bool = True
+                      ) -> tuple[PropagationResult, torch.Tensor, torch.Tensor]:
+    relaxed = relax_network(net, problem, refine)
     start = None if relaxed.C_left is None else Rows(relaxed.C_left, torch.zeros(
         relaxed.C_left.shape[:-1], dtype=net.dtype, device=net.device))
     rows = pull_back(relaxed.layers, start, relaxed.relaxations, both=False)
@@ -143,11 +164,13 @@ class Relaxed:
         return [(r.lower, r.upper) for r in self.relaxations]
 
 
-def relax_network(net: Network, problem: Problem) -> Relaxed:
+def relax_network(net: Network, problem: Problem, refine_rows: bool = True) -> Relaxed:
     """CROWN pre-activation bounds of every ReLU layer (∩ IBP, widened by rounding margins, split-clamped).
 
     CROWN rows are computed only for the neurons the interval image leaves unstable (l < 0 < u);
     for the others the relaxation is exact whatever the bounds, and the interval bounds are kept.
+    ``refine_rows`` False: no CROWN rows at all, the interval bounds (∩ the problem's own) for every layer
+    (CROWN-IBP, :func:`crown_ibp`).
     """
     layers, C_left = output_layers(net, problem.C)
     margins = rounding_margins(net, problem.input_set, problem.C)
@@ -161,7 +184,8 @@ def relax_network(net: Network, problem: Problem) -> Relaxed:
         row_maps += rows * _maps(layers[:position])
         return bounds
 
-    output, pre_activation, infeasible = propagate_intervals(layers, problem, margins.relu, refine)
+    output, pre_activation, infeasible = propagate_intervals(layers, problem, margins.relu,
+                                                             refine if refine_rows else None)
     relaxations.extend(relax_relu(*pair) for pair in pre_activation[len(relaxations):])
     return Relaxed(layers, relaxations, C_left, spec_interval(C_left, output), infeasible, margins.output, row_maps)
 
@@ -170,10 +194,10 @@ def _maps(layers: list) -> int:
     return sum(not isinstance(layer, Relu) for layer in layers)
 
 
-def _crown_chunk(net: Network, problem: Problem, upper: bool) -> PropagationResult:
+def _crown_chunk(net: Network, problem: Problem, upper: bool, refine: bool = True) -> PropagationResult:
     if not upper:   # the lower bounds alone: the pass of crown_with_coefficients, so both give the same numbers
-        return _crown_lower_rows(net, problem)[0]
-    relaxed = relax_network(net, problem)
+        return _crown_lower_rows(net, problem, refine)[0]
+    relaxed = relax_network(net, problem, refine)
     bounds = backward_bounds(relaxed.layers, relaxed.C_left, relaxed.relaxations, problem.input_set, upper=upper)
     low, high = intersect(bounds, relaxed.ibp_output)
     return PropagationResult(finish(low, high, relaxed.infeasible, relaxed.output_margin), relaxed.pre_activation)
