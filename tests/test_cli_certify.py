@@ -40,6 +40,18 @@ def test_certify_check_report_gate(cli, teacher_file, tmp_path):
     assert res.stdout.strip() == "verdict: CERTIFIED" and "[verify]" not in res.stderr   # --quiet: the verdict only
 
 
+def test_certify_and_check_with_crown_ibp(cli, teacher_file, tmp_path):
+    """The bound method "crown-ibp" goes through certify (recorded in the certificate) and check re-derives with it."""
+    out = tmp_path / "out"
+    res = cli("certify", teacher_file, "--synthetic", "gaussians", *TINY_ARGS, "--out", out, "--verify-method",
+              "crown-ibp")
+    assert res.returncode in (0, 1), res.stderr
+    body = json.loads((out / "certificate.json").read_text())
+    assert body["settings"]["verify_method"] == "crown-ibp"
+    res = cli("check", out / "certificate.json", "--teacher", teacher_file)
+    assert res.returncode == 0 and res.stdout.startswith("CONFIRMED"), res.stdout
+
+
 def _pickled(path):
     torch.save(robust_teacher(), str(path))
     return path
