@@ -287,10 +287,11 @@ class _Pace:
 
 def _input_bab(net: Network, box: Box, clauses: list[OutputProperty], config: BabConfig, deadline: float | None
                ) -> Decision:
-    """Input splitting of every clause with a portfolio of branching rules (``config.input_branching``), which
-    fail on different instances: one search per clause and rule. The clauses still open take turns one round
-    (one batch of subdomains) at a time; within a clause the round goes to the search that has done the least
-    work so far (:attr:`_InputSearch.work`: CROWN rows pulled back × linear maps crossed, or subdomains bounded
+    """Input splitting of every clause with the branching rules of ``config.input_branching`` (by default "lookahead"
+    alone; several run as a portfolio, as rules may fail on different instances): one search per clause and rule.
+    The clauses still open take turns one round (one batch of subdomains) at a time; within a clause the round goes
+    to the search that has done the least work so far (:attr:`_InputSearch.work`: CROWN rows pulled back × linear
+    maps crossed, plus :func:`_alpha_proved`'s model of its α-CROWN steps, or subdomains bounded
     where the bound routine does not count rows; ties to the earlier rule), until each clause is proved by one
     of its searches, one finds a counterexample, the deadline passes or ``max_domains`` subdomains are bounded in
     all. Each search alone covers the box, so any one's verdict decides its clause (the unsafe set is
@@ -435,7 +436,7 @@ def _alpha_proved(net: Network, lo: torch.Tensor, hi: torch.Tensor, prop: Output
     (:meth:`OutputProperty.best_rows`: a proof of that row proves its clause), over the ReLU lower slopes with those
     pre-activation bounds fixed, so a step pulls back one row per clause and no intermediate row: on the boxes left
     open after 40 s of ACAS Xu 4_2 prop_2, 5 steps prove 495 of 512 at about the cost of one CROWN pass with priors
-    (docs/verifier.md, "Input splitting"). Sound as :func:`~pacverify.verify.bounds.alpha.alpha_crown`: any slopes
+    (docs/verifier.md, "Branch and bound"). Sound as :func:`~pacverify.verify.bounds.alpha.alpha_crown`: any slopes
     give a valid bound. A step is counted as :data:`ALPHA_STEP_WORK` row-maps per row and map: with its autograd pass
     it costs 4–8 times a CROWN row's (more on smaller batches; measured on ACAS Xu)."""
     best = prop.best_rows(lower)
