@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.allocator == "fixed":
+        from pacverify.allocator import keep_freed_memory
+
+        keep_freed_memory()
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _done(out)
@@ -162,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", default=str(DEFAULT_CSV), help="results CSV (appended; done instances skipped)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--allocator", default="fixed", choices=("fixed", "adaptive"),
+                        help="glibc's malloc thresholds: fixed, as pacverify's command line sets them "
+                             "(pacverify.allocator), or adaptive (glibc's default)")
     parser.add_argument("--summary", action="store_true", help="print the Markdown summary of the CSV and exit")
     args = parser.parse_args(argv)
     if args.summary:

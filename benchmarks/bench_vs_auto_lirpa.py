@@ -14,7 +14,9 @@ crown,crown-f32`` also its float32 path (``crown_f32(upper=False)``: float32 pro
 charges, float64 on the points near zero; sound), and auto_LiRPA's ``compute_bounds(method="CROWN",
 bound_upper=False)`` in float32 and float64, in batches of ``--batch`` points. ``max lower Δ``: the largest of
 pacverify's float64 lower bound minus the other's (positive: the other's is looser somewhere); the speed-up
-columns: the row's time over pacverify's ``crown`` (and ``crown-f32``) time.
+columns: the row's time over pacverify's ``crown`` (and ``crown-f32``) time. ``--allocator fixed`` (the default)
+gives both tools' processes the glibc malloc thresholds pacverify's command line sets (pacverify.allocator);
+``adaptive`` leaves glibc's defaults.
 """
 from __future__ import annotations
 
@@ -29,10 +31,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 AUTO_LIRPA = r'''
-import json, sys, time
+import ctypes, json, sys, time
+cfg = json.loads(sys.argv[1])
+if cfg["allocator"] == "fixed":   # the same glibc thresholds as pacverify.allocator.keep_freed_memory
+    libc = ctypes.CDLL("libc.so.6")
+    assert libc.mallopt(-3, 32 * 2 ** 20) and libc.mallopt(-1, 256 * 2 ** 20)
 import numpy as np
 import torch
-cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
 data = np.load(cfg["data"])
@@ -67,6 +72,10 @@ print(json.dumps({"wall_s": wall}))
 def _pacverify(cfg: dict) -> dict:
     import time
 
+    if cfg["allocator"] == "fixed":
+        from pacverify.allocator import keep_freed_memory
+
+        assert keep_freed_memory(), "glibc's thresholds could not be set"
     import numpy as np
     import torch
 
@@ -121,6 +130,9 @@ def main(argv=None) -> int:
     p.add_argument("--nets", default="student,mnist")
     p.add_argument("--norms", default="2,inf")
     p.add_argument("--methods", default="crown", help="pacverify's bound methods: crown, or crown,crown-f32")
+    p.add_argument("--allocator", default="fixed", choices=("fixed", "adaptive"),
+                   help="glibc's malloc thresholds in both tools' processes: fixed (what pacverify's command line "
+                        "sets, pacverify.allocator) or adaptive (glibc's default)")
     p.add_argument("--pacverify-one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.pacverify_one:
@@ -138,7 +150,8 @@ def main(argv=None) -> int:
 
     radii = {("student", "2"): 1.5, ("student", "inf"): 0.2, ("mnist", "2"): 0.5, ("mnist", "inf"): 0.02}
     print(f"machine: {platform.machine()}; torch {torch.__version__}; {args.threads} thread(s); N = {args.n} "
-          f"(student), {args.n_mnist} (mnist); auto_LiRPA batches of {args.batch}")
+          f"(student), {args.n_mnist} (mnist); auto_LiRPA batches of {args.batch}; allocator thresholds "
+          f"{args.allocator} in both tools")
     methods = args.methods.split(",")
     if methods[0] != "crown":
         p.error("--methods must start with crown (the reference of the bound differences)")
@@ -161,7 +174,7 @@ def main(argv=None) -> int:
             for norm in args.norms.split(","):
                 radius = radii[(name, norm)]
                 cfg = {"data": str(data), "norm": norm, "radius": radius, "threads": args.threads,
-                       "batch": args.batch}
+                       "batch": args.batch, "allocator": args.allocator}
                 walls: dict[tuple[str, str], list[float]] = {}
                 results: dict[tuple[str, str], np.ndarray] = {}
                 for _ in range(args.repeat):   # alternating, so that a change of the machine's load hits every tool

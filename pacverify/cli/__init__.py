@@ -21,6 +21,7 @@ import warnings
 from typing import NoReturn, Sequence
 
 from pacverify._version import __version__
+from pacverify.allocator import keep_freed_memory
 from pacverify.errors import InputError
 
 # Sub-command modules, in the order --help lists them.
@@ -123,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logging.getLogger(name).setLevel(logging.ERROR)
         try:
             check_outputs(args)
+            keep_freed_memory()   # fixed allocator thresholds: no page-fault storms between chunks (pacverify.allocator)
             return int(args.func(args))
         except InputError as exc:
             return fail(str(exc))
