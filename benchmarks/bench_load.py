@@ -28,7 +28,11 @@ BURNERS = {  # a competing job: single-threaded numpy, or torch with one thread 
 }
 
 
-def run_one(n: int, threads: int) -> dict:
+def run_one(n: int, threads: int, allocator: str = "fixed") -> dict:
+    if allocator == "fixed":
+        from pacverify.allocator import keep_freed_memory
+
+        assert keep_freed_memory(), "glibc's thresholds could not be set"
     import torch
 
     torch.set_num_threads(threads)
@@ -51,9 +55,10 @@ def run_one(n: int, threads: int) -> dict:
     return {"threads": threads, "points_per_s": n / wall, "wall_s": wall, "cpu_s": time.process_time() - cpu}
 
 
-def measure(n: int, threads: int) -> dict:
+def measure(n: int, threads: int, allocator: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    out = subprocess.run([sys.executable, __file__, "--one", json.dumps({"n": n, "threads": threads})],
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps({"n": n, "threads": threads,
+                                                                         "allocator": allocator})],
                          capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -64,16 +69,19 @@ def main(argv=None) -> int:
     p.add_argument("--load", type=int, default=2, help="competing busy processes")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--burner", default="numpy", choices=sorted(BURNERS), help="what each competing process runs")
+    p.add_argument("--allocator", default="fixed", choices=("fixed", "adaptive"),
+                   help="glibc's malloc thresholds: fixed, as the command line sets them (pacverify.allocator), or "
+                        "adaptive (glibc's default)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         cfg = json.loads(args.one)
-        print(json.dumps(run_one(cfg["n"], cfg["threads"])))
+        print(json.dumps(run_one(cfg["n"], cfg["threads"], cfg["allocator"])))
         return 0
     cores = os.cpu_count() or 1
     threads = [int(t) for t in args.threads.split(",")]
     print(f"machine: {platform.machine()}, {cores} cores; N = {args.n}, CROWN margins, L2 radius 1.5, float64; "
-          f"competing processes: {args.burner}")
+          f"competing processes: {args.burner}; allocator thresholds {args.allocator}")
     print("| load | torch threads | points/s | CPU s / wall s | vs 1 thread without load |")
     print("|---|---|---|---|---|")
     base = None
@@ -83,7 +91,7 @@ def main(argv=None) -> int:
         try:
             time.sleep(1.0 if load else 0.0)
             for t in threads:
-                r = measure(args.n, t)
+                r = measure(args.n, t, args.allocator)
                 if load == 0 and t == 1:
                     base = r["points_per_s"]
                 rows.append((load, r))
