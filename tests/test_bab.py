@@ -341,3 +341,91 @@ def test_alpha_on_open_boxes_is_sound_and_proves_boxes_crown_leaves_open(conjunc
         assert not bool((by_alpha & _violated_by_sampling(net, box, prop, n=2000, seed=seed)).any())
         more += int((by_alpha & ~by_crown).sum())
     assert more > 0
+
+
+def test_paused_clause_searches_get_the_time_a_decided_clause_leaves(monkeypatch):
+    """The schedule of clause searches (``_by_clause``) uses the whole timeout: when a resumed search ends early,
+    a search still paused resumes again with what is left, until the deadline. The searches here are stand-ins
+    that record the deadlines they were given: clause 0 always runs until its deadline and pauses; clause 1 pauses
+    at once the first time and is decided at once the second."""
+    import time
+
+    import pacverify.verify.bab as bab
+
+    net, input_set, prop = _always_unsafe_two_clauses()
+    given: dict[int, list[float]] = {0: [], 1: []}
+
+    def stand_in(net, input_set, clause, config, deadline, fixed, resume=None, keep=None):
+        k = 0 if bool(clause.C[0, 0, 1] == 1) else 1
+        given[k].append(deadline)
+        if k == 0 or len(given[1]) == 1:
+            if k == 0:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+            keep.append(bab._ReluSearch([], torch.zeros(1), domains=len(given[k])))
+            return bab.Decision(PointVerdict.UNKNOWN, domains=len(given[k]), detail="budget spent")
+        return bab.Decision(PointVerdict.VERIFIED, domains=1, detail="proved")
+
+    _missing_attack(monkeypatch)
+    monkeypatch.setattr(bab, "_relu_bab", stand_in)
+    config = BabConfig(split="relu", timeout=2.0)
+    start = time.monotonic()
+    decision = branch_and_bound(net, input_set, prop, config)[0]
+    deadline = start + config.timeout
+    assert decision.verdict is PointVerdict.UNKNOWN and "clause 0" in decision.detail and "clause 1" not in decision.detail
+    assert len(given[1]) == 2
+    # clause 0 ran three times: its first share, a resumed share before clause 1 was decided, then the rest
+    assert len(given[0]) == 3 and given[0][-1] == pytest.approx(deadline, abs=0.05)
+    assert time.monotonic() >= deadline - 0.05
+
+
+def _always_unsafe_two_clauses():
+    """sum_threshold_net(0) on [0, 1]², two clauses every output satisfies (y1 <= 1e6, y0 <= 1e6): the root's
+    bounds prove neither, and the property is false everywhere."""
+    net = sum_threshold_net(0.0)
+    C = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]], dtype=torch.float64)
+    prop = OutputProperty(C, torch.tensor([[1e6, 1e6]], dtype=torch.float64), torch.tensor([0, 1]))
+    return net, perturbation_set(torch.full((1, 2), 0.5, dtype=torch.float64), 0.5, "inf"), prop
+
+
+def _missing_attack(monkeypatch):
+    """Stand in for an attack that misses (what happens on properties whose unsafe inputs PGD does not reach)."""
+    import pacverify.verify.bab as bab
+    from pacverify.attacks import AttackResult
+
+    def missed(net, input_set, prop, **kwargs):
+        x = input_set.interval()[0]
+        return AttackResult(torch.zeros(x.shape[0], dtype=torch.bool), x, net(x),
+                            torch.full((x.shape[0],), torch.inf, dtype=x.dtype))
+
+    monkeypatch.setattr(bab, "bound_guided_attack", missed)
+
+
+def test_a_clause_the_time_never_reached_is_open_never_proved(monkeypatch):
+    """Regression: the time ran out in the root's stage (before any clause search) and the schedule, with no
+    clause left open in its record, returned VERIFIED for a property that every input violates."""
+    _missing_attack(monkeypatch)
+    net, input_set, prop = _always_unsafe_two_clauses()
+    decision = branch_and_bound(net, input_set, prop, BabConfig(split="relu", timeout=1e-9))[0]
+    assert decision.verdict is PointVerdict.UNKNOWN
+    assert "clause 0: not searched" in decision.detail and "clause 1: not searched" in decision.detail
+
+
+def test_a_clause_after_an_overrun_is_open_never_proved(monkeypatch):
+    """The first clause's search is decided (here: a stand-in that says so) after the whole deadline: the second
+    clause, never searched, keeps the problem open."""
+    import time
+
+    import pacverify.verify.bab as bab
+
+    _missing_attack(monkeypatch)
+    seen: list[float] = []
+
+    def overrun_then_prove(net, input_set, clause, config, deadline, fixed, resume=None, keep=None):
+        seen.append(deadline)
+        time.sleep(0.3)
+        return bab.Decision(PointVerdict.VERIFIED, domains=1, detail="proved")
+
+    monkeypatch.setattr(bab, "_relu_bab", overrun_then_prove)
+    net, input_set, prop = _always_unsafe_two_clauses()
+    decision = branch_and_bound(net, input_set, prop, BabConfig(split="relu", timeout=0.2))[0]
+    assert len(seen) == 1 and decision.verdict is PointVerdict.UNKNOWN and "not searched" in decision.detail

@@ -179,8 +179,8 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
     clause usually needs far fewer subdomains alone than all of them in one tree. Clauses the root's
     bounds prove are skipped; the others are searched from the easiest (highest root margin) to the
     hardest, each with an equal share of the time left, so what easy clauses leave goes to the hard
-    ones; ReLU searches that ran out of their share are paused and, if time is left at the end, resumed
-    one after another with equal shares of it (their open subdomains still cover the set). A
+    ones; ReLU searches that ran out of their share are paused and, while time is left, resumed
+    one after another with equal shares of it, pass after pass (their open subdomains still cover the set). A
     counterexample to any clause ends the problem. Input splitting runs every clause's searches side by side
     instead (:func:`_input_bab`)."""
     input_splitting = _use_input_splitting(input_set, config)  # True only for boxes
@@ -213,11 +213,16 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
     margin = prop.clause_values(root.lower.cpu().double() - prop.d.double())[0]        # (K,)
     todo = [int(k) for k in torch.argsort(margin, descending=True) if not bool(margin[k] > 0)]
     spent: dict[int, int] = {}
-    open_details: dict[int, str] = {}
+    # a clause is proved only by a search that decided it: one the time never reached stays open
+    open_details: dict[int, str] = {k: f"clause {k}: not searched, the time ran out first" for k in todo}
     # a first pass gives each clause an equal share of the time left; paused ReLU searches then resume,
-    # one after another, with equal shares of what the others left
-    for rerun in (False, True):
-        order = [k for k in todo if k in paused] if rerun else todo
+    # one after another, with equal shares of what the others left, pass after pass while time is left (a pass
+    # ends before the deadline only when its last search ended before its share: decided, or out of subdomains)
+    rerun = False
+    while True:
+        order = [k for k in todo if k in paused and paused[k].domains < config.max_domains] if rerun else todo
+        if not order:
+            break
         for i, k in enumerate(order):
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -230,8 +235,9 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
             open_details.pop(k, None)
             if decision.verdict is PointVerdict.UNKNOWN:
                 open_details[k] = f"clause {k}: {decision.detail}"
-        if deadline is None:
+        if deadline is None or time.monotonic() >= deadline:
             break
+        rerun = True
     domains = 1 + sum(spent.values())
     if open_details:
         return Decision(PointVerdict.UNKNOWN, domains=domains, detail="; ".join(open_details.values()))
