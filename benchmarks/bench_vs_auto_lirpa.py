@@ -33,9 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 AUTO_LIRPA = r'''
 import ctypes, json, sys, time
 cfg = json.loads(sys.argv[1])
-if cfg["allocator"] == "fixed":   # the same glibc thresholds as pacverify.allocator.keep_freed_memory
-    libc = ctypes.CDLL("libc.so.6")
-    assert libc.mallopt(-3, 32 * 2 ** 20) and libc.mallopt(-1, 256 * 2 ** 20)
+for param, value in cfg["mallopt"]:   # the glibc thresholds of pacverify.allocator.keep_freed_memory, if fixed
+    assert ctypes.CDLL("libc.so.6").mallopt(param, value)
 import numpy as np
 import torch
 torch.set_num_threads(cfg["threads"])
@@ -145,9 +144,12 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     from bench_bounds import mnist_network, student_network
 
+    from pacverify import allocator
     from pacverify.network import Affine
     from pacverify.verify.output_rows import margin_rows
 
+    mallopt = [[allocator.M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLD],
+               [allocator.M_TRIM_THRESHOLD, allocator.TRIM_THRESHOLD]] if args.allocator == "fixed" else []
     radii = {("student", "2"): 1.5, ("student", "inf"): 0.2, ("mnist", "2"): 0.5, ("mnist", "inf"): 0.02}
     print(f"machine: {platform.machine()}; torch {torch.__version__}; {args.threads} thread(s); N = {args.n} "
           f"(student), {args.n_mnist} (mnist); auto_LiRPA batches of {args.batch}; allocator thresholds "
@@ -174,7 +176,7 @@ def main(argv=None) -> int:
             for norm in args.norms.split(","):
                 radius = radii[(name, norm)]
                 cfg = {"data": str(data), "norm": norm, "radius": radius, "threads": args.threads,
-                       "batch": args.batch, "allocator": args.allocator}
+                       "batch": args.batch, "allocator": args.allocator, "mallopt": mallopt}
                 walls: dict[tuple[str, str], list[float]] = {}
                 results: dict[tuple[str, str], np.ndarray] = {}
                 for _ in range(args.repeat):   # alternating, so that a change of the machine's load hits every tool

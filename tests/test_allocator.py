@@ -90,3 +90,32 @@ def test_the_command_line_fixes_the_thresholds_before_it_runs_a_command():
     environment = {k: v for k, v in os.environ.items() if k not in ("PACVERIFY_MALLOC", "GLIBC_TUNABLES")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
     assert json.loads(out.stderr.strip().splitlines()[-1]) == {"rc": 0, "applied": True}
+
+
+BOUNDS = textwrap.dedent("""
+    import hashlib, sys
+    sys.path.insert(0, sys.argv[2])
+    from pacverify import allocator
+    if sys.argv[1] == "call":
+        assert allocator.keep_freed_memory()
+    import torch
+    from helpers_nets import random_mlp
+    from pacverify.verify.bounds import crown
+    from pacverify.verify.output_rows import margin_rows
+    from pacverify.verify.sets import perturbation_set
+    torch.set_num_threads(1)
+    net = random_mlp([16, 64, 64, 10], 0)
+    x = torch.rand(600, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    bounds = crown(net, perturbation_set(x, 0.3, "2"), margin_rows(net(x).argmax(1), 10), max_batch=64)
+    print(hashlib.sha256(bounds.lower.numpy().tobytes() + bounds.upper.numpy().tobytes()).hexdigest())
+""")
+
+
+@needs_glibc
+def test_the_bounds_are_the_same_bits_with_the_thresholds_fixed_or_not():
+    """The module's claim: only where memory comes from changes. CROWN over several chunks, in two interpreters."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    environment = {k: v for k, v in os.environ.items() if k not in ("PACVERIFY_MALLOC", "GLIBC_TUNABLES")}
+    digests = [subprocess.run([sys.executable, "-c", BOUNDS, mode, tests], capture_output=True, text=True,
+                              env=environment, check=True).stdout.strip() for mode in ("call", "none")]
+    assert len(digests[0]) == 64 and digests[0] == digests[1]

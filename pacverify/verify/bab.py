@@ -218,11 +218,8 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
     # a first pass gives each clause an equal share of the time left; paused ReLU searches then resume,
     # one after another, with equal shares of what the others left, pass after pass while time is left (a pass
     # ends before the deadline only when its last search ended before its share: decided, or out of subdomains)
-    rerun = False
-    while True:
-        order = [k for k in todo if k in paused and paused[k].domains < config.max_domains] if rerun else todo
-        if not order:
-            break
+    order = todo
+    while order:
         for i, k in enumerate(order):
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -237,7 +234,7 @@ def _by_clause(net: Network, input_set: InputSet, prop: OutputProperty, config: 
                 open_details[k] = f"clause {k}: {decision.detail}"
         if deadline is None or time.monotonic() >= deadline:
             break
-        rerun = True
+        order = [k for k in todo if k in paused and paused[k].domains < config.max_domains]
     domains = 1 + sum(spent.values())
     if open_details:
         return Decision(PointVerdict.UNKNOWN, domains=domains, detail="; ".join(open_details.values()))
