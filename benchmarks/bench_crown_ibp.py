@@ -21,17 +21,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def run(case: str, points: int, methods: list[str]) -> list[dict]:
-    from bench_real_teachers import CASES, _export
-
-    from pacverify.onnx_io import load_network
-    from pacverify.verify.bounds import BOUND_METHODS
+def boxes_and_samples(net, points: int):
+    """The benchmark's problem on ``net``: ``points`` random points (seeded), their L∞ boxes of radius 1/255 in
+    [0, 1], the margin rows C at the network's class, and C·f at 64 points sampled in every box (16 corners, 48
+    uniform), (64, points, 9)."""
     from pacverify.verify.output_rows import margin_rows
     from pacverify.verify.sets import perturbation_set
 
-    name, build = CASES[case]
-    model, shape = build()
-    net = load_network(_export(model, shape))
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(points, net.in_features, generator=gen, dtype=torch.float64)
     C = margin_rows(net(x).argmax(1), net.out_features)
@@ -41,7 +37,19 @@ def run(case: str, points: int, methods: list[str]) -> list[dict]:
     u[:16] = u[:16].round()
     with torch.no_grad():
         outs = net((lo + u * (hi - lo)).reshape(-1, net.in_features)).reshape(64, points, -1)
-    values = torch.einsum("bko,pbo->pbk", C, outs)
+    return s, C, torch.einsum("bko,pbo->pbk", C, outs)
+
+
+def run(case: str, points: int, methods: list[str]) -> list[dict]:
+    from bench_real_teachers import CASES, _export
+
+    from pacverify.onnx_io import load_network
+    from pacverify.verify.bounds import BOUND_METHODS
+
+    name, build = CASES[case]
+    model, shape = build()
+    net = load_network(_export(model, shape))
+    s, C, values = boxes_and_samples(net, points)
     rows = []
     for method in methods:
         routine = BOUND_METHODS[method]

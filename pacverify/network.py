@@ -107,6 +107,9 @@ class Conv:
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    # the bound routines may pull rows back through this map in float32, each pull charged its rounding errors
+    # (pacverify.verify.bounds.conv32); the map itself, and every other method here, stays in the kernel's dtype
+    float32_products: bool = False
 
     def __post_init__(self) -> None:
         c_out, c_in, kh, kw = self.kernel.shape if self.kernel.dim() == 4 else (0, 0, 0, 0)

@@ -185,13 +185,19 @@ class Margins:
     output: torch.Tensor
 
 
+# rounding_margins' factor for a network with convolutions pulled back in float32 (:mod:`.conv32`): their rows exceed
+# the float64 rows' magnitudes by at most this factor, which conv32.mark keeps
+FLOAT32_PULL_SLACK = 1.01
+
+
 def rounding_margins(net: Network, input_set: InputSet, C: torch.Tensor | None) -> Margins:
     """First-order floating-point error bounds for every bound a propagation computes (module docstring).
 
     ``M`` runs the network on the largest absolute input of the chunk with ``|W|``, ``|b|`` and the
     identity for ReLU (slopes lie in [0, 1]); the margin of a quantity is ``(L + 2)·γ_N·M`` plus the
     underflow term ``2·(L + 2)·(tiny·Q + √tiny·P)``, which is 0 for a quantity that depends on no
-    nonzero weight, bias or input (it is then computed exactly).
+    nonzero weight, bias or input (it is then computed exactly). Times :data:`FLOAT32_PULL_SLACK` when some
+    convolution is marked for float32 pulls.
     """
     lo, hi = input_set.interval()
     magnitude = torch.maximum(lo.abs(), hi.abs()).amax(dim=0)
@@ -238,7 +244,10 @@ def rounding_margins(net: Network, input_set: InputSet, C: torch.Tensor | None) 
         length += C.shape[-1]
         output, gain = C.abs() @ magnitude, C.abs() @ live
     output, gain = (output.unsqueeze(0), gain.unsqueeze(0)) if output.dim() == 1 else (output, gain)
-    return Margins(relu, margin(output, gain, q.max() * gain + (length + floor), p.max() * gain + radius))
+    final = margin(output, gain, q.max() * gain + (length + floor), p.max() * gain + radius)
+    if any(isinstance(layer, Conv) and layer.float32_products for layer in net.layers):
+        return Margins([m * FLOAT32_PULL_SLACK for m in relu], final * FLOAT32_PULL_SLACK)
+    return Margins(relu, final)
 
 
 def widen(interval: Interval, margin: torch.Tensor) -> Interval:

@@ -34,7 +34,8 @@ The pre-activation bounds come from the interval pass in float64 (with its own a
 same charged float32 pass for the neurons it leaves unstable, and are rounded outward to float32.
 
 Scope: chains of dense ``Affine`` and ``Relu`` layers, :class:`Box` and :class:`L2Ball` sets (with or without a
-domain), rows ``C`` whose entries float32 holds exactly (margins: 0, ±1). Others: :func:`supported` is False.
+domain), rows ``C`` whose entries float32 holds exactly (margins: 0, ±1). Others: :func:`supported` is False, and
+:func:`crown_f32` is float64 CROWN with convolutions pulled back in float32 (:mod:`.conv32`).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ import torch
 
 from pacverify.errors import InputError
 from pacverify.network import Affine, Network, Relu
+from pacverify.verify.bounds import conv32
 from pacverify.verify.bounds.common import chunks_side_by_side, default_max_batch, ieee_float32_products, prepare
 from pacverify.verify.bounds.types import Bounds
 from pacverify.verify.sets import Box, InputSet, L2Ball, batched_matvec, round_outward
@@ -412,10 +414,11 @@ def _mixed(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch:
 
 
 def _crown_lower(net: Network, input_set: InputSet, C, max_batch: int | None) -> torch.Tensor:
-    """Float64 CROWN's lower bounds (the engine's :func:`~pacverify.verify.bounds.crown.crown`)."""
+    """The engine's CROWN's lower bounds (:func:`~pacverify.verify.bounds.crown.crown`), its convolutions pulled back
+    in float32 where :func:`.conv32.mark` allows."""
     from pacverify.verify.bounds.crown import crown
 
-    bounds = crown(net, input_set, C, upper=False, max_batch=max_batch)
+    bounds = crown(conv32.mark(net), input_set, C, upper=False, max_batch=max_batch)
     assert isinstance(bounds, Bounds)
     return bounds.lower
 
@@ -429,14 +432,15 @@ def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, interme
     Guarantee: ``lower <= C f(x) <= upper`` for every x of each point's set (as
     :func:`~pacverify.verify.bounds.crown.crown`'s). With split constraints, given intermediate bounds, a request for
     the pre-activation bounds, or a network or rows the float32 pass does not handle (:func:`supported`), it is
-    :func:`~pacverify.verify.bounds.crown.crown` itself."""
+    :func:`~pacverify.verify.bounds.crown.crown` itself, with the network's convolutions pulled back in float32
+    where :func:`.conv32.mark` allows (rows charged their rounding errors: :mod:`.conv32`)."""
     from pacverify.verify.bounds.crown import crown
 
     problem = prepare(net, input_set, C, splits, intermediate)
     if splits is not None or intermediate is not None or return_intermediate \
             or not _applies(net, problem.input_set, problem.C):
-        return crown(net, input_set, C, splits=splits, intermediate=intermediate, upper=upper, max_batch=max_batch,
-                     return_intermediate=return_intermediate)
+        return crown(conv32.mark(net), input_set, C, splits=splits, intermediate=intermediate, upper=upper,
+                     max_batch=max_batch, return_intermediate=return_intermediate)
     rows = problem.C if problem.C is not None else torch.eye(net.out_features, dtype=torch.float64)
     lower = _mixed(net, problem.input_set, rows, max_batch)
     high = -_mixed(net, problem.input_set, -rows, max_batch) if upper else torch.full_like(lower, math.inf)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from pacverify.network import NATIVE, Relu
+from pacverify.verify.bounds import conv32
 from pacverify.verify.bounds.common import pull_rows
 from pacverify.verify.bounds.relax import ReluRelaxation, relu_backward_lower
 from pacverify.verify.sets import InputSet
@@ -62,7 +63,8 @@ def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluR
     """
     rows = start
     k = len(relaxations)
-    for layer in reversed(layers):
+    for position in range(len(layers) - 1, -1, -1):
+        layer = layers[position]
         if isinstance(layer, Relu):
             k -= 1
             relax = relaxations[k]
@@ -75,7 +77,7 @@ def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluR
             if term is not None:
                 rows = Rows(rows.A + term, rows.c, rows.owner)
         else:
-            rows = _affine(rows, layer, both)
+            rows = _affine(rows, layer, both, conv32.input_bound(layers, position, relaxations, k))
     return rows if isinstance(rows, Rows) else None
 
 
@@ -86,7 +88,9 @@ def lower_values(rows: Rows, input_set: InputSet) -> torch.Tensor:
     return input_set.linear_min(rows.A) + rows.c
 
 
-def _affine(rows, layer, both: bool) -> Rows:
+def _affine(rows, layer, both: bool, H: torch.Tensor | None = None) -> Rows:
+    """Rows on a linear layer's output → rows on its input; ``H`` (B, in_features): bounds of ``|input|`` for a
+    convolution marked for float32 pulls (:mod:`.conv32`), None otherwise."""
     bias = layer.bias
     if rows is None:  # the identity on this layer's output: the layer's own rows
         sign = (1.0, -1.0) if both else (1.0,)
@@ -99,6 +103,9 @@ def _affine(rows, layer, both: bool) -> Rows:
         return Rows(layer.weight[rows.neuron] * rows.sign[:, None], bias[rows.neuron] * rows.sign, rows.owner)
     A = rows.A
     c = rows.c + (A @ bias if bias.dim() == 1 else torch.einsum("bkn,bn->bk", A, bias))
+    charged = None if H is None else conv32.pull_rows(layer, A, H, rows.owner)
+    if charged is not None:
+        return Rows(charged[0], c - charged[1], rows.owner)
     return Rows(pull_rows(layer, A), c, rows.owner)
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pacverify.network import Block, Conv, Relu, Scale
+from pacverify.verify.bounds import conv32
 from pacverify.verify.bounds.linear import Rows, Select, lower_values, pull_back
 from pacverify.verify.bounds.relax import ReluRelaxation, relu_backward_lower
 from pacverify.verify.sets import Box, InputSet, L2Ball
@@ -73,10 +74,11 @@ def start(layer: Conv, select: Select) -> Patches:
     return Patches(A[:, :, None, None], zero, anchor, select.owner, layer.out_shape)
 
 
-def through_conv(rows: Patches, layer: Conv) -> Patches:
+def through_conv(rows: Patches, layer: Conv, H: torch.Tensor | None = None) -> Patches:
     """Rows on a convolution's output → rows on its input: ``A W`` by a transposed convolution of each window,
-    ``c + A · bias``; entries that fall in the zero padding are dropped."""
-    return _pull_conv(rows, layer, rows.c + _bias_term(rows, layer.bias))
+    ``c + A · bias``; entries that fall in the zero padding are dropped. ``H`` (B, in_features): bounds of ``|input|``
+    for a convolution marked for float32 pulls (:mod:`.conv32`: the float32 product, its charge taken from ``c``)."""
+    return _pull_conv(rows, layer, rows.c + _bias_term(rows, layer.bias), H)
 
 
 def _bias_term(rows: Patches, bias: torch.Tensor) -> torch.Tensor:
@@ -88,11 +90,17 @@ def _size(rows: Patches) -> tuple[int, int]:
     return rows.A.shape[2], rows.A.shape[3]
 
 
-def _pull_conv(rows: Patches, layer: Conv, c: torch.Tensor) -> Patches:
-    """``A W`` as patches on the convolution's input grid (its bias not used), with the constants ``c``."""
+def _pull_conv(rows: Patches, layer: Conv, c: torch.Tensor, magnitude: torch.Tensor | None = None) -> Patches:
+    """``A W`` as patches on the convolution's input grid (its bias not used), with the constants ``c`` (less the
+    float32 product's charge where ``magnitude`` is given: :func:`through_conv`)."""
     stride = torch.tensor(layer.stride, device=rows.anchor.device)
     anchor = rows.anchor * stride - torch.tensor(layer.pads[:2], device=rows.anchor.device)
-    pulled = _fit(Patches(layer.pull_window(rows.A), c, anchor, rows.owner, layer.in_shape))
+    charged = None if magnitude is None else conv32.pull_windows(layer, rows.A, magnitude, rows.anchor, rows.owner)
+    if charged is None:
+        A = layer.pull_window(rows.A)
+    else:
+        A, c = charged[0], c - charged[1]
+    pulled = _fit(Patches(A, c, anchor, rows.owner, layer.in_shape))
     P, Q = _size(pulled)
     _, H, W = layer.in_shape
     if pulled.anchor.min() >= 0 and pulled.anchor[:, 0].max() + P <= H and pulled.anchor[:, 1].max() + Q <= W:
@@ -198,13 +206,14 @@ def _fit(rows: Patches) -> Patches:
                    rows.owner, rows.grid)
 
 
-def _through_linear(rows: Pieces, layer) -> Pieces | None:
+def _through_linear(rows: Pieces, layer, H: torch.Tensor | None = None) -> Pieces | None:
     """Rows on a convolution's or a :class:`Block`'s output → rows on its input, as patches; None when a piece is
-    not one of the layer's parts or a part holds a dense map (the caller expands the rows)."""
+    not one of the layer's parts or a part holds a dense map (the caller expands the rows). ``H`` as for
+    :func:`through_conv`."""
     if isinstance(layer, Conv):
         if len(rows.parts) != 1 or rows.parts[0][0] != 0:
             return None
-        return Pieces(((0, through_conv(rows.parts[0][1], layer)),), layer.in_features)
+        return Pieces(((0, through_conv(rows.parts[0][1], layer, H)),), layer.in_features)
     if not isinstance(layer, Block):
         return None
     starts = dict(zip(itertools.accumulate([0] + layer.widths[:-1]), range(len(layer.parts)), strict=True))
@@ -296,7 +305,7 @@ def lower_values_from(layers: list, select: Select, relaxations: list[ReluRelaxa
             k -= 1
             rows = _through_relu(rows, relaxations[k])
             continue
-        pulled = _through_linear(rows, layer)
+        pulled = _through_linear(rows, layer, conv32.input_bound(layers, position, relaxations, k))
         if pulled is None:
             full = pull_back(layers[:position + 1], _expand(rows), relaxations[:k])
             assert full is not None

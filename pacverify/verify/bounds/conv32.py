@@ -1,0 +1,169 @@
+"""Rows pulled back through convolutions in float32, each charged its rounding errors (issue 13).
+
+The transposed convolutions of CROWN's backward pass are most of its work on convolutional networks, and in float32
+they run ~3× faster than in float64 on this CPU (as plain sums of products: :func:`~pacverify.network.sums_of_products`).
+They stay sound for the float64 network by the Lagrangian view of :mod:`.float32`: for rows ``λ`` on the output
+``z = W h + b`` of a convolution, every h with ``|h| ≤ H`` satisfies
+
+    λ·z = μ̃·h + λ·b + (μ − μ̃)·h ≥ μ̃·h + λ·b − q,        μ = λW exactly, μ̃ = fl32(fl32(λ)·W̃),
+
+for any ``q ≥ Σ_j |μ_j − μ̃_j|·H_j``, W̃ the float32 kernel. So the pass may carry on with ``μ̃`` (the float32 product,
+widened to float64 exactly) and the constant lowered by ``q``: whatever it does later, its rows stay lower bounds.
+Here h is the output of the ReLU before the convolution, so ``H = max(u, 0)`` from that ReLU's sound pre-activation
+bounds ``[l, u]`` (a convolution that no ReLU precedes is pulled in float64).
+
+The bound on ``|μ − μ̃|`` (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm 3.5, for a sum of n products
+in any order; u = 2^-24; η = 2^-150, half float32's smallest subnormal, for underflow; D = |W − W̃|, exact in float64;
+n = C_out/groups·kh·kw, the most terms of one entry of the transposed convolution):
+
+    |μ − μ̃| ≤ |λ|·(γ_{n+2}|W̃| + (1 + 2u)·D) + 2η·1ᵀ(|W̃| + D) + n·η
+
+(from ``μ − μ̃ = (λ − λ̃)W + λ̃(W − W̃) + (λ̃W̃ − fl(λ̃W̃))`` with ``|λ − λ̃| ≤ u|λ| + η``), so that
+
+    q = Σ_i |λ_i|·v_i + κ,   v = γ_{n+2}·(|W̃| H) + (1 + 2u)·(D H),   κ = 2η·Σ((|W̃| + D) H) + n·η·ΣH,
+
+where ``|W̃| H`` and ``D H`` are forward convolutions of the image H (no bias). Every sum here has non-negative terms
+and is computed in float64, so each is enlarged by ``1 + 2^-30`` (≥ γ_m of float64 for m < 2^22 terms).
+A float32 product that overflows (an entry not finite) is recomputed in float64, uncharged.
+
+The float64 parts of the pass keep the engine's a-priori rounding margins (:func:`~.common.rounding_margins`),
+enlarged by :data:`MARGIN_SLACK`: those margins bound each float64 operation's error by the magnitudes of the
+network run with ``|W|``, which the float32 rows exceed by at most ``Π(1 + 4γ_{n+2}) ≤ MARGIN_SLACK`` over the
+marked convolutions (:func:`mark` marks no more than that).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from pacverify.network import Conv, Network, Relu, sums_of_products
+from pacverify.verify.bounds.common import FLOAT32_PULL_SLACK, ieee_float32_products
+
+U32 = 2.0 ** -24
+ETA = 2.0 ** -150
+SLOP64 = 1 + 2.0 ** -30
+MARGIN_SLACK = FLOAT32_PULL_SLACK
+FLOAT32_RANGE = 2.0 ** 60      # kernels above this magnitude stay float64
+MAX_TERMS = 2 ** 22            # sums longer than this stay float64 (SLOP64 covers float64's γ_m below it)
+
+
+def gamma(n: int) -> float:
+    """Higham's γ_n for float32."""
+    return n * U32 / (1 - n * U32)
+
+
+def terms(layer: Conv) -> int:
+    """The most products one entry of the transposed convolution sums: C_out/groups · kh · kw."""
+    c_out, _, kh, kw = layer.kernel.shape
+    return c_out // layer.groups * kh * kw
+
+
+def mark(net: Network) -> Network:
+    """The same network with its convolutions marked for float32 pulls (``Conv.float32_products``) where the charges
+    above apply: a float64 network on the CPU, a convolution right after a ReLU, a finite kernel within float32's
+    range, sums of fewer than :data:`MAX_TERMS` terms, and the margins' slack not exceeded. The network computes the
+    same function; only the bound routines read the mark."""
+    if net.dtype != torch.float64 or net.device.type != "cpu":
+        return net
+    growth = 1.0
+    layers = list(net.layers)
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Conv) or i == 0 or not isinstance(layers[i - 1], Relu):
+            continue
+        n = terms(layer)
+        step = 1 + 4 * gamma(n + 2)
+        if n + 2 >= MAX_TERMS or layer.in_features >= MAX_TERMS or layer.out_features >= MAX_TERMS \
+                or growth * step > MARGIN_SLACK or not bool(torch.isfinite(layer.kernel).all()) \
+                or float(layer.kernel.abs().max()) > FLOAT32_RANGE:
+            continue
+        growth *= step
+        layers[i] = dataclasses.replace(layer, float32_products=True)
+    if growth == 1.0:
+        return net
+    return dataclasses.replace(net, layers=tuple(layers))
+
+
+def marked(net: Network) -> bool:
+    """Whether some layer of ``net`` is pulled back in float32 (the margins then take :data:`MARGIN_SLACK`)."""
+    return any(isinstance(layer, Conv) and layer.float32_products for layer in net.layers)
+
+
+def _prepare(layer: Conv, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """W̃ (the float32 kernel), v (B, out_features) and κ (B,) of the module docstring for input bounds H
+    (B, in_features); None when H is not finite (no charge can be computed: the caller pulls in float64)."""
+    if not bool(torch.isfinite(H).all()):
+        return None
+    kernel32 = layer.kernel.to(torch.float32)
+    wide = kernel32.to(torch.float64)
+    abs32, D = wide.abs(), (layer.kernel - wide).abs()      # |W̃| and D = |W − W̃|, exact in float64
+    n = terms(layer)
+    big, small = layer.linear(H, abs32), layer.linear(H, D)
+    v = (gamma(n + 2) * big + (1 + 2 * U32) * small) * SLOP64
+    kappa = (2 * ETA * (big + small).sum(-1) + n * ETA * H.sum(-1)) * SLOP64
+    if not (bool(torch.isfinite(v).all()) and bool(torch.isfinite(kappa).all())):
+        return None
+    return kernel32, v, kappa
+
+
+def _finite32(out: torch.Tensor) -> torch.Tensor | None:
+    return out.to(torch.float64) if bool(torch.isfinite(out).all()) else None
+
+
+def pull_rows(layer: Conv, A: torch.Tensor, H: torch.Tensor, owner: torch.Tensor | None
+              ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(μ̃, q)`` for rows ``A`` on the convolution's output: shared (K, out), dense (B, K, out), or sparse (T, out)
+    with ``owner`` (T,); ``H`` (B, in_features) bounds ``|h|`` of each point's input. ``μ̃`` is the float32 product
+    ``A W`` in float64, ``q`` the charge of each row ((B, K) for shared and dense rows, (T,) for sparse ones); the
+    rows ``μ̃`` with constants lowered by ``q`` lower-bound the rows ``A`` on the output (module docstring).
+    None when float32 cannot be used here (the caller pulls in float64)."""
+    prepared = _prepare(layer, H)
+    if prepared is None:
+        return None
+    kernel32, v, kappa = prepared
+    with sums_of_products(), ieee_float32_products():
+        pulled = _finite32(layer.pull(A.to(torch.float32), kernel32))
+    if pulled is None:
+        return None
+    size = A.abs()
+    if owner is not None:
+        q = (size @ v[0] if v.shape[0] == 1 else (size * v.index_select(0, owner)).sum(-1)) * SLOP64 \
+            + kappa.index_select(0, owner)
+    elif A.dim() == 2:
+        q = (v @ size.T) * SLOP64 + kappa[:, None]
+    else:
+        q = torch.einsum("bkn,bn->bk", size, v) * SLOP64 + kappa[:, None]
+    return pulled, q
+
+
+def pull_windows(layer: Conv, A: torch.Tensor, H: torch.Tensor, anchor: torch.Tensor, owner: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(μ̃, q)`` for rows kept as windows (patches: ``A`` (T, C_out, P, Q) at ``anchor`` (T, 2) of the output grid,
+    zero outside it): the float32 transposed convolution of each window (as :meth:`Conv.pull_window`) and each row's
+    charge (T,). None when float32 cannot be used here."""
+    from pacverify.verify.bounds.patches import windows
+
+    prepared = _prepare(layer, H)
+    if prepared is None:
+        return None
+    kernel32, v, kappa = prepared
+    with sums_of_products(), ieee_float32_products():
+        pulled = _finite32(F.conv_transpose2d(A.to(torch.float32), kernel32, None, layer.stride, 0, 0, layer.groups,
+                                              layer.dilation))
+    if pulled is None:
+        return None
+    per_entry = windows(v.reshape(-1, *layer.out_shape), anchor, owner, (A.shape[2], A.shape[3]))
+    q = (A.abs() * per_entry).sum(dim=(1, 2, 3)) * SLOP64 + kappa.index_select(0, owner)
+    return pulled, q
+
+
+def input_bound(layers: list, position: int, relaxations: list, k: int) -> torch.Tensor | None:
+    """``H`` (B, in_features) for the marked convolution ``layers[position]`` whose input is the ReLU whose relaxation
+    is ``relaxations[k − 1]`` (``k`` ReLUs before it): ``max(u, 0)``; None when the layer is not marked or no ReLU
+    comes right before it."""
+    layer = layers[position]
+    if not (isinstance(layer, Conv) and layer.float32_products) or position == 0 or k == 0 \
+            or not isinstance(layers[position - 1], Relu):
+        return None
+    return relaxations[k - 1].upper.clamp(min=0)
