@@ -139,7 +139,7 @@ def run_one(case: str, points: int, workdir: str, native: bool) -> dict:
     from pacverify.errors import InputError
     from pacverify.network import Affine, Block, Conv, Term
     from pacverify.onnx_io import load_network, onnx_input
-    from pacverify.verify.bounds import crown
+    from pacverify.verify.bounds import crown, crown_f32
     from pacverify.verify.output_rows import margin_rows
     from pacverify.verify.sets import perturbation_set
 
@@ -181,6 +181,13 @@ def run_one(case: str, points: int, workdir: str, native: bool) -> dict:
     np.save(f"{workdir}/{case}-pacverify.npy", bounds.lower.numpy())
     row.update(points_per_s=points / elapsed, verified=float((bounds.lower > 0).all(1).float().mean()),
                peak_mib=_peak_mib(), radius=radius)
+    if warm_up:   # method "crown-f32": convolutions pulled back in float32 (pacverify.verify.bounds.conv32)
+        crown_f32(net, s.select(torch.arange(1)), C[:1], upper=False)
+        start = time.perf_counter()
+        fast = crown_f32(net, s, C, upper=False)
+        row.update(f32_points_per_s=points / (time.perf_counter() - start),
+                   f32_gap=float((bounds.lower - fast.lower).max()),
+                   f32_verified=float((fast.lower > 0).all(1).float().mean()))
     # soundness spot check: sampled points (corners and uniform) of the boxes, evaluated by onnxruntime
     lo, hi = s.interval()
     u = torch.rand((64,) + tuple(lo.shape), generator=gen, dtype=torch.float64)
@@ -223,6 +230,8 @@ def main(argv=None) -> int:
     p.add_argument("--python", default=None, help="an interpreter with auto_LiRPA installed, for the comparison")
     p.add_argument("--timeout", type=int, default=900, help="seconds per auto_LiRPA measurement")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/real_teachers.md"))
+    p.add_argument("--cases", default=None, help="comma list of the native-read cases to run alone (e.g. convbig); "
+                   "the table is then printed, not written")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dense", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -232,6 +241,9 @@ def main(argv=None) -> int:
         return 0
     runs = [(case, False) for case in ("convbig-small", "resnet8-small")] + \
            [(case, True) for case in ("convbig", "resnet20", "convbig-small", "resnet8-small")]
+    if args.cases:
+        runs = [(case, True) for case in args.cases.split(",")]
+        args.out = "-"
     rows = []
     with tempfile.TemporaryDirectory(prefix="pacverify-teachers-") as workdir:
         for case, native in runs:
@@ -261,14 +273,17 @@ def main(argv=None) -> int:
              "auto_LiRPA lower bound minus pacverify's (≤ 0: pacverify's are at least as tight everywhere).", "",
              "| network | parameters | input | convolutions | read | layers (native conv, Block) | ReLU neurons | stored "
              "entries | max \|Δ\| vs onnxruntime | CROWN points/s | verified | sampled points inside | peak RSS MiB | "
+             "crown-f32 points/s, verified, max lower Δ to CROWN | "
              "auto_LiRPA f32 points/s, peak MiB, max lower Δ | auto_LiRPA f64 points/s, peak MiB, max lower Δ |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         how = "native where large" if r["native"] else "all dense"
         if r["read"] == "no":
             lines.append(f"| {r['name']} | {r['params']:,} | {r['input']} | {how} | no: {r['why']} "
-                         "| | | | | | | | | | |")
+                         "| | | | | | | | | | | |")
             continue
+        f32 = (f"{r['f32_points_per_s']:.3g}, {r['f32_verified']:.2f}, {r['f32_gap']:.1e}"
+               if "f32_points_per_s" in r else "")
         cells = []
         for dtype in ("float32", "float64"):
             a = r.get(dtype)
@@ -277,7 +292,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['name']} | {r['params']:,} | {r['input']} | {how} | yes | {r['layers']} "
                      f"({r['native_convs']}, {r.get('blocks', 0)}) | {r['relus']:,} | {r['stored']:,} | {r['max_abs_vs_onnxruntime']:.1e} | "
                      f"{r['points_per_s']:.3g} | {r['verified']:.2f} | {r['sampled_inside']} | {r['peak_mib']:.0f} | "
-                     f"{cells[0]} | {cells[1]} |")
+                     f"{f32} | {cells[0]} | {cells[1]} |")
     text = "\n".join(lines) + "\n"
     if args.out == "-":
         print(text)

@@ -155,3 +155,18 @@ def test_the_rows_of_a_convolutions_neurons_are_charged_too():
     bounds = crown(conv32.mark(net), s)
     assert not bool(bounds.infeasible.any())
     assert float(bounds.lower[0, 0]) <= 0.0 and float(bounds.upper[0, 0]) >= 1e-50
+
+
+def test_terms_bounds_the_products_of_every_entry_of_the_transposed_convolution():
+    """n of the γ_n charge: the most nonzero entries of a column of the dense matrix (the products one entry of A·W
+    sums), for strides, dilations, groups and a kernel as large as the image; attained on some of them."""
+    attained = 0
+    for form in FORMS + [((3, 9, 9), 4, (4, 4), (2, 2), (1, 1, 1, 1), (1, 1), 1),
+                         ((2, 11, 11), 2, (3, 3), (2, 2), (2, 2, 2, 2), (2, 2), 1),
+                         ((2, 11, 11), 2, (3, 3), (3, 3), (0, 0, 0, 0), (2, 2), 2)]:
+        from test_native_conv import _conv
+        layer = _conv(*form, gen=torch.Generator().manual_seed(0))
+        most = int((layer.dense_weight() != 0).sum(0).max())
+        assert most <= conv32.terms(layer), form
+        attained += most == conv32.terms(layer)
+    assert attained >= 5

@@ -14,7 +14,7 @@ bounds ``[l, u]`` (a convolution that no ReLU precedes is pulled in float64).
 
 The bound on ``|μ − μ̃|`` (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm 3.5, for a sum of n products
 in any order; u = 2^-24; η = 2^-150, half float32's smallest subnormal, for underflow; D = |W − W̃|, exact in float64;
-n = C_out/groups·kh·kw, the most terms of one entry of the transposed convolution):
+n the most terms of one entry of the transposed convolution, :func:`terms`):
 
     |μ − μ̃| ≤ |λ|·(γ_{n+2}|W̃| + (1 + 2u)·D) + 2η·1ᵀ(|W̃| + D) + n·η
 
@@ -34,6 +34,7 @@ marked convolutions (:func:`mark` marks no more than that).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +56,12 @@ def gamma(n: int) -> float:
 
 
 def terms(layer: Conv) -> int:
-    """The most products one entry of the transposed convolution sums: C_out/groups · kh · kw."""
+    """The most products one entry of the transposed convolution sums: C_out/groups times, per spatial axis, the kernel
+    taps t that reach one input position i = o·s + t·d from some output position o — a residue class of t modulo
+    s / gcd(s, d), so at most ⌈k / (s / gcd(s, d))⌉ of the k taps (k for stride 1; ⌈k/2⌉ for stride 2)."""
     c_out, _, kh, kw = layer.kernel.shape
-    return c_out // layer.groups * kh * kw
+    taps = [-(-k // (s // math.gcd(s, d))) for k, s, d in zip((kh, kw), layer.stride, layer.dilation, strict=True)]
+    return c_out // layer.groups * taps[0] * taps[1]
 
 
 def mark(net: Network) -> Network:
