@@ -86,11 +86,23 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _seeded(build):
+    """``build`` with torch's generator seeded first, so that every process builds the same weights (torch seeds its
+    default generator at random in each process: before 2026-12-04 each run of these benchmarks drew new weights)."""
+    def seeded():
+        import torch
+
+        torch.manual_seed(0)
+        return build()
+    return seeded
+
+
 CASES = {
-    "convbig": ("ConvBig (MNIST, PAGR's shape)", lambda: convbig()),
-    "resnet20": ("ResNet20 (CIFAR-10 shape)", lambda: resnet()),
-    "convbig-small": ("ConvBig at 14×14, 8/16 channels, 128 hidden", lambda: convbig((8, 16), 128, 14)),
-    "resnet8-small": ("ResNet8-shaped (1 block per stage) at 8×8, 4/8/16 channels", lambda: resnet(1, (4, 8, 16), 8)),
+    "convbig": ("ConvBig (MNIST, PAGR's shape)", _seeded(lambda: convbig())),
+    "resnet20": ("ResNet20 (CIFAR-10 shape)", _seeded(lambda: resnet())),
+    "convbig-small": ("ConvBig at 14×14, 8/16 channels, 128 hidden", _seeded(lambda: convbig((8, 16), 128, 14))),
+    "resnet8-small": ("ResNet8-shaped (1 block per stage) at 8×8, 4/8/16 channels",
+                      _seeded(lambda: resnet(1, (4, 8, 16), 8))),
 }
 
 AUTO_LIRPA = r'''

@@ -158,6 +158,17 @@ class Conv:
         top, left, bottom, right = self.pads
         lead = A.shape[:-1]
         padded = (self.in_shape[1] + top + bottom, self.in_shape[2] + left + right)
+        if (top, left) == (bottom, right):
+            # symmetric zero padding: the transposed convolution drops the padded border itself, and output_padding
+            # (< stride) adds the last rows and columns no kernel reaches, so no padded copy is made and cut
+            reached = [(n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(
+                self.out_shape[1:], self.stride, self.dilation, self.kernel.shape[2:], strict=True)]
+            with sums_of_products():
+                image = F.conv_transpose2d(A.reshape(-1, *self.out_shape), self.kernel if kernel is None else kernel,
+                                           None, self.stride, (top, left),
+                                           (padded[0] - reached[0], padded[1] - reached[1]), self.groups,
+                                           self.dilation)
+            return image.reshape(*lead, self.in_features)
         image = self.pull_window(A.reshape(-1, *self.out_shape), kernel)
         # entries the kernel never reaches at the bottom or right (a stride that does not divide) get no rows
         image = F.pad(image, (0, padded[1] - image.shape[3], 0, padded[0] - image.shape[2]))

@@ -112,7 +112,9 @@ def _prepare(layer: Conv, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def _finite32(out: torch.Tensor) -> torch.Tensor | None:
-    return out.to(torch.float64) if bool(torch.isfinite(out).all()) else None
+    """``out`` in float64, or None when an entry may not be finite: the float32 sum of its entries is then inf or NaN
+    (a sum that overflows with every entry finite also gives None: a float64 pull more than needed, never less)."""
+    return out.to(torch.float64) if bool(torch.isfinite(out.sum())) else None
 
 
 def pull_rows(layer: Conv, A: torch.Tensor, H: torch.Tensor, owner: torch.Tensor | None
