@@ -4,7 +4,7 @@ decisions, soundness on sampled points.
 
 Each case (random weights, BatchNorm statistics drawn, exported as in bench_real_teachers.py, read with every
 convolution native: ``native_conv_entries=0``) is bounded at
-``--points`` random points, L∞ radius 1/255 in [0, 1], lower bounds of the 9 margins at the network's class, one torch
+``--points`` random points, L∞ radius ``--radius`` (1/255) in [0, 1], lower bounds of the 9 margins at the network's class, one torch
 thread, glibc's allocator thresholds fixed (as the command line does), a one-point warm-up per method, then
 ``--repeat`` rounds alternating the two methods (the median round is reported). ``sampled inside``: 64 sampled points
 of every box (corners and uniform), evaluated by the network, lie above crown-f32's lower bounds.
@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def run(case: str, points: int, repeat: int) -> dict:
+def run(case: str, points: int, repeat: int, radius: float) -> dict:
     from bench_crown_ibp import boxes_and_samples
     from bench_real_teachers import CASES, _export
 
@@ -38,7 +38,7 @@ def run(case: str, points: int, repeat: int) -> dict:
     net = load_network(_export(model, shape), native_conv_entries=0)   # every convolution native
     marked = sum(isinstance(layer, Conv) and layer.float32_products for layer in conv32.mark(net).layers)
     convs = sum(isinstance(layer, Conv) for layer in net.layers)
-    s, C, values = boxes_and_samples(net, points)
+    s, C, values = boxes_and_samples(net, points, radius)
     routines = {"crown": crown, "crown-f32": crown_f32}
     for routine in routines.values():
         routine(net, s.select(torch.arange(1)), C[:1], upper=False)        # warm-up
@@ -66,17 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="convbig-small,resnet8-small,convbig")
     parser.add_argument("--points", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--radius", type=float, default=1 / 255, help="L∞ radius in [0, 1] (default 1/255)")
     args = parser.parse_args(argv)
     keep_freed_memory()
     torch.set_num_threads(1)
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, 1 thread, {args.points} points, "
-          f"{args.repeat} alternating rounds (median)")
+    print(f"machine: {platform.machine()}, torch {torch.__version__}, 1 thread, {args.points} points, L∞ radius "
+          f"{args.radius:.4g}, {args.repeat} alternating rounds (median)")
     print("| network | convolutions pulled in float32 | float64 CROWN points/s | crown-f32 points/s | ratio "
           "| float64 − f32 lower bound, median / max | verified float64 / f32 | decisions that differ "
           "| sampled inside |")
     print("|---|---|---|---|---|---|---|---|---|")
     for case in args.cases.split(","):
-        r = run(case, args.points, args.repeat)
+        r = run(case, args.points, args.repeat, args.radius)
         print(f"| {r['case']} | {r['convs']} | {r['crown']:.3g} | {r['f32']:.3g} | {r['ratio']:.2f} "
               f"| {r['gap_median']:.1e} / {r['gap_max']:.1e} | {r['verified']} | {r['differ']} | {r['inside']} |",
               flush=True)

@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def boxes_and_samples(net, points: int):
-    """The benchmark's problem on ``net``: ``points`` random points (seeded), their L∞ boxes of radius 1/255 in
+def boxes_and_samples(net, points: int, radius: float = 1 / 255):
+    """The benchmark's problem on ``net``: ``points`` random points (seeded), their L∞ boxes of ``radius`` in
     [0, 1], the margin rows C at the network's class, and C·f at 64 points sampled in every box (16 corners, 48
     uniform), (64, points, 9)."""
     from pacverify.verify.output_rows import margin_rows
@@ -31,7 +31,7 @@ def boxes_and_samples(net, points: int):
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(points, net.in_features, generator=gen, dtype=torch.float64)
     C = margin_rows(net(x).argmax(1), net.out_features)
-    s = perturbation_set(x, 1 / 255, "inf", domain=(0.0, 1.0))
+    s = perturbation_set(x, radius, "inf", domain=(0.0, 1.0))
     lo, hi = s.interval()
     u = torch.rand((64,) + tuple(lo.shape), generator=gen, dtype=torch.float64)
     u[:16] = u[:16].round()
