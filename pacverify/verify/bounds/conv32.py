@@ -143,13 +143,12 @@ def pull_rows(layer: Conv, A: torch.Tensor, H: torch.Tensor, owner: torch.Tensor
     return pulled, q
 
 
-def pull_windows(layer: Conv, A: torch.Tensor, H: torch.Tensor, anchor: torch.Tensor, owner: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(μ̃, q)`` for rows kept as windows (patches: ``A`` (T, C_out, P, Q) at ``anchor`` (T, 2) of the output grid,
-    zero outside it): the float32 transposed convolution of each window (as :meth:`Conv.pull_window`) and each row's
-    charge (T,). None when float32 cannot be used here."""
-    from pacverify.verify.bounds.patches import windows
-
+def pull_windows(layer: Conv, A: torch.Tensor, H: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """For rows kept as windows (patches: ``A`` (T, C_out, P, Q) on the output grid, zero outside it): the float32
+    transposed convolution of each window (as :meth:`Conv.pull_window`), ``v`` as an image (B, C_out, H_out, W_out)
+    and ``κ`` (B,) — the caller reads ``v`` in each row's window and takes :func:`window_charge`. None when float32
+    cannot be used here."""
     prepared = _prepare(layer, H)
     if prepared is None:
         return None
@@ -159,9 +158,13 @@ def pull_windows(layer: Conv, A: torch.Tensor, H: torch.Tensor, anchor: torch.Te
                                               layer.dilation))
     if pulled is None:
         return None
-    per_entry = windows(v.reshape(-1, *layer.out_shape), anchor, owner, (A.shape[2], A.shape[3]))
-    q = (A.abs() * per_entry).sum(dim=(1, 2, 3)) * SLOP64 + kappa.index_select(0, owner)
-    return pulled, q
+    return pulled, v.reshape(-1, *layer.out_shape), kappa
+
+
+def window_charge(A: torch.Tensor, v_window: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """Each window row's charge (T,): ``Σ |A|·v`` over its window (``v_window``: v read there, zero outside the
+    grid, as A is) plus its point's ``κ``."""
+    return (A.abs() * v_window).sum(dim=(1, 2, 3)) * SLOP64 + kappa
 
 
 def input_bound(layers: list, position: int, relaxations: list, k: int) -> torch.Tensor | None:

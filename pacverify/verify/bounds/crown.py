@@ -129,12 +129,12 @@ def crown_with_coefficients(net: Network, input_set: InputSet, C=None, *, splits
             torch.cat([A for _, A, _ in parts]), torch.cat([c for _, _, c in parts]))
 
 
-def _crown_lower_rows(net: Network, problem: Problem, refine: bool = True
+def _crown_lower_rows(net: Network, problem: Problem, refine: bool = True, charges: list[torch.Tensor] | None = None
                       ) -> tuple[PropagationResult, torch.Tensor, torch.Tensor]:
     relaxed = relax_network(net, problem, refine)
     start = None if relaxed.C_left is None else Rows(relaxed.C_left, torch.zeros(
         relaxed.C_left.shape[:-1], dtype=net.dtype, device=net.device))
-    rows = pull_back(relaxed.layers, start, relaxed.relaxations, both=False)
+    rows = pull_back(relaxed.layers, start, relaxed.relaxations, both=False, charges=charges)
     assert rows is not None  # a network has at least one layer
     low, high = intersect((lower_values(rows, problem.input_set), None), relaxed.ibp_output)
     bounds = finish(low, high, relaxed.infeasible, relaxed.output_margin)

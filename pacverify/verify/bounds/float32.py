@@ -396,7 +396,9 @@ def crown_mixed(net: Network, input_set: InputSet, C=None, *, max_batch: int | N
     on the CPU)."""
     problem = prepare(net, input_set, C, None, None)
     if not _applies(net, problem.input_set, problem.C):
-        return _crown_lower(net, input_set, C, max_batch)
+        if conv32.marked(conv32.mark(net)):
+            return _conv_mixed(net, problem.input_set, problem.C, max_batch)
+        return _float64_crown(net, input_set, C, max_batch)
     return _mixed(net, problem.input_set, problem.C, max_batch)
 
 
@@ -409,16 +411,51 @@ def _mixed(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch:
     index = torch.nonzero(near).reshape(-1)
     if index.numel():
         part_C = None if C is None else (C[index] if C.dim() == 3 else C)
-        lower[index] = _crown_lower(net, input_set.select(index), part_C, max_batch).to(lower)
+        lower[index] = _float64_crown(net, input_set.select(index), part_C, max_batch).to(lower)
     return lower
 
 
-def _crown_lower(net: Network, input_set: InputSet, C, max_batch: int | None) -> torch.Tensor:
-    """The engine's CROWN's lower bounds (:func:`~pacverify.verify.bounds.crown.crown`), its convolutions pulled back
-    in float32 where :func:`.conv32.mark` allows."""
+def _conv_lower(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch: int | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CROWN's lower bounds (B, K) of ``C f(x)`` with the convolutions that :func:`.conv32.mark` marks pulled back in
+    float32, and the part of each that is the final rows' own rounding charge (B, K) (the intermediate rows' charges
+    move the bounds too, through the relaxations, and are not counted)."""
+    from pacverify.verify.bounds.common import spec_rows
+    from pacverify.verify.bounds.crown import _crown_lower_rows
+
+    marked = conv32.mark(net)
+    problem = prepare(marked, input_set, C, None, None)
+    step = max_batch or default_max_batch(marked, 2 * max(marked.relu_widths() + [spec_rows(marked, problem)]))
+
+    def one(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        charges: list[torch.Tensor] = []
+        lower = _crown_lower_rows(marked, problem.select(slice(start, start + step)), charges=charges)[0].bounds.lower
+        return lower, sum(charges, torch.zeros_like(lower)).expand_as(lower)
+
+    with ieee_float32_products():
+        parts = chunks_side_by_side(marked, range(0, problem.batch_size, step), one)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _conv_mixed(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch: int | None) -> torch.Tensor:
+    """:func:`crown_mixed` for a network with convolutions: :func:`_conv_lower`, then float64 CROWN on the points with
+    a row in ``(−RECHECK_CHARGES·charge, 0]`` (or not finite)."""
+    lower, charge = _conv_lower(net, input_set, C, max_batch)
+    lower = lower.clone()
+    near = ((lower <= 0) & (lower > -RECHECK_CHARGES * charge)).any(dim=1) | ~torch.isfinite(lower).all(dim=1)
+    index = torch.nonzero(near).reshape(-1)
+    if index.numel():
+        part_C = None if C is None else (C[index] if C.dim() == 3 else C)
+        bounds = _float64_crown(net, input_set.select(index), part_C, max_batch)
+        lower[index] = bounds.to(lower)
+    return lower
+
+
+def _float64_crown(net: Network, input_set: InputSet, C, max_batch: int | None) -> torch.Tensor:
+    """Float64 CROWN's lower bounds (the engine's :func:`~pacverify.verify.bounds.crown.crown`)."""
     from pacverify.verify.bounds.crown import crown
 
-    bounds = crown(conv32.mark(net), input_set, C, upper=False, max_batch=max_batch)
+    bounds = crown(net, input_set, C, upper=False, max_batch=max_batch)
     assert isinstance(bounds, Bounds)
     return bounds.lower
 
@@ -437,11 +474,12 @@ def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, interme
     from pacverify.verify.bounds.crown import crown
 
     problem = prepare(net, input_set, C, splits, intermediate)
-    if splits is not None or intermediate is not None or return_intermediate \
-            or not _applies(net, problem.input_set, problem.C):
+    special = splits is not None or intermediate is not None or return_intermediate
+    if special or not (_applies(net, problem.input_set, problem.C) or conv32.marked(conv32.mark(net))):
         return crown(conv32.mark(net), input_set, C, splits=splits, intermediate=intermediate, upper=upper,
                      max_batch=max_batch, return_intermediate=return_intermediate)
+    mixed = _mixed if _applies(net, problem.input_set, problem.C) else _conv_mixed
     rows = problem.C if problem.C is not None else torch.eye(net.out_features, dtype=torch.float64)
-    lower = _mixed(net, problem.input_set, rows, max_batch)
-    high = -_mixed(net, problem.input_set, -rows, max_batch) if upper else torch.full_like(lower, math.inf)
+    lower = mixed(net, problem.input_set, rows, max_batch)
+    high = -mixed(net, problem.input_set, -rows, max_batch) if upper else torch.full_like(lower, math.inf)
     return Bounds(lower, high, torch.zeros(lower.shape[0], dtype=torch.bool))

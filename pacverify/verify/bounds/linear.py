@@ -47,7 +47,7 @@ class Select:
 def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluRelaxation],
               lo_slopes: list[torch.Tensor] | None = None, *, both: bool = True,
               lagrangian: list[torch.Tensor | None] | None = None,
-              record: list[torch.Tensor] | None = None) -> Rows | None:
+              record: list[torch.Tensor] | None = None, charges: list[torch.Tensor] | None = None) -> Rows | None:
     """Rows on the output of ``layers`` → rows on their input that lower-bound them (for inputs in the set).
 
     ``start``: the rows to bound; None means every output entry (the identity), stacked as
@@ -57,7 +57,8 @@ def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluR
     (B, K, w) per ReLU added to the rows on that ReLU's input after relaxing it — β-CROWN's terms
     ``β·g(z)`` for split constraints ``g(z) <= 0``, which keep the rows lower bounds on the subdomain.
     ``record``: if a list, receives the rows' coefficients on every ReLU's output (``A`` before that ReLU
-    is relaxed), first ReLU first.
+    is relaxed), first ReLU first. ``charges``: if a list, receives the rounding charge each float32 pull through a
+    convolution took from the rows' constants (:mod:`.conv32`; one tensor of the constants' shape per pull).
     Returns None if there is nothing to pull back through (``layers`` empty: the caller bounds the
     input directly).
     """
@@ -77,7 +78,7 @@ def pull_back(layers: list, start: Rows | Select | None, relaxations: list[ReluR
             if term is not None:
                 rows = Rows(rows.A + term, rows.c, rows.owner)
         else:
-            rows = _affine(rows, layer, both, conv32.input_bound(layers, position, relaxations, k))
+            rows = _affine(rows, layer, both, conv32.input_bound(layers, position, relaxations, k), charges)
     return rows if isinstance(rows, Rows) else None
 
 
@@ -88,9 +89,10 @@ def lower_values(rows: Rows, input_set: InputSet) -> torch.Tensor:
     return input_set.linear_min(rows.A) + rows.c
 
 
-def _affine(rows, layer, both: bool, H: torch.Tensor | None = None) -> Rows:
+def _affine(rows, layer, both: bool, H: torch.Tensor | None = None, charges: list[torch.Tensor] | None = None
+            ) -> Rows:
     """Rows on a linear layer's output → rows on its input; ``H`` (B, in_features): bounds of ``|input|`` for a
-    convolution marked for float32 pulls (:mod:`.conv32`), None otherwise."""
+    convolution marked for float32 pulls (:mod:`.conv32`), None otherwise; ``charges`` as for :func:`pull_back`."""
     bias = layer.bias
     if rows is None:  # the identity on this layer's output: the layer's own rows
         sign = (1.0, -1.0) if both else (1.0,)
@@ -105,6 +107,8 @@ def _affine(rows, layer, both: bool, H: torch.Tensor | None = None) -> Rows:
     c = rows.c + (A @ bias if bias.dim() == 1 else torch.einsum("bkn,bn->bk", A, bias))
     charged = None if H is None else conv32.pull_rows(layer, A, H, rows.owner)
     if charged is not None:
+        if charges is not None:
+            charges.append(charged[1])
         return Rows(charged[0], c - charged[1], rows.owner)
     return Rows(pull_rows(layer, A), c, rows.owner)
 

@@ -95,11 +95,13 @@ def _pull_conv(rows: Patches, layer: Conv, c: torch.Tensor, magnitude: torch.Ten
     float32 product's charge where ``magnitude`` is given: :func:`through_conv`)."""
     stride = torch.tensor(layer.stride, device=rows.anchor.device)
     anchor = rows.anchor * stride - torch.tensor(layer.pads[:2], device=rows.anchor.device)
-    charged = None if magnitude is None else conv32.pull_windows(layer, rows.A, magnitude, rows.anchor, rows.owner)
+    charged = None if magnitude is None else conv32.pull_windows(layer, rows.A, magnitude)
     if charged is None:
         A = layer.pull_window(rows.A)
     else:
-        A, c = charged[0], c - charged[1]
+        A, v, kappa = charged
+        c = c - conv32.window_charge(rows.A, windows(v, rows.anchor, rows.owner, _size(rows)),
+                                     kappa.index_select(0, rows.owner))
     pulled = _fit(Patches(A, c, anchor, rows.owner, layer.in_shape))
     P, Q = _size(pulled)
     _, H, W = layer.in_shape
