@@ -29,15 +29,20 @@ def run(case: str, points: int, repeat: int, radius: float) -> dict:
     from bench_crown_ibp import boxes_and_samples
     from bench_real_teachers import CASES, _export
 
-    from pacverify.network import Conv
+    from pacverify.network import Block, Conv
     from pacverify.onnx_io import load_network
     from pacverify.verify.bounds import conv32, crown, crown_f32
 
     name, build = CASES[case]
     model, shape = build()
     net = load_network(_export(model, shape), native_conv_entries=0)   # every convolution native
-    marked = sum(isinstance(layer, Conv) and layer.float32_products for layer in conv32.mark(net).layers)
-    convs = sum(isinstance(layer, Conv) for layer in net.layers)
+    def convolutions(network) -> list[Conv]:
+        return [op for layer in network.layers
+                for op in ([t.op for part in layer.parts for t in part] if isinstance(layer, Block) else [layer])
+                if isinstance(op, Conv)]
+
+    marked = sum(op.float32_products for op in convolutions(conv32.mark(net)))
+    convs = len(convolutions(net))
     s, C, values = boxes_and_samples(net, points, radius)
     routines = {"crown": crown, "crown-f32": crown_f32}
     for routine in routines.values():

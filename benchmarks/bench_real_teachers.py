@@ -103,6 +103,8 @@ CASES = {
     "convbig-small": ("ConvBig at 14×14, 8/16 channels, 128 hidden", _seeded(lambda: convbig((8, 16), 128, 14))),
     "resnet8-small": ("ResNet8-shaped (1 block per stage) at 8×8, 4/8/16 channels",
                       _seeded(lambda: resnet(1, (4, 8, 16), 8))),
+    "resnet8-16": ("ResNet8-shaped (1 block per stage) at 16×16, 16/32/64 channels",
+                   _seeded(lambda: resnet(1, (16, 32, 64), 16))),
 }
 
 AUTO_LIRPA = r'''

@@ -8,18 +8,30 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 from helpers_nets import exact_range_milp, sample_in_set
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_native_conv import FORMS, _conv_net, _tiny_conv_net
+from test_native_blocks import _native
+from test_native_conv import FORMS, _conv, _conv_net, _tiny_conv_net
 
-from pacverify.network import Affine, Conv, Network, Relu
+from pacverify.network import Affine, Block, Conv, Network, Relu, Term
 from pacverify.verify.bounds import conv32, crown, crown_f32, ibp
 from pacverify.verify.output_rows import margin_rows
 from pacverify.verify.sets import perturbation_set
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mark_small_convolutions():
+    """The networks here are small: crown_f32 marks their convolutions whatever their size (conv32.MIN_WORK is a
+    speed threshold only), so that the float32 pulls are what is tested."""
+    before = conv32.MIN_WORK
+    conv32.MIN_WORK = 0
+    yield
+    conv32.MIN_WORK = before
 
 
 def _flags(net: Network) -> list[bool]:
@@ -28,16 +40,16 @@ def _flags(net: Network) -> list[bool]:
 
 def test_mark_chooses_convolutions_that_follow_a_relu_and_keeps_the_function():
     net = _conv_net(0)
-    marked = conv32.mark(net)
+    marked = conv32.mark(net, min_work=0)
     assert _flags(marked) == [False, False, True, False, True, False, False]   # not the first layer, not the head
     x = torch.rand(3, net.in_features, generator=torch.Generator().manual_seed(0), dtype=F64)
     assert torch.equal(marked(x), net(x))
     as32 = net.to(dtype=torch.float32)
-    assert conv32.mark(as32) is as32 and not any(_flags(as32))   # float64 networks only
+    assert conv32.mark(as32, min_work=0) is as32 and not any(_flags(as32))   # float64 networks only
     huge = dataclasses.replace(net.layers[2], kernel=net.layers[2].kernel * 2.0 ** 70)
-    assert _flags(conv32.mark(dataclasses.replace(net, layers=net.layers[:2] + (huge,) + net.layers[3:])))[2] is False
+    assert _flags(conv32.mark(dataclasses.replace(net, layers=net.layers[:2] + (huge,) + net.layers[3:]), min_work=0))[2] is False
     dense = net.dense()
-    assert conv32.mark(dense) is dense
+    assert conv32.mark(dense, min_work=0) is dense
 
 
 @settings(max_examples=20, deadline=None)
@@ -51,7 +63,7 @@ def test_sampled_outputs_never_leave_the_float32_pull_bounds(seed, form, norm, r
     center = torch.rand(2, net.in_features, generator=gen, dtype=F64)
     s = perturbation_set(center, radius, norm, (0.0, 1.0) if clip else None)
     C = margin_rows(net(center).argmax(1), 3)
-    marked = conv32.mark(net)
+    marked = conv32.mark(net, min_work=0)
     assert any(_flags(marked))
     bounds, reference, interval = crown(marked, s, C), crown(net, s, C), ibp(marked, s, C)
     points = sample_in_set(s, 100, seed)
@@ -70,7 +82,7 @@ def test_sampled_outputs_never_leave_the_float32_pull_bounds(seed, form, norm, r
 @given(seed=st.integers(0, 2**16))
 def test_the_exact_range_of_a_tiny_conv_net_lies_within_the_float32_pull_bounds(seed):
     net = _tiny_conv_net(seed)
-    marked = conv32.mark(net)
+    marked = conv32.mark(net, min_work=0)
     assert _flags(marked)[2]
     center = torch.rand(1, 9, generator=torch.Generator().manual_seed(seed), dtype=F64)
     s = perturbation_set(center, 0.4, "inf")
@@ -92,7 +104,7 @@ def _exact_and_bound(net: Network, low: float, high: float) -> tuple[float, floa
     """(the exact minimum of the output over x in [low, high] (linear in relu(x) ≥ 0: at an end), the marked
     network's CROWN lower bound, the value of the float32 product alone at the end that is the minimum)."""
     s = perturbation_set(torch.tensor([[(low + high) / 2]], dtype=F64), (high - low) / 2, "inf")
-    marked = conv32.mark(net)
+    marked = conv32.mark(net, min_work=0)
     assert _flags(marked)[2]
     ends = torch.tensor([[low], [high]], dtype=F64)
     exact = float(net(ends).min())
@@ -123,11 +135,11 @@ def test_a_float32_product_that_overflows_is_pulled_in_float64():
     """Rows of magnitude 1e36 times a kernel of 1e5 overflow float32: pull_rows declines, and the bound is float64
     CROWN's (up to the margins' slack)."""
     net = _two_channel_net((1e5, 2e5), head=(1e36, -1e36))
-    conv = conv32.mark(net).layers[2]
+    conv = conv32.mark(net, min_work=0).layers[2]
     H = torch.ones(1, 1, dtype=F64)
     assert conv32.pull_rows(conv, torch.tensor([[1e36, -1e36]], dtype=F64), H, None) is None
     s = perturbation_set(torch.tensor([[1.0]], dtype=F64), 0.5, "inf")
-    bound, reference = crown(conv32.mark(net), s).lower, crown(net, s).lower
+    bound, reference = crown(conv32.mark(net, min_work=0), s).lower, crown(net, s).lower
     assert bool(torch.isfinite(bound).all())
     assert torch.allclose(bound, reference, rtol=1e-12)
     assert float(bound[0, 0]) <= float(net(torch.tensor([[1.5]], dtype=F64))[0, 0])
@@ -153,9 +165,9 @@ def test_the_rows_of_a_convolutions_neurons_are_charged_too():
     first = Affine(torch.ones(1, 1, dtype=F64), torch.zeros(1, dtype=F64))
     conv = Conv(torch.full((1, 1, 1, 1), 1e-50, dtype=F64), torch.full((1,), -1e-50, dtype=F64), (1, 1, 1))
     net = Network((first, Relu(), conv, Relu(), Affine(torch.ones(1, 1, dtype=F64), torch.zeros(1, dtype=F64))), (1,))
-    assert _flags(conv32.mark(net))[2]
+    assert _flags(conv32.mark(net, min_work=0))[2]
     s = perturbation_set(torch.tensor([[1.25]], dtype=F64), 0.75, "inf")
-    bounds = crown(conv32.mark(net), s)
+    bounds = crown(conv32.mark(net, min_work=0), s)
     assert not bool(bounds.infeasible.any())
     assert float(bounds.lower[0, 0]) <= 0.0 and float(bounds.upper[0, 0]) >= 1e-50
 
@@ -167,7 +179,6 @@ def test_terms_bounds_the_products_of_every_entry_of_the_transposed_convolution(
     for form in FORMS + [((3, 9, 9), 4, (4, 4), (2, 2), (1, 1, 1, 1), (1, 1), 1),
                          ((2, 11, 11), 2, (3, 3), (2, 2), (2, 2, 2, 2), (2, 2), 1),
                          ((2, 11, 11), 2, (3, 3), (3, 3), (0, 0, 0, 0), (2, 2), 2)]:
-        from test_native_conv import _conv
         layer = _conv(*form, gen=torch.Generator().manual_seed(0))
         most = int((layer.dense_weight() != 0).sum(0).max())
         assert most <= conv32.terms(layer), form
@@ -188,3 +199,49 @@ def test_crown_f32_rechecks_in_float64_the_points_its_charges_leave_near_zero():
     assert float(fast[0, 0]) < 0 < exact and float(fast[0, 0]) > -RECHECK_CHARGES * float(charge[0, 0])
     assert float(crown(net, s).lower[0, 0]) > 0
     assert 0 < float(crown_f32(net, s).lower[0, 0]) <= exact
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), index=st.sampled_from([0, 1]), norm=st.sampled_from(["2", "inf"]),
+       radius=st.floats(0.02, 0.6), clip=st.booleans())
+def test_residual_blocks_convolutions_are_pulled_in_float32_soundly(seed, index, norm, radius, clip):
+    """The convolutions inside residual Blocks (ResNet's block types at toy size, read from ONNX) are marked when a
+    ReLU precedes the Block; sampled points never leave the marked network's bounds, which stay within 1e-4 of float64
+    CROWN's."""
+    net = _native(index)
+    marked = conv32.mark(net, min_work=0)
+    blocks = [layer for layer in marked.layers if isinstance(layer, Block)]
+    assert blocks and all(conv32.is_marked(block) for block in blocks)
+    center = torch.rand(2, net.in_features, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    s = perturbation_set(center, radius, norm, (0.0, 1.0) if clip else None)
+    C = margin_rows(net(center).argmax(1), 3)
+    bounds, reference = crown(marked, s, C), crown(net, s, C)
+    points = sample_in_set(s, 100, seed)
+    values = torch.einsum("bko,pbo->pbk", C, net(points.reshape(-1, net.in_features)).reshape(100, 2, -1))
+    assert (values >= bounds.lower).all() and (values <= bounds.upper).all()
+    assert ((reference.lower - bounds.lower).abs() <= 1e-4 * (1 + reference.lower.abs())).all()
+
+
+def test_a_block_whose_kernel_float32_rounds_is_charged():
+    """A Block [conv(h₁) − (1 + 2^-28)·conv'(h₂)] as one part after h = relu((x, x)), x in [0.5, 2], then the identity:
+    exact minimum −2^-28·2; the float32 product alone says 0; charged, the bound lies below the exact minimum."""
+    first = Affine(torch.ones(2, 1, dtype=F64), torch.zeros(2, dtype=F64))
+    one = Conv(torch.ones(1, 1, 1, 1, dtype=F64), torch.zeros(1, dtype=F64), (1, 1, 1))
+    more = Conv(torch.full((1, 1, 1, 1), -(1.0 + 2.0 ** -28), dtype=F64), torch.zeros(1, dtype=F64), (1, 1, 1))
+    block = Block(((Term(0, one), Term(1, more)),), torch.zeros(1, dtype=F64), 2)
+    net = Network((first, Relu(), block, Affine(torch.ones(1, 1, dtype=F64), torch.zeros(1, dtype=F64))), (1,))
+    marked = conv32.mark(net, min_work=0)
+    assert conv32.is_marked(marked.layers[2])
+    s = perturbation_set(torch.tensor([[1.25]], dtype=F64), 0.75, "inf")
+    exact = -(2.0 ** -28) * 2.0
+    assert float(net(torch.tensor([[2.0]], dtype=F64))[0, 0]) == exact
+    row32 = sum(float(t.op.pull(torch.ones(1, 1, dtype=torch.float32), t.op.kernel.to(torch.float32))[0, 0])
+                for t in block.parts[0])
+    assert row32 == 0.0   # the float32 product alone: 0·h
+    assert float(crown(marked, s).lower[0, 0]) <= exact
+
+
+def test_mark_leaves_convolutions_too_small_to_pay_in_float64():
+    net = _conv_net(0)
+    assert any(_flags(conv32.mark(net, min_work=0)))
+    assert conv32.mark(net, min_work=10 ** 9) is net

@@ -245,7 +245,9 @@ def rounding_margins(net: Network, input_set: InputSet, C: torch.Tensor | None) 
         output, gain = C.abs() @ magnitude, C.abs() @ live
     output, gain = (output.unsqueeze(0), gain.unsqueeze(0)) if output.dim() == 1 else (output, gain)
     final = margin(output, gain, q.max() * gain + (length + floor), p.max() * gain + radius)
-    if any(isinstance(layer, Conv) and layer.float32_products for layer in net.layers):
+    if any(isinstance(op, Conv) and op.float32_products
+           for layer in net.layers for op in ([t.op for part in layer.parts for t in part]
+                                              if isinstance(layer, Block) else [layer])):
         return Margins([m * FLOAT32_PULL_SLACK for m in relu], final * FLOAT32_PULL_SLACK)
     return Margins(relu, final)
 

@@ -10,7 +10,9 @@ They stay sound for the float64 network by the Lagrangian view of :mod:`.float32
 for any ``q ≥ Σ_j |μ_j − μ̃_j|·H_j``, W̃ the float32 kernel. So the pass may carry on with ``μ̃`` (the float32 product,
 widened to float64 exactly) and the constant lowered by ``q``: whatever it does later, its rows stay lower bounds.
 Here h is the output of the ReLU before the convolution, so ``H = max(u, 0)`` from that ReLU's sound pre-activation
-bounds ``[l, u]`` (a convolution that no ReLU precedes is pulled in float64).
+bounds ``[l, u]`` (a convolution that no ReLU precedes is pulled in float64). The convolution terms of a
+:class:`~pacverify.network.Block` after a ReLU are pulled the same way, each on its slice of H; a row's charges over a
+Block's terms add up (:func:`pull_block`).
 
 The bound on ``|μ − μ̃|`` (Higham, *Accuracy and Stability of Numerical Algorithms*, Thm 3.5, for a sum of n products
 in any order; u = 2^-24; η = 2^-150, half float32's smallest subnormal, for underflow; D = |W − W̃|, exact in float64;
@@ -39,7 +41,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pacverify.network import Conv, Network, Relu, sums_of_products
+from pacverify.network import Block, Conv, Network, Relu, Term, sums_of_products
 from pacverify.verify.bounds.common import FLOAT32_PULL_SLACK, ieee_float32_products
 
 U32 = 2.0 ** -24
@@ -48,6 +50,11 @@ SLOP64 = 1 + 2.0 ** -30
 MARGIN_SLACK = FLOAT32_PULL_SLACK
 FLOAT32_RANGE = 2.0 ** 60      # kernels above this magnitude stay float64
 MAX_TERMS = 2 ** 22            # sums longer than this stay float64 (SLOP64 covers float64's γ_m below it)
+# products per row pulled below which a convolution stays float64 (a speed threshold, set from two measurements):
+# ResNet8 at 8×8 with 4-16 channels ran 0.88x float64 with its convolutions (9,216 products each) in float32; the
+# 14×14 ConvBig ran 1.17x with its three (12,544, 112,896 and 9,216), 1.22x with the first two, 0.96x with the second
+# alone (benchmarks/bench_conv32.py)
+MIN_WORK = 10_000
 
 
 def gamma(n: int) -> float:
@@ -64,34 +71,55 @@ def terms(layer: Conv) -> int:
     return c_out // layer.groups * taps[0] * taps[1]
 
 
-def mark(net: Network) -> Network:
+def mark(net: Network, min_work: int | None = None) -> Network:
     """The same network with its convolutions marked for float32 pulls (``Conv.float32_products``) where the charges
-    above apply: a float64 network on the CPU, a convolution right after a ReLU, a finite kernel within float32's
-    range, sums of fewer than :data:`MAX_TERMS` terms, and the margins' slack not exceeded. The network computes the
-    same function; only the bound routines read the mark."""
+    above apply: a float64 network on the CPU, a convolution (or a :class:`Block`'s convolution terms) right after a
+    ReLU, a finite kernel within float32's range, sums of fewer than :data:`MAX_TERMS` terms, and the margins' slack
+    not exceeded; and where float32 pays: at least ``min_work`` (default :data:`MIN_WORK`) products per row pulled
+    (out_features × :func:`terms`; below it the charges' few extra calls cost more than float32 saves). The network
+    computes the same function; only the bound routines read the mark."""
     if net.dtype != torch.float64 or net.device.type != "cpu":
         return net
+    least = MIN_WORK if min_work is None else min_work
     growth = 1.0
+
+    def marked_conv(op):
+        nonlocal growth
+        if not isinstance(op, Conv):
+            return op
+        n = terms(op)
+        step = 1 + 4 * gamma(n + 2)
+        if n * op.out_features < least or n + 2 >= MAX_TERMS or op.in_features >= MAX_TERMS or op.out_features >= MAX_TERMS \
+                or growth * step > MARGIN_SLACK or not bool(torch.isfinite(op.kernel).all()) \
+                or float(op.kernel.abs().max()) > FLOAT32_RANGE:
+            return op
+        growth *= step
+        return dataclasses.replace(op, float32_products=True)
+
     layers = list(net.layers)
     for i, layer in enumerate(layers):
-        if not isinstance(layer, Conv) or i == 0 or not isinstance(layers[i - 1], Relu):
+        if i == 0 or not isinstance(layers[i - 1], Relu):
             continue
-        n = terms(layer)
-        step = 1 + 4 * gamma(n + 2)
-        if n + 2 >= MAX_TERMS or layer.in_features >= MAX_TERMS or layer.out_features >= MAX_TERMS \
-                or growth * step > MARGIN_SLACK or not bool(torch.isfinite(layer.kernel).all()) \
-                or float(layer.kernel.abs().max()) > FLOAT32_RANGE:
-            continue
-        growth *= step
-        layers[i] = dataclasses.replace(layer, float32_products=True)
+        if isinstance(layer, Conv):
+            layers[i] = marked_conv(layer)
+        elif isinstance(layer, Block):
+            layers[i] = Block(tuple(tuple(Term(t.start, marked_conv(t.op)) for t in part) for part in layer.parts),
+                              layer.bias, layer.in_features)
     if growth == 1.0:
         return net
     return dataclasses.replace(net, layers=tuple(layers))
 
 
+def is_marked(layer) -> bool:
+    """Whether ``layer`` (a convolution, or a Block through its terms) is pulled back in float32."""
+    if isinstance(layer, Block):
+        return any(is_marked(term.op) for part in layer.parts for term in part)
+    return isinstance(layer, Conv) and layer.float32_products
+
+
 def marked(net: Network) -> bool:
     """Whether some layer of ``net`` is pulled back in float32 (the margins then take :data:`MARGIN_SLACK`)."""
-    return any(isinstance(layer, Conv) and layer.float32_products for layer in net.layers)
+    return any(is_marked(layer) for layer in net.layers)
 
 
 def _prepare(layer: Conv, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -171,8 +199,29 @@ def input_bound(layers: list, position: int, relaxations: list, k: int) -> torch
     """``H`` (B, in_features) for the marked convolution ``layers[position]`` whose input is the ReLU whose relaxation
     is ``relaxations[k − 1]`` (``k`` ReLUs before it): ``max(u, 0)``; None when the layer is not marked or no ReLU
     comes right before it."""
-    layer = layers[position]
-    if not (isinstance(layer, Conv) and layer.float32_products) or position == 0 or k == 0 \
-            or not isinstance(layers[position - 1], Relu):
+    if not is_marked(layers[position]) or position == 0 or k == 0 or not isinstance(layers[position - 1], Relu):
         return None
     return relaxations[k - 1].upper.clamp(min=0)
+
+
+def pull_block(block: Block, A: torch.Tensor, H: torch.Tensor, owner: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A W, q)`` for a Block whose convolution terms are marked, rows as for :func:`pull_rows`: each marked term's
+    rows pulled in float32 and charged (:func:`pull_rows` on the term's slice of ``H``; the charges of a row add up,
+    its terms being maps of its rows λ_p on the part they feed), the other terms as :meth:`Block.pull`."""
+    out = A.new_zeros(*A.shape[:-1], block.in_features)
+    q: torch.Tensor | None = None
+    for part, rows in zip(block.parts, A.split(block.widths, dim=-1), strict=True):
+        for term in part:
+            op = term.op
+            charged = pull_rows(op, rows, H[:, term.start:term.stop], owner) \
+                if isinstance(op, Conv) and op.float32_products else None
+            if charged is None:
+                out[..., term.start:term.stop] += term.op.pull(rows)
+            else:
+                out[..., term.start:term.stop] += charged[0]
+                q = charged[1] if q is None else q + charged[1]
+    if q is None:
+        q = torch.zeros(A.shape[:-1] if A.dim() != 2 or owner is not None else (H.shape[0], A.shape[0]),
+                        dtype=A.dtype, device=A.device)
+    return out, q

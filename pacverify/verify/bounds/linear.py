@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pacverify.network import NATIVE, Relu
+from pacverify.network import NATIVE, Block, Relu
 from pacverify.verify.bounds import conv32
 from pacverify.verify.bounds.common import pull_rows
 from pacverify.verify.bounds.relax import ReluRelaxation, relu_backward_lower
@@ -105,7 +105,8 @@ def _affine(rows, layer, both: bool, H: torch.Tensor | None = None, charges: lis
         return Rows(layer.weight[rows.neuron] * rows.sign[:, None], bias[rows.neuron] * rows.sign, rows.owner)
     A = rows.A
     c = rows.c + (A @ bias if bias.dim() == 1 else torch.einsum("bkn,bn->bk", A, bias))
-    charged = None if H is None else conv32.pull_rows(layer, A, H, rows.owner)
+    charged = None if H is None else (conv32.pull_block(layer, A, H, rows.owner) if isinstance(layer, Block)
+                                      else conv32.pull_rows(layer, A, H, rows.owner))
     if charged is not None:
         if charges is not None:
             charges.append(charged[1])

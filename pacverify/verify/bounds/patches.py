@@ -228,7 +228,8 @@ def _through_linear(rows: Pieces, layer, H: torch.Tensor | None = None) -> Piece
         c = piece.c + _bias_term(piece, layer.bias[start:start + int(np.prod(piece.grid))])
         for term in layer.parts[index]:
             if isinstance(term.op, Conv) and term.op.out_shape == piece.grid:
-                pulled = _pull_conv(piece, term.op, c)
+                pulled = _pull_conv(piece, term.op, c, None if H is None or not conv32.is_marked(term.op)
+                                    else H[:, term.start:term.stop])
             elif isinstance(term.op, Scale):
                 pulled = dataclasses.replace(_scaled(piece, term.op.scale), c=c)
             else:
