@@ -29,7 +29,7 @@ def run(case: str, points: int, repeat: int, radius: float) -> dict:
     from bench_crown_ibp import boxes_and_samples
     from bench_real_teachers import CASES, _export
 
-    from pacverify.network import Block, Conv
+    from pacverify.network import Conv, maps_of
     from pacverify.onnx_io import load_network
     from pacverify.verify.bounds import conv32, crown, crown_f32
 
@@ -37,9 +37,7 @@ def run(case: str, points: int, repeat: int, radius: float) -> dict:
     model, shape = build()
     net = load_network(_export(model, shape), native_conv_entries=0)   # every convolution native
     def convolutions(network) -> list[Conv]:
-        return [op for layer in network.layers
-                for op in ([t.op for part in layer.parts for t in part] if isinstance(layer, Block) else [layer])
-                if isinstance(op, Conv)]
+        return [op for layer in network.layers for op in maps_of(layer) if isinstance(op, Conv)]
 
     marked = sum(op.float32_products for op in convolutions(conv32.mark(net)))
     convs = len(convolutions(net))

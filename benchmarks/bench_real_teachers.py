@@ -151,7 +151,7 @@ def run_one(case: str, points: int, workdir: str, native: bool) -> dict:
     import torch
 
     from pacverify.errors import InputError
-    from pacverify.network import Affine, Block, Conv, Term
+    from pacverify.network import Affine, Block, Conv, maps_of
     from pacverify.onnx_io import load_network, onnx_input
     from pacverify.verify.bounds import crown, crown_f32
     from pacverify.verify.output_rows import margin_rows
@@ -170,8 +170,7 @@ def run_one(case: str, points: int, workdir: str, native: bool) -> dict:
     except InputError as exc:
         row.update(read="no", why=str(exc).splitlines()[0][:200], read_s=time.perf_counter() - start)
         return row
-    maps = [term.op for layer in net.affine_layers() for part in getattr(layer, "parts", ((Term(0, layer),),))
-            for term in part]
+    maps = [op for layer in net.affine_layers() for op in maps_of(layer)]
     row.update(read="yes", read_s=time.perf_counter() - start, layers=len(net.layers),
                blocks=sum(isinstance(layer, Block) for layer in net.layers),
                native_convs=sum(isinstance(op, Conv) for op in maps), relus=sum(net.relu_widths()),

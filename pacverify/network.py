@@ -145,12 +145,15 @@ class Conv:
                            self.groups)
         return out.reshape(*lead, self.out_features)
 
-    def pull_window(self, A: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+    def pull_window(self, A: torch.Tensor, kernel: torch.Tensor | None = None, crop: tuple[int, int] = (0, 0),
+                    extend: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """Coefficients A (N, C_out, P, Q) on a window of output positions → the coefficients they put on the
         window of padded-input positions the kernel reaches from it, (N, C_in, (P−1)·s + d·(k−1) + 1, ...): the
-        transposed convolution, whose top-left entry is padded-input position ``stride ×`` the window's."""
+        transposed convolution, whose top-left entry is padded-input position ``stride ×`` the window's. ``crop``
+        rows and columns are dropped on each side and ``extend`` (< stride) added at the bottom and right
+        (conv_transpose2d's padding and output_padding)."""
         with sums_of_products():
-            return F.conv_transpose2d(A, self.kernel if kernel is None else kernel, None, self.stride, 0, 0,
+            return F.conv_transpose2d(A, self.kernel if kernel is None else kernel, None, self.stride, crop, extend,
                                       self.groups, self.dilation)
 
     def pull(self, A: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,11 +166,8 @@ class Conv:
             # (< stride) adds the last rows and columns no kernel reaches, so no padded copy is made and cut
             reached = [(n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(
                 self.out_shape[1:], self.stride, self.dilation, self.kernel.shape[2:], strict=True)]
-            with sums_of_products():
-                image = F.conv_transpose2d(A.reshape(-1, *self.out_shape), self.kernel if kernel is None else kernel,
-                                           None, self.stride, (top, left),
-                                           (padded[0] - reached[0], padded[1] - reached[1]), self.groups,
-                                           self.dilation)
+            image = self.pull_window(A.reshape(-1, *self.out_shape), kernel, (top, left),
+                                     (padded[0] - reached[0], padded[1] - reached[1]))
             return image.reshape(*lead, self.in_features)
         image = self.pull_window(A.reshape(-1, *self.out_shape), kernel)
         # entries the kernel never reaches at the bottom or right (a stride that does not divide) get no rows
@@ -277,6 +277,11 @@ class Block:
             raise ValueError(f"Block: bias {tuple(self.bias.shape)} does not fit {self.out_features} outputs")
 
     @property
+    def maps(self) -> list["Affine | Conv | Scale"]:
+        """The maps of its terms, part by part."""
+        return [term.op for part in self.parts for term in part]
+
+    @property
     def widths(self) -> list[int]:
         """The output width of each part."""
         return [part[0].op.out_features for part in self.parts]
@@ -345,6 +350,11 @@ class Relu:
 Layer = Affine | Conv | Block | Relu
 LINEAR = (Affine, Conv, Block)
 NATIVE = (Conv, Block)  # linear layers kept as their maps, not as dense matrices
+
+
+def maps_of(layer) -> list:
+    """The linear maps a layer is made of: a :class:`Block`'s terms' maps, the layer itself otherwise."""
+    return layer.maps if isinstance(layer, Block) else [layer]
 
 
 @dataclass(frozen=True)

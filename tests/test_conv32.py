@@ -194,7 +194,7 @@ def test_crown_f32_rechecks_in_float64_the_points_its_charges_leave_near_zero():
 
     net = _two_channel_net((1.0 + 2.0 ** -20, 1.0))
     s = perturbation_set(torch.tensor([[1.25]], dtype=F64), 0.75, "inf")
-    fast, charge = _conv_lower(net, s, None, None)
+    fast, charge = _conv_lower(conv32.mark(net, min_work=0), s, None, None)
     exact = 2.0 ** -20 * 0.5
     assert float(fast[0, 0]) < 0 < exact and float(fast[0, 0]) > -RECHECK_CHARGES * float(charge[0, 0])
     assert float(crown(net, s).lower[0, 0]) > 0
@@ -245,3 +245,28 @@ def test_mark_leaves_convolutions_too_small_to_pay_in_float64():
     net = _conv_net(0)
     assert any(_flags(conv32.mark(net, min_work=0)))
     assert conv32.mark(net, min_work=10 ** 9) is net
+
+
+def test_marked_networks_take_the_margins_slack_and_mark_keeps_within_it():
+    """rounding_margins of a marked network are the unmarked network's times FLOAT32_PULL_SLACK (the premise of the
+    float64 parts of the pass), and mark stops marking before Π(1 + 4γ_{n+2}) would exceed it: a 1×1 convolution to
+    25,000 channels (4γ ≈ 0.006) is marked, a second one after it is not, one to 50,000 channels (≈ 0.012) never."""
+    from pacverify.verify.bounds.common import FLOAT32_PULL_SLACK, rounding_margins
+
+    net = _conv_net(0)
+    s = perturbation_set(torch.rand(2, net.in_features, generator=torch.Generator().manual_seed(0), dtype=F64), 0.1,
+                         "inf")
+    plain, slack = rounding_margins(net, s, None), rounding_margins(conv32.mark(net, min_work=0), s, None)
+    assert torch.equal(slack.output, plain.output * FLOAT32_PULL_SLACK)
+    assert all(torch.equal(a, b * FLOAT32_PULL_SLACK) for a, b in zip(slack.relu, plain.relu, strict=True))
+
+    def wide(channels: int, c_in: int) -> Conv:
+        return Conv(torch.full((channels, c_in, 1, 1), 1e-3, dtype=F64), torch.zeros(channels, dtype=F64),
+                    (c_in, 1, 1))
+
+    first = Affine(torch.ones(1, 1, dtype=F64), torch.zeros(1, dtype=F64))
+    squeeze = Affine(torch.ones(1, 25_000, dtype=F64), torch.zeros(1, dtype=F64))
+    two = Network((first, Relu(), wide(25_000, 1), Relu(), squeeze, Relu(), wide(25_000, 1)), (1,))
+    assert _flags(conv32.mark(two, min_work=0)) == [False, False, True, False, False, False, False]
+    one = Network((first, Relu(), wide(50_000, 1)), (1,))
+    assert conv32.mark(one, min_work=0) is one

@@ -36,7 +36,7 @@ def layer_macs(layer) -> int:
     if isinstance(layer, Scale):
         return layer.in_features
     if isinstance(layer, Block):
-        return sum(layer_macs(term.op) for part in layer.parts for term in part)
+        return sum(layer_macs(op) for op in layer.maps)
     raise TypeError(f"no work model for a {type(layer).__name__} layer")
 
 

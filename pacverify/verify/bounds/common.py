@@ -42,7 +42,7 @@ from typing import Callable, TypeVar, overload
 import torch
 
 from pacverify.errors import InputError
-from pacverify.network import LINEAR, NATIVE, Affine, Block, Conv, Network
+from pacverify.network import LINEAR, NATIVE, Affine, Block, Conv, Network, maps_of
 from pacverify.verify.bounds.types import Bounds, OutputRowsAffine, PropagationResult
 from pacverify.verify.output_rows import check_output_rows
 from pacverify.verify.sets import Box, InputSet, L2Ball, batched_matvec
@@ -190,6 +190,16 @@ class Margins:
 FLOAT32_PULL_SLACK = 1.01
 
 
+def is_marked(layer) -> bool:
+    """Whether ``layer`` (a convolution, or a Block through its terms) is pulled back in float32 (:mod:`.conv32`)."""
+    return any(isinstance(op, Conv) and op.float32_products for op in maps_of(layer))
+
+
+def marked(net: Network) -> bool:
+    """Whether some layer of ``net`` is pulled back in float32 (the margins then take :data:`FLOAT32_PULL_SLACK`)."""
+    return any(is_marked(layer) for layer in net.layers)
+
+
 def rounding_margins(net: Network, input_set: InputSet, C: torch.Tensor | None) -> Margins:
     """First-order floating-point error bounds for every bound a propagation computes (module docstring).
 
@@ -245,9 +255,7 @@ def rounding_margins(net: Network, input_set: InputSet, C: torch.Tensor | None) 
         output, gain = C.abs() @ magnitude, C.abs() @ live
     output, gain = (output.unsqueeze(0), gain.unsqueeze(0)) if output.dim() == 1 else (output, gain)
     final = margin(output, gain, q.max() * gain + (length + floor), p.max() * gain + radius)
-    if any(isinstance(op, Conv) and op.float32_products
-           for layer in net.layers for op in ([t.op for part in layer.parts for t in part]
-                                              if isinstance(layer, Block) else [layer])):
+    if marked(net):
         return Margins([m * FLOAT32_PULL_SLACK for m in relu], final * FLOAT32_PULL_SLACK)
     return Margins(relu, final)
 

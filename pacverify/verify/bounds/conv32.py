@@ -29,8 +29,8 @@ and is computed in float64, so each is enlarged by ``1 + 2^-30`` (≥ γ_m of fl
 A float32 product that overflows (an entry not finite) is recomputed in float64, uncharged.
 
 The float64 parts of the pass keep the engine's a-priori rounding margins (:func:`~.common.rounding_margins`),
-enlarged by :data:`MARGIN_SLACK`: those margins bound each float64 operation's error by the magnitudes of the
-network run with ``|W|``, which the float32 rows exceed by at most ``Π(1 + 4γ_{n+2}) ≤ MARGIN_SLACK`` over the
+enlarged by :data:`FLOAT32_PULL_SLACK`: those margins bound each float64 operation's error by the magnitudes of the
+network run with ``|W|``, which the float32 rows exceed by at most ``Π(1 + 4γ_{n+2}) ≤ FLOAT32_PULL_SLACK`` over the
 marked convolutions (:func:`mark` marks no more than that).
 """
 from __future__ import annotations
@@ -39,15 +39,16 @@ import dataclasses
 import math
 
 import torch
-import torch.nn.functional as F
 
-from pacverify.network import Block, Conv, Network, Relu, Term, sums_of_products
-from pacverify.verify.bounds.common import FLOAT32_PULL_SLACK, ieee_float32_products
+from pacverify.network import Block, Conv, Network, Relu, Term
+from pacverify.verify.bounds.common import FLOAT32_PULL_SLACK, ieee_float32_products, is_marked, marked
+
+__all__ = ["FLOAT32_PULL_SLACK", "MIN_WORK", "input_bound", "is_marked", "mark", "marked", "pull_block", "pull_rows",
+           "pull_windows", "terms", "window_charge"]
 
 U32 = 2.0 ** -24
 ETA = 2.0 ** -150
 SLOP64 = 1 + 2.0 ** -30
-MARGIN_SLACK = FLOAT32_PULL_SLACK
 FLOAT32_RANGE = 2.0 ** 60      # kernels above this magnitude stay float64
 MAX_TERMS = 2 ** 22            # sums longer than this stay float64 (SLOP64 covers float64's γ_m below it)
 # products per row pulled below which a convolution stays float64 (a speed threshold, set from two measurements):
@@ -89,8 +90,8 @@ def mark(net: Network, min_work: int | None = None) -> Network:
             return op
         n = terms(op)
         step = 1 + 4 * gamma(n + 2)
-        if n * op.out_features < least or n + 2 >= MAX_TERMS or op.in_features >= MAX_TERMS or op.out_features >= MAX_TERMS \
-                or growth * step > MARGIN_SLACK or not bool(torch.isfinite(op.kernel).all()) \
+        if n * op.out_features < least or max(n + 2, op.in_features, op.out_features) >= MAX_TERMS \
+                or growth * step > FLOAT32_PULL_SLACK or not bool(torch.isfinite(op.kernel).all()) \
                 or float(op.kernel.abs().max()) > FLOAT32_RANGE:
             return op
         growth *= step
@@ -108,18 +109,6 @@ def mark(net: Network, min_work: int | None = None) -> Network:
     if growth == 1.0:
         return net
     return dataclasses.replace(net, layers=tuple(layers))
-
-
-def is_marked(layer) -> bool:
-    """Whether ``layer`` (a convolution, or a Block through its terms) is pulled back in float32."""
-    if isinstance(layer, Block):
-        return any(is_marked(term.op) for part in layer.parts for term in part)
-    return isinstance(layer, Conv) and layer.float32_products
-
-
-def marked(net: Network) -> bool:
-    """Whether some layer of ``net`` is pulled back in float32 (the margins then take :data:`MARGIN_SLACK`)."""
-    return any(is_marked(layer) for layer in net.layers)
 
 
 def _prepare(layer: Conv, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -156,7 +145,7 @@ def pull_rows(layer: Conv, A: torch.Tensor, H: torch.Tensor, owner: torch.Tensor
     if prepared is None:
         return None
     kernel32, v, kappa = prepared
-    with sums_of_products(), ieee_float32_products():
+    with ieee_float32_products():      # Conv.pull runs as sums of products (network.sums_of_products)
         pulled = _finite32(layer.pull(A.to(torch.float32), kernel32))
     if pulled is None:
         return None
@@ -181,9 +170,8 @@ def pull_windows(layer: Conv, A: torch.Tensor, H: torch.Tensor
     if prepared is None:
         return None
     kernel32, v, kappa = prepared
-    with sums_of_products(), ieee_float32_products():
-        pulled = _finite32(F.conv_transpose2d(A.to(torch.float32), kernel32, None, layer.stride, 0, 0, layer.groups,
-                                              layer.dilation))
+    with ieee_float32_products():
+        pulled = _finite32(layer.pull_window(A.to(torch.float32), kernel32))
     if pulled is None:
         return None
     return pulled, v.reshape(-1, *layer.out_shape), kappa
@@ -205,10 +193,11 @@ def input_bound(layers: list, position: int, relaxations: list, k: int) -> torch
 
 
 def pull_block(block: Block, A: torch.Tensor, H: torch.Tensor, owner: torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(A W, q)`` for a Block whose convolution terms are marked, rows as for :func:`pull_rows`: each marked term's
     rows pulled in float32 and charged (:func:`pull_rows` on the term's slice of ``H``; the charges of a row add up,
-    its terms being maps of its rows λ_p on the part they feed), the other terms as :meth:`Block.pull`."""
+    its terms being maps of its rows λ_p on the part they feed), the other terms as :meth:`Block.pull`; ``q`` None
+    when no term could be pulled in float32."""
     out = A.new_zeros(*A.shape[:-1], block.in_features)
     q: torch.Tensor | None = None
     for part, rows in zip(block.parts, A.split(block.widths, dim=-1), strict=True):
@@ -217,11 +206,8 @@ def pull_block(block: Block, A: torch.Tensor, H: torch.Tensor, owner: torch.Tens
             charged = pull_rows(op, rows, H[:, term.start:term.stop], owner) \
                 if isinstance(op, Conv) and op.float32_products else None
             if charged is None:
-                out[..., term.start:term.stop] += term.op.pull(rows)
+                out[..., term.start:term.stop] += op.pull(rows)
             else:
                 out[..., term.start:term.stop] += charged[0]
                 q = charged[1] if q is None else q + charged[1]
-    if q is None:
-        q = torch.zeros(A.shape[:-1] if A.dim() != 2 or owner is not None else (H.shape[0], A.shape[0]),
-                        dtype=A.dtype, device=A.device)
     return out, q

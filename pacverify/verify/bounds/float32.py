@@ -395,11 +395,12 @@ def crown_mixed(net: Network, input_set: InputSet, C=None, *, max_batch: int | N
     Falls back to float64 CROWN where the float32 pass does not apply (:func:`supported`, or a network not float64
     on the CPU)."""
     problem = prepare(net, input_set, C, None, None)
-    if not _applies(net, problem.input_set, problem.C):
-        if conv32.marked(conv32.mark(net)):
-            return _conv_mixed(net, problem.input_set, problem.C, max_batch)
-        return _float64_crown(net, input_set, C, max_batch)
-    return _mixed(net, problem.input_set, problem.C, max_batch)
+    if _applies(net, problem.input_set, problem.C):
+        return _mixed(net, problem.input_set, problem.C, max_batch)
+    marked = conv32.mark(net)
+    if conv32.marked(marked):
+        return _conv_mixed(net, marked, problem.input_set, problem.C, max_batch)
+    return _float64_crown(net, input_set, C, max_batch)
 
 
 def _mixed(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch: int | None) -> torch.Tensor:
@@ -415,15 +416,14 @@ def _mixed(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch:
     return lower
 
 
-def _conv_lower(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch: int | None
+def _conv_lower(marked: Network, input_set: InputSet, C: torch.Tensor | None, max_batch: int | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CROWN's lower bounds (B, K) of ``C f(x)`` with the convolutions that :func:`.conv32.mark` marks pulled back in
-    float32, and the part of each that is the final rows' own rounding charge (B, K) (the intermediate rows' charges
-    move the bounds too, through the relaxations, and are not counted)."""
+    """CROWN's lower bounds (B, K) of ``C f(x)`` on a network :func:`.conv32.mark` marked (its marked convolutions
+    pulled back in float32), and the part of each that is the final rows' own rounding charge (B, K) (the
+    intermediate rows' charges move the bounds too, through the relaxations, and are not counted)."""
     from pacverify.verify.bounds.common import spec_rows
     from pacverify.verify.bounds.crown import _crown_lower_rows
 
-    marked = conv32.mark(net)
     problem = prepare(marked, input_set, C, None, None)
     step = max_batch or default_max_batch(marked, 2 * max(marked.relu_widths() + [spec_rows(marked, problem)]))
 
@@ -437,17 +437,18 @@ def _conv_lower(net: Network, input_set: InputSet, C: torch.Tensor | None, max_b
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def _conv_mixed(net: Network, input_set: InputSet, C: torch.Tensor | None, max_batch: int | None) -> torch.Tensor:
-    """:func:`crown_mixed` for a network with convolutions: :func:`_conv_lower`, then float64 CROWN on the points with
-    a row in ``(−RECHECK_CHARGES·charge, 0]`` (or not finite)."""
-    lower, charge = _conv_lower(net, input_set, C, max_batch)
+def _conv_mixed(net: Network, marked: Network, input_set: InputSet, C: torch.Tensor | None, max_batch: int | None
+                ) -> torch.Tensor:
+    """:func:`crown_mixed` for a network with convolutions (``marked``: it as :func:`.conv32.mark` marks it):
+    :func:`_conv_lower`, then float64 CROWN on ``net`` for the points with a row in ``(−RECHECK_CHARGES·charge, 0]``
+    (or not finite)."""
+    lower, charge = _conv_lower(marked, input_set, C, max_batch)
     lower = lower.clone()
     near = ((lower <= 0) & (lower > -RECHECK_CHARGES * charge)).any(dim=1) | ~torch.isfinite(lower).all(dim=1)
     index = torch.nonzero(near).reshape(-1)
     if index.numel():
         part_C = None if C is None else (C[index] if C.dim() == 3 else C)
-        bounds = _float64_crown(net, input_set.select(index), part_C, max_batch)
-        lower[index] = bounds.to(lower)
+        lower[index] = _float64_crown(net, input_set.select(index), part_C, max_batch).to(lower)
     return lower
 
 
@@ -475,11 +476,18 @@ def crown_f32(net: Network, input_set: InputSet, C=None, *, splits=None, interme
 
     problem = prepare(net, input_set, C, splits, intermediate)
     special = splits is not None or intermediate is not None or return_intermediate
-    if special or not (_applies(net, problem.input_set, problem.C) or conv32.marked(conv32.mark(net))):
-        return crown(conv32.mark(net), input_set, C, splits=splits, intermediate=intermediate, upper=upper,
+    chain = not special and _applies(net, problem.input_set, problem.C)
+    marked = conv32.mark(net)
+    if special or not (chain or conv32.marked(marked)):
+        return crown(marked, input_set, C, splits=splits, intermediate=intermediate, upper=upper,
                      max_batch=max_batch, return_intermediate=return_intermediate)
-    mixed = _mixed if _applies(net, problem.input_set, problem.C) else _conv_mixed
+
+    def mixed(rows: torch.Tensor) -> torch.Tensor:
+        if chain:
+            return _mixed(net, problem.input_set, rows, max_batch)
+        return _conv_mixed(net, marked, problem.input_set, rows, max_batch)
+
     rows = problem.C if problem.C is not None else torch.eye(net.out_features, dtype=torch.float64)
-    lower = mixed(net, problem.input_set, rows, max_batch)
-    high = -mixed(net, problem.input_set, -rows, max_batch) if upper else torch.full_like(lower, math.inf)
+    lower = mixed(rows)
+    high = -mixed(-rows) if upper else torch.full_like(lower, math.inf)
     return Bounds(lower, high, torch.zeros(lower.shape[0], dtype=torch.bool))

@@ -108,9 +108,12 @@ def _affine(rows, layer, both: bool, H: torch.Tensor | None = None, charges: lis
     charged = None if H is None else (conv32.pull_block(layer, A, H, rows.owner) if isinstance(layer, Block)
                                       else conv32.pull_rows(layer, A, H, rows.owner))
     if charged is not None:
-        if charges is not None:
-            charges.append(charged[1])
-        return Rows(charged[0], c - charged[1], rows.owner)
+        pulled, q = charged
+        if q is not None:
+            c = c - q
+            if charges is not None:
+                charges.append(q)
+        return Rows(pulled, c, rows.owner)
     return Rows(pull_rows(layer, A), c, rows.owner)
 
 
